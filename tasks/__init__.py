@@ -1,0 +1,1 @@
+"""Task plugins shipped with vitjax; each module registers itself through `vitjax.registry`."""

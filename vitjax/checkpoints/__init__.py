@@ -1,0 +1,1 @@
+"""Hugging Face <-> Flax checkpoints: the name table, loading, position-embedding resize, export."""

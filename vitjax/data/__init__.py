@@ -1,0 +1,1 @@
+"""Data sources, seeded splits, transforms and the grain input pipeline."""

@@ -1,0 +1,1 @@
+"""Train/eval steps, the training loop, checkpointing and run outputs."""
