@@ -9,6 +9,6 @@ __version__ = "0.1.0"
 
 
 def load_pretrained(*args, **kwargs):
-  """See `vitjax.api.load_pretrained` (imported lazily to keep `import vitjax` cheap)."""
-  from vitjax.api import load_pretrained as _load
-  return _load(*args, **kwargs)
+    """See `vitjax.api.load_pretrained` (imported lazily to keep `import vitjax` cheap)."""
+    from vitjax.api import load_pretrained as _load
+    return _load(*args, **kwargs)
