@@ -1,0 +1,151 @@
+"""The run configuration: the base ConfigDict every config file starts from, and its checks.
+
+Each room owns its subtree and its defaults (`vitjax.data.config`, `vitjax.optim`, the task
+plugin); this module assembles them with the model, train, mesh and distributed knobs, checks
+values before anything expensive starts, and saves the resolved config to the run directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+
+import ml_collections
+
+from vitjax import optim
+from vitjax.data import config as data_config
+
+
+def base_config(task: str = "classification") -> ml_collections.ConfigDict:
+    """Every knob of a run with its default; config files override what their recipe needs."""
+    from vitjax import registry
+
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.checkpoint = ""          # hub id or local save_pretrained folder; "" = from scratch
+    c.model.image_size = 0           # fine-tune resolution; 0 = the checkpoint's
+    c.model.dtype = "bfloat16"       # compute dtype; parameters and optimizer state stay float32
+    c.model.spec = ml_collections.ConfigDict()  # ViTSpec fields for from-scratch models
+    c.model.drop_path_rate = 0.0     # stochastic depth during training
+    c.model.dropout_rate = 0.0       # hidden dropout during training
+    c.model.remat = False            # recompute block activations in the backward pass
+
+    c.data = data_config.default_config()
+
+    c.task = registry.get_task(task).default_config()
+    c.task.name = task
+    c.task.plugins = []              # extra plugin modules or .py files to import
+
+    c.optim = optim.default_config()
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 64          # global batch, split over all devices and hosts
+    c.train.eval_batch_size = 0      # 0 = batch_size
+    c.train.epochs = 5
+    c.train.eval_every = "1 epochs"  # a duration: "N steps", "N epochs", "N examples", "N%"
+    c.train.log_every = 20           # steps between train-metric log lines
+    c.train.best_metric = "accuracy"  # tracked for best checkpoints and early stopping
+    c.train.best_mode = "max"
+    c.train.keep_best = 1            # best checkpoints kept (the latest is always kept too)
+    c.train.early_stopping_patience = 0  # evaluations without improvement; 0 = off
+    c.train.early_stopping_min_delta = 0.0
+    c.train.resume = True            # resume from the latest checkpoint in the workdir
+    c.train.test_split = "test"      # evaluated with the best checkpoint at the end ("" = none)
+    c.train.export = True            # write best/ in Hugging Face format at the end
+    c.train.progress = True          # progress bar on the console
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1                 # data-parallel size; -1 = all devices / fsdp
+    c.mesh.fsdp = 1                  # devices sharing each parameter shard
+
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.coordinator = ""   # "host:port" of process 0; "" = auto-detect or single
+    c.distributed.num_processes = 0
+    c.distributed.process_id = 0
+
+    c.compilation_cache = os.path.join(os.path.expanduser("~"), ".cache", "vitjax", "jax")
+    return c
+
+
+def close_matches(key: str, options) -> str:
+    found = difflib.get_close_matches(key, list(options), n=3, cutoff=0.5)
+    return f" Did you mean {' or '.join(repr(f) for f in found)}?" if found else ""
+
+
+def check_keys(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict,
+               prefix: str = "config") -> None:
+    """Every key of `config` must exist in `reference` (a typo in a config file is an error)."""
+    for key in config.keys():
+        name = f"{prefix}.{key}"
+        if key not in reference:
+            raise KeyError(f"unknown key {name}.{close_matches(key, reference.keys())} "
+                           f"Known keys under {prefix}: {sorted(reference.keys())}")
+        sub, ref = config[key], reference[key]
+        if isinstance(sub, ml_collections.ConfigDict) and isinstance(ref, ml_collections.ConfigDict) \
+                and len(ref) > 0:
+            check_keys(sub, ref, name)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Cheap checks of values, each naming the key and the fix."""
+    reference = base_config(config.task.name)
+    check_keys(config, reference)
+
+    def positive(key, value, kind=(int, float)):
+        if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+            raise ValueError(f"config.{key} must be a positive number, got {value!r}.")
+
+    positive("train.batch_size", config.train.batch_size, int)
+    positive("train.epochs", config.train.epochs)
+    positive("optim.lr", config.optim.lr)
+    if config.train.eval_batch_size < 0:
+        raise ValueError("config.train.eval_batch_size must be >= 0 (0 = train.batch_size).")
+    if config.train.best_mode not in ("min", "max"):
+        raise ValueError(f"config.train.best_mode must be 'min' or 'max', "
+                         f"got {config.train.best_mode!r}.")
+    if config.model.dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"config.model.dtype must be float32, bfloat16 or float16, "
+                         f"got {config.model.dtype!r}.")
+    if not config.model.checkpoint and not config.model.spec:
+        raise ValueError("set config.model.checkpoint (a hub id or a save_pretrained folder) or "
+                         "config.model.spec (a from-scratch ViT) — neither is set.")
+
+
+def check_batch_divides(batch_size: int, key: str, devices: int) -> None:
+    if batch_size % devices:
+        raise ValueError(f"config.{key}={batch_size} is not divisible by the {devices} devices; "
+                         f"use a multiple of {devices}, e.g. {max(devices, batch_size // devices * devices)}.")
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict:
+    return json.loads(config.to_json_best_effort())
+
+
+# Keys that may change between a run and its resume without changing what is computed.
+RUN_NEUTRAL = {"train.log_every", "train.progress", "data.workers", "data.prefetch",
+               "train.resume", "compilation_cache", "distributed.coordinator",
+               "distributed.num_processes", "distributed.process_id"}
+
+
+def differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts (run-neutral keys ignored)."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        name = f"{prefix}{key}"
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += differences(va, vb, name + ".")
+        elif va != vb and name not in RUN_NEUTRAL:
+            out.append(f"{name}: {va!r} -> {vb!r}")
+    return out
+
+
+def save(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Writes the resolved config as `config.json` (read back on resume) and `config.txt`."""
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(to_dict(config), f, indent=2, sort_keys=True)
+    with open(os.path.join(workdir, "config.txt"), "w", encoding="utf-8") as f:
+        f.write(str(config))

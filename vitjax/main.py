@@ -1,0 +1,70 @@
+"""The command line: flags and mode dispatch, nothing else.
+
+    python -m vitjax.main --config configs/digits.py --workdir runs/digits
+    python -m vitjax.main --config configs/beans.py --config.optim.lr=3e-5 --workdir runs/beans
+    python -m vitjax.main --mode evaluate --config configs/beans.py --workdir runs/beans --split test
+    python -m vitjax.main --mode predict --workdir runs/beans --inputs photos/ --top_k 3
+    python -m vitjax.main --mode export --config configs/beans.py --workdir runs/beans --output model/
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A python config file with get_config().")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, outputs.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export"],
+                          "What to do.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False,
+                               "Start afresh in a workdir that holds another run.")
+_SPLIT = flags.DEFINE_string("split", "test", "evaluate: the data split to evaluate.")
+_MODEL = flags.DEFINE_string("model", None, "evaluate/predict: a Hugging Face format folder "
+                             "(default: <workdir>/best).")
+_INPUTS = flags.DEFINE_list("inputs", [], "predict: image files and/or folders.")
+_TOP_K = flags.DEFINE_integer("top_k", 5, "predict: labels shown per image.")
+_OUTPUT = flags.DEFINE_string("output", None, "export: target folder; predict: JSON file.")
+
+
+def _parse_flags(argv):
+    """absl flag parsing with a one-line, actionable message for a mistyped config key."""
+    try:
+        return flags.FLAGS(argv)
+    except (AttributeError, KeyError) as e:
+        sys.exit(f"vitjax: config override error: {str(e).strip(chr(39))}")
+    except flags.Error as e:
+        sys.exit(f"vitjax: {e}\nRun with --helpshort to see the flags.")
+
+
+def main(argv) -> None:
+    del argv
+    from vitjax import modes  # heavy imports after flag parsing (grain workers read the flags)
+
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        if _MODE.value == "predict":
+            modes.predict(_CONFIG.value, _WORKDIR.value, _MODEL.value, _INPUTS.value,
+                          _TOP_K.value, _OUTPUT.value)
+            return
+        if _CONFIG.value is None or _WORKDIR.value is None:
+            sys.exit(f"vitjax: --mode {_MODE.value} needs --config and --workdir.")
+        if _MODE.value == "train":
+            modes.train(_CONFIG.value, _WORKDIR.value, _OVERWRITE.value)
+        elif _MODE.value == "evaluate":
+            modes.evaluate(_CONFIG.value, _WORKDIR.value, _MODEL.value, _SPLIT.value)
+        else:
+            modes.export(_CONFIG.value, _WORKDIR.value, _OUTPUT.value)
+    except modes.UserError as e:
+        sys.exit(f"vitjax: {e}")
+
+
+def run() -> None:
+    """Console-script entry point (`vitjax ...`)."""
+    app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,111 @@
+"""The four modes of the CLI — train, evaluate, predict, export — as plain functions.
+
+Each prepares what every mode shares (the persistent compilation cache, the distributed
+runtime, the workdir check) and hands over to the room that does the work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+
+import jax
+
+from vitjax import config as config_lib
+from vitjax import parallel
+
+# Errors a user can fix from the message alone; the CLI prints them without a traceback
+# (set VITJAX_TRACEBACK=1 to see one).
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, RuntimeError)
+
+
+class UserError(Exception):
+    pass
+
+
+def _prepare(config) -> None:
+    config_lib.validate(config)
+    if config.compilation_cache:
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compilation_cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    parallel.initialize_distributed(config.distributed)
+
+
+def _user_errors(fn):
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as e:
+            if os.environ.get("VITJAX_TRACEBACK"):
+                raise
+            raise UserError(f"{type(e).__name__}: {e}") from e
+    return wrapped
+
+
+def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
+    """Creates the workdir; refuses one holding a run with another config unless `overwrite`."""
+    saved = os.path.join(workdir, "config.json")
+    if os.path.exists(saved) and jax.process_index() == 0:
+        with open(saved, encoding="utf-8") as f:
+            previous = json.load(f)
+        diff = config_lib.differences(previous, config_lib.to_dict(config))
+        if overwrite:
+            logging.warning("--overwrite: removing the earlier run in %s", workdir)
+            shutil.rmtree(workdir)
+        elif diff:
+            raise ValueError(
+                f"{workdir} holds a run with a different config ({'; '.join(diff[:8])}). "
+                f"Resuming it with this config would mix two runs. Use another --workdir, or "
+                f"pass --overwrite to delete the earlier run and start afresh.")
+        elif not config.train.resume and os.path.isdir(os.path.join(workdir, "checkpoints")):
+            raise ValueError(f"{workdir} already holds checkpoints and config.train.resume=False; "
+                             f"pass --overwrite to start afresh, or drop resume=False to resume.")
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+        config_lib.save(config, workdir)
+
+
+@_user_errors
+def train(config, workdir: str, overwrite: bool = False) -> dict:
+    from vitjax.train import loop
+    _prepare(config)
+    prepare_workdir(config, workdir, overwrite)
+    return loop.train(config, workdir)
+
+
+def _model_dir(workdir: str | None, model: str | None) -> str:
+    path = model or (workdir and os.path.join(workdir, "best"))
+    if not path or not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"no model folder at {path!r}: pass --model <a Hugging Face format folder>, or a "
+            f"--workdir whose training finished (it writes <workdir>/best).")
+    return path
+
+
+@_user_errors
+def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
+    from vitjax.train import evaluation
+    _prepare(config)
+    config = config.copy_and_resolve_references()
+    config.model.checkpoint = _model_dir(workdir, model)
+    config.model.image_size = 0
+    os.makedirs(workdir, exist_ok=True)
+    return evaluation.evaluate_model(config, workdir, split)
+
+
+@_user_errors
+def predict(config, workdir: str | None, model: str | None, inputs: list[str], top_k: int,
+            output: str | None) -> list[dict]:
+    from vitjax.predict import predict_files
+    if config is not None:
+        _prepare(config)
+    return predict_files(_model_dir(workdir, model), inputs, top_k, output)
+
+
+@_user_errors
+def export(config, workdir: str, output: str | None) -> str:
+    from vitjax.train import outputs
+    _prepare(config)
+    return outputs.export_from_checkpoint(config, workdir, output or os.path.join(workdir, "best"))
