@@ -46,7 +46,7 @@ def merge(*trees):
 def make_train_step(model, task, tx: optax.GradientTransformation, normalize: Callable,
                     *, trainable_mask, backbone_frozen: bool, augment: Callable | None = None,
                     ema_decay: float = 0.0):
-    """Returns `step(state, batch) -> (state, metrics)`, not yet jitted.
+    """Returns `step(state, batch) -> (state, (metrics, grad_norm))`, not yet jitted.
 
     `normalize` maps the uint8 batch images to model inputs (the checkpoint's preprocessing);
     `augment(rng, images, batch) -> (images, batch)` is the optional device-side augmentation
@@ -75,7 +75,7 @@ def make_train_step(model, task, tx: optax.GradientTransformation, normalize: Ca
         ema = state.ema_params
         if ema is not None:
             ema = optax.incremental_update(params, ema, 1.0 - ema_decay)
-        metrics = task.metrics(outputs, batch, loss)
+        metrics = task.metrics().single_from_model_output(**task.metric_inputs(outputs, batch))
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                                   ema_params=ema)
         return new_state, (metrics, grad_norm)
@@ -88,8 +88,7 @@ def make_eval_step(model, task, normalize: Callable):
 
     def step(params, batch):
         outputs = model.apply({"params": params}, normalize(batch["image"]), train=False)
-        loss, _ = task.loss(outputs, batch)
-        return task.metrics(outputs, batch, loss)
+        return task.metrics().single_from_model_output(**task.metric_inputs(outputs, batch))
 
     return step
 
