@@ -240,8 +240,9 @@ class Classification(Task):
     def loss(self, outputs, batch: dict) -> tuple[jnp.ndarray, dict]:
         """Mean loss over valid rows (0 for a batch without any); no extra diagnostics."""
         per_example = self._per_example_loss(outputs, batch["label"])
-        weights = self._mask(batch, per_example.shape[0]).astype(jnp.float32)
-        return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0), {}
+        valid = self._mask(batch, per_example.shape[0])
+        total = jnp.sum(jnp.where(valid, per_example, 0.0))
+        return total / jnp.maximum(jnp.sum(valid), 1).astype(jnp.float32), {}
 
     def metrics(self) -> type[clu_metrics.Collection]:
         return self._metrics
