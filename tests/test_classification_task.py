@@ -1,11 +1,11 @@
 """Tests of the classification plugin: losses against numpy/optax references and clu metrics against
 scikit-learn, with padded rows, batch merging, multi-label mode, the report files and predictions."""
 import json
+import sys
 import types
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -269,5 +269,20 @@ def test_make_head_maps_backbone_outputs_to_logits():
         head = make_task(num_classes=3).make_head(types.SimpleNamespace(family=family))
         params = head.init(jax.random.key(0), outputs)
         assert head.apply(params, outputs).shape == (2, 3)
-    config = ml_collections.ConfigDict({"pooling": "cls_mean"})
-    assert registry.get_task("classification")(config, ["a", "b"]).make_head(None).pooling == "cls_mean"
+
+
+def test_make_head_builds_the_classification_head_with_the_family_pooling(monkeypatch):
+    built = []
+
+    class StandInHead:
+        """Records how the plugin builds vitjax.models.heads.ClassificationHead."""
+
+        def __init__(self, num_labels, pooling):
+            built.append((num_labels, pooling))
+
+    stand_in = types.SimpleNamespace(ClassificationHead=StandInHead)
+    monkeypatch.setitem(sys.modules, "vitjax.models.heads", stand_in)
+    make_task(num_classes=3).make_head(types.SimpleNamespace(family="vit"))
+    make_task(num_classes=3).make_head(types.SimpleNamespace(family="dinov2"))
+    make_task(num_classes=4, pooling="cls_distillation").make_head(types.SimpleNamespace(family="deit"))
+    assert built == [(3, "cls"), (3, "cls_mean"), (4, "cls_distillation")]
