@@ -161,7 +161,7 @@ def write_model_card(directory: str | os.PathLike, info: Mapping[str, Any]) -> P
     lines.append(format_table(rows, markdown=True))
     training = info.get("training")
     if training:
-        lines += ["", "## Training", "", format_table([dict(training)], markdown=True)]
+        lines += ["", "## Training", "", format_table([dict(training)], markdown=True, float_format="g")]
     if info.get("command"):
         lines += ["", "Reproduce with:", "", "```bash", info["command"], "```"]
     if task == "image-classification":
