@@ -27,6 +27,7 @@ import numpy as np
 import optax
 from clu import metrics as clu_metrics
 from ml_collections import config_dict
+from sklearn import metrics as sklearn_metrics
 
 from vitjax.registry import Task, register_task
 from vitjax.train.report import format_table, plot_confusion_matrix
@@ -40,8 +41,9 @@ _STATS = ("precision", "recall", "f1")
 class ConfusionMatrix(clu_metrics.Metric):
     """Sums a [C, C] count matrix over batches and devices: rows are true classes, columns predicted.
 
-    Takes `logits` [B, C], int `labels` [B] and an optional bool `mask` [B]; build the class for a
-    number of classes with `ConfusionMatrix.of_size(C)`.
+    Takes `logits` [B, ..., C], int `labels` [B, ...] and an optional bool `mask` [B] (or [B, ...]);
+    labels outside [0, C) (an ignore index such as 255 or -1) are not counted, so per-pixel labels
+    work as well as per-image ones. Build the class for C classes with `ConfusionMatrix.of_size(C)`.
     """
 
     counts: jnp.ndarray
@@ -59,9 +61,13 @@ class ConfusionMatrix(clu_metrics.Metric):
 
     @classmethod
     def from_model_output(cls, *, logits, labels, mask=None, **_) -> ConfusionMatrix:
-        weights = jnp.ones(labels.shape, jnp.int32) if mask is None else mask.astype(jnp.int32)
+        counted = (labels >= 0) & (labels < cls.num_classes)
+        if mask is not None:
+            counted &= mask.astype(bool).reshape(mask.shape + (1,) * (labels.ndim - mask.ndim))
         predicted = jnp.argmax(logits, axis=-1)
-        return cls(counts=cls.empty().counts.at[labels, predicted].add(weights))
+        rows = jnp.where(counted, labels, 0).ravel()
+        counts = cls.empty().counts.at[rows, predicted.ravel()].add(counted.ravel().astype(jnp.int32))
+        return cls(counts=counts)
 
     def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
         return type(self)(counts=self.counts + other.counts)
@@ -141,6 +147,13 @@ def _exact_match(logits, targets, **_) -> jnp.ndarray:
     return jnp.all(predicted == (targets >= 0.5), axis=-1).astype(jnp.float32)
 
 
+def _nanmean(values: np.ndarray | None) -> float | None:
+    """The mean of the non-NaN values; None when there are none."""
+    if values is None or np.all(np.isnan(values)):
+        return None
+    return float(np.nanmean(values))
+
+
 def precision_recall_f1(true_positives, false_positives, false_negatives) -> dict[str, np.ndarray]:
     """Per-class precision, recall and F1 from counts; 0 where undefined (sklearn's zero_division=0)."""
     tp, fp, fn = (np.asarray(x, np.float64) for x in (true_positives, false_positives, false_negatives))
@@ -193,7 +206,7 @@ class Classification(Task):
             raise ValueError(
                 f"config.task.label_smoothing must be in [0, 1); got {self.config.label_smoothing}."
             )
-        self._metrics = self._collection()
+        self._metrics = {training: self._collection(training) for training in (False, True)}
 
     @property
     def _top_k(self) -> int:
@@ -244,19 +257,24 @@ class Classification(Task):
         total = jnp.sum(jnp.where(valid, per_example, 0.0))
         return total / jnp.maximum(jnp.sum(valid), 1).astype(jnp.float32), {}
 
-    def metrics(self) -> type[clu_metrics.Collection]:
-        return self._metrics
+    def metrics(self, training: bool = False) -> type[clu_metrics.Collection]:
+        """Evaluation: loss, accuracy, top-k, confusion matrix (single-label) or per-label counts and
+        the collected scores for average precision (multi-label). Training: loss, accuracy, top-k."""
+        return self._metrics[training]
 
-    def _collection(self) -> type[clu_metrics.Collection]:
+    def _collection(self, training: bool) -> type[clu_metrics.Collection]:
         fields: dict[str, type[clu_metrics.Metric]] = {"loss": clu_metrics.Average.from_output("loss")}
         if self.config.multilabel:
             fields["accuracy"] = clu_metrics.Average.from_fun(_exact_match)
-            fields["label_counts"] = MultilabelCounts.of_size(self.num_classes)
+            if not training:
+                fields["label_counts"] = MultilabelCounts.of_size(self.num_classes)
+                fields["scores"] = clu_metrics.CollectingMetric.from_outputs(("logits", "targets", "mask"))
         else:
             fields["accuracy"] = clu_metrics.Accuracy
             if self._top_k:
                 fields[f"top{self._top_k}_accuracy"] = TopKAccuracy.of_k(self._top_k)
-            fields["confusion_matrix"] = ConfusionMatrix.of_size(self.num_classes)
+            if not training:
+                fields["confusion_matrix"] = ConfusionMatrix.of_size(self.num_classes)
         return clu_metrics.Collection.create(**fields)
 
     def metric_inputs(self, outputs, batch: dict) -> dict[str, jnp.ndarray]:
@@ -295,20 +313,39 @@ class Classification(Task):
         weighted = {stat: np.average(per_class[stat], weights=weights) for stat in _STATS}
         return {"macro": macro, "weighted": weighted}
 
+    @staticmethod
+    def _average_precision(computed: dict) -> np.ndarray | None:
+        """Per-label average precision (NaN for labels without positives), None without scores."""
+        scores = computed.get("scores")
+        if not scores:
+            return None
+        valid = scores["mask"].astype(bool)
+        targets = scores["targets"][valid] >= 0.5
+        logits = scores["logits"][valid]
+        return np.array([
+            sklearn_metrics.average_precision_score(column, logits[:, i]) if column.any() else np.nan
+            for i, column in enumerate(targets.T)
+        ])
+
     def summarize(self, computed: dict) -> dict[str, float]:
-        """loss, accuracy, top{k}_accuracy, macro_/weighted_ precision, recall and F1; multi-label:
-        loss, accuracy (exact match), macro_/micro_ precision, recall and F1."""
+        """loss, accuracy, top{k}_accuracy and, from an evaluation, macro_/weighted_ precision, recall
+        and F1. Multi-label: loss, accuracy (exact match) and, from an evaluation, macro_/micro_
+        precision, recall and F1 and mean_average_precision (over labels with positives)."""
         names = ["loss", "accuracy"] + ([f"top{self._top_k}_accuracy"] if self._top_k else [])
         summary = {name: float(computed[name]) for name in names}
-        counts = self._counts(computed)
-        for average, stats in self._averages(precision_recall_f1(*counts), counts).items():
-            summary.update({f"{average}_{stat}": float(stats[stat]) for stat in _STATS})
+        if "confusion_matrix" in computed or "label_counts" in computed:
+            counts = self._counts(computed)
+            for average, stats in self._averages(precision_recall_f1(*counts), counts).items():
+                summary.update({f"{average}_{stat}": float(stats[stat]) for stat in _STATS})
+        mean_average_precision = _nanmean(self._average_precision(computed))
+        if mean_average_precision is not None:
+            summary["mean_average_precision"] = mean_average_precision
         return summary
 
     def warnings(self, computed: dict) -> list[str]:
         """A collapse warning when one class takes at least `collapse_warning` of the predictions."""
         threshold = self.config.collapse_warning
-        if threshold is None or self.config.multilabel:
+        if threshold is None or "confusion_matrix" not in computed:
             return []
         matrix = np.asarray(computed["confusion_matrix"])
         total = matrix.sum()
@@ -335,10 +372,18 @@ class Classification(Task):
             {"class": name, **{stat: per_class[stat][i].item() for stat in (*_STATS, "support")}}
             for i, name in enumerate(self.class_names)
         ]
+        average_precision = self._average_precision(computed)
+        if average_precision is not None:
+            for row, value in zip(rows, average_precision):
+                row["average_precision"] = None if np.isnan(value) else float(value)
         total = int(per_class["support"].sum())
+        mean_average_precision = _nanmean(average_precision)
         for average, stats in self._averages(per_class, counts).items():
             averaged = {stat: float(stats[stat]) for stat in _STATS}
-            rows.append({"class": f"{average} avg", **averaged, "support": total})
+            row = {"class": f"{average} avg", **averaged, "support": total}
+            if average == "macro" and mean_average_precision is not None:
+                row["average_precision"] = mean_average_precision
+            rows.append(row)
         return rows
 
     def report(self, computed: dict, outdir: str | os.PathLike, split: str) -> dict:

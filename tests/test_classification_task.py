@@ -11,6 +11,7 @@ import optax
 import pytest
 from sklearn import metrics as skm
 
+from tasks.classification import ConfusionMatrix
 from vitjax import registry
 
 registry.load_plugins()
@@ -188,11 +189,47 @@ def test_multilabel_metrics_match_sklearn():
         assert summary[f"{average}_precision"] == pytest.approx(
             skm.precision_score(targets, predicted, average=average, zero_division=0)
         )
+    assert summary["mean_average_precision"] == pytest.approx(
+        skm.average_precision_score(targets, logits, average="macro")
+    )
     _, recall, _, support = skm.precision_recall_fscore_support(targets, predicted, zero_division=0)
     rows = task.per_class_rows(computed)
     np.testing.assert_allclose([row["recall"] for row in rows[:num_labels]], recall)
     assert [row["support"] for row in rows[:num_labels]] == support.tolist()
+    np.testing.assert_allclose(
+        [row["average_precision"] for row in rows[:num_labels]],
+        skm.average_precision_score(targets, logits, average=None),
+    )
     assert task.warnings(computed) == []
+
+
+def test_training_metrics_are_the_cheap_subset():
+    rng = np.random.default_rng(8)
+    logits = rng.normal(size=(12, 6)).astype(np.float32)
+    labels = rng.integers(0, 6, size=12).astype(np.int32)
+    task = make_task(num_classes=6)
+    collection = task.metrics(training=True)
+    computed = collection.single_from_model_output(**task.metric_inputs(logits, {"label": labels})).compute()
+    assert set(task.summarize(computed)) == {"loss", "accuracy", "top5_accuracy"}
+    assert task.warnings(computed) == []
+    multilabel = make_task(num_classes=3, multilabel=True)
+    assert set(multilabel.metrics(training=True).__annotations__) == {"loss", "accuracy"}
+
+
+def test_confusion_matrix_counts_pixels_and_skips_the_ignore_index():
+    rng = np.random.default_rng(9)
+    num_classes = 4
+    logits = rng.normal(size=(3, 5, 5, num_classes)).astype(np.float32)
+    labels = rng.integers(0, num_classes, size=(3, 5, 5)).astype(np.int32)
+    labels[rng.random(labels.shape) < 0.2] = 255
+    valid = np.array([True, False, True])
+    metric = ConfusionMatrix.of_size(num_classes)
+    counts = jax.jit(lambda *args: metric.from_model_output(**dict(zip(("logits", "labels", "mask"), args))))(
+        logits, labels, valid
+    )
+    kept = (labels != 255) & valid[:, None, None]
+    expected = skm.confusion_matrix(labels[kept], logits.argmax(-1)[kept], labels=range(num_classes))
+    np.testing.assert_array_equal(counts.compute(), expected)
 
 
 def test_collapse_warning():
@@ -224,6 +261,22 @@ def test_report_writes_tables_json_and_confusion_plot(tmp_path):
     assert "| class_3 " in (tmp_path / "test" / "per_class.md").read_text()
     png = (tmp_path / "test" / "confusion_matrix.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 1000
+
+
+def test_multilabel_report_has_average_precision(tmp_path):
+    rng = np.random.default_rng(10)
+    task = make_task(num_classes=3, multilabel=True)
+    targets = rng.integers(0, 2, size=(10, 3)).astype(np.float32)
+    targets[:, 2] = 0  # A label without positives has no average precision.
+    logits = rng.normal(size=(10, 3)).astype(np.float32)
+    result = task.report(run_metrics(task, [(logits, {"label": targets})]), tmp_path, "val")
+    assert [row["class"] for row in result["per_class"]] == [*task.class_names, "macro avg", "micro avg"]
+    assert result["per_class"][2]["average_precision"] is None
+    assert result["metrics"]["mean_average_precision"] == pytest.approx(
+        skm.average_precision_score(targets[:, :2], logits[:, :2], average="macro")
+    )
+    written = sorted(path.name for path in tmp_path.iterdir())
+    assert written == ["per_class.csv", "per_class.md", "report.json"]
 
 
 def test_predict_and_records():
