@@ -224,9 +224,12 @@ def test_confusion_matrix_counts_pixels_and_skips_the_ignore_index():
     labels[rng.random(labels.shape) < 0.2] = 255
     valid = np.array([True, False, True])
     metric = ConfusionMatrix.of_size(num_classes)
-    counts = jax.jit(lambda *args: metric.from_model_output(**dict(zip(("logits", "labels", "mask"), args))))(
-        logits, labels, valid
-    )
+
+    @jax.jit
+    def count(logits, labels, mask):
+        return metric.from_model_output(logits=logits, labels=labels, mask=mask)
+
+    counts = count(logits, labels, valid)
     kept = (labels != 255) & valid[:, None, None]
     expected = skm.confusion_matrix(labels[kept], logits.argmax(-1)[kept], labels=range(num_classes))
     np.testing.assert_array_equal(counts.compute(), expected)

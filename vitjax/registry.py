@@ -8,11 +8,18 @@ Hugging Face export needs — so the trainer runs any task by calling only the m
     load_plugins(config.task.plugins)
     task = get_task(config.task.name)(config.task, class_names)
     model = Model(backbone, task.make_head(spec))
-    # train step                           # eval step (on every batch, `valid` masks padding)
-    loss, aux = task.loss(outputs, batch)   update = metrics_cls.single_from_model_output(
-                                                **task.metric_inputs(outputs, batch))
-    computed = collection.compute(); task.summarize(computed); task.warnings(computed)
-    task.report(computed, outdir, split); task.predict(outputs, top_k); task.hf_config()
+    loss, aux = task.loss(outputs, batch)                       # inside the jitted train step
+    update = task.metrics(training).single_from_model_output(   # inside the jitted train/eval step
+        **task.metric_inputs(outputs, batch))
+    merged = merged.merge(jax.device_get(update))               # on the host, between steps
+    computed = merged.compute()
+    task.summarize(computed), task.warnings(computed)           # logs, early stopping, best checkpoint
+    task.report(computed, outdir, split)                        # evaluation report files
+    task.predict(outputs, top_k) -> task.prediction_records(...) # predict mode
+    task.hf_config()                                            # export
+
+Updates are merged on the host, outside jit, so a plugin may use clu's `CollectingMetric` for
+metrics that need every prediction (average precision, COCO mAP).
 
 Plugins come from three places, all imported by `load_plugins`: the built-ins (`tasks.*`), module
 paths or `.py` file paths listed in `config.task.plugins`, and the `vitjax.tasks` entry-point group
@@ -84,8 +91,13 @@ class Task(abc.ABC):
         """(scalar loss averaged over valid examples, dict of scalar diagnostics to log). Jit-able."""
 
     @abc.abstractmethod
-    def metrics(self) -> type[clu_metrics.Collection]:
-        """The clu `Collection` class whose `single_from_model_output` takes `metric_inputs`."""
+    def metrics(self, training: bool = False) -> type[clu_metrics.Collection]:
+        """The clu `Collection` class whose `single_from_model_output` takes `metric_inputs`.
+
+        `training=True` asks for the cheap subset accumulated over training steps (what the learning
+        curves need, no host-collected predictions); the default is the full evaluation collection.
+        Updates are merged on the host, outside jit (see the module docstring).
+        """
 
     @abc.abstractmethod
     def metric_inputs(self, outputs: Any, batch: dict) -> dict[str, Any]:
