@@ -5,9 +5,10 @@ mixup/cutmix in the single-label case, multi-hot vectors with `multilabel=True`.
 count only rows where `batch["valid"]` is True.
 
 Metrics (clu): loss, accuracy (exact-match accuracy for multi-label), top-k accuracy when there are
-more than k classes, and a summed confusion matrix (single-label) or per-label true/false positive
-and false negative counts (multi-label), from which per-class and macro/weighted precision, recall
-and F1 are derived on the host.
+more than k classes, and, in evaluations, a summed confusion matrix (single-label) or per-label true
+positive, false positive and false negative counts plus the collected scores for average precision
+(multi-label), from which per-class and macro/weighted (micro) precision, recall and F1 are derived
+on the host. `ConfusionMatrix` also counts per-pixel labels with an ignore index, for segmentation.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from vitjax.train.report import format_table, plot_confusion_matrix
 
 # Multi-label predictions: a label is predicted when its sigmoid probability reaches this.
 MULTILABEL_THRESHOLD = 0.5
+POOLINGS = ("cls", "cls_distillation", "cls_mean")
 _STATS = ("precision", "recall", "f1")
 
 
@@ -201,6 +203,10 @@ class Classification(Task):
             raise ValueError(
                 f"Single-label classification needs at least 2 classes; got {self.class_names}. "
                 f"Check the dataset's labels, or set config.task.multilabel=True."
+            )
+        if self.config.pooling not in (None, *POOLINGS):
+            raise ValueError(
+                f"config.task.pooling must be one of {POOLINGS} or None; got {self.config.pooling!r}."
             )
         if not 0.0 <= self.config.label_smoothing < 1.0:
             raise ValueError(

@@ -308,9 +308,13 @@ def test_hf_config():
     assert multilabel["problem_type"] == "multi_label_classification"
 
 
-def test_single_label_needs_two_classes():
+def test_invalid_knobs_are_rejected():
     with pytest.raises(ValueError, match="at least 2 classes"):
         make_task(num_classes=1)
+    with pytest.raises(ValueError, match="config.task.pooling"):
+        make_task(pooling="mean")
+    with pytest.raises(ValueError, match="config.task.label_smoothing"):
+        make_task(label_smoothing=1.5)
 
 
 def test_make_head_maps_backbone_outputs_to_logits():
