@@ -1,6 +1,7 @@
 """Run outputs shared by all tasks: learning-curve and confusion-matrix plots, text/Markdown tables,
 and the model card written next to the exported Hugging Face model. Host-side only (numpy,
-matplotlib with the Agg backend); nothing here touches JAX.
+matplotlib); nothing here touches JAX. Figures are drawn on `matplotlib.figure.Figure` objects, which
+render with Agg without pyplot, so importing this module never changes the user's matplotlib backend.
 """
 from __future__ import annotations
 
@@ -9,11 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 # Confusion matrices up to this many classes get a count written in each cell.
 _ANNOTATE_MAX_CLASSES = 30
@@ -44,7 +42,8 @@ def plot_learning_curves(
             f"({len(history)} epochs); each entry needs e.g. 'train/loss' and an 'epoch'."
         )
     panels = [metric for metric in metrics if metric in series]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    fig = Figure(figsize=(5 * len(panels), 4), layout="tight")
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, metric in zip(axes[0], panels):
         for split, (xs, ys) in sorted(series[metric].items()):
             ax.plot(xs, ys, marker="o", label=split)
@@ -53,9 +52,7 @@ def plot_learning_curves(
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_confusion_matrix(
@@ -71,7 +68,8 @@ def plot_confusion_matrix(
         )
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = min(4 + 0.4 * num_classes, 40)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = Figure(figsize=(size + 1, size), layout="tight")
+    ax = fig.subplots()
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
     ticks = np.arange(num_classes)
@@ -86,9 +84,7 @@ def plot_confusion_matrix(
             for j in range(num_classes):
                 colour = "white" if rates[i, j] > 0.5 else "black"
                 ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", color=colour, fontsize=8)
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def format_table(
