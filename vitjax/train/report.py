@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 # Confusion matrices up to this many classes get a count written in each cell.
 _ANNOTATE_MAX_CLASSES = 30
@@ -48,6 +49,7 @@ def plot_learning_curves(
         for split, (xs, ys) in sorted(series[metric].items()):
             ax.plot(xs, ys, marker="o", label=split)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.set_title(metric)
         ax.grid(alpha=0.3)
