@@ -8,15 +8,15 @@ Hugging Face export needs — so the trainer runs any task by calling only the m
     load_plugins(config.task.plugins)
     task = get_task(config.task.name)(config.task, class_names)
     model = Model(backbone, task.make_head(spec))
-    loss, aux = task.loss(outputs, batch)                       # inside the jitted train step
-    update = task.metrics(training).single_from_model_output(   # inside the jitted train/eval step
+    loss, aux = task.loss(outputs, batch)                      # inside the jitted train step
+    update = task.metrics(training).single_from_model_output(  # inside the jitted train/eval step
         **task.metric_inputs(outputs, batch))
-    merged = merged.merge(jax.device_get(update))               # on the host, between steps
+    merged = merged.merge(jax.device_get(update))              # on the host, between steps
     computed = merged.compute()
-    task.summarize(computed), task.warnings(computed)           # logs, early stopping, best checkpoint
-    task.report(computed, outdir, split)                        # evaluation report files
-    task.predict(outputs, top_k) -> task.prediction_records(...) # predict mode
-    task.hf_config()                                            # export
+    task.summarize(computed), task.warnings(computed)          # logs, early stopping, best checkpoint
+    task.report(computed, outdir, split)                       # evaluation report files
+    task.prediction_records(task.predict(outputs, top_k), sources, outdir)  # predict mode
+    task.hf_config()                                           # export
 
 Updates are merged on the host, outside jit, so a plugin may use clu's `CollectingMetric` for
 metrics that need every prediction (average precision, COCO mAP).
@@ -105,7 +105,8 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def summarize(self, computed: dict[str, Any]) -> dict[str, float]:
-        """Scalar metrics from `collection.compute()`, for logs, early stopping and best-checkpoint."""
+        """Scalar metrics from `collection.compute()` of either `metrics()` collection, for logs,
+        early stopping and the best checkpoint (`best_metric` names one of them)."""
 
     def warnings(self, computed: dict[str, Any]) -> list[str]:
         """Messages the trainer should log about this evaluation (e.g. collapsed predictions)."""
