@@ -1,0 +1,129 @@
+"""Tests of the task registry: registration, name clashes, typo hints and the three plugin sources."""
+import logging
+import textwrap
+from importlib import metadata
+
+import ml_collections
+import pytest
+
+from vitjax import registry
+
+# A complete toy plugin; the registry never calls the task methods, so they are stubbed out.
+TOY_PLUGIN = textwrap.dedent('''
+    """A toy task plugin written by the registry tests."""
+    from vitjax.registry import Task, register_task
+
+
+    @register_task("{name}")
+    class Toy(Task):
+        label_fields = ("label",)
+        best_metric = ("loss", "min")
+        make_head = loss = metrics = metric_inputs = summarize = report = None
+        predict = prediction_records = None
+''')
+
+
+@pytest.fixture(autouse=True)
+def isolated_registry(monkeypatch):
+    """Each test sees the built-in tasks only and leaves the global registry as it found it."""
+    registry.load_plugins()
+    monkeypatch.setattr(registry, "_TASKS", dict(registry._TASKS))
+    monkeypatch.setattr(registry, "_LOADED_FILES", {})
+
+
+def toy_class(name="toy"):
+    namespace = {}
+    exec(TOY_PLUGIN.format(name=name), namespace)
+    return namespace["Toy"]
+
+
+def test_register_and_get():
+    cls = toy_class("toy")
+    assert registry.get_task("toy") is cls
+    assert cls.name == "toy"
+    assert "toy" in registry.available_tasks()
+    assert "classification" in registry.available_tasks()
+
+
+def test_name_clash_is_an_error():
+    toy_class("toy")
+    with pytest.raises(ValueError, match="already registered"):
+        toy_class("toy")
+    with pytest.raises(ValueError, match="already registered"):
+        toy_class("classification")
+
+
+def test_registering_a_non_task_is_an_error():
+    with pytest.raises(TypeError, match="not a vitjax.registry.Task"):
+        registry.register_task("bad")(dict)
+
+
+def test_typo_lists_available_tasks_and_close_matches():
+    with pytest.raises(KeyError) as error:
+        registry.get_task("clasification")
+    message = str(error.value)
+    assert "Did you mean 'classification'" in message
+    assert "Available tasks: classification" in message
+    assert "config.task.plugins" in message
+
+
+def test_plugin_from_a_file_path(tmp_path):
+    path = tmp_path / "my_task.py"
+    path.write_text(TOY_PLUGIN.format(name="toy_file"))
+    registry.load_plugins([str(path)])
+    assert registry.get_task("toy_file").label_fields == ("label",)
+    registry.load_plugins([str(path)])  # A second load of the same file is a no-op, not a clash.
+
+
+def test_plugin_from_a_module_path(tmp_path, monkeypatch):
+    (tmp_path / "toy_module_plugin.py").write_text(TOY_PLUGIN.format(name="toy_module"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.load_plugins(["toy_module_plugin"])
+    assert registry.get_task("toy_module").name == "toy_module"
+
+
+def test_missing_plugins_say_where_they_were_named(tmp_path):
+    with pytest.raises(ModuleNotFoundError, match="config.task.plugins"):
+        registry.load_plugins(["no_such_vitjax_plugin"])
+    with pytest.raises(FileNotFoundError, match="config.task.plugins"):
+        registry.load_plugins([str(tmp_path / "absent.py")])
+
+
+def test_plugin_from_an_entry_point(tmp_path, monkeypatch, caplog):
+    (tmp_path / "toy_entry_point_plugin.py").write_text(TOY_PLUGIN.format(name="toy_entry_point"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    points = [
+        metadata.EntryPoint(name="broken", value="no_such_module_anywhere", group=registry.ENTRY_POINT_GROUP),
+        metadata.EntryPoint(name="toy", value="toy_entry_point_plugin", group=registry.ENTRY_POINT_GROUP),
+    ]
+    groups = []
+
+    def entry_points(group):
+        groups.append(group)
+        return points
+
+    monkeypatch.setattr(registry.metadata, "entry_points", entry_points)
+    with caplog.at_level(logging.WARNING):
+        registry.load_plugins()
+    assert groups == ["vitjax.tasks"]
+    assert registry.get_task("toy_entry_point").name == "toy_entry_point"
+    assert "Skipping task plugin entry point 'broken'" in caplog.text
+
+
+def test_task_config_holds_name_plugins_and_knobs():
+    config = registry.task_config("classification")
+    assert config.name == "classification"
+    assert list(config.plugins) == []
+    assert config.label_smoothing == 0.0
+
+
+def test_unknown_task_knob_lists_close_matches():
+    config = ml_collections.ConfigDict({"name": "classification", "label_smothing": 0.1})
+    with pytest.raises(KeyError, match="Did you mean label_smoothing"):
+        registry.get_task("classification")(config, ["a", "b"])
+
+
+def test_missing_knobs_take_the_defaults():
+    task = registry.get_task("classification")(ml_collections.ConfigDict({"top_k": 3}), ["a", "b"])
+    assert task.config.top_k == 3
+    assert task.config.label_smoothing == 0.0

@@ -1,0 +1,246 @@
+"""The task-plugin registry: the `Task` interface, `@register_task`, lookup and plugin discovery.
+
+A task plugin is one class deriving from `Task`, registered under a name with `@register_task(name)`.
+It owns everything task-specific — the head over the backbone's output dict, the loss, the clu
+metrics, which label fields it needs from the data, the evaluation report, predictions and what the
+Hugging Face export needs — so the trainer runs any task by calling only the methods below:
+
+    load_plugins(config.task.plugins)
+    task = get_task(config.task.name)(config.task, class_names)
+    model = Model(backbone, task.make_head(spec))
+    loss, aux = task.loss(outputs, batch)                      # inside the jitted train step
+    update = task.metrics(training).single_from_model_output(  # inside the jitted train/eval step
+        **task.metric_inputs(outputs, batch))
+    merged = merged.merge(jax.device_get(update))              # on the host, between steps
+    computed = merged.compute()
+    task.summarize(computed), task.warnings(computed)          # logs, early stopping, best checkpoint
+    task.report(computed, outdir, split)                       # evaluation report files
+    task.prediction_records(task.predict(outputs, top_k), sources, outdir)  # predict mode
+    task.hf_config()                                           # export
+
+Updates are merged on the host, outside jit, so a plugin may use clu's `CollectingMetric` for
+metrics that need every prediction (average precision, COCO mAP).
+
+Plugins come from three places, all imported by `load_plugins`: the built-ins (`tasks.*`), module
+paths or `.py` file paths listed in `config.task.plugins`, and the `vitjax.tasks` entry-point group
+of installed distributions.
+"""
+from __future__ import annotations
+
+import abc
+import difflib
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import ml_collections
+from clu import metrics as clu_metrics
+
+BUILTIN_PLUGINS = ("tasks.classification",)
+ENTRY_POINT_GROUP = "vitjax.tasks"
+# Keys of `config.task` read by the registry itself rather than by the plugin.
+REGISTRY_KEYS = ("name", "plugins")
+
+_TASKS: dict[str, type[Task]] = {}
+_LOADED_FILES: dict[Path, str] = {}
+
+
+class Task(abc.ABC):
+    """The interface every task plugin implements; the trainer calls nothing else.
+
+    `outputs` below is whatever the module from `make_head` returns (logits for classification,
+    a dict for detection); `batch` is the data batch dict holding `label_fields` and `valid`
+    (bool [B], False on padding rows that must never count in losses or metrics).
+    """
+
+    name: ClassVar[str]  # set by @register_task
+    label_fields: ClassVar[tuple[str, ...]]  # batch keys the data pipeline must provide
+    # The metric (a key of `summarize`'s result) that picks the best checkpoint by default, and
+    # whether higher ("max") or lower ("min") is better.
+    best_metric: ClassVar[tuple[str, str]]
+
+    def __init__(self, config: ml_collections.ConfigDict, class_names: Sequence[str]):
+        """Takes `config.task` and the dataset's class names (index i names label i)."""
+        self.config = _resolve_config(type(self), config)
+        self.class_names = list(class_names)
+        if not self.class_names:
+            raise ValueError(f"Task {self.name!r} needs at least one class name; got none.")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @classmethod
+    def default_config(cls) -> ml_collections.ConfigDict:
+        """The task's knobs with their defaults (merged under `config.task`)."""
+        return ml_collections.ConfigDict()
+
+    @abc.abstractmethod
+    def make_head(self, spec: Any) -> nn.Module:
+        """The head: a linen module from the backbone's output dict to this task's `outputs`."""
+
+    @abc.abstractmethod
+    def loss(self, outputs: Any, batch: dict) -> tuple[Any, dict[str, Any]]:
+        """(scalar loss averaged over valid examples, dict of scalar diagnostics to log). Jit-able."""
+
+    @abc.abstractmethod
+    def metrics(self, training: bool = False) -> type[clu_metrics.Collection]:
+        """The clu `Collection` class whose `single_from_model_output` takes `metric_inputs`.
+
+        `training=True` asks for the cheap subset accumulated over training steps (what the learning
+        curves need, no host-collected predictions); the default is the full evaluation collection.
+        Updates are merged on the host, outside jit (see the module docstring).
+        """
+
+    @abc.abstractmethod
+    def metric_inputs(self, outputs: Any, batch: dict) -> dict[str, Any]:
+        """Keyword arguments for `metrics().single_from_model_output`, including `mask`. Jit-able."""
+
+    @abc.abstractmethod
+    def summarize(self, computed: dict[str, Any]) -> dict[str, float]:
+        """Scalar metrics from `collection.compute()` of either `metrics()` collection, for logs,
+        early stopping and the best checkpoint (`best_metric` names one of them)."""
+
+    def warnings(self, computed: dict[str, Any]) -> list[str]:
+        """Messages the trainer should log about this evaluation (e.g. collapsed predictions)."""
+        return []
+
+    @abc.abstractmethod
+    def report(self, computed: dict[str, Any], outdir: str | os.PathLike, split: str) -> dict:
+        """Writes the evaluation report files of `split` under `outdir`; returns a JSON-able summary."""
+
+    @abc.abstractmethod
+    def predict(self, outputs: Any, top_k: int) -> dict[str, Any]:
+        """Turns `outputs` into prediction arrays (jit-able), e.g. top-k indices and probabilities."""
+
+    @abc.abstractmethod
+    def prediction_records(
+        self, predictions: dict[str, Any], sources: Sequence[str], outdir: str | os.PathLike
+    ) -> list[dict]:
+        """One JSON-able record per source image from `predict`'s arrays (host side).
+
+        Plugins whose predictions are not scalars (segmentation masks) write them under `outdir`
+        and reference the files in the records.
+        """
+
+    def hf_config(self) -> dict | None:
+        """Fields the Hugging Face `config.json` needs (id2label, ...), or None when no transformers
+        class fits the task, in which case the model is exported in vitjax's own format."""
+        return None
+
+
+def _resolve_config(cls: type[Task], config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` over the task's defaults; a key the task does not know is an error."""
+    resolved = cls.default_config()
+    known = set(resolved.keys()) | set(REGISTRY_KEYS)
+    for key, value in config.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise KeyError(
+                f"config.task.{key} is not a knob of task {cls.name!r}.{hint} "
+                f"Its knobs are: {', '.join(sorted(resolved.keys())) or '(none)'}."
+            )
+        if key not in REGISTRY_KEYS:
+            resolved[key] = value
+    return resolved
+
+
+def register_task(name: str):
+    """Class decorator registering a `Task` subclass under `name`; a name already taken is an error."""
+
+    def decorate(cls: type[Task]) -> type[Task]:
+        if not (isinstance(cls, type) and issubclass(cls, Task)):
+            raise TypeError(
+                f"@register_task({name!r}) decorates {cls!r}, which is not a vitjax.registry.Task subclass."
+            )
+        existing = _TASKS.get(name)
+        if existing is not None and existing is not cls:
+            raise ValueError(
+                f"Task name {name!r} is already registered by {existing.__module__}.{existing.__qualname__}; "
+                f"{cls.__module__}.{cls.__qualname__} must use another name."
+            )
+        cls.name = name
+        _TASKS[name] = cls
+        return cls
+
+    return decorate
+
+
+def available_tasks() -> list[str]:
+    """The registered task names, sorted."""
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> type[Task]:
+    """The task class registered as `name`; on a miss the error lists the tasks and close matches."""
+    try:
+        return _TASKS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, available_tasks(), n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise KeyError(
+            f"Unknown task {name!r} (config.task.name).{hint} Available tasks: "
+            f"{', '.join(available_tasks()) or '(none)'}. A third-party task must be listed in "
+            f"config.task.plugins (a module path or .py file) or installed under the "
+            f"{ENTRY_POINT_GROUP!r} entry-point group."
+        ) from None
+
+
+def task_config(name: str, plugins: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """A full `config.task` subtree: the task's name, the plugin list and the task's default knobs."""
+    load_plugins(plugins)
+    config = ml_collections.ConfigDict({"name": name, "plugins": list(plugins)})
+    config.update(get_task(name).default_config())
+    return config
+
+
+def load_plugins(modules: Iterable[str] = ()) -> None:
+    """Imports the built-in plugins, `modules` (dotted module paths or `.py` file paths) and the
+    modules of the `vitjax.tasks` entry points; importing a plugin registers its tasks."""
+    for module in (*BUILTIN_PLUGINS, *modules):
+        if module.endswith(".py") or os.sep in module or "/" in module:
+            _import_file(Path(module))
+        else:
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as error:
+                if error.name is None or not (module == error.name or module.startswith(error.name + ".")):
+                    raise
+                raise ModuleNotFoundError(
+                    f"Task plugin module {module!r} (config.task.plugins) cannot be imported: {error}. "
+                    f"Install it, add its folder to PYTHONPATH, or give the path of its .py file."
+                ) from error
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry_point.load()
+        except Exception as error:  # noqa: BLE001 - a broken third-party plugin must not stop others.
+            logging.warning(
+                "Skipping task plugin entry point %r (%s): %s", entry_point.name, entry_point.value, error
+            )
+
+
+def _import_file(path: Path) -> None:
+    """Imports a plugin from a `.py` file once per resolved path."""
+    resolved = path.expanduser().resolve()
+    if resolved in _LOADED_FILES:
+        return
+    if not resolved.is_file():
+        raise FileNotFoundError(f"Task plugin file {str(path)!r} (config.task.plugins) does not exist.")
+    module_name = f"vitjax_plugin_{resolved.stem}_{len(_LOADED_FILES)}"
+    spec = importlib.util.spec_from_file_location(module_name, resolved)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    _LOADED_FILES[resolved] = module_name
