@@ -39,7 +39,8 @@ def default_config() -> ml_collections.ConfigDict:
     # wins; `Optimizer.describe()` prints the resulting groups.
     # freeze: "full" (train everything), "head_only" (linear probe), "last_n_blocks" (head, final norm
     # and the top `last_n_blocks` encoder blocks), "none" (param_groups must cover every parameter), or
-    # any other string: a regex of parameters to freeze, the rest trains.
+    # any other string: a regex of parameters to freeze, the rest trains (join several regexes with |,
+    # e.g. "backbone/embeddings/.*|backbone/encoder/layer_0[0-5]/.*").
     c.freeze = "full"
     c.last_n_blocks = 2               # blocks trained by freeze="last_n_blocks" (at most the depth)
     # Entries (regex, lr multiplier) or (regex, lr multiplier, start), checked before the preset; a

@@ -7,7 +7,7 @@ The first rule whose regex fully matches a path owns that parameter. The list is
     1. `param_groups`   the user's own (regex, lr multiplier or None, [start]) entries
     2. `unfreeze`       (regex, start) entries: these train with multiplier 1 from `start` on
     3. `unfreeze_every` one encoder block every k from the top, then the embeddings
-    4. `freeze`         the preset ("full", "head_only", "last_n_blocks", "none") or regex(es) to freeze
+    4. `freeze`         the preset ("full", "head_only", "last_n_blocks", "none") or a regex to freeze
 
 Every parameter must be owned by some rule, and every rule the user wrote must own some parameter;
 rules generated from presets may be shadowed by earlier ones without complaint.
@@ -93,12 +93,9 @@ def _block_regex(blocks: Sequence[int]) -> str:
 
 
 def preset_rules(freeze, num_layers: int, last_n_blocks: int) -> list[Rule]:
-    """Expand `optim.freeze` (a preset name, a regex of parameters to freeze, or a list of such regexes)."""
-    if isinstance(freeze, (list, tuple)):
-        rules = [Rule(rx, None, name=f"freeze[{i}]") for i, rx in enumerate(freeze)]
-        return rules + [Rule(".*", 1.0, name="rest", required=False)]
+    """Expand `optim.freeze`: a preset name, or else a regex of parameters to freeze (join several with |)."""
     if not isinstance(freeze, str):
-        raise ValueError(f"optim.freeze={freeze!r}: use a preset {PRESETS} or regex(es) of parameters to freeze")
+        raise ValueError(f"optim.freeze={freeze!r}: use a preset {PRESETS} or a regex of parameters to freeze")
     if freeze == "full":
         return [Rule(".*", 1.0, name="all", required=False)]
     if freeze == "head_only":
@@ -115,7 +112,7 @@ def preset_rules(freeze, num_layers: int, last_n_blocks: int) -> list[Rule]:
                         Rule(".*", 1.0, name="top", required=False)]
     if freeze == "none":
         return []
-    return [Rule(freeze, None, name="freeze"), Rule(".*", 1.0, name="rest", required=False)]
+    return [Rule(freeze, None, name="optim.freeze"), Rule(".*", 1.0, name="rest", required=False)]
 
 
 def unfreeze_every_rules(every: int, num_layers: int) -> list[Rule]:
