@@ -164,6 +164,13 @@ def test_gradual_unfreezing_without_recompiling():
     assert [float(opt.lr_fns["optim.unfreeze[0]"](s)) for s in (2, 3)] == [0.0, 1.0]
 
 
+def test_param_group_with_multiplier_and_start():
+    opt = build(sgd(param_groups=(("backbone/encoder/layer_00/.*", 0.5, "2 epochs"),)))
+    group = opt.groups[0]
+    assert (group.name, group.multiplier, group.start) == ("optim.param_groups[0]", 0.5, 2 * SPE)
+    assert [float(opt.lr_fns[group.name](s)) for s in (2 * SPE - 1, 2 * SPE)] == [0.0, 0.5]
+
+
 def test_unfreeze_every_goes_top_down():
     opt = build(config(freeze="head_only", unfreeze_every="2 epochs"))
     starts = {g.name: g.start for g in opt.groups if g.trains}
@@ -231,6 +238,11 @@ def test_gradient_accumulation():
     assert moved(history[0], history[1]) == {p for p in PATHS if p.startswith("head/")}
     assert moved(history[4], history[5]) == PATHS                     # update 2 = steps 4, 5: backbone started
     assert [float(opt.lr_fns["optim.unfreeze[0]"](s)) for s in (3, 4)] == [0.0, 1.0]
+    assert optim.get_lr_scale(optim.set_lr_scale(opt.tx.init(params), 0.5)) == 0.5
+    head_only = build(sgd(grad_accum_steps=2, freeze="head_only"), params)
+    head_size = sum(x.size for x in jax.tree.leaves(params["head"]))
+    state_size = sum(x.size for x in jax.tree.leaves(head_only.tx.init(params)) if np.ndim(x))
+    assert state_size == head_size   # the accumulator holds the trained params only
 
 
 def test_plateau_scale_drops_after_patience_and_respects_cooldown_and_floor():

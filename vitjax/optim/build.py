@@ -3,11 +3,12 @@
 The transformation, per update:
 
     trained params:  clip (global norm of started groups) → direction (adam / momentum / lion)
-                     → weight decay (masked) → × -(base_lr(t) · group multiplier · [t ≥ start] · lr_scale)
-    frozen params:   optax.set_to_zero(), no optimizer state at all
+                     → weight decay (masked) → × -(base_lr(t) · multiplier · [t ≥ start] · lr_scale),
+                     in `optax.MultiSteps` when `grad_accum_steps > 1`
+    frozen params:   optax.set_to_zero(): no optimizer state, no accumulator
 
-wrapped in `optax.MultiSteps` when `grad_accum_steps > 1`. "Frozen" means frozen for the whole run; a
-group that unfreezes later trains from its start step through a zero-then-positive rate instead.
+"Frozen" means frozen for the whole run; a group that unfreezes later trains from its start step
+through a zero-then-positive rate instead.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ OPTIMIZERS = ("adamw", "sgd", "lion")
 SCHEDULES = ("cosine", "linear", "constant")
 # Never weight-decayed besides 0/1-d tensors (biases, norm scales, layer scales): tokens and position
 # embeddings, i.e. anything held directly by `embeddings/` (the patch projection kernel is decayed).
-NO_DECAY = re.compile(r"(.*/)?(embeddings/[^/]+|[^/]*(token|tokens|position_embeddings|pos_embed)[^/]*)")
+NO_DECAY = re.compile(r"(.*/)?(embeddings/[^/]+|[^/]*(token|position_embeddings|pos_embed)[^/]*)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,21 +85,20 @@ def base_schedule(optim_cfg, total_updates: int, warmup_updates: int) -> optax.S
 
 
 def _direction(optim_cfg, decay: Any) -> optax.GradientTransformation:
-    """The optimizer's update direction, with weight decay where `decay` (a bool pytree) says."""
-    name, wd = optim_cfg.name, optim_cfg.weight_decay
+    """The optimizer's update direction, with weight decay where `decay` (a bool pytree) says: added
+    to the gradient before momentum for SGD (L2, as torch does), decoupled for AdamW and Lion."""
+    wd = optim_cfg.weight_decay
     weight_decay = optax.add_decayed_weights(wd, mask=decay) if wd else optax.identity()
-    if name == "sgd":
-        momentum = optax.trace(optim_cfg.momentum, nesterov=optim_cfg.nesterov) if optim_cfg.momentum \
-            else optax.identity()
-        return optax.chain(weight_decay, momentum)
+    if optim_cfg.name == "sgd":
+        if not optim_cfg.momentum:
+            return weight_decay
+        return optax.chain(weight_decay, optax.trace(optim_cfg.momentum, nesterov=optim_cfg.nesterov))
     b1 = 0.9 if optim_cfg.b1 is None else optim_cfg.b1
-    if name == "adamw":
+    if optim_cfg.name == "adamw":
         b2 = 0.999 if optim_cfg.b2 is None else optim_cfg.b2
         return optax.chain(optax.scale_by_adam(b1, b2, optim_cfg.eps), weight_decay)
-    if name == "lion":
-        b2 = 0.99 if optim_cfg.b2 is None else optim_cfg.b2
-        return optax.chain(optax.scale_by_lion(b1, b2), weight_decay)
-    raise ValueError(f"optim.name={name!r}: use one of {OPTIMIZERS}")
+    b2 = 0.99 if optim_cfg.b2 is None else optim_cfg.b2
+    return optax.chain(optax.scale_by_lion(b1, b2), weight_decay)
 
 
 def build_optimizer(optim_cfg, params, *, num_layers: int, steps_per_epoch: int, total_steps: int,
@@ -116,10 +116,12 @@ def build_optimizer(optim_cfg, params, *, num_layers: int, steps_per_epoch: int,
                          f"batch_size={batch_size} must all be positive")
     accum = optim_cfg.grad_accum_steps
     if not 1 <= accum <= total_steps:
-        raise ValueError(f"optim.grad_accum_steps={accum}: use 1 <= grad_accum_steps <= total_steps ({total_steps})")
+        raise ValueError(f"optim.grad_accum_steps={accum}: use 1 <= grad_accum_steps <= total_steps "
+                         f"({total_steps})")
     convert = functools.partial(durations.to_steps, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                                 batch_size=batch_size)
-    rules = groups_lib.expand_rules(optim_cfg, num_layers, lambda value, key: convert(value, bare="epochs", name=key))
+    rules = groups_lib.expand_rules(optim_cfg, num_layers,
+                                    lambda value, key: convert(value, bare="epochs", name=key))
     groups, leaf_groups = groups_lib.resolve(rules, params, num_layers=num_layers,
                                              layer_decay=optim_cfg.layer_decay, end=total_steps)
     trainable = jax.tree.map(lambda g: g.trains, leaf_groups)
@@ -137,14 +139,15 @@ def build_optimizer(optim_cfg, params, *, num_layers: int, steps_per_epoch: int,
     schedule = base_schedule(optim_cfg, total_updates, warmup_updates)
     decay = jax.tree.map(lambda keep, d: d if keep else optax.MaskedNode(), trainable, decay_mask(params))
     chain = [clip_by_active_global_norm(optim_cfg.clip_grad_norm, starts)] if optim_cfg.clip_grad_norm else []
-    chain += [_direction(optim_cfg, decay), scale_by_group_lr(schedule, per_trained_leaf(lambda g: g.multiplier),
-                                                              starts)]
-    labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
-    tx = optax.multi_transform({"train": optax.chain(*chain), "frozen": optax.set_to_zero()}, labels)
+    chain += [_direction(optim_cfg, decay),
+              scale_by_group_lr(schedule, per_trained_leaf(lambda g: g.multiplier), starts)]
+    train = optax.chain(*chain)
     if accum > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=accum).gradient_transformation()
-    paths = groups_lib.path_tree(params)
-    backbone = [t for p, t in zip(jax.tree.leaves(paths), jax.tree.leaves(trainable)) if p.startswith("backbone/")]
+        train = optax.MultiSteps(train, every_k_schedule=accum).gradient_transformation()
+    labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
+    tx = optax.multi_transform({"train": train, "frozen": optax.set_to_zero()}, labels)
+    paths = jax.tree.leaves(groups_lib.path_tree(params))
+    backbone = [t for p, t in zip(paths, jax.tree.leaves(trainable)) if p.startswith("backbone/")]
     return Optimizer(tx=tx, trainable_mask=trainable, backbone_frozen=bool(backbone) and not any(backbone),
                      lr_fns={g.name: _group_lr(schedule, g, accum) for g in groups if g.trains},
                      groups=tuple(groups), steps_per_epoch=steps_per_epoch)

@@ -18,7 +18,8 @@ def default_config() -> ml_collections.ConfigDict:
     # added to the gradient as in torch) or "lion" (sign updates; use a 3-10x smaller lr than AdamW).
     c.name = "adamw"
     c.lr = 1e-4                       # peak learning rate, reached at the end of warmup
-    c.weight_decay = 0.05             # not applied to biases, norms, cls/distillation/mask tokens, posemb
+    c.weight_decay = 0.05             # adamw/lion (decoupled); for sgd (L2) use ~1e-4; 0 = off. Not applied
+                                      # to biases, norms, layer scales, cls/distillation/mask tokens, posemb
     c.b1 = placeholder(float)         # adamw/lion first-moment decay; None = optax default (0.9)
     c.b2 = placeholder(float)         # adamw/lion second-moment decay; None = default (adamw 0.999, lion 0.99)
     c.eps = 1e-8                      # adamw denominator epsilon

@@ -137,11 +137,13 @@ def expand_rules(cfg, num_layers: int, to_steps: Callable[[Any, str], int]) -> l
     for i, entry in enumerate(cfg.param_groups):
         key = f"optim.param_groups[{i}]"
         if not isinstance(entry, (list, tuple)) or len(entry) not in (2, 3) or not isinstance(entry[0], str):
-            raise ValueError(f"{key}={entry!r}: write (regex, lr multiplier or None) or (regex, multiplier, start)")
+            raise ValueError(f"{key}={entry!r}: write (regex, lr multiplier or None) or "
+                             f"(regex, multiplier, start)")
         multiplier = entry[1]
         if multiplier is not None and (isinstance(multiplier, bool) or not isinstance(multiplier, (int, float))
                                        or multiplier < 0):
-            raise ValueError(f"{key}: the lr multiplier must be a number >= 0 or None (frozen), got {multiplier!r}")
+            raise ValueError(f"{key}: the lr multiplier must be a number >= 0 or None (frozen), "
+                             f"got {multiplier!r}")
         start = to_steps(entry[2], key) if len(entry) == 3 else 0
         rules.append(Rule(entry[0], None if multiplier is None else float(multiplier), start, name=key))
     for i, entry in enumerate(cfg.unfreeze):
