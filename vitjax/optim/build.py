@@ -133,7 +133,7 @@ def build_optimizer(optim_cfg, params, *, num_layers: int, steps_per_epoch: int,
         """A pytree like the updates the 'train' branch sees: fn(group) on trained leaves, masked elsewhere."""
         return jax.tree.map(lambda g: fn(g) if g.trains else optax.MaskedNode(), leaf_groups)
 
-    starts = per_trained_leaf(lambda g: -(-g.start // accum))
+    starts = per_trained_leaf(lambda g: _first_update(g.start, accum))
     total_updates = total_steps // accum
     warmup_updates = round(convert(optim_cfg.warmup, name="optim.warmup") / accum)
     schedule = base_schedule(optim_cfg, total_updates, warmup_updates)
@@ -155,10 +155,15 @@ def build_optimizer(optim_cfg, params, *, num_layers: int, steps_per_epoch: int,
 
 def _group_lr(schedule: optax.Schedule, group: groups_lib.Group, accum: int) -> Callable[[int], Any]:
     """fn(train step) -> the group's learning rate at the update that step contributes to."""
-    start = -(-group.start // accum)
+    start = _first_update(group.start, accum)
 
     def lr(step):
         update = step // accum
         return schedule(update) * group.multiplier * (update >= start)
 
     return lr
+
+
+def _first_update(start_step: int, accum: int) -> int:
+    """The first optimizer update made at or after train step `start_step` (ceil division)."""
+    return -(-start_step // accum)

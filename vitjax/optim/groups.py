@@ -89,7 +89,9 @@ def layer_index(path: str, num_layers: int) -> int:
 
 
 def _block_regex(blocks: Sequence[int]) -> str:
-    return "backbone/encoder/layer_(" + "|".join(f"{i:02d}" for i in blocks) + ")/.*"
+    names = [f"{i:02d}" for i in blocks]
+    alternatives = names[0] if len(names) == 1 else "(" + "|".join(names) + ")"
+    return f"backbone/encoder/layer_{alternatives}/.*"
 
 
 def preset_rules(freeze, num_layers: int, last_n_blocks: int) -> list[Rule]:
