@@ -306,3 +306,14 @@ def test_default_config_documents_every_knob():
             "unfreeze", "unfreeze_every", "layer_decay", "ema_decay", "plateau"} <= set(cfg.keys())
     opt = build(cfg)
     assert not opt.backbone_frozen and all(jax.tree.leaves(opt.trainable_mask))
+
+
+def test_sgd_momentum_and_nesterov():
+    params = fake_params()
+    ones = jax.tree.map(jnp.ones_like, params)
+    for nesterov, second in ((False, 1.9), (True, 1.9 * 0.9 + 1.0)):
+        opt = build(sgd(momentum=0.9, nesterov=nesterov), params)
+        state = opt.tx.init(params)
+        for _ in range(2):
+            updates, state = opt.tx.update(ones, state, params)
+        np.testing.assert_allclose(updates["head"]["classifier"]["bias"], -second, rtol=1e-6)
