@@ -4,9 +4,11 @@
     opt = optim.build_optimizer(config.optim, params, num_layers=12, steps_per_epoch=100,
                                 total_steps=1000, batch_size=64)
     print(opt.describe())                      # the parameter groups, also saved with the run
-    opt_state = opt.tx.init(params)
+    opt_state = opt.tx.init(params)             # frozen params get no state at all
+    # train step: model.apply(..., frozen_backbone=opt.backbone_frozen); updates from opt.tx.update
     plateau = optim.build_plateau(config.optim)   # None unless optim.plateau.factor < 1
     ...after an eval: opt_state = optim.set_lr_scale(opt_state, plateau.update(metrics[plateau.metric]))
+    ...with optim.ema_decay > 0: ema = optim.ema_update(ema, params, config.optim.ema_decay) each step
 
 Modules: `config` (default_config), `groups` (rules, presets, resolution, describe), `build`
 (schedules, build_optimizer), `transforms` (per-group rates, gated clipping, the plateau scale),

@@ -28,6 +28,7 @@ import numpy as np
 
 PRESETS = ("full", "head_only", "last_n_blocks", "none")
 _LAYER = re.compile(r"backbone/encoder/layer_(\d+)/")
+_LAYER_NUMBER = re.compile(r"layer_\d+")
 _TOP = r"backbone/(?!embeddings/|encoder/).*"
 
 
@@ -190,7 +191,7 @@ def resolve(rules: Sequence[Rule], params, *, num_layers: int, layer_decay: floa
         if rule.required and i not in used:
             raise ValueError(f"{rule.name}: regex {rule.regex!r} matches no parameter (or only parameters an "
                              f"earlier rule owns). Freeze presets are {PRESETS}; paths look like "
-                             f"{_sample(flat_paths)}")
+                             f"{_patterns(flat_paths)}")
     sizes = dict(zip(flat_paths, (int(np.prod(np.shape(x))) for x in jax.tree.leaves(params))))
     members: dict[tuple[int, int | None], list[str]] = {}
     for path in flat_paths:
@@ -218,6 +219,12 @@ def _check_depth(paths: Sequence[str], num_layers: int) -> None:
     if found and found != list(range(num_layers)):
         raise ValueError(f"num_layers={num_layers} but the parameters hold encoder blocks "
                          f"{[f'layer_{i:02d}' for i in found]}; pass the backbone's depth")
+
+
+def _patterns(paths: Sequence[str], k: int = 12) -> str:
+    """Up to `k` evenly spread examples of the distinct path shapes (block numbers written as NN)."""
+    shapes = list(dict.fromkeys(_LAYER_NUMBER.sub("layer_NN", p) for p in paths))
+    return ", ".join(shapes[::-(-len(shapes) // k)])
 
 
 def _sample(paths: Sequence[str], k: int = 6) -> str:
