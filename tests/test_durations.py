@@ -9,7 +9,7 @@ KW = dict(steps_per_epoch=50, total_steps=1000, batch_size=32)
 @pytest.mark.parametrize("value, steps", [
     (500, 500), (12.4, 12), ("500", 500), ("500 steps", 500), ("1 step", 1), ("3 epochs", 150),
     ("1.5 epoch", 75), ("20000 examples", 625), ("320 images", 10), ("64 samples", 2), ("10%", 100),
-    ("2.5 %", 25), ("0", 0), (" 7  STEPS ", 7), ("1e2 steps", 100),
+    ("2.5 %", 25), ("0", 0), (" 7  STEPS ", 7), ("1e2 steps", 100), ("0.05 epochs", 3), (2.5, 3),
 ])
 def test_to_steps(value, steps):
     assert durations.to_steps(value, **KW) == steps

@@ -81,7 +81,7 @@ def test_every_preset_covers_every_param_once(overrides):
     opt = build(config(**overrides))
     owned = [p for g in opt.groups for p in g.paths]
     assert sorted(owned) == sorted(PATHS)
-    assert "regex" in opt.describe() and opt.describe().count("\n") == len(opt.groups) + 1
+    assert "regex" in opt.describe() and opt.describe().count("\n") == len(opt.groups) + 2
 
 
 def test_unmatched_params_are_listed():
@@ -194,6 +194,8 @@ def test_layer_decay_scales_the_rate_by_depth():
     assert optim.layer_index("backbone/embeddings/cls_token", DEPTH) == 0
     assert optim.layer_index("backbone/encoder/layer_02/mlp/fc1/kernel", DEPTH) == 3
     assert optim.layer_index("backbone/layernorm/scale", DEPTH) == DEPTH + 1
+    size = f"{sum(x.size for x in jax.tree.leaves(params)):,}"
+    assert opt.describe().splitlines()[-1] == f"trained: {size} of {size} parameters (100.0%)"
 
 
 def test_weight_decay_skips_biases_norms_and_embeddings():

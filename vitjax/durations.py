@@ -10,7 +10,7 @@ A duration is written the way the user thinks about it and converted here, and o
     "20000 examples"  examples ("example", "samples", "images"), divided by the global batch size
     "10%"          a percentage of the whole run (`total_steps`)
 
-Results are whole steps, rounded to the nearest step. A "step" is one call of the train step (one
+Results are whole steps, rounded to the nearest step (halves up). A "step" is one call of the train step (one
 global batch of `batch_size` examples).
 """
 from __future__ import annotations
@@ -73,7 +73,7 @@ def to_steps(value: int | float | str, *, steps_per_epoch: int | None = None, to
         steps = amount / _needed(batch_size, "batch_size", name, value)
     else:
         steps = amount / 100 * _needed(total_steps, "total_steps", name, value)
-    return int(round(steps))
+    return math.floor(steps + 0.5)
 
 
 def _needed(quantity: int | None, what: str, name: str, value) -> int:

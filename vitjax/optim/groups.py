@@ -233,7 +233,8 @@ def _sample(paths: Sequence[str], k: int = 6) -> str:
 
 
 def describe(groups: Sequence[Group], steps_per_epoch: int) -> str:
-    """A table of groups: name, regex, depth, #tensors, #params, lr multiplier, start step and epoch."""
+    """A table of groups (name, regex, depth, #tensors, #params, lr multiplier, start step and epoch)
+    and a line with the number of trained parameters."""
     rows = [("group", "regex", "depth", "tensors", "params", "lr x", "start step", "start epoch")]
     for g in groups:
         rows.append((g.name, g.regex, "-" if g.layer is None else str(g.layer), str(len(g.paths)), f"{g.size:,}",
@@ -243,4 +244,6 @@ def describe(groups: Sequence[Group], steps_per_epoch: int) -> str:
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    trained, total = sum(g.size for g in groups if g.trains), sum(g.size for g in groups)
+    lines.append(f"trained: {trained:,} of {total:,} parameters ({100 * trained / max(total, 1):.1f}%)")
     return "\n".join(lines)

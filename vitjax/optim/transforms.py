@@ -2,9 +2,11 @@
 
 `scale_by_group_lr` applies, per parameter, `-base_lr(count) * multiplier * [count >= start] * lr_scale`:
 one compiled update for every group, where a group that has not started yet simply gets a zero rate
-(gradual unfreezing without recompiling). `lr_scale` is a float32 scalar in the optimizer state that
-the host can replace between steps with `set_lr_scale` (reduce-on-plateau): same shape and dtype, so
-the jitted train step is not recompiled.
+(gradual unfreezing without recompiling). Before its start a group's gradients still feed its
+optimizer moments, so it starts moving with warmed-up statistics, not from Adam's cold start.
+
+`lr_scale` is a float32 scalar in the optimizer state that the host can replace between steps with
+`set_lr_scale` (reduce-on-plateau): same shape and dtype, so the jitted train step is not recompiled.
 
 Counts are optimizer updates (with gradient accumulation, one update per `grad_accum_steps` train steps).
 """
