@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
+
+from vitjax.models.heads import ClassificationHead
+from vitjax.models.vit import ViT, ViTSpec
 
 
 class Model(nn.Module):
@@ -16,3 +20,10 @@ class Model(nn.Module):
         if frozen_backbone:
             features = jax.lax.stop_gradient(features)
         return self.head(features)
+
+
+def build_model(spec: ViTSpec, num_labels: int, pooling: str = "cls", dtype="float32", **backbone_kwargs) -> Model:
+    """The usual classifier: `ViT(spec)` + `ClassificationHead(num_labels, pooling)`, computing in `dtype`
+    (`backbone_kwargs`: `attention_impl`, `remat`)."""
+    dtype = jnp.dtype(dtype)
+    return Model(ViT(spec, dtype=dtype, **backbone_kwargs), ClassificationHead(num_labels, pooling, dtype=dtype))
