@@ -57,7 +57,7 @@ def resolve_files(name_or_dir: str | os.PathLike) -> dict[str, str | None]:
         if not os.path.isfile(files[PREPROCESSOR]):
             files[PREPROCESSOR] = None
         return files
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.path.sep in name.replace("/", ""):
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise FileNotFoundError(f"checkpoint folder {name} does not exist; give an existing save_pretrained "
                                 "folder or a hub id like google/vit-base-patch16-224")
     return _download(name)
@@ -70,15 +70,18 @@ def _download(repo_id: str) -> dict[str, str | None]:
     def fetch(filename, required):
         try:
             return hf_hub_download(repo_id, filename)
+        # LocalEntryNotFoundError subclasses EntryNotFoundError: catch it first.
+        except LocalEntryNotFoundError as e:
+            if not required:
+                return None
+            raise FileNotFoundError(f"{repo_id}/{filename} is not in the local Hugging Face cache and the hub "
+                                    "cannot be reached (offline?). Download it once with network access, or "
+                                    "pass a local save_pretrained folder.") from e
         except EntryNotFoundError:
             if required:
                 raise FileNotFoundError(f"the hub repo {repo_id} has no {filename}; vitjax needs config.json "
                                         "and model.safetensors") from None
             return None
-        except LocalEntryNotFoundError as e:
-            raise FileNotFoundError(f"{repo_id}/{filename} is not in the local Hugging Face cache and the hub "
-                                    "cannot be reached (offline?). Download it once with network access, or "
-                                    "pass a local save_pretrained folder.") from e
         except HfHubHTTPError as e:
             raise FileNotFoundError(f"cannot fetch {filename} of hub repo {repo_id!r} ({e}); check the id "
                                     "(e.g. google/vit-base-patch16-224), or log in for private repos") from e
