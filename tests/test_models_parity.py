@@ -2,6 +2,7 @@
 CLS hidden state within 1e-4 relative error in float32 (ViT, DeiT, DINOv2, backbone-only, ViT-B/16 dims)."""
 import logging
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -14,10 +15,11 @@ TOL = 1e-4
 
 
 def _ours(clf, x):
-    logits = clf.logits(x)
-    features = ViT(clf.spec).apply({"params": clf.params["backbone"]}, jnp.asarray(x.transpose(0, 2, 3, 1)),
-                                   train=False)
-    return logits, np.asarray(features["cls"]), features
+    """(logits, CLS hidden state, feature dict) from one jitted float32 forward."""
+    backbone = jax.jit(lambda p, images: ViT(clf.spec).apply({"params": p}, images, train=False))
+    features = backbone(clf.params["backbone"], jnp.asarray(x.transpose(0, 2, 3, 1)))
+    logits = clf.model.head.apply({"params": clf.params["head"]}, features)
+    return np.asarray(logits), np.asarray(features["cls"]), features
 
 
 def _check(name, clf, model, base, x, **forward_kwargs):
@@ -111,7 +113,7 @@ def test_bfloat16_compute_close_to_float32(tmp_path):
     f32 = load_pretrained(tmp_path).logits(x)
     bf16 = load_pretrained(tmp_path, dtype="bfloat16")
     assert jnp.dtype(bf16.model.backbone.dtype) == jnp.bfloat16
-    assert all(p.dtype == np.float32 for p in __import__("jax").tree.leaves(bf16.params))
+    assert all(p.dtype == np.float32 for p in jax.tree.leaves(bf16.params))
     err = rel_err(bf16.logits(x), f32)
     report("vit_bfloat16_vs_float32", logits=err)
     assert err < 5e-2
