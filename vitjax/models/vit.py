@@ -83,13 +83,12 @@ class ViTSpec:
             raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act={self.hidden_act!r} is not supported; use one of {sorted(ACTIVATIONS)}")
-        for side in self.image_size:
-            if side % self.patch_size:
-                raise ValueError(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
+        if min(self.image_size) < self.patch_size:
+            raise ValueError(f"image_size={self.image_size} is smaller than patch_size={self.patch_size}")
 
     @property
     def grid(self) -> tuple[int, int]:
-        """The patch grid (gh, gw) of `image_size`."""
+        """The patch grid (gh, gw) of `image_size` (edge pixels beyond whole patches are dropped, as in HF)."""
         return self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size
 
     @property
