@@ -1,0 +1,43 @@
+"""Classification heads over the backbone's feature dict, named so HF classifier tensors map onto them.
+
+Pooling modes (one per HF classification architecture):
+  * "cls":              Dense on the CLS token (ViTForImageClassification, DeiTForImageClassification).
+  * "cls_distillation": mean of a CLS head and a distillation-token head
+                        (DeiTForImageClassificationWithTeacher at inference).
+  * "cls_mean":         Dense on concat(CLS, mean of patch tokens) (Dinov2ForImageClassification).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+POOLINGS = ("cls", "cls_distillation", "cls_mean")
+
+
+class ClassificationHead(nn.Module):
+    """`__call__(features: dict) -> logits [B, num_labels]` (float32, whatever the compute dtype)."""
+
+    num_labels: int
+    pooling: str = "cls"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features: dict):
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"ClassificationHead.pooling={self.pooling!r}; use one of {POOLINGS}")
+        dense = lambda name: nn.Dense(self.num_labels, dtype=self.dtype, param_dtype=jnp.float32,
+                                      kernel_init=nn.initializers.zeros, name=name)
+        if self.pooling == "cls":
+            logits = dense("classifier")(features["cls"])
+        elif self.pooling == "cls_distillation":
+            if "distillation" not in features:
+                raise ValueError("pooling='cls_distillation' needs a backbone with a distillation token (DeiT)")
+            logits = (dense("classifier")(features["cls"])
+                      + dense("distillation_classifier")(features["distillation"])) / 2
+        else:
+            patches = features["patches"]
+            mean = patches.reshape(patches.shape[0], -1, patches.shape[-1]).mean(axis=1)
+            logits = dense("classifier")(jnp.concatenate([features["cls"], mean], axis=-1))
+        return logits.astype(jnp.float32)

@@ -1,0 +1,339 @@
+"""The Flax Vision Transformer backbone (HF ViT, DeiT and DINOv2 families) and its `ViTSpec`.
+
+Written in Flax **linen**: parameters are plain nested dicts (pytrees), which is what optax masks,
+orbax checkpoints and `jit` sharding rules by parameter path work on directly, as in big_vision.
+nnx would add mutable module objects that we would only split back into pytrees.
+
+Parameter names follow the Hugging Face layout so the name table in
+`vitjax/checkpoints/hf_names.py` stays readable, e.g. `embeddings/patch_embeddings/kernel`,
+`encoder/layer_07/attention/query/kernel`, `layernorm/scale`.
+
+A family is a set of flags on `ViTSpec`:
+  * "vit":    CLS token, pre-norm blocks, GELU MLP.
+  * "deit":   + a distillation token after CLS (`distillation_token=True`).
+  * "dinov2": + layer scale on both residual branches, optional SwiGLU MLP, a mask token in the
+              checkpoint (kept as a parameter so exports round-trip; unused for classification).
+
+Position embeddings are stored for the grid of `spec.image_size`; an input of another size is run with
+the embeddings resized (torch-matching bicubic) to its patch grid, as transformers does with
+`interpolate_pos_encoding=True` (and always, for DINOv2).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vitjax.checkpoints.posemb import resize_grid
+
+FAMILIES = ("vit", "deit", "dinov2")
+
+# HF `hidden_act` strings -> activation functions. HF "gelu" is the exact (erf) GELU.
+ACTIVATIONS = {
+    "gelu": lambda x: nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: nn.gelu(x, approximate=True),
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+    "relu": nn.relu,
+    "silu": nn.silu,
+    "swish": nn.silu,
+}
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"expected an int or a (height, width) pair, got {value!r}")
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTSpec:
+    """The architecture of a ViT-family backbone (everything needed to build it, no weights)."""
+
+    family: str = "vit"
+    image_size: tuple[int, int] = (224, 224)
+    patch_size: int = 16
+    num_channels: int = 3
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    layer_norm_eps: float = 1e-12
+    qkv_bias: bool = True
+    hidden_act: str = "gelu"
+    hidden_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    drop_path_rate: float = 0.0
+    distillation_token: bool = False
+    layer_scale_init: float | None = None
+    use_swiglu: bool = False
+    use_mask_token: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "image_size", _pair(self.image_size))
+        if self.family not in FAMILIES:
+            raise ValueError(f"ViTSpec.family={self.family!r}; supported families: {', '.join(FAMILIES)}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"hidden_act={self.hidden_act!r} is not supported; use one of {sorted(ACTIVATIONS)}")
+        if min(self.image_size) < self.patch_size:
+            raise ValueError(f"image_size={self.image_size} is smaller than patch_size={self.patch_size}")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The patch grid (gh, gw) of `image_size` (edge pixels beyond whole patches are dropped, as in HF)."""
+        return self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patches: CLS (+ distillation for DeiT)."""
+        return 2 if self.distillation_token else 1
+
+    @property
+    def swiglu_dim(self) -> int:
+        """DINOv2's SwiGLU hidden width: two thirds of `mlp_dim`, rounded up to a multiple of 8."""
+        return (int(self.mlp_dim * 2 / 3) + 7) // 8 * 8
+
+    def replace(self, **changes) -> "ViTSpec":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_hf_config(cls, config: dict) -> "ViTSpec":
+        """Build from a transformers `config.json` dict (model_type vit, deit or dinov2)."""
+        family = config.get("model_type")
+        if family not in FAMILIES:
+            raise ValueError(
+                f"config.json has model_type={family!r}; vitjax supports model_type in {list(FAMILIES)}. "
+                "Pick a ViT, DeiT or DINOv2 checkpoint."
+            )
+        hidden = int(config.get("hidden_size", 768))
+        if family == "dinov2":
+            mlp_dim = int(hidden * config.get("mlp_ratio", 4))
+        else:
+            mlp_dim = int(config.get("intermediate_size", 3072))
+        return cls(
+            family=family,
+            image_size=_pair(config.get("image_size", 224)),
+            patch_size=int(config.get("patch_size", 16)),
+            num_channels=int(config.get("num_channels", 3)),
+            hidden_size=hidden,
+            num_layers=int(config.get("num_hidden_layers", 12)),
+            num_heads=int(config.get("num_attention_heads", 12)),
+            mlp_dim=mlp_dim,
+            layer_norm_eps=float(config.get("layer_norm_eps", 1e-6 if family == "dinov2" else 1e-12)),
+            qkv_bias=bool(config.get("qkv_bias", True)),
+            hidden_act=config.get("hidden_act", "gelu"),
+            hidden_dropout=float(config.get("hidden_dropout_prob", 0.0)),
+            attention_dropout=float(config.get("attention_probs_dropout_prob", 0.0)),
+            drop_path_rate=float(config.get("drop_path_rate", 0.0)),
+            distillation_token=family == "deit",
+            layer_scale_init=float(config.get("layerscale_value", 1.0)) if family == "dinov2" else None,
+            use_swiglu=bool(config.get("use_swiglu_ffn", False)) if family == "dinov2" else False,
+            use_mask_token=bool(config.get("use_mask_token", True)) if family == "dinov2" else False,
+        )
+
+    def to_hf_config(self) -> dict:
+        """The architecture part of a transformers `config.json` (no labels, no `architectures`)."""
+        h, w = self.image_size
+        config = {
+            "model_type": self.family,
+            "image_size": h if h == w else [h, w],
+            "patch_size": self.patch_size,
+            "num_channels": self.num_channels,
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "layer_norm_eps": self.layer_norm_eps,
+            "qkv_bias": self.qkv_bias,
+            "hidden_act": self.hidden_act,
+            "hidden_dropout_prob": self.hidden_dropout,
+            "attention_probs_dropout_prob": self.attention_dropout,
+            "initializer_range": 0.02,
+        }
+        if self.family == "dinov2":
+            ratio = self.mlp_dim / self.hidden_size
+            config.update(
+                mlp_ratio=int(ratio) if ratio.is_integer() else ratio,
+                drop_path_rate=self.drop_path_rate,
+                layerscale_value=self.layer_scale_init,
+                use_swiglu_ffn=self.use_swiglu,
+                use_mask_token=self.use_mask_token,
+            )
+        else:
+            config.update(intermediate_size=self.mlp_dim, encoder_stride=self.patch_size)
+        return config
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with HF's query/key/value/out projections."""
+
+    spec: ViTSpec
+    dtype: Any = jnp.float32
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        spec = self.spec
+        head_dim = spec.hidden_size // spec.num_heads
+        dense = lambda name, bias: nn.Dense(spec.hidden_size, use_bias=bias, dtype=self.dtype,
+                                            param_dtype=jnp.float32, name=name)
+        split = lambda t: t.reshape(*t.shape[:-1], spec.num_heads, head_dim)  # [B, T, N, H]
+        q = split(dense("query", spec.qkv_bias)(x))
+        k = split(dense("key", spec.qkv_bias)(x))
+        v = split(dense("value", spec.qkv_bias)(x))
+        if spec.attention_dropout > 0 and not deterministic:
+            # jax.nn.dot_product_attention has no dropout: spell attention out when it is active.
+            logits = jnp.einsum("btnh,bsnh->bnts", q, k) / np.sqrt(head_dim).astype(q.dtype)
+            probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+            probs = nn.Dropout(spec.attention_dropout)(probs, deterministic=False)
+            out = jnp.einsum("bnts,bsnh->btnh", probs, v)
+        else:
+            out = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
+        out = out.reshape(*out.shape[:-2], spec.hidden_size)
+        return dense("out", True)(out)
+
+
+class Mlp(nn.Module):
+    """The feed-forward block: fc1 -> act -> fc2, or DINOv2's fused SwiGLU (weights_in -> weights_out)."""
+
+    spec: ViTSpec
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        spec = self.spec
+        dense = lambda features, name: nn.Dense(features, dtype=self.dtype, param_dtype=jnp.float32, name=name)
+        if spec.use_swiglu:
+            gate, up = jnp.split(dense(2 * spec.swiglu_dim, "weights_in")(x), 2, axis=-1)
+            return dense(spec.hidden_size, "weights_out")(nn.silu(gate) * up)
+        x = ACTIVATIONS[spec.hidden_act](dense(spec.mlp_dim, "fc1")(x))
+        return dense(spec.hidden_size, "fc2")(x)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch per example with probability `rate`."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        if self.rate == 0.0 or deterministic:
+            return x
+        keep = 1.0 - self.rate
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        return jnp.where(mask, x / keep, 0).astype(x.dtype)
+
+
+class Block(nn.Module):
+    """One pre-norm transformer layer (HF ViTLayer / DeiTLayer / Dinov2Layer)."""
+
+    spec: ViTSpec
+    drop_path_rate: float = 0.0
+    dtype: Any = jnp.float32
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        spec = self.spec
+        norm = lambda name: nn.LayerNorm(spec.layer_norm_eps, dtype=self.dtype, param_dtype=jnp.float32, name=name)
+        dropout = nn.Dropout(spec.hidden_dropout)
+        drop_path = DropPath(self.drop_path_rate)
+
+        def branch(y, scale_name):
+            y = dropout(y, deterministic=deterministic)
+            if spec.layer_scale_init is not None:
+                scale = self.param(scale_name, nn.initializers.constant(spec.layer_scale_init),
+                                   (spec.hidden_size,), jnp.float32)
+                y = y * scale.astype(y.dtype)
+            return drop_path(y, deterministic)
+
+        y = Attention(spec, self.dtype, self.attention_impl, name="attention")(norm("layernorm_before")(x),
+                                                                              deterministic)
+        x = x + branch(y, "layer_scale1")
+        y = Mlp(spec, self.dtype, name="mlp")(norm("layernorm_after")(x))
+        return x + branch(y, "layer_scale2")
+
+
+class Embeddings(nn.Module):
+    """Patch embedding (a strided conv), CLS (+ distillation) tokens and position embeddings."""
+
+    spec: ViTSpec
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, images):
+        spec = self.spec
+        d = spec.hidden_size
+        init = nn.initializers.truncated_normal(0.02)
+        p = spec.patch_size
+        x = nn.Conv(d, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype, param_dtype=jnp.float32,
+                    name="patch_embeddings")(images)
+        batch, gh, gw, _ = x.shape
+        x = x.reshape(batch, gh * gw, d)
+        prefix = [self.param("cls_token", init, (1, 1, d), jnp.float32)]
+        if spec.distillation_token:
+            prefix.append(self.param("distillation_token", init, (1, 1, d), jnp.float32))
+        if spec.use_mask_token:
+            self.param("mask_token", nn.initializers.zeros, (1, d), jnp.float32)
+        n_pre = len(prefix)
+        sgh, sgw = spec.grid
+        posemb = self.param("position_embeddings", init, (1, n_pre + sgh * sgw, d), jnp.float32)
+        if (gh, gw) != (sgh, sgw):
+            grid = resize_grid(posemb[0, n_pre:].reshape(sgh, sgw, d), (gh, gw), method="bicubic")
+            posemb = jnp.concatenate([posemb[:, :n_pre], grid.reshape(1, gh * gw, d)], axis=1)
+        tokens = [jnp.broadcast_to(t, (batch, 1, d)).astype(x.dtype) for t in prefix]
+        return jnp.concatenate(tokens + [x], axis=1) + posemb.astype(x.dtype), (gh, gw)
+
+
+class Encoder(nn.Module):
+    """The stack of blocks `layer_00`, `layer_01`, ...; stochastic depth grows linearly to
+    `spec.drop_path_rate` at the last block (as in timm/big_vision), optional rematerialisation."""
+
+    spec: ViTSpec
+    dtype: Any = jnp.float32
+    attention_impl: str | None = None
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        spec = self.spec
+        block = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
+        for i in range(spec.num_layers):
+            rate = spec.drop_path_rate * i / max(spec.num_layers - 1, 1)
+            x = block(spec, rate, self.dtype, self.attention_impl, name=f"layer_{i:02d}")(x, deterministic)
+        return x
+
+
+class ViT(nn.Module):
+    """The backbone. `__call__(images NHWC float, *, train)` returns a dict of features:
+
+    "tokens" [B, T, D] after the final layer norm, "cls" [B, D], "patches" [B, gh, gw, D] and, with a
+    distillation token (DeiT), "distillation" [B, D]. Dropout and stochastic depth run only when
+    `train=True` and a 'dropout' rng is given. Compute runs in `dtype`; parameters stay float32.
+    """
+
+    spec: ViTSpec
+    dtype: Any = jnp.float32
+    attention_impl: str | None = None  # None: XLA picks; "cudnn" for the fused GPU kernel.
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, images, *, train: bool):
+        spec = self.spec
+        deterministic = not (train and self.has_rng("dropout"))
+        x, (gh, gw) = Embeddings(spec, self.dtype, name="embeddings")(images.astype(self.dtype))
+        x = nn.Dropout(spec.hidden_dropout)(x, deterministic=deterministic)
+        x = Encoder(spec, self.dtype, self.attention_impl, self.remat, name="encoder")(x, deterministic)
+        x = nn.LayerNorm(spec.layer_norm_eps, dtype=self.dtype, param_dtype=jnp.float32, name="layernorm")(x)
+        n_pre = spec.num_prefix_tokens
+        out = {"tokens": x, "cls": x[:, 0], "patches": x[:, n_pre:].reshape(x.shape[0], gh, gw, x.shape[-1])}
+        if spec.distillation_token:
+            out["distillation"] = x[:, 1]
+        return out
