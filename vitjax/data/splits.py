@@ -22,27 +22,27 @@ SPLIT_FILE = "data_split.json"
 
 
 def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
-    """Splits indices 0..len-1 into len(fractions) sorted index arrays, per class in those proportions.
+    """Splits indices 0..len-1 into len(fractions) sorted index arrays, each class in those proportions.
 
-    Each class is permuted with a generator seeded by (seed, class), and its counts are rounded by
-    largest remainder, so the result depends only on the labels, the fractions and the seed.
+    Each class is permuted by a generator seeded with (seed, class) and its records get evenly spaced
+    positions in [0, 1) (with a random per-class offset, so small classes do not all round the same
+    way); cutting the records ordered by position at the cumulative fractions gives global counts
+    exact to one record and per-class counts within one. Depends only on labels, fractions and seed.
     """
     fractions = np.asarray(fractions, np.float64)
     if fractions.ndim != 1 or np.any(fractions < 0) or fractions.sum() <= 0:
         raise ValueError(f"config.data.split_fractions must be non-negative with a positive sum, got "
                          f"{fractions.tolist()}.")
     fractions = fractions / fractions.sum()
-    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    labels = np.asarray(labels)
+    position = np.zeros(len(labels))
     for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        perm = np.random.default_rng([seed, int(c)]).permutation(idx)
-        exact = fractions * len(idx)
-        counts = np.floor(exact).astype(int)
-        short = len(idx) - counts.sum()
-        counts[np.argsort(-(exact - counts), kind="stable")[:short]] += 1
-        for part, chunk in zip(parts, np.split(perm, np.cumsum(counts)[:-1])):
-            part.append(chunk)
-    return [np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
+        rng = np.random.default_rng([seed, int(c)])
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        position[idx] = (np.arange(len(idx)) + rng.uniform()) / len(idx)
+    order = np.argsort(position, kind="stable")
+    bounds = np.round(np.cumsum(fractions) * len(labels)).astype(int)
+    return [np.sort(part) for part in np.split(order, bounds[:-1])]
 
 
 def _find(raw: dict[str, RecordSource], split: str, configured: str | None, where: str) -> str | None:
