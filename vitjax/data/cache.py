@@ -27,7 +27,7 @@ class DecodedSource:
     def __init__(self, records, prepare: Callable | None = None, shape: tuple[int, int, int] | None = None,
                  cache_path: str | None = None):
         self.records, self.prepare, self.shape, self.cache_path = records, prepare, shape, cache_path
-        self._arrays = self._filled = None
+        self._mapped = None  # (arrays, filled) memmaps, opened on first use in each process.
         if cache_path is not None:
             n = len(records)
             if not os.path.exists(cache_path + ".filled"):  # Create once, before workers start.
@@ -36,24 +36,25 @@ class DecodedSource:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_arrays"] = state["_filled"] = None  # Reopened by path in worker processes.
+        state["_mapped"] = None  # Reopened by path in worker processes.
         return state
 
     def __len__(self) -> int:
         return len(self.records)
 
     def _open(self):
-        n = len(self.records)
-        self._arrays = np.memmap(self.cache_path, np.uint8, "r+", shape=(n, *self.shape))
-        self._filled = np.memmap(self.cache_path + ".filled", np.uint8, "r+", shape=(n,))
+        if self._mapped is None:  # Threads may race here; both open the same files, harmless.
+            n = len(self.records)
+            self._mapped = (np.memmap(self.cache_path, np.uint8, "r+", shape=(n, *self.shape)),
+                            np.memmap(self.cache_path + ".filled", np.uint8, "r+", shape=(n,)))
+        return self._mapped
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)
         if self.cache_path is not None:
-            if self._arrays is None:
-                self._open()
-            if self._filled[index]:
-                return {"image": np.array(self._arrays[index]), "label": int(self.records.labels()[index])}
+            arrays, filled = self._open()
+            if filled[index]:
+                return {"image": np.array(arrays[index]), "label": int(self.records.labels()[index])}
         record = self.records[index]
         image = load_rgb(record["image"], self.records.describe(index))
         if self.prepare is not None:
@@ -62,8 +63,9 @@ class DecodedSource:
                 raise ValueError(f"Preparing {self.records.describe(index)} gave shape {image.shape}, "
                                  f"expected {self.shape}.")
             if self.cache_path is not None:
-                self._arrays[index] = image
-                self._filled[index] = 1
+                arrays, filled = self._open()
+                arrays[index] = image
+                filled[index] = 1
         return {"image": image, "label": record["label"]}
 
 

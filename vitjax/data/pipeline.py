@@ -19,6 +19,7 @@ import math
 from typing import Any, Iterator
 
 import grain
+from absl import flags
 import numpy as np
 from PIL import Image
 
@@ -50,6 +51,10 @@ def _parallel(ds: grain.MapDataset, data_cfg) -> grain.IterDataset:
     it_ds = ds.to_iter_dataset(_read_options(data_cfg))
     workers = data_cfg.get("workers", 0)
     if workers > 0:
+        if not flags.FLAGS.is_parsed():
+            # grain reads its absl flags when starting workers; outside an absl app (notebooks, tests)
+            # they are taken with their defaults. vitjax.main parses the command line first.
+            flags.FLAGS.mark_as_parsed()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=workers, per_worker_buffer_size=max(1, data_cfg.get("prefetch", 4))))
     return it_ds
