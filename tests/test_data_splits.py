@@ -1,0 +1,69 @@
+"""Splits: stratified, seeded, stable across runs; carving only what is missing; the audit file."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from test_data_fakes import data_config, make_folder
+from vitjax.data.sources import ArraySource, open_source
+from vitjax.data.splits import SPLIT_FILE, resolve_splits, stratified_split, write_split
+
+
+def test_stratified_split_proportions_disjoint_and_complete():
+    labels = np.repeat(np.arange(5), [100, 50, 30, 11, 3])
+    parts = stratified_split(labels, (0.8, 0.1, 0.1), seed=0)
+    assert [len(p) for p in parts] == [155, 20, 19]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(len(labels)))
+    for c, n in enumerate([100, 50, 30, 11, 3]):
+        counts = [int((labels[p] == c).sum()) for p in parts]
+        assert all(abs(k - n * f) <= 1 for k, f in zip(counts, (0.8, 0.1, 0.1))), (c, counts)
+
+
+def test_stratified_split_is_seeded_and_stable():
+    labels = np.random.default_rng(1).integers(0, 4, 500)
+    a = stratified_split(labels, (0.8, 0.1, 0.1), seed=3)
+    b = stratified_split(labels.copy(), (0.8, 0.1, 0.1), seed=3)
+    c = stratified_split(labels, (0.8, 0.1, 0.1), seed=4)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[1], c[1])
+    # Golden values: the split must not change between versions (resumed runs rely on it).
+    assert a[1][:8].tolist() == [10, 23, 24, 37, 40, 82, 94, 95]
+    assert [len(x) for x in a] == [400, 50, 50]
+
+
+def test_only_missing_splits_are_carved(tmp_path):
+    root = make_folder(str(tmp_path), {"train": {"a": 9, "b": 9}, "test": {"a": 1, "b": 1}})
+    ds = open_source(data_config(source=root))
+    assert ds.origin["test"] == "test" and len(ds.splits["test"]) == 2
+    # Validation gets 0.1 / (0.8 + 0.1) of train.
+    assert len(ds.splits["validation"]) == 2 and len(ds.splits["train"]) == 16
+    assert set(ds.splits["train"].ids()).isdisjoint(ds.splits["validation"].ids())
+
+
+def test_split_is_identical_on_reopen_and_audit_file(tmp_path):
+    root = make_folder(str(tmp_path / "data"), {"": {"a": 10, "b": 10}})
+    cfg = data_config(source=root, split_seed=7)
+    first, second = open_source(cfg), open_source(cfg)
+    for name in ("train", "validation", "test"):
+        assert first.splits[name].ids() == second.splits[name].ids()
+    path = write_split(str(tmp_path / "run"), first)
+    assert os.path.basename(path) == SPLIT_FILE
+    audit = json.load(open(path))
+    assert audit["class_names"] == ["a", "b"]
+    assert audit["splits"]["validation"]["ids"] == first.splits["validation"].ids()
+    assert audit["splits"]["validation"]["per_class"] == {"a": 1, "b": 1}
+    assert "carved, seed 7" in audit["splits"]["test"]["origin"]
+    other = open_source(data_config(source=root, split_seed=8))
+    assert other.splits["validation"].ids() != first.splits["validation"].ids()
+
+
+def test_empty_split_and_too_few_images():
+    images = np.zeros((3, 4, 4, 3), np.uint8)
+    raw = {"train": ArraySource("t", images, [0, 1, 0]), "test": ArraySource("x", images[:0], [])}
+    with pytest.raises(ValueError, match=r"split 'test' has no images.*test_split"):
+        resolve_splits("demo", raw, ["a", "b"], data_config())
+    with pytest.raises(ValueError, match=r"carving '(validation|test)' out of 3 training images.*leaves it empty"):
+        resolve_splits("demo", {"train": raw["train"]}, ["a", "b"], data_config())
+    with pytest.raises(ValueError, match=r"outside the 2 classes.*t\[1\] with label 5"):
+        resolve_splits("demo", {"train": ArraySource("t", images, [0, 5, 0])}, ["a", "b"], data_config())

@@ -1,0 +1,118 @@
+"""Train/validation/test resolution: named splits, seeded stratified carving, and the audit file.
+
+`resolve_splits` maps a source's split names onto train/validation/test (config names or the usual
+aliases), drops corrupt files when `config.data.skip_corrupt` (with a warning listing them), and carves
+missing validation/test splits out of train with `stratified_split`: per class, a permutation drawn
+from `split_seed` only, so the split is identical on every run and on resume. `write_split` writes the
+record identifiers (file paths relative to the folder, or indices in the source split) of every split
+to `<workdir>/data_split.json` so the split used can be audited.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Sequence
+
+import numpy as np
+
+from vitjax.data.sources import SPLIT_ALIASES, SPLITS, ImageDataset, RecordSource, SubsetSource, check_labels
+
+SPLIT_FILE = "data_split.json"
+
+
+def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Splits indices 0..len-1 into len(fractions) sorted index arrays, each class in those proportions.
+
+    Each class is permuted by a generator seeded with (seed, class) and its records get evenly spaced
+    positions in [0, 1) (with a random per-class offset, so small classes do not all round the same
+    way); cutting the records ordered by position at the cumulative fractions gives global counts
+    exact to one record and per-class counts within one. Depends only on labels, fractions and seed.
+    """
+    fractions = np.asarray(fractions, np.float64)
+    if fractions.ndim != 1 or np.any(fractions < 0) or fractions.sum() <= 0:
+        raise ValueError(f"config.data.split_fractions must be non-negative with a positive sum, got "
+                         f"{fractions.tolist()}.")
+    fractions = fractions / fractions.sum()
+    labels = np.asarray(labels)
+    position = np.zeros(len(labels))
+    for c in np.unique(labels):
+        rng = np.random.default_rng([seed, int(c)])
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        position[idx] = (np.arange(len(idx)) + rng.uniform()) / len(idx)
+    order = np.argsort(position, kind="stable")
+    bounds = np.round(np.cumsum(fractions) * len(labels)).astype(int)
+    return [np.sort(part) for part in np.split(order, bounds[:-1])]
+
+
+def _find(raw: dict[str, RecordSource], split: str, configured: str | None, where: str) -> str | None:
+    if configured is not None:
+        if configured not in raw:
+            raise KeyError(f"{where}: config.data.{split}_split={configured!r} is not a split of the source; "
+                           f"its splits are {sorted(raw)}.")
+        return configured
+    return next((alias for alias in SPLIT_ALIASES[split] if alias in raw), None)
+
+
+def resolve_splits(source: str, raw: dict[str, RecordSource], class_names: list[str], data_cfg) -> ImageDataset:
+    """Builds the ImageDataset: named splits, corrupt files dropped if asked, missing splits carved."""
+    names = {s: _find(raw, s, data_cfg.get(f"{s}_split"), source) for s in SPLITS}
+    if names["train"] is None:
+        raise KeyError(f"{source}: no train split among {sorted(raw)}; set config.data.train_split.")
+    splits: dict[str, RecordSource] = {}
+    origin: dict[str, str] = {}
+    for split, name in names.items():
+        if name is None:
+            continue
+        if len(raw[name]) == 0:
+            raise ValueError(f"{source}: split '{name}' has no images. Add images or set "
+                             f"config.data.{split}_split to another split.")
+        check_labels(raw[name], name, class_names, source)
+        splits[split], origin[split] = raw[name], name
+    if data_cfg.get("skip_corrupt", False):
+        from vitjax.data.transforms import without_corrupt
+        splits = {s: without_corrupt(records, f"{source}/{origin[s]}") for s, records in splits.items()}
+    missing = [s for s in SPLITS if s not in splits]
+    if missing:
+        fractions = dict(zip(SPLITS, data_cfg.get("split_fractions", (0.8, 0.1, 0.1))))
+        keep = ["train"] + missing
+        parts = stratified_split(splits["train"].labels(), [fractions[s] for s in keep],
+                                 data_cfg.get("split_seed", 0))
+        train, carved = splits["train"], f"{origin['train']} (carved, seed {data_cfg.get('split_seed', 0)})"
+        for split, indices in zip(keep, parts):
+            if len(indices) == 0:
+                raise ValueError(f"{source}: carving '{split}' out of {len(train)} training images with "
+                                 f"split_fractions={tuple(fractions.values())} leaves it empty; add images "
+                                 "or raise its fraction.")
+            splits[split] = SubsetSource(train, indices)
+            origin[split] = carved
+    return ImageDataset(source=source, splits={s: splits[s] for s in SPLITS}, class_names=class_names,
+                        origin=origin)
+
+
+def split_summary(dataset: ImageDataset) -> dict:
+    """Per split: origin, size and per-class counts (for logs and the audit file)."""
+    summary = {}
+    for name, split in dataset.splits.items():
+        counts = np.bincount(split.labels(), minlength=dataset.num_classes)
+        summary[name] = {"origin": dataset.origin.get(name, name), "size": len(split),
+                         "per_class": {c: int(n) for c, n in zip(dataset.class_names, counts)}}
+    return summary
+
+
+def write_split(workdir: str, dataset: ImageDataset) -> str:
+    """Writes `<workdir>/data_split.json`: source, classes, and per split its summary and record ids."""
+    os.makedirs(workdir, exist_ok=True)
+    summary = split_summary(dataset)
+    payload = {"source": dataset.source, "class_names": dataset.class_names,
+               "splits": {name: dict(summary[name], ids=[i if isinstance(i, str) else int(i) for i in split.ids()],
+                                     labels=split.labels().tolist())
+                          for name, split in dataset.splits.items()}}
+    path = os.path.join(workdir, SPLIT_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:  # ensure_ascii keeps non-UTF-8 (surrogate-escaped) file names writable.
+        json.dump(payload, f, indent=1, ensure_ascii=True)
+    os.replace(tmp, path)
+    logging.info("Data split written to %s: %s", path,
+                 {name: s["size"] for name, s in summary.items()})
+    return path
