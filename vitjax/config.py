@@ -17,7 +17,7 @@ from vitjax import optim
 from vitjax.data import config as data_config
 
 
-def base_config(task: str = "classification") -> ml_collections.ConfigDict:
+def base_config(task: str = "classification", plugins=()) -> ml_collections.ConfigDict:
     """Every knob of a run with its default; config files override what their recipe needs."""
     from vitjax import registry
 
@@ -35,9 +35,7 @@ def base_config(task: str = "classification") -> ml_collections.ConfigDict:
 
     c.data = data_config.default_config()
 
-    c.task = registry.get_task(task).default_config()
-    c.task.name = task
-    c.task.plugins = []              # extra plugin modules or .py files to import
+    c.task = registry.task_config(task, plugins)  # name, plugins (modules / .py files), knobs
 
     c.optim = optim.default_config()
 
@@ -91,7 +89,7 @@ def check_keys(config: ml_collections.ConfigDict, reference: ml_collections.Conf
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Cheap checks of values, each naming the key and the fix."""
-    reference = base_config(config.task.name)
+    reference = base_config(config.task.name, config.task.plugins)
     check_keys(config, reference)
 
     def positive(key, value, kind=(int, float)):

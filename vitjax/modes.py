@@ -18,7 +18,7 @@ from vitjax import parallel
 
 # Errors a user can fix from the message alone; the CLI prints them without a traceback
 # (set VITJAX_TRACEBACK=1 to see one).
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, RuntimeError)
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FloatingPointError)
 
 
 class UserError(Exception):

@@ -27,19 +27,14 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     return paths
 
 
-def predict_files(model_dir: str, inputs: list[str], top_k: int, output: str | None,
-                  batch_size: int = 64) -> list[dict]:
+def predict_files(model_dir: str, inputs: list[str], top_k: int, output: str | None) -> list[dict]:
     """Top-k labels with probabilities for every image; prints a table, writes JSON if asked."""
     from vitjax.api import load_pretrained
 
     classifier = load_pretrained(model_dir)
     paths = expand_inputs(inputs)
-    results = []
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
-        for path, preds in zip(chunk, classifier.predict(chunk, top_k=top_k)):
-            results.append({"file": path,
-                            "predictions": [{"label": l, "probability": float(p)} for l, p in preds]})
+    results = [{"file": path, "predictions": [{"label": l, "probability": p} for l, p in preds]}
+               for path, preds in zip(paths, classifier.predict(paths, top_k=top_k))]
     width = max(len(r["file"]) for r in results)
     for r in results:
         shown = "  ".join(f"{p['label']} {p['probability']:.3f}" for p in r["predictions"])

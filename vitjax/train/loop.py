@@ -1,9 +1,9 @@
 """The training loop: resume, train steps, periodic evaluation, checkpoints, early stopping.
 
 `train(config, workdir)` is the whole `train` mode: it builds the run (`setup.build_run`),
-resumes from the latest complete checkpoint when there is one, trains with evaluation every
-`train.eval_every`, keeps the best and latest checkpoints, stops early when asked, and ends
-with the best checkpoint's test evaluation and the run outputs (`outputs.finish`).
+resumes from the latest complete checkpoint when there is one, trains with an evaluation every
+`train.eval_every`, keeps the best and latest checkpoints, stops early when asked, and ends with
+the best checkpoint's validation/test reports and the run outputs (`outputs.finish`).
 Ctrl-C saves a checkpoint before stopping; a non-finite loss stops with the step named and
 leaves the last good checkpoint untouched.
 """
@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 
 import jax
 
-from vitjax import parallel
+from vitjax import optim, parallel
 from vitjax.train import evaluation, outputs, setup
 from vitjax.train.checkpointing import Checkpointer
 from vitjax.train.early_stopping import EarlyStopping
 from vitjax.train.progress import Progress
 from vitjax.train.writer import MetricWriter
 
+log = logging.getLogger(__name__)
 
-class NonFiniteLoss(RuntimeError):
+
+class NonFiniteLoss(FloatingPointError):
     pass
 
 
@@ -32,86 +35,95 @@ def train(config, workdir: str) -> dict:
     """Runs (or resumes) training in `workdir`; returns the results dict (also results.json)."""
     run = setup.build_run(config, workdir)
     cfg = config.train
-    writer = MetricWriter(workdir)
-    ckpt = Checkpointer(f"{workdir}/checkpoints", metric=cfg.best_metric, mode=cfg.best_mode,
-                        keep_best=cfg.keep_best)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), metric=cfg.best_metric,
+                        mode=cfg.best_mode, keep_best=cfg.keep_best)
     stopper = EarlyStopping(mode=cfg.best_mode, patience=cfg.early_stopping_patience,
                             min_delta=cfg.early_stopping_min_delta)
+    plateau = run.plateau
     host = {"history": [], "elapsed": 0.0, "early_stopping": stopper.state(),
-            "plateau": run.optimizer.plateau_state()}
+            "plateau": plateau.state_dict() if plateau else None}
     state = run.init_state()
     train_iter = run.train_iterator()
     latest = ckpt.latest_step() if cfg.resume else None
     if latest is not None:
         state, data_state, host = ckpt.restore(latest, state)
-        train_iter.set_state(setup.decode_iterator_state(data_state))
+        train_iter.set_state(data_state)
         stopper.restore(host["early_stopping"])
-        logging.info("resumed from step %d (%s)", latest, ckpt.directory_of(latest))
+        if plateau:
+            plateau = optim.Plateau.from_state_dict(host["plateau"])
+        log.info("resumed from the checkpoint of step %d in %s/checkpoints", latest, workdir)
 
-    train_step = run.jit_train_step()
-    eval_step = run.jit_eval_step()
-    total, per_epoch, eval_every = run.total_steps, run.steps_per_epoch, run.eval_every_steps
+    writer = MetricWriter(workdir)
+    train_step, eval_step = run.jit_train_step(), run.jit_eval_step()
+    total, eval_every = run.total_steps, run.eval_every_steps
     step = int(jax.device_get(state.step))
     progress = Progress(total, step, enabled=cfg.progress and jax.process_index() == 0)
-    window, window_start, stop = None, time.time(), False
+    window, window_steps, window_start, train_summary = None, 0, time.time(), {}
     run_start = time.time() - host["elapsed"]
+    stop = bool(host["history"]) and stopper.patience > 0 and stopper.bad_evals >= stopper.patience
+
+    def save(metrics=None):
+        host["elapsed"] = time.time() - run_start
+        if ckpt.latest_step() == step:
+            return
+        ckpt.save(step, state, train_iter.get_state(), host, metrics=metrics)
+
     try:
         while step < total and not stop:
             batch = parallel.global_batch(next(train_iter), run.mesh)
-            state, (metrics, grad_norm) = train_step(state, batch)
-            window = metrics if window is None else window.merge(metrics)
-            step += 1
-            if step % cfg.log_every == 0 or step == total or step % eval_every == 0:
-                scalars = run.task.summarize(jax.device_get(window.compute()))
-                _check_finite(scalars, step, run)
-                scalars.update(lr=run.optimizer.lr_at(step, state.opt_state),
-                               grad_norm=float(grad_norm),
-                               images_per_s=cfg.batch_size * (step % cfg.log_every or cfg.log_every)
-                               / max(time.time() - window_start, 1e-9))
-                writer.write(step, scalars, "train")
-                progress.update(step, scalars)
-                train_summary, window, window_start = scalars, None, time.time()
-            if step % eval_every == 0 or step == total:
-                val = evaluation.evaluate(run, state, eval_step, run.validation_split_name)
+            state, (update, grad_norm) = train_step(state, batch)
+            window = update if window is None else window.merge(update)
+            step, window_steps = step + 1, window_steps + 1
+            evaluate_now = step % eval_every == 0 or step == total
+            if step % cfg.log_every == 0 or evaluate_now:
+                train_summary = run.task.summarize(jax.device_get(window.compute()))
+                _check_finite(train_summary, step, run)
+                train_summary.update(
+                    lr=run.lr_at(step, state.opt_state), grad_norm=float(grad_norm),
+                    images_per_s=window_steps * cfg.batch_size / max(time.time() - window_start, 1e-9))
+                writer.write(step, train_summary, "train")
+                progress.update(step, train_summary)
+                window, window_steps, window_start = None, 0, time.time()
+            if evaluate_now:
+                val = evaluation.evaluate(run, run.eval_params(state), eval_step, "validation")
                 writer.write(step, val, "validation")
-                host["history"].append({"step": step, "epoch": step / per_epoch,
-                                        "train": train_summary, "validation": val})
-                tracked = _tracked(val, cfg.best_metric, run)
-                stop = stopper.update(tracked)
+                record = {"step": step, "epoch": step / run.steps_per_epoch,
+                          **{f"train/{k}": v for k, v in train_summary.items()},
+                          **{f"validation/{k}": v for k, v in val.items()}}
+                host["history"].append(record)
+                stop = stopper.update(_tracked(val, cfg.best_metric, run))
                 host["early_stopping"] = stopper.state()
-                host["plateau"] = run.optimizer.plateau_update(state, tracked)
-                state = run.optimizer.apply_plateau(state, host["plateau"])
-                host["elapsed"] = time.time() - run_start
-                ckpt.save(step, state, setup.encode_iterator_state(train_iter.get_state()), host,
-                          metrics={k: float(v) for k, v in val.items()})
-                progress.epoch_table(host["history"][-1])
+                if plateau:
+                    scale = plateau.update(_tracked(val, plateau.metric, run))
+                    state = state.replace(opt_state=optim.set_lr_scale(state.opt_state, scale))
+                    host["plateau"] = plateau.state_dict()
+                save(metrics={k: float(v) for k, v in val.items()})
+                progress.epoch_table(record)
+                window_start = time.time()  # evaluation time is not training throughput
                 if stop:
-                    logging.info("early stopping at step %d: no %s improvement in %d evaluations",
-                                 step, cfg.best_metric, cfg.early_stopping_patience)
+                    log.info("early stopping at step %d: no %s improvement in %d evaluations",
+                             step, cfg.best_metric, cfg.early_stopping_patience)
     except KeyboardInterrupt:
-        logging.warning("interrupted at step %d: saving a checkpoint before stopping", step)
-        host["elapsed"] = time.time() - run_start
-        ckpt.save(step, state, setup.encode_iterator_state(train_iter.get_state()), host)
+        log.warning("interrupted at step %d: saving a checkpoint before stopping", step)
+        save()
         ckpt.close()
         raise
     finally:
         progress.close()
-    ckpt.wait()
+        writer.close()
     host["elapsed"] = time.time() - run_start
-    best_state = state
+    ckpt.wait()
     best = ckpt.best_step()
-    if best is not None and best != step:
-        best_state, _, _ = ckpt.restore(best, state)
+    best_state = state if best in (None, step) else ckpt.restore(best, state)[0]
     ckpt.close()
-    results = outputs.finish(run, best_state, eval_step, host, best_step=best or step)
-    writer.close()
-    return results
+    return outputs.finish(run, best_state, eval_step, host, best_step=best or step)
 
 
 def _tracked(val: dict, metric: str, run) -> float:
     if metric not in val:
-        raise KeyError(f"config.train.best_metric={metric!r} is not produced by the "
-                       f"{run.task.name!r} task; it produces {sorted(val)}.")
+        raise KeyError(f"the metric {metric!r} (config.train.best_metric or "
+                       f"config.optim.plateau.metric) is not produced by the {run.task.name!r} "
+                       f"task; it produces {sorted(val)}.")
     return float(val[metric])
 
 
@@ -121,5 +133,5 @@ def _check_finite(scalars: dict, step: int, run) -> None:
         raise NonFiniteLoss(
             f"the training loss became {loss} by step {step}. The last good checkpoint in "
             f"{run.workdir}/checkpoints is kept. Lower config.optim.lr (now "
-            f"{run.config.optim.lr}) or set config.optim.clip_grad_norm, then run again with "
-            f"--overwrite (or resume from the last checkpoint).")
+            f"{run.config.optim.lr}) or set config.optim.clip_grad_norm, then start again with "
+            f"--overwrite (or in another --workdir).")

@@ -20,15 +20,15 @@ class Progress:
                               img_s=f"{scalars.get('images_per_s', 0.0):.0f}", refresh=False)
 
     def epoch_table(self, record: dict) -> None:
-        """Prints one evaluation's train and validation metrics side by side."""
+        """Prints one history record's train and validation metrics side by side."""
         if not self.enabled:
             return
-        keys = sorted(set(record["validation"]) | set(record["train"]) - {"lr", "grad_norm",
-                                                                          "images_per_s"})
+        metrics = sorted({key.partition("/")[2] for key in record if "/" in key}
+                         - {"lr", "grad_norm", "images_per_s"})
         lines = [f"epoch {record['epoch']:.2f} (step {record['step']})",
                  f"  {'metric':<24}{'train':>12}{'validation':>12}"]
-        for k in keys:
-            tr, va = record["train"].get(k), record["validation"].get(k)
+        for k in metrics:
+            tr, va = record.get(f"train/{k}"), record.get(f"validation/{k}")
             lines.append(f"  {k:<24}{_fmt(tr):>12}{_fmt(va):>12}")
         self._bar.write("\n".join(lines))
 

@@ -49,16 +49,16 @@ def make_train_step(model, task, tx: optax.GradientTransformation, normalize: Ca
     """Returns `step(state, batch) -> (state, (metrics, grad_norm))`, not yet jitted.
 
     `normalize` maps the uint8 batch images to model inputs (the checkpoint's preprocessing);
-    `augment(rng, images, batch) -> (images, batch)` is the optional device-side augmentation
-    (random crop/flip, mixup/cutmix).
+    `augment(rng, batch) -> batch` is the optional device-side augmentation (random crop/flip of
+    the uint8 images, mixup/cutmix turning labels into soft targets).
     """
 
     def step(state: TrainState, batch):
         rng = jax.random.fold_in(state.rng, state.step)
         aug_rng, dropout_rng = jax.random.split(rng)
-        images = normalize(batch["image"])
         if augment is not None:
-            images, batch = augment(aug_rng, images, batch)
+            batch = augment(aug_rng, batch)
+        images = normalize(batch["image"])
         trainable, frozen = partition(state.params, trainable_mask)
 
         def loss_fn(trainable_params):
@@ -75,7 +75,8 @@ def make_train_step(model, task, tx: optax.GradientTransformation, normalize: Ca
         ema = state.ema_params
         if ema is not None:
             ema = optax.incremental_update(params, ema, 1.0 - ema_decay)
-        metrics = task.metrics().single_from_model_output(**task.metric_inputs(outputs, batch))
+        metrics = task.metrics(training=True).single_from_model_output(
+            **task.metric_inputs(outputs, batch))
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                                   ema_params=ema)
         return new_state, (metrics, grad_norm)

@@ -1,0 +1,61 @@
+"""Evaluation: a split through the eval step, metrics merged across batches and hosts.
+
+Every example counts exactly once: the last batch is padded and its padding rows are masked by
+`batch["valid"]`; each process evaluates its shard and the metrics are reduced over the mesh.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+
+from vitjax import parallel
+
+log = logging.getLogger(__name__)
+
+
+def compute(run, params, eval_step, split: str):
+    """Runs `split` through `eval_step`; returns the task's computed metrics (host values)."""
+    merged = None
+    for local in run.eval_batches(split):
+        update = eval_step(params, parallel.global_batch(local, run.mesh))
+        merged = update if merged is None else merged.merge(update)
+    return jax.device_get(merged.compute())
+
+
+def evaluate(run, params, eval_step, split: str) -> dict[str, float]:
+    """The task's scalar summary of `split`; logs the task's warnings (e.g. collapsed predictions)."""
+    computed = compute(run, params, eval_step, split)
+    for warning in run.task.warnings(computed):
+        log.warning("%s: %s", split, warning)
+    return run.task.summarize(computed)
+
+
+def report(run, params, eval_step, split: str, outdir: str) -> dict:
+    """Evaluates `split` and writes the task's report files under `outdir` (process 0)."""
+    computed = compute(run, params, eval_step, split)
+    for warning in run.task.warnings(computed):
+        log.warning("%s: %s", split, warning)
+    summary = run.task.summarize(computed)
+    if jax.process_index() == 0:
+        os.makedirs(outdir, exist_ok=True)
+        run.task.report(computed, outdir, split)
+    return summary
+
+
+def evaluate_model(config, workdir: str, split: str) -> dict:
+    """The `evaluate` mode: the model at `config.model.checkpoint` on one split of the data."""
+    from vitjax.train import setup
+
+    run = setup.build_run(config, workdir)
+    if split not in run.dataset.splits:
+        raise KeyError(f"--split {split!r} is not a split of {run.dataset.source}; "
+                       f"choose one of {sorted(run.dataset.splits)}.")
+    state = run.init_state()
+    summary = report(run, state.params, run.jit_eval_step(), split,
+                     os.path.join(workdir, f"eval_{split}"))
+    for k, v in sorted(summary.items()):
+        print(f"{split} {k:<24} {v:.4f}")
+    return summary

@@ -1,0 +1,102 @@
+"""What a finished run leaves behind: test report, results.json, learning curves, the HF export.
+
+Only process 0 writes. The exported `best/` folder is the best checkpoint in Hugging Face format
+(loads with `transformers` as it is) with a model card; tasks without a transformers class are
+left in vitjax's orbax format only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import jax
+
+from vitjax.checkpoints.hf_export import export_hf
+from vitjax.train import evaluation, report
+
+log = logging.getLogger(__name__)
+
+
+def finish(run, best_state, eval_step, host: dict, best_step: int) -> dict:
+    """Evaluates the best weights on validation and test, writes the outputs, exports `best/`."""
+    cfg = run.config.train
+    params = run.eval_params(best_state)
+    workdir = run.workdir
+    metrics = {"validation": evaluation.report(run, params, eval_step, "validation",
+                                               os.path.join(workdir, "validation"))}
+    if cfg.test_split:
+        metrics["test"] = evaluation.report(run, params, eval_step, cfg.test_split,
+                                            os.path.join(workdir, cfg.test_split))
+    history = host["history"]
+    train_steps = run.total_steps if not history else history[-1]["step"]
+    results = {
+        "best_step": int(best_step),
+        "best_epoch": best_step / run.steps_per_epoch,
+        "metrics": metrics,
+        "final_train": {k.removeprefix("train/"): v for k, v in (history[-1] if history else {}).items()
+                        if k.startswith("train/")},
+        "history": history,
+        "runtime_s": host["elapsed"],
+        "train_images_per_s": train_steps * cfg.batch_size / max(host["elapsed"], 1e-9),
+        "steps": train_steps,
+        "steps_per_epoch": run.steps_per_epoch,
+        "base_checkpoint": run.base,
+        "data_source": run.dataset.source,
+        "class_names": run.dataset.class_names,
+        "devices": jax.device_count(),
+    }
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
+        if history:
+            report.plot_learning_curves(history, os.path.join(workdir, "learning_curves.png"))
+        if cfg.export:
+            export(run, params, os.path.join(workdir, "best"), metrics)
+    for split, values in metrics.items():
+        log.info("%s: %s", split, ", ".join(f"{k}={v:.4f}" for k, v in sorted(values.items())))
+    return results
+
+
+def export(run, params, directory: str, metrics: dict | None = None) -> str | None:
+    """Writes `params` in Hugging Face format (+ model card) when the task has a transformers class."""
+    hf = run.task.hf_config()
+    if hf is None:
+        log.info("task %r has no transformers class; its model stays in %s/checkpoints",
+                 run.task.name, run.workdir)
+        return None
+    id2label = {int(k): v for k, v in hf["id2label"].items()}
+    path = export_hf(directory, run.spec, jax.device_get(params), id2label, run.preprocessing)
+    report.write_model_card(path, {
+        "base_checkpoint": run.base if run.base != "scratch" else None,
+        "dataset": run.dataset.source,
+        "class_names": run.dataset.class_names,
+        "metrics": metrics or {},
+        "training": {"epochs": run.config.train.epochs, "batch_size": run.config.train.batch_size,
+                     "optimizer": run.config.optim.name, "lr": run.config.optim.lr,
+                     "freeze": run.config.optim.freeze},
+        "command": " ".join(["python -m vitjax.main", *sys.argv[1:]]),
+    })
+    log.info("exported the model in Hugging Face format to %s", path)
+    return path
+
+
+def export_from_checkpoint(config, workdir: str, output: str) -> str:
+    """The `export` mode: the best orbax checkpoint of `workdir` written in Hugging Face format."""
+    from vitjax.train import setup
+    from vitjax.train.checkpointing import Checkpointer
+
+    run = setup.build_run(config, workdir)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), metric=config.train.best_metric,
+                        mode=config.train.best_mode, keep_best=config.train.keep_best)
+    step = ckpt.best_step()
+    if step is None:
+        raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint; train first.")
+    state, _, _ = ckpt.restore(step, run.init_state())
+    ckpt.close()
+    path = export(run, run.eval_params(state), output)
+    if path is None:
+        raise ValueError(f"task {run.task.name!r} cannot be exported in Hugging Face format.")
+    return path

@@ -1,0 +1,205 @@
+"""Builds a run from its config: data, task, model and params, optimizer, mesh, jitted steps.
+
+Everything the loop, the evaluation and the export modes share is assembled here once, in the
+order data flows: source and splits → task (head, loss, metrics) → backbone weights from the
+checkpoint (or from scratch) → optimizer with its parameter groups → sharded train state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from vitjax import config as config_lib
+from vitjax import durations, optim, parallel, registry
+from vitjax.checkpoints.hf_load import load_hf
+from vitjax.checkpoints.preprocessing import Preprocessing
+from vitjax.data import pipeline, splits as splits_lib
+from vitjax.data.device_augment import train_transform
+from vitjax.data.sources import ImageDataset, open_source
+from vitjax.models.model import Model
+from vitjax.models.vit import ViT, ViTSpec
+from vitjax.train.steps import TrainState, make_eval_step, make_train_step
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Run:
+    """One training run's pieces; built by `build_run`."""
+
+    config: object
+    workdir: str
+    mesh: jax.sharding.Mesh
+    dataset: ImageDataset
+    task: registry.Task
+    spec: ViTSpec
+    model: Model
+    preprocessing: Preprocessing
+    init_params: dict  # float32 host arrays: checkpoint weights + fresh head
+    base: str  # where the backbone came from: a hub id, a folder, or "scratch"
+    optimizer: optim.Optimizer
+    plateau: optim.Plateau | None
+    steps_per_epoch: int
+    total_steps: int
+    eval_every_steps: int
+
+    # ---- sizes -------------------------------------------------------------------------------
+    @property
+    def per_process_batch(self) -> int:
+        return self.config.train.batch_size // jax.process_count()
+
+    @property
+    def per_process_eval_batch(self) -> int:
+        return (self.config.train.eval_batch_size or self.config.train.batch_size) // jax.process_count()
+
+    # ---- state -------------------------------------------------------------------------------
+    def state_shardings(self, state_shapes):
+        params = parallel.param_shardings(state_shapes.params, self.mesh)
+        return TrainState(
+            step=parallel.replicated(self.mesh),
+            params=params,
+            opt_state=parallel.param_shardings(state_shapes.opt_state, self.mesh),
+            ema_params=None if state_shapes.ema_params is None else params,
+            rng=parallel.replicated(self.mesh))
+
+    def init_state(self) -> TrainState:
+        """The step-0 train state, placed on the mesh with the parameter shardings."""
+        ema = self.config.optim.ema_decay > 0
+
+        def init(params):
+            return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                              opt_state=self.optimizer.tx.init(params),
+                              ema_params=params if ema else None,
+                              rng=jax.random.key_data(jax.random.key(self.config.seed)))
+
+        shapes = jax.eval_shape(init, self.init_params)
+        shardings = self.state_shardings(shapes)
+        params = jax.device_put(self.init_params, shardings.params)
+        return jax.jit(init, out_shardings=shardings)(params)
+
+    # ---- data --------------------------------------------------------------------------------
+    def train_iterator(self):
+        return pipeline.train_iterator(
+            self.dataset.splits["train"], self.preprocessing, self.config.data,
+            batch_size=self.per_process_batch, seed=self.config.seed,
+            shard_index=jax.process_index(), shard_count=jax.process_count())
+
+    def eval_batches(self, split: str):
+        return pipeline.eval_batches(
+            self.dataset.splits[split], self.preprocessing, batch_size=self.per_process_eval_batch,
+            shard_index=jax.process_index(), shard_count=jax.process_count(),
+            data_cfg=self.config.data)
+
+    # ---- steps -------------------------------------------------------------------------------
+    @functools.cached_property
+    def normalize(self):
+        dtype = jnp.dtype(self.config.model.dtype)
+        return lambda images: self.preprocessing.normalize(images).astype(dtype)
+
+    def jit_train_step(self):
+        augment = train_transform(self.config.data, self.preprocessing.input_size,
+                                  self.dataset.num_classes)
+        step = make_train_step(self.model, self.task, self.optimizer.tx, self.normalize,
+                               trainable_mask=self.optimizer.trainable_mask,
+                               backbone_frozen=self.optimizer.backbone_frozen, augment=augment,
+                               ema_decay=self.config.optim.ema_decay)
+        return jax.jit(step, donate_argnums=(0,))
+
+    def jit_eval_step(self):
+        return jax.jit(make_eval_step(self.model, self.task, self.normalize))
+
+    def lr_at(self, step: int, opt_state) -> float:
+        """The learning rate of the first trained group at `step`, with the plateau scale."""
+        fn = next(iter(self.optimizer.lr_fns.values()))
+        return float(fn(step)) * optim.get_lr_scale(opt_state)
+
+    def eval_params(self, state: TrainState):
+        """The weights evaluated and exported: the EMA when it is on, else the params."""
+        return state.params if state.ema_params is None else state.ema_params
+
+
+def build_run(config, workdir: str) -> Run:
+    mesh = parallel.make_mesh(config.mesh)
+    devices = jax.device_count()
+    config_lib.check_batch_divides(config.train.batch_size, "train.batch_size", devices)
+    if config.train.eval_batch_size:
+        config_lib.check_batch_divides(config.train.eval_batch_size, "train.eval_batch_size",
+                                       devices)
+
+    dataset = open_source(config.data)
+    if jax.process_index() == 0:
+        splits_lib.write_split(workdir, dataset)
+    log.info("data %s: %s", dataset.source,
+             {s: len(v) for s, v in dataset.splits.items()})
+
+    registry.load_plugins(config.task.plugins)
+    task = registry.get_task(config.task.name)(config.task, dataset.class_names)
+    spec, params, preprocessing, base = load_backbone(config, dataset.class_names)
+    model = Model(ViT(spec, dtype=jnp.dtype(config.model.dtype), remat=config.model.remat),
+                  task.make_head(spec))
+    params = _with_task_head(model, spec, params, config.seed)
+
+    steps_per_epoch = len(dataset.splits["train"]) // config.train.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"the train split has {len(dataset.splits['train'])} images, fewer than "
+                         f"config.train.batch_size={config.train.batch_size}; lower the batch size.")
+    total_steps = max(1, round(config.train.epochs * steps_per_epoch))
+    eval_every = durations.to_steps(config.train.eval_every, steps_per_epoch=steps_per_epoch,
+                                    total_steps=total_steps, batch_size=config.train.batch_size,
+                                    name="config.train.eval_every")
+    optimizer = optim.build_optimizer(config.optim, params, num_layers=spec.num_layers,
+                                      steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                                      batch_size=config.train.batch_size)
+    if jax.process_index() == 0:
+        table = optimizer.describe()
+        log.info("parameter groups:\n%s", table)
+        with open(os.path.join(workdir, "param_groups.txt"), "w", encoding="utf-8") as f:
+            f.write(table + "\n")
+    return Run(config=config, workdir=workdir, mesh=mesh, dataset=dataset, task=task, spec=spec,
+               model=model, preprocessing=preprocessing, init_params=params, base=base,
+               optimizer=optimizer, plateau=optim.build_plateau(config.optim),
+               steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+               eval_every_steps=max(1, min(eval_every, total_steps)))
+
+
+def load_backbone(config, class_names):
+    """(spec, params, preprocessing, base): the checkpoint's weights, or a from-scratch ViT.
+
+    The spec carries the run's regularisation (dropout, stochastic depth) over the checkpoint's.
+    """
+    m = config.model
+    id2label = dict(enumerate(class_names))
+    overrides = dict(hidden_dropout=m.dropout_rate, drop_path_rate=m.drop_path_rate)
+    if m.checkpoint:
+        ckpt = load_hf(m.checkpoint, id2label=id2label, image_size=m.image_size or None)
+        return ckpt.spec.replace(**overrides), ckpt.params, ckpt.preprocessing, m.checkpoint
+    spec = ViTSpec(**m.spec.to_dict()).replace(**overrides)
+    if m.image_size:
+        spec = spec.replace(image_size=m.image_size)
+    return spec, None, Preprocessing.default(spec.image_size), "scratch"
+
+
+def _with_task_head(model: Model, spec: ViTSpec, loaded: dict | None, seed: int) -> dict:
+    """Fresh parameters for `model`, overlaid with every loaded tensor of the same path and shape."""
+    dummy = jnp.zeros((1, *spec.image_size, spec.num_channels), jnp.float32)
+    fresh = jax.jit(functools.partial(model.init, train=False))(jax.random.key(seed), dummy)
+    fresh = traverse_util.flatten_dict(jax.device_get(fresh["params"]), sep="/")
+    if loaded is not None:
+        for path, value in traverse_util.flatten_dict(loaded, sep="/").items():
+            if path in fresh and fresh[path].shape == value.shape:
+                fresh[path] = value
+            elif path.startswith("backbone/"):
+                raise ValueError(f"checkpoint tensor {path} {value.shape} does not fit the model "
+                                 f"({fresh.get(path, np.zeros(0)).shape}).")
+    return traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, v in fresh.items()},
+                                        sep="/")
+
