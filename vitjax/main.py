@@ -43,7 +43,8 @@ def main(argv) -> None:
     del argv
     from vitjax import modes  # heavy imports after flag parsing (grain workers read the flags)
 
-    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger().setLevel(logging.WARNING)  # orbax, jax and absl chatter stays quiet
+    logging.getLogger("vitjax").setLevel(logging.INFO)
     try:
         if _MODE.value == "predict":
             modes.predict(_CONFIG.value, _WORKDIR.value, _MODEL.value, _INPUTS.value,

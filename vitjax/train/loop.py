@@ -61,17 +61,20 @@ def train(config, workdir: str) -> dict:
     window, window_steps, window_start, train_summary = None, 0, time.time(), {}
     run_start = time.time() - host["elapsed"]
     stop = bool(host["history"]) and stopper.patience > 0 and stopper.bad_evals >= stopper.patience
+    # The iterator's state as of the last completed step: an interruption between `next()` and
+    # the end of a step must not skip the batch it had already drawn.
+    data_state = train_iter.get_state()
 
     def save(metrics=None):
         host["elapsed"] = time.time() - run_start
-        if ckpt.latest_step() == step:
-            return
-        ckpt.save(step, state, train_iter.get_state(), host, metrics=metrics)
+        if ckpt.latest_step() != step:
+            ckpt.save(step, state, data_state, host, metrics=metrics)
 
     try:
         while step < total and not stop:
             batch = parallel.global_batch(next(train_iter), run.mesh)
             state, (update, grad_norm) = train_step(state, batch)
+            data_state = train_iter.get_state()
             window = update if window is None else window.merge(update)
             step, window_steps = step + 1, window_steps + 1
             evaluate_now = step % eval_every == 0 or step == total
