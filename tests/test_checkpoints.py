@@ -4,6 +4,7 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file, save_file
 
 from hf_oracle import TINY, make
@@ -141,3 +142,15 @@ def test_backbone_only_without_labels(tmp_path):
     make("ViTModel", "ViTConfig", **VIT).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="no classification head.*num_labels"):
         load_pretrained(tmp_path)
+
+
+def test_bfloat16_and_base_dinov2_checkpoints(tmp_path):
+    """A bfloat16 safetensors file (numpy cannot read it) and a Dinov2Model (no prefix, mask token, no head)."""
+    model = make("ViTForImageClassification", "ViTConfig", **VIT, num_labels=3)
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    ckpt = load_hf(tmp_path / "bf16")
+    assert ckpt.initialised == [] and ckpt.params["backbone"]["layernorm"]["scale"].dtype == np.float32
+    make("Dinov2Model", "Dinov2Config", **TINY, image_size=32, mlp_ratio=2).save_pretrained(tmp_path / "dino")
+    dino = load_hf(tmp_path / "dino", num_labels=2)
+    assert dino.pooling == "cls_mean" and dino.params["head"]["classifier"]["kernel"].shape == (64, 2)
+    assert dino.params["backbone"]["embeddings"]["mask_token"].shape == (1, 32)

@@ -16,6 +16,7 @@ import os
 import jax
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
+from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from vitjax.checkpoints import hf_names
@@ -89,6 +90,15 @@ def _download(repo_id: str) -> dict[str, str | None]:
     return {CONFIG: fetch(CONFIG, True), WEIGHTS: fetch(WEIGHTS, True), PREPROCESSOR: fetch(PREPROCESSOR, False)}
 
 
+def _read_tensors(path: str) -> dict[str, np.ndarray]:
+    """All tensors of a safetensors file as numpy; bfloat16 files, which numpy cannot read, go through JAX."""
+    try:
+        return load_file(path)
+    except TypeError:
+        with safe_open(path, framework="flax") as f:
+            return {name: np.asarray(f.get_tensor(name).astype(np.float32)) for name in f.keys()}
+
+
 def _read_config(path: str) -> dict:
     with open(path) as f:
         config = json.load(f)
@@ -122,7 +132,7 @@ def load_hf(name_or_dir, num_labels: int | None = None, id2label: dict | None = 
     files = resolve_files(name_or_dir)
     config = _read_config(files[CONFIG])
     spec = ViTSpec.from_hf_config(config)
-    tensors = load_file(files[WEIGHTS])
+    tensors = _read_tensors(files[WEIGHTS])
     weights = files[WEIGHTS]
 
     prefix = hf_names.BACKBONES[spec.family][0]
