@@ -154,3 +154,21 @@ def test_bfloat16_and_base_dinov2_checkpoints(tmp_path):
     dino = load_hf(tmp_path / "dino", num_labels=2)
     assert dino.pooling == "cls_mean" and dino.params["head"]["classifier"]["kernel"].shape == (64, 2)
     assert dino.params["backbone"]["embeddings"]["mask_token"].shape == (1, 32)
+
+
+def test_hub_id_goes_through_hf_hub_download(vit_dir, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_download(repo_id, filename):
+        calls.append((repo_id, filename))
+        path = vit_dir / filename
+        if not path.exists():
+            raise huggingface_hub.errors.LocalEntryNotFoundError(f"{filename} not cached")
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    clf = load_pretrained("google/vit-tiny-test")
+    assert [f for _, f in calls] == ["config.json", "model.safetensors", "preprocessor_config.json"]
+    assert {r for r, _ in calls} == {"google/vit-tiny-test"} and clf.id2label[0] == "a"
