@@ -4,6 +4,7 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file, save_file
 
 from hf_oracle import TINY, make
@@ -141,3 +142,33 @@ def test_backbone_only_without_labels(tmp_path):
     make("ViTModel", "ViTConfig", **VIT).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="no classification head.*num_labels"):
         load_pretrained(tmp_path)
+
+
+def test_bfloat16_and_base_dinov2_checkpoints(tmp_path):
+    """A bfloat16 safetensors file (numpy cannot read it) and a Dinov2Model (no prefix, mask token, no head)."""
+    model = make("ViTForImageClassification", "ViTConfig", **VIT, num_labels=3)
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    ckpt = load_hf(tmp_path / "bf16")
+    assert ckpt.initialised == [] and ckpt.params["backbone"]["layernorm"]["scale"].dtype == np.float32
+    make("Dinov2Model", "Dinov2Config", **TINY, image_size=32, mlp_ratio=2).save_pretrained(tmp_path / "dino")
+    dino = load_hf(tmp_path / "dino", num_labels=2)
+    assert dino.pooling == "cls_mean" and dino.params["head"]["classifier"]["kernel"].shape == (64, 2)
+    assert dino.params["backbone"]["embeddings"]["mask_token"].shape == (1, 32)
+
+
+def test_hub_id_goes_through_hf_hub_download(vit_dir, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_download(repo_id, filename):
+        calls.append((repo_id, filename))
+        path = vit_dir / filename
+        if not path.exists():
+            raise huggingface_hub.errors.LocalEntryNotFoundError(f"{filename} not cached")
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    clf = load_pretrained("google/vit-tiny-test")
+    assert [f for _, f in calls] == ["config.json", "model.safetensors", "preprocessor_config.json"]
+    assert {r for r, _ in calls} == {"google/vit-tiny-test"} and clf.id2label[0] == "a"

@@ -50,7 +50,7 @@ def hf_config(spec: ViTSpec, pooling: str, id2label: dict[int, str]) -> dict:
         **spec.to_hf_config(),
         "id2label": {str(k): v for k, v in sorted(labels.items())},
         "label2id": {v: k for k, v in sorted(labels.items())},
-        "torch_dtype": "float32",
+        "dtype": "float32",
     }
 
 

@@ -16,6 +16,7 @@ import os
 import jax
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
+from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from vitjax.checkpoints import hf_names
@@ -89,6 +90,15 @@ def _download(repo_id: str) -> dict[str, str | None]:
     return {CONFIG: fetch(CONFIG, True), WEIGHTS: fetch(WEIGHTS, True), PREPROCESSOR: fetch(PREPROCESSOR, False)}
 
 
+def _read_tensors(path: str) -> dict[str, np.ndarray]:
+    """All tensors of a safetensors file as numpy; bfloat16 files, which numpy cannot read, go through JAX."""
+    try:
+        return load_file(path)
+    except TypeError:
+        with safe_open(path, framework="flax") as f:
+            return {name: np.asarray(f.get_tensor(name).astype(np.float32)) for name in f.keys()}
+
+
 def _read_config(path: str) -> dict:
     with open(path) as f:
         config = json.load(f)
@@ -116,19 +126,8 @@ def _target_labels(ckpt_labels: dict[int, str] | None, num_labels: int | None,
     return ckpt_labels
 
 
-def load_hf(name_or_dir, num_labels: int | None = None, id2label: dict | None = None,
-            image_size: int | tuple[int, int] | None = None) -> HFCheckpoint:
-    """Read a checkpoint into vitjax params; see the module docstring for how the head is chosen."""
-    files = resolve_files(name_or_dir)
-    config = _read_config(files[CONFIG])
-    spec = ViTSpec.from_hf_config(config)
-    tensors = load_file(files[WEIGHTS])
-    weights = files[WEIGHTS]
-
-    prefix = hf_names.BACKBONES[spec.family][0]
-    if not any(name.startswith(prefix) for name in tensors):
-        prefix = ""  # a base-model checkpoint (ViTModel, DeiTModel, Dinov2Model)
-
+def _choose_head(spec: ViTSpec, tensors: dict, config: dict, num_labels, id2label, source) -> tuple:
+    """(pooling, id2label, keep_head): keep the checkpoint's head when it has the requested size."""
     ckpt_pooling = hf_names.checkpoint_pooling(spec.family, tensors)
     ckpt_labels = None
     if ckpt_pooling is not None:
@@ -138,25 +137,15 @@ def load_hf(name_or_dir, num_labels: int | None = None, id2label: dict | None = 
             ckpt_labels = {i: f"LABEL_{i}" for i in range(head_size)}
     labels = _target_labels(ckpt_labels, num_labels, id2label)
     if labels is None:
-        raise ValueError(f"{name_or_dir} has no classification head ({weights} holds only the backbone); "
-                         "pass num_labels=... or id2label={0: 'cat', ...} to add a new head.")
+        raise ValueError(f"{source} has no classification head (its model.safetensors holds only the "
+                         "backbone); pass num_labels=... or id2label={0: 'cat', ...} to add a new head.")
     keep_head = ckpt_pooling is not None and len(labels) == len(ckpt_labels)
     pooling = ckpt_pooling if keep_head else hf_names.DEFAULT_POOLING[spec.family]
+    return pooling, labels, keep_head
 
-    preprocessing = (Preprocessing.from_hf(json.load(open(files[PREPROCESSOR]))) if files[PREPROCESSOR]
-                     else Preprocessing.default(spec.image_size))
-    if files[PREPROCESSOR] is None:
-        log.warning("%s has no %s; using ViTImageProcessor defaults at %s", name_or_dir, PREPROCESSOR,
-                    spec.image_size)
 
-    model = build_model(spec, len(labels), pooling)
-    dummy = np.zeros((1, *spec.image_size, spec.num_channels), np.float32)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy, train=False))["params"]
-    expected = flatten_dict(shapes, sep="/")
-
-    rows = [(hf, "backbone/" + path, kind) for hf, path, kind in hf_names.backbone_rows(spec, prefix)]
-    if keep_head:
-        rows += [(hf, "head/" + path, kind) for hf, path, kind in hf_names.head_rows(pooling)]
+def _convert(rows, tensors: dict, expected: dict, weights: str, spec: ViTSpec) -> dict[str, np.ndarray]:
+    """HF tensors -> {flax path: float32 array} through the table rows, checking names and shapes."""
     params = {}
     for hf, path, kind in rows:
         if hf not in tensors:
@@ -169,19 +158,52 @@ def load_hf(name_or_dir, num_labels: int | None = None, id2label: dict | None = 
                              f"fit {path} {tuple(expected[path].shape)} implied by config.json; fix config.json "
                              "(hidden_size, patch_size, image_size, ...) or the file.")
         params[path] = np.ascontiguousarray(value)
-    used = {hf for hf, _, _ in rows}
-    ignored = sorted(name for name in tensors if name not in used)
+    ignored = sorted(set(tensors) - {hf for hf, _, _ in rows})
     if ignored:
         log.info("ignored %d tensors of %s not used by vitjax: %s", len(ignored), weights, ignored)
+    return params
+
+
+def _read_preprocessing(path: str | None, spec: ViTSpec, source) -> Preprocessing:
+    if path is None:
+        log.warning("%s has no %s; using ViTImageProcessor defaults at %s", source, PREPROCESSOR, spec.image_size)
+        return Preprocessing.default(spec.image_size)
+    with open(path) as f:
+        return Preprocessing.from_hf(json.load(f))
+
+
+def load_hf(name_or_dir, num_labels: int | None = None, id2label: dict | None = None,
+            image_size: int | tuple[int, int] | None = None) -> HFCheckpoint:
+    """Read a checkpoint into vitjax params; see the module docstring for how the head is chosen."""
+    files = resolve_files(name_or_dir)
+    config = _read_config(files[CONFIG])
+    spec = ViTSpec.from_hf_config(config)
+    tensors = _read_tensors(files[WEIGHTS])
+    pooling, labels, keep_head = _choose_head(spec, tensors, config, num_labels, id2label, name_or_dir)
+    preprocessing = _read_preprocessing(files[PREPROCESSOR], spec, name_or_dir)
+
+    prefix = hf_names.BACKBONES[spec.family][0]
+    if not any(name.startswith(prefix) for name in tensors):
+        prefix = ""  # a base-model checkpoint (ViTModel, DeiTModel, Dinov2Model)
+    rows = [(hf, "backbone/" + path, kind) for hf, path, kind in hf_names.backbone_rows(spec, prefix)]
+    if keep_head:
+        rows += [(hf, "head/" + path, kind) for hf, path, kind in hf_names.head_rows(pooling)]
+
+    model = build_model(spec, len(labels), pooling)
+    dummy = np.zeros((1, *spec.image_size, spec.num_channels), np.float32)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy, train=False))["params"]
+    expected = flatten_dict(shapes, sep="/")
+    params = _convert(rows, tensors, expected, files[WEIGHTS], spec)
+
     initialised = sorted(path for path in expected if path not in params)
     assert all(path.startswith("head/") for path in initialised), f"name table misses {initialised}"
     for path in initialised:  # a new head starts at zero (as big_vision); HF draws N(0, 0.02)
         params[path] = np.zeros(expected[path].shape, np.float32)
     if initialised:
-        arch = hf_names.ARCHITECTURES[(spec.family, pooling)]
         log.warning("Some weights of %s were not initialized from the checkpoint at %s and are newly "
                     "initialized for %d labels: %s. Train this model on a down-stream task before using it "
-                    "for predictions.", arch, name_or_dir, len(labels), initialised)
+                    "for predictions.", hf_names.ARCHITECTURES[(spec.family, pooling)], name_or_dir,
+                    len(labels), initialised)
 
     if image_size is not None:
         new_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
@@ -191,5 +213,4 @@ def load_hf(name_or_dir, num_labels: int | None = None, id2label: dict | None = 
             params[key] = resize_posemb(params[key], spec.num_prefix_tokens, spec.grid, new_spec.grid)
             spec = new_spec
         preprocessing = preprocessing.with_input_size(new_size)
-    params = unflatten_dict(params, sep="/")
-    return HFCheckpoint(spec, pooling, params, labels, preprocessing, initialised)
+    return HFCheckpoint(spec, pooling, unflatten_dict(params, sep="/"), labels, preprocessing, initialised)

@@ -69,11 +69,11 @@ class ViTSpec:
     hidden_act: str = "gelu"
     hidden_dropout: float = 0.0
     attention_dropout: float = 0.0
-    drop_path_rate: float = 0.0
-    distillation_token: bool = False
-    layer_scale_init: float | None = None
-    use_swiglu: bool = False
-    use_mask_token: bool = False
+    drop_path_rate: float = 0.0  # stochastic depth at the last block (linear from 0 at the first)
+    distillation_token: bool = False  # DeiT
+    layer_scale_init: float | None = None  # DINOv2 layer scale; None = no layer scale
+    use_swiglu: bool = False  # DINOv2 giant's SwiGLU MLP
+    use_mask_token: bool = False  # DINOv2 checkpoints carry one (unused by classification)
 
     def __post_init__(self):
         object.__setattr__(self, "image_size", _pair(self.image_size))
