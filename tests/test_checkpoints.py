@@ -30,10 +30,17 @@ def test_head_of_right_size_is_kept(vit_dir, caplog):
         ckpt = load_hf(vit_dir, num_labels=3)
     assert ckpt.initialised == [] and "newly initialized" not in caplog.text
     assert ckpt.id2label == {0: "a", 1: "b", 2: "c"}
-    renamed = load_hf(vit_dir, id2label={0: "x", 1: "y", 2: "z"})
-    assert renamed.initialised == [] and renamed.id2label[2] == "z"
-    np.testing.assert_array_equal(renamed.params["head"]["classifier"]["kernel"],
+    same = load_hf(vit_dir, id2label={0: "a", 1: "b", 2: "c"})
+    np.testing.assert_array_equal(same.params["head"]["classifier"]["kernel"],
                                   ckpt.params["head"]["classifier"]["kernel"])
+
+
+def test_other_classes_of_the_same_count_get_a_new_head(vit_dir, caplog):
+    """3 classes -> 3 other classes (say digits 0-2 -> 5-7): the old head knows nothing of them."""
+    with caplog.at_level(logging.WARNING):
+        other = load_hf(vit_dir, id2label={0: "x", 1: "y", 2: "z"})
+    assert other.initialised == ["head/classifier/bias", "head/classifier/kernel"]
+    assert other.id2label[2] == "z" and "head/classifier/kernel" in caplog.text
 
 
 def test_new_label_set_replaces_head_with_warning(vit_dir, caplog):
@@ -172,3 +179,4 @@ def test_hub_id_goes_through_hf_hub_download(vit_dir, monkeypatch):
     clf = load_pretrained("google/vit-tiny-test")
     assert [f for _, f in calls] == ["config.json", "model.safetensors", "preprocessor_config.json"]
     assert {r for r, _ in calls} == {"google/vit-tiny-test"} and clf.id2label[0] == "a"
+

@@ -127,7 +127,7 @@ def _target_labels(ckpt_labels: dict[int, str] | None, num_labels: int | None,
 
 
 def _choose_head(spec: ViTSpec, tensors: dict, config: dict, num_labels, id2label, source) -> tuple:
-    """(pooling, id2label, keep_head): keep the checkpoint's head when it has the requested size."""
+    """(pooling, id2label, keep_head): keep the checkpoint's head for the requested label set."""
     ckpt_pooling = hf_names.checkpoint_pooling(spec.family, tensors)
     ckpt_labels = None
     if ckpt_pooling is not None:
@@ -139,7 +139,11 @@ def _choose_head(spec: ViTSpec, tensors: dict, config: dict, num_labels, id2labe
     if labels is None:
         raise ValueError(f"{source} has no classification head (its model.safetensors holds only the "
                          "backbone); pass num_labels=... or id2label={0: 'cat', ...} to add a new head.")
-    keep_head = ckpt_pooling is not None and len(labels) == len(ckpt_labels)
+    # Keep the checkpoint's head for the same label set; a head of the right size whose classes
+    # have other names (e.g. digits 0-4 -> 5-9) knows nothing of the new classes: start afresh.
+    same_size = ckpt_pooling is not None and len(labels) == len(ckpt_labels)
+    generic = ckpt_labels is not None and all(v == f"LABEL_{k}" for k, v in ckpt_labels.items())
+    keep_head = same_size and (id2label is None or generic or labels == ckpt_labels)
     pooling = ckpt_pooling if keep_head else hf_names.DEFAULT_POOLING[spec.family]
     return pooling, labels, keep_head
 
