@@ -10,13 +10,19 @@ With `device_augment`, the host ships images resized once to `train_image_size()
 Evaluation: each of `shard_count` processes gets records shard_index, shard_index + shard_count, ...;
 all processes yield the same number of batches, and padding rows (zeros, label 0) have valid=False, so
 every record counts exactly once.
+
+Tasks whose records are not {"image", "label"} (segmentation masks, detection boxes) hand both
+functions a `RecordTransforms`: their own train and eval transforms from a raw record to an example
+dict of fixed-shape arrays, and the padding example of eval batches. The stream, sharding, batching,
+seeding and resumption are the same; the decode cache and device-side augmentation stay with the
+default image + class-label records.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import grain
 from absl import flags
@@ -61,6 +67,47 @@ def _parallel(ds: grain.MapDataset, data_cfg) -> grain.IterDataset:
 
 
 @dataclasses.dataclass(frozen=True)
+class RecordTransforms:
+    """A task's own record -> example transforms (picklable, for grain's worker processes).
+
+    `train(record, rng)` and `eval(record)` take a raw record of the split (undecoded images as the
+    source holds them) and return a dict of numpy arrays whose shapes do not depend on the record;
+    `padding` is the example used for the padding rows of eval batches (`valid` is added to both).
+    """
+
+    train: Callable[[dict, np.random.Generator], dict]
+    eval: Callable[[dict], dict]
+    padding: dict[str, np.ndarray]
+
+
+def _check_transforms(record_transforms: RecordTransforms | None, data_cfg) -> None:
+    """The decode cache and the device-side augmentation only know image + class-label records."""
+    if record_transforms is None:
+        return
+    augment = data_cfg.get("augment", {})
+    unsupported = {
+        "config.data.cache": data_cfg.get("cache", "none") != "none",
+        "config.data.device_augment": data_cfg.get("device_augment", False),
+        "config.data.augment.mixup_alpha": augment.get("mixup_alpha", 0) > 0,
+        "config.data.augment.cutmix_alpha": augment.get("cutmix_alpha", 0) > 0,
+    }
+    named = [key for key, used in unsupported.items() if used]
+    if named:
+        raise ValueError(f"{', '.join(named)} work with image-classification records only; this task "
+                         "transforms its own records (masks, boxes). Set them back to their defaults.")
+
+
+@dataclasses.dataclass(frozen=True)
+class _TaskTrain(grain.transforms.RandomMap):
+    """A task's train transform as a grain random map."""
+
+    transform: Callable[[dict, np.random.Generator], dict]
+
+    def random_map(self, record: dict, rng: np.random.Generator) -> dict:
+        return self.transform(record, rng)
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainAugment(grain.transforms.RandomMap):
     """Decoded record -> {"image": uint8 [H, W, 3], "label": int32}; crop/flip skipped when `size` is None."""
 
@@ -84,16 +131,23 @@ def _check_batch(batch_size: int, shard_index: int, shard_count: int) -> None:
 
 
 def train_iterator(split, preprocessing, data_cfg, *, batch_size: int, seed: int, shard_index: int = 0,
-                   shard_count: int = 1, start_state: dict | None = None) -> grain.DatasetIterator:
+                   shard_count: int = 1, start_state: dict | None = None,
+                   record_transforms: RecordTransforms | None = None) -> grain.DatasetIterator:
     """Endless iterator of training batches {"image": uint8 [b, H, W, 3], "label": int32 [b]}.
 
     b = batch_size is the per-process batch; (H, W) = `train_image_size(preprocessing, data_cfg)`.
     Reshuffled every epoch, deterministic given `seed`; this process reads only every shard_count-th
     record of the shuffled stream. `get_state()` / `set_state()` (or `start_state`) resume it exactly.
+    With `record_transforms`, examples are `record_transforms.train(record, rng)` instead.
     """
     _check_batch(batch_size, shard_index, shard_count)
+    _check_transforms(record_transforms, data_cfg)
     if len(split) == 0:
         raise ValueError("The training split has no images.")
+    if record_transforms is not None:
+        ds = grain.MapDataset.source(split).shuffle(seed % 2**32).repeat(None)
+        ds = ds.random_map(_TaskTrain(record_transforms.train), seed=seed % 2**32)
+        return _batched_iterator(ds, data_cfg, batch_size, shard_index, shard_count, start_state)
     device_side = data_cfg.get("device_augment", False)
     cached = data_cfg.get("cache", "none") != "none"
     resample = preprocessing.resample
@@ -109,11 +163,34 @@ def train_iterator(split, preprocessing, data_cfg, *, batch_size: int, seed: int
     ds = grain.MapDataset.source(source).shuffle(seed % 2**32).repeat(None)
     size = None if device_side else tuple(preprocessing.input_size)
     ds = ds.random_map(TrainAugment(data_cfg.augment, size, resample), seed=seed % 2**32)
+    return _batched_iterator(ds, data_cfg, batch_size, shard_index, shard_count, start_state)
+
+
+def _batched_iterator(ds: grain.MapDataset, data_cfg, batch_size: int, shard_index: int, shard_count: int,
+                      start_state: dict | None) -> grain.DatasetIterator:
+    """This process's shard of the endless example stream, batched, parallel, resumed at `start_state`."""
     ds = ds[shard_index::shard_count].batch(batch_size, drop_remainder=True)
     iterator = iter(_parallel(ds, data_cfg))
     if start_state is not None:
         iterator.set_state(start_state)
     return iterator
+
+
+@dataclasses.dataclass(frozen=True)
+class _TaskEvalRecord(grain.transforms.Map):
+    """Position j of this shard -> a task's eval example of record shard_index + j * shard_count, or
+    its padding example."""
+
+    source: Any
+    shard_index: int
+    shard_count: int
+    transforms: RecordTransforms
+
+    def map(self, j) -> dict:
+        index = self.shard_index + int(j) * self.shard_count
+        if index >= len(self.source):
+            return {**self.transforms.padding, "valid": np.bool_(False)}
+        return {**self.transforms.eval(self.source[index]), "valid": np.bool_(True)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,22 +224,28 @@ class EvalBatches:
 
 
 def eval_batches(split, preprocessing, *, batch_size: int, shard_index: int = 0, shard_count: int = 1,
-                 data_cfg=None) -> EvalBatches:
+                 data_cfg=None, record_transforms: RecordTransforms | None = None) -> EvalBatches:
     """Evaluation batches of `Preprocessing.to_uint8` images; padding rows have valid=False.
 
     Every process yields ceil(ceil(N / shard_count) / batch_size) batches, so hosts stay in step and
     each of the N records is valid in exactly one row across all shards. `data_cfg` (optional) supplies
     workers/read_threads/prefetch and the decode cache; None = in-process threads, no cache.
+    With `record_transforms`, rows are its `eval(record)` and padding rows its `padding`.
     """
     _check_batch(batch_size, shard_index, shard_count)
     data_cfg = data_cfg if data_cfg is not None else {"workers": 0, "cache": "none"}
+    _check_transforms(record_transforms, data_cfg)
     n = len(split)
     if n == 0:
         raise ValueError("The evaluation split has no images.")
+    num_batches = math.ceil(math.ceil(n / shard_count) / batch_size)
+    if record_transforms is not None:
+        ds = grain.MapDataset.range(num_batches * batch_size).map(
+            _TaskEvalRecord(split, shard_index, shard_count, record_transforms)).batch(batch_size)
+        return EvalBatches(_parallel(ds, data_cfg), num_batches, n)
     shape = (*preprocessing.input_size, 3)
     path = cache_path(data_cfg, split, "eval", shape, repr(preprocessing))
     source = DecodedSource(split, preprocessing.to_uint8, shape, path)
-    num_batches = math.ceil(math.ceil(n / shard_count) / batch_size)
     ds = grain.MapDataset.range(num_batches * batch_size).map(
         _EvalRecord(source, shard_index, shard_count, shape)).batch(batch_size)
     return EvalBatches(_parallel(ds, data_cfg), num_batches, n)
