@@ -45,8 +45,8 @@ def base_config(task: str = "classification", plugins=()) -> ml_collections.Conf
     c.train.epochs = 5
     c.train.eval_every = "1 epochs"  # a duration: "N steps", "N epochs", "N examples", "N%"
     c.train.log_every = 20           # steps between train-metric log lines
-    c.train.best_metric = "accuracy"  # tracked for best checkpoints and early stopping
-    c.train.best_mode = "max"
+    # Tracked for best checkpoints and early stopping; the task's `best_metric` by default.
+    c.train.best_metric, c.train.best_mode = registry.get_task(task).best_metric
     c.train.keep_best = 1            # best checkpoints kept (the latest is always kept too)
     c.train.early_stopping_patience = 0  # evaluations without improvement; 0 = off
     c.train.early_stopping_min_delta = 0.0

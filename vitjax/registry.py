@@ -6,7 +6,10 @@ metrics, which label fields it needs from the data, the evaluation report, predi
 Hugging Face export needs — so the trainer runs any task by calling only the methods below:
 
     load_plugins(config.task.plugins)
-    task = get_task(config.task.name)(config.task, class_names)
+    task_class = get_task(config.task.name)
+    dataset = task_class.open_source(config.data, config.task)    # splits of records + class names
+    task = task_class(config.task, dataset.class_names)
+    transforms = task.data_transforms(preprocessing, config.data)  # None: image + class-label records
     model = Model(backbone, task.make_head(spec))
     loss, aux = task.loss(outputs, batch)                      # inside the jitted train step
     update = task.metrics(training).single_from_model_output(  # inside the jitted train/eval step
@@ -20,6 +23,12 @@ Hugging Face export needs — so the trainer runs any task by calling only the m
 
 Updates are merged on the host, outside jit, so a plugin may use clu's `CollectingMetric` for
 metrics that need every prediction (average precision, COCO mAP).
+
+The data hooks default to image classification: `open_source` reads `config.data.source` into
+{"image", "label"} records and `data_transforms` returns None, which keeps the pipeline's own
+decode/augment/cache path. A task with other targets (masks, boxes) overrides both: its records carry
+what it needs, and its `RecordTransforms` turn a record into the batch fields (`label_fields`) with
+augmentation applied to image and targets together, plus the padding example of eval batches.
 
 Plugins come from three places, all imported by `load_plugins`: the built-ins (`tasks.*`), module
 paths or `.py` file paths listed in `config.task.plugins`, and the `vitjax.tasks` entry-point group
@@ -43,7 +52,7 @@ import flax.linen as nn
 import ml_collections
 from clu import metrics as clu_metrics
 
-BUILTIN_PLUGINS = ("tasks.classification",)
+BUILTIN_PLUGINS = ("tasks.classification", "tasks.segmentation")
 ENTRY_POINT_GROUP = "vitjax.tasks"
 # Keys of `config.task` read by the registry itself rather than by the plugin.
 REGISTRY_KEYS = ("name", "plugins")
@@ -81,6 +90,22 @@ class Task(abc.ABC):
     def default_config(cls) -> ml_collections.ConfigDict:
         """The task's knobs with their defaults (merged under `config.task`)."""
         return ml_collections.ConfigDict()
+
+    @classmethod
+    def open_source(cls, data_cfg: ml_collections.ConfigDict,
+                    task_cfg: ml_collections.ConfigDict) -> Any:
+        """The `vitjax.data.sources.ImageDataset` (train/validation/test record sources and class
+        names) of `data_cfg.source`; called before the task exists, with the unresolved `config.task`.
+        The default reads image-classification sources into {"image", "label"} records."""
+        from vitjax.data.sources import open_source
+
+        return open_source(data_cfg)
+
+    def data_transforms(self, preprocessing: Any, data_cfg: ml_collections.ConfigDict) -> Any:
+        """A `vitjax.data.pipeline.RecordTransforms` turning this task's records into batches of
+        "image" plus `label_fields` at `preprocessing.input_size`, or None (the default) for the
+        pipeline's own image-classification transforms."""
+        return None
 
     @abc.abstractmethod
     def make_head(self, spec: Any) -> nn.Module:

@@ -24,7 +24,7 @@ from vitjax.checkpoints.hf_load import load_hf
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.data import pipeline, splits as splits_lib
 from vitjax.data.device_augment import train_transform
-from vitjax.data.sources import ImageDataset, open_source
+from vitjax.data.sources import ImageDataset
 from vitjax.models.model import Model
 from vitjax.models.vit import ViT, ViTSpec
 from vitjax.train.steps import TrainState, make_eval_step, make_train_step
@@ -87,17 +87,23 @@ class Run:
         return jax.jit(init, out_shardings=shardings)(params)
 
     # ---- data --------------------------------------------------------------------------------
+    @functools.cached_property
+    def record_transforms(self) -> pipeline.RecordTransforms | None:
+        """The task's record transforms; None for image + class-label records."""
+        return self.task.data_transforms(self.preprocessing, self.config.data)
+
     def train_iterator(self):
         return pipeline.train_iterator(
             self.dataset.splits["train"], self.preprocessing, self.config.data,
             batch_size=self.per_process_batch, seed=self.config.seed,
-            shard_index=jax.process_index(), shard_count=jax.process_count())
+            shard_index=jax.process_index(), shard_count=jax.process_count(),
+            record_transforms=self.record_transforms)
 
     def eval_batches(self, split: str):
         return pipeline.eval_batches(
             self.dataset.splits[split], self.preprocessing, batch_size=self.per_process_eval_batch,
             shard_index=jax.process_index(), shard_count=jax.process_count(),
-            data_cfg=self.config.data)
+            data_cfg=self.config.data, record_transforms=self.record_transforms)
 
     # ---- steps -------------------------------------------------------------------------------
     @functools.cached_property
@@ -106,8 +112,8 @@ class Run:
         return lambda images: self.preprocessing.normalize(images).astype(dtype)
 
     def jit_train_step(self):
-        augment = train_transform(self.config.data, self.preprocessing.input_size,
-                                  self.dataset.num_classes)
+        augment = None if self.record_transforms is not None else train_transform(
+            self.config.data, self.preprocessing.input_size, self.dataset.num_classes)
         step = make_train_step(self.model, self.task, self.optimizer.tx, self.normalize,
                                trainable_mask=self.optimizer.trainable_mask,
                                backbone_frozen=self.optimizer.backbone_frozen, augment=augment,
@@ -135,14 +141,15 @@ def build_run(config, workdir: str) -> Run:
         config_lib.check_batch_divides(config.train.eval_batch_size, "train.eval_batch_size",
                                        devices)
 
-    dataset = open_source(config.data)
+    registry.load_plugins(config.task.plugins)
+    task_class = registry.get_task(config.task.name)
+    dataset = task_class.open_source(config.data, config.task)
     if jax.process_index() == 0:
         splits_lib.write_split(workdir, dataset)
     log.info("data %s: %s", dataset.source,
              {s: len(v) for s, v in dataset.splits.items()})
 
-    registry.load_plugins(config.task.plugins)
-    task = registry.get_task(config.task.name)(config.task, dataset.class_names)
+    task = task_class(config.task, dataset.class_names)
     spec, params, preprocessing, base = load_backbone(config, dataset.class_names)
     model = Model(ViT(spec, dtype=jnp.dtype(config.model.dtype), remat=config.model.remat),
                   task.make_head(spec))
