@@ -12,9 +12,7 @@ on the host. `ConfusionMatrix` also counts per-pixel labels with an ignore index
 """
 from __future__ import annotations
 
-import csv
 import functools
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +29,7 @@ from ml_collections import config_dict
 from sklearn import metrics as sklearn_metrics
 
 from vitjax.registry import Task, register_task
-from vitjax.train.report import format_table, plot_confusion_matrix
+from vitjax.train.report import plot_confusion_matrix, write_evaluation_report
 
 # Multi-label predictions: a label is predicted when its sigmoid probability reaches this.
 MULTILABEL_THRESHOLD = 0.5
@@ -395,19 +393,8 @@ class Classification(Task):
     def report(self, computed: dict, outdir: str | os.PathLike, split: str) -> dict:
         """Writes per_class.csv, per_class.md, report.json and (single-label) confusion_matrix.png
         under `outdir`; returns the report.json content."""
-        outdir = Path(outdir)
-        outdir.mkdir(parents=True, exist_ok=True)
         rows = self.per_class_rows(computed)
-        with open(outdir / "per_class.csv", "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
         summary = self.summarize(computed)
-        metric_rows = [{"metric": key, "value": value} for key, value in summary.items()]
-        metrics_table = format_table(metric_rows, markdown=True)
-        (outdir / "per_class.md").write_text(
-            f"# {split} evaluation\n\n{metrics_table}\n\n{format_table(rows, markdown=True)}\n"
-        )
         result = {
             "split": split,
             "task": self.name,
@@ -419,9 +406,10 @@ class Classification(Task):
         if not self.config.multilabel:
             matrix = np.asarray(computed["confusion_matrix"])
             result["confusion_matrix"] = matrix.tolist()
-            plot_confusion_matrix(matrix, self.class_names, outdir / "confusion_matrix.png",
+            Path(outdir).mkdir(parents=True, exist_ok=True)
+            plot_confusion_matrix(matrix, self.class_names, Path(outdir) / "confusion_matrix.png",
                                   title=f"Confusion matrix ({split})")
-        (outdir / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_evaluation_report(outdir, split, summary, rows, result)
         return result
 
     def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:

@@ -5,6 +5,8 @@ render with Agg without pyplot, so importing this module never changes the user'
 """
 from __future__ import annotations
 
+import csv
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -123,6 +125,25 @@ def format_table(
         else "  ".join("-" * width for width in widths)
     )
     return "\n".join([line(list(columns)), rule, *(line(cells) for cells in body)])
+
+
+def write_evaluation_report(outdir: str | os.PathLike, split: str, summary: Mapping[str, float],
+                            rows: Sequence[Mapping[str, Any]], result: Mapping[str, Any]) -> Path:
+    """Writes a task's evaluation report under `outdir`: per_class.csv (`rows`), per_class.md (the
+    `summary` metrics, then `rows`) and report.json (`result`); returns `outdir`."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    with open(outdir / "per_class.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+        writer.writeheader()
+        writer.writerows(rows)
+    metric_rows = [{"metric": key, "value": value} for key, value in summary.items()]
+    (outdir / "per_class.md").write_text(
+        f"# {split} evaluation\n\n{format_table(metric_rows, markdown=True)}\n\n"
+        f"{format_table(rows, markdown=True)}\n"
+    )
+    (outdir / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    return outdir
 
 
 def write_model_card(directory: str | os.PathLike, info: Mapping[str, Any]) -> Path:
