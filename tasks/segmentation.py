@@ -1,0 +1,409 @@
+"""The "segmentation" task plugin: semantic segmentation on the ViT's patch tokens.
+
+Head: a per-patch linear classifier (`upsample_steps=0`), or a light progressive-upsampling decoder
+(each step: 3x3 conv, layer norm, GELU, 2x bilinear upsampling; then the per-pixel classifier). The
+logits are upsampled bilinearly to the label mask's size for the loss and the metrics.
+
+Loss: per-pixel cross-entropy averaged over the labelled pixels of valid rows; pixels equal to
+`ignore_index` (and labels outside the classes) do not count. Metrics: a summed confusion matrix
+(classification's `ConfusionMatrix`, which takes per-pixel labels), from which mean IoU (over classes
+present in the labels or predictions), per-class IoU and accuracy, and pixel accuracy are derived.
+
+Data (`open_source`): "folder:ROOT" (or a plain folder) holding `images/` and `masks/` with the same
+file stems — or split folders `ROOT/{train,validation,test}/{images,masks}` — with the class names
+in `config.task.class_names` or `ROOT/classes.txt` (one per line, line i names label i); or
+"hf:NAME[:CONFIG]", a Hugging Face dataset with an image column and an annotation image column (such
+as `scene_parse_150`, with `reduce_labels=True` and its 150 class names). Masks are single-channel
+images of class indices. Training applies one random resized crop and flip to the image and its mask
+(nearest neighbour for the mask); evaluation resizes both to the input size.
+
+Export: transformers has no semantic-segmentation class over a plain ViT/DeiT/DINOv2 encoder (its
+segmentation models bring their own decoders: SegFormer, UperNet, DPT, Mask2Former), so the model
+stays in vitjax's orbax checkpoints (`hf_config()` is None).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from clu import metrics as clu_metrics
+from ml_collections import config_dict
+from PIL import Image
+
+from tasks.classification import ConfusionMatrix
+from vitjax.data import paired, splits as splits_lib
+from vitjax.data.folders import IMAGE_EXTENSIONS
+from vitjax.data.pipeline import RecordTransforms
+from vitjax.data.sources import SPLIT_ALIASES, ImageDataset
+from vitjax.data.transforms import load_rgb
+from vitjax.registry import Task, register_task
+from vitjax.train.report import plot_confusion_matrix, write_evaluation_report
+
+IMAGE_COLUMNS = ("image", "img", "pixel_values")
+MASK_COLUMNS = ("annotation", "mask", "segmentation", "semantic_map", "label")
+CLASSES_FILE = "classes.txt"
+
+
+class SegmentationHead(nn.Module):
+    """`__call__(features) -> logits` float32 [B, gh * 2^steps, gw * 2^steps, num_classes] from the
+    backbone's "patches" [B, gh, gw, D]."""
+
+    num_classes: int
+    upsample_steps: int = 0
+    channels: int = 128
+
+    @nn.compact
+    def __call__(self, features: dict):
+        x = features["patches"]
+        for i in range(self.upsample_steps):
+            x = nn.Conv(self.channels, (3, 3), param_dtype=jnp.float32, name=f"conv_{i}")(x)
+            x = nn.gelu(nn.LayerNorm(param_dtype=jnp.float32, name=f"norm_{i}")(x))
+            batch, height, width, channels = x.shape
+            x = jax.image.resize(x, (batch, 2 * height, 2 * width, channels), "bilinear")
+        logits = nn.Dense(self.num_classes, param_dtype=jnp.float32, name="classifier")(x)
+        return logits.astype(jnp.float32)
+
+
+class MaskSource:
+    """One split of image + mask pairs: records {"image", "mask", "name"} (undecoded where stored so)."""
+
+    def __init__(self, name: str, pairs: Sequence[tuple[Any, Any]] | None = None, dataset=None,
+                 columns: tuple[str, str] = ("image", "mask")):
+        self.name, self.pairs, self.dataset, self.columns = name, pairs, dataset, columns
+
+    def __len__(self) -> int:
+        return len(self.pairs) if self.pairs is not None else len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.pairs is not None:
+            image, mask = self.pairs[index]
+        else:
+            row = self.dataset[int(index)]
+            image, mask = (row[column] for column in self.columns)
+        return {"image": image, "mask": mask, "name": self.describe(index)}
+
+    def labels(self) -> np.ndarray:
+        """No per-image class: one stratum, so carved splits are a seeded random split."""
+        return np.zeros(len(self), np.int64)
+
+    def ids(self) -> list:
+        if self.pairs is not None:
+            return [str(image) for image, _ in self.pairs]
+        return list(range(len(self)))
+
+    def describe(self, index: int) -> str:
+        if self.pairs is not None:
+            return f"{self.pairs[index][0]} (mask {self.pairs[index][1]})"
+        return f"{self.name}[{index}]"
+
+
+def _stems(folder: Path) -> dict[str, Path]:
+    """File stem -> image file of a folder (hidden files skipped); duplicate stems are an error."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir(), key=lambda p: os.fsencode(p.name)):
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if path.stem in found:
+            raise ValueError(f"{folder} holds two files with the stem {path.stem!r}: {found[path.stem].name} "
+                             f"and {path.name}; keep one.")
+        found[path.stem] = path
+    return found
+
+
+def scan_pairs(root: Path) -> list[tuple[str, str]]:
+    """(image path, mask path) pairs of `root/images` and `root/masks`, matched by file stem."""
+    images, masks = (root / "images", root / "masks")
+    for folder in (images, masks):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"Segmentation folder {root} needs images/ and masks/ subfolders "
+                                    f"(same file stems); {folder} is missing.")
+    image_files, mask_files = _stems(images), _stems(masks)
+    unmatched = sorted(set(image_files) ^ set(mask_files))
+    if unmatched:
+        raise ValueError(f"{root}: {len(unmatched)} file stem(s) appear in only one of images/ and masks/, "
+                         f"e.g. {unmatched[:5]}; every image needs a mask with the same stem.")
+    if not image_files:
+        raise ValueError(f"{images} holds no images.")
+    return [(str(image_files[stem]), str(mask_files[stem])) for stem in image_files]
+
+
+def scan_folder(root: str) -> dict[str, MaskSource]:
+    """The splits of a segmentation folder: `root/{images,masks}` (one train split) or split folders."""
+    path = Path(root).expanduser().resolve()
+    if not path.is_dir():
+        raise FileNotFoundError(f"Segmentation folder {path} does not exist: check config.data.source.")
+    known = {alias for aliases in SPLIT_ALIASES.values() for alias in aliases}
+    split_dirs = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name in known)
+    if not split_dirs:
+        return {"train": MaskSource(f"{path}", scan_pairs(path))}
+    return {split: MaskSource(f"{path}/{split}", scan_pairs(path / split)) for split in split_dirs}
+
+
+def _column(columns: Sequence[str], configured: str | None, names: Sequence[str], key: str, where: str) -> str:
+    if configured is not None:
+        if configured not in columns:
+            raise KeyError(f"{where}: {key}={configured!r} is not a column; the columns are {list(columns)}.")
+        return configured
+    found = next((name for name in names if name in columns), None)
+    if found is None:
+        raise KeyError(f"{where}: none of the columns {list(columns)} is one of {list(names)}; set {key}.")
+    return found
+
+
+def from_hf(dataset, data_cfg, task_cfg, name: str = "hf:<in-memory>") -> dict[str, MaskSource]:
+    """The splits of a `datasets.Dataset` (one train split) or `DatasetDict` with an image and a mask
+    column (found by name, or `config.data.image_column` / `config.task.mask_column`)."""
+    import datasets
+
+    if isinstance(dataset, datasets.Dataset):
+        dataset = datasets.DatasetDict({"train": dataset})
+    splits = {}
+    for split_name, split in dataset.items():
+        columns = (_column(split.column_names, data_cfg.get("image_column"), IMAGE_COLUMNS,
+                           "config.data.image_column", name),
+                   _column(split.column_names, task_cfg.get("mask_column"), MASK_COLUMNS,
+                           "config.task.mask_column", name))
+        split = split.select_columns(list(columns))
+        for column in columns:
+            if isinstance(split.features[column], datasets.Image):
+                split = split.cast_column(column, datasets.Image(decode=False))
+        splits[split_name] = MaskSource(f"{name}/{split_name}", dataset=split, columns=columns)
+    return splits
+
+
+def class_names_of(source_root: str | None, task_cfg) -> list[str]:
+    """`config.task.class_names`, else the lines of `<folder>/classes.txt`."""
+    names = task_cfg.get("class_names")
+    if names:
+        return [str(n) for n in names]
+    if source_root is not None:
+        path = Path(source_root).expanduser() / CLASSES_FILE
+        if path.is_file():
+            return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    raise ValueError("Segmentation needs its class names (mask value i is class i): set "
+                     "config.task.class_names, or write a classes.txt (one name per line) in the data folder.")
+
+
+@dataclasses.dataclass(frozen=True)
+class PairTransforms:
+    """Decodes an image + mask record and applies the same view to both (picklable for grain)."""
+
+    size: tuple[int, int]
+    resample: int
+    augment: Any
+    ignore_index: int
+    reduce_labels: bool
+
+    def _load(self, record: dict) -> tuple[Image.Image, np.ndarray]:
+        image = load_rgb(record["image"], record["name"])
+        mask = paired.load_mask(record["mask"], record["name"])
+        if mask.shape != (image.height, image.width):
+            raise ValueError(f"{record['name']}: the mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                             f"{image.width}x{image.height}; a mask has one label per image pixel.")
+        if self.reduce_labels:  # 0 is "unlabelled"; class i + 1 becomes class i.
+            mask = np.where(mask == 0, self.ignore_index, mask - 1)
+        return image, mask
+
+    def _example(self, image: Image.Image, mask: np.ndarray, view: paired.View) -> dict:
+        return {"image": paired.apply_to_image(image, view, self.size, self.resample),
+                "mask": paired.apply_to_mask(mask, view, self.size)}
+
+    def train(self, record: dict, rng: np.random.Generator) -> dict:
+        image, mask = self._load(record)
+        example = self._example(image, mask, paired.random_view(image.height, image.width, rng, self.augment))
+        example["image"] = paired.photometric(example["image"], rng, self.augment)
+        return example
+
+    def eval(self, record: dict) -> dict:
+        image, mask = self._load(record)
+        return self._example(image, mask, paired.full_view(image.height, image.width))
+
+
+def iou_stats(matrix: np.ndarray) -> dict[str, np.ndarray | float]:
+    """From a [C, C] confusion matrix (rows true, columns predicted): per-class IoU and accuracy (NaN
+    for a class absent from both labels and predictions / from the labels), mean IoU over the classes
+    with an IoU, pixel accuracy (NaN without labelled pixels)."""
+    matrix = np.asarray(matrix, np.float64)
+    true_positives = np.diag(matrix)
+    labelled, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
+    union = labelled + predicted - true_positives
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, true_positives / union, np.nan)
+        accuracy = np.where(labelled > 0, true_positives / labelled, np.nan)
+        pixel_accuracy = true_positives.sum() / matrix.sum() if matrix.sum() else np.nan
+    mean_iou = float(np.nanmean(iou)) if np.isfinite(iou).any() else np.nan
+    return {"iou": iou, "accuracy": accuracy, "mean_iou": mean_iou, "pixel_accuracy": float(pixel_accuracy)}
+
+
+def _none_if_nan(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
+
+
+@register_task("segmentation")
+class Segmentation(Task):
+    """Semantic segmentation: per-pixel classes from the patch tokens (see the module docstring)."""
+
+    label_fields = ("mask",)
+    best_metric = ("mean_iou", "max")
+
+    @classmethod
+    def default_config(cls) -> ml_collections.ConfigDict:
+        config = ml_collections.ConfigDict()
+        # Class names, index i naming mask value i; None = read <data folder>/classes.txt.
+        config.class_names = config_dict.placeholder(tuple)
+        # Mask value of unlabelled pixels: not counted in the loss or the metrics.
+        config.ignore_index = 255
+        # True for masks whose 0 means "unlabelled" and whose classes start at 1 (ADE20K /
+        # scene_parse_150): 0 becomes ignore_index and every other value drops by one.
+        config.reduce_labels = False
+        # Column of the mask image in a Hugging Face dataset; None = found by name.
+        config.mask_column = config_dict.placeholder(str)
+        # Head: 0 = a linear classifier per patch; n > 0 = n steps of conv + 2x upsampling first.
+        config.upsample_steps = 0
+        # Channels of the upsampling steps.
+        config.head_channels = 128
+        return config
+
+    def __init__(self, config: ml_collections.ConfigDict, class_names: Sequence[str]):
+        super().__init__(config, class_names)
+        if 0 <= self.config.ignore_index < self.num_classes:
+            raise ValueError(f"config.task.ignore_index={self.config.ignore_index} is one of the "
+                             f"{self.num_classes} classes; use a value outside 0..{self.num_classes - 1} (255).")
+        if self.config.upsample_steps < 0:
+            raise ValueError(f"config.task.upsample_steps must be >= 0; got {self.config.upsample_steps}.")
+        self._metrics = clu_metrics.Collection.create(
+            loss=clu_metrics.Average.from_output("loss"),
+            confusion_matrix=ConfusionMatrix.of_size(self.num_classes))
+        self._output_size: tuple[int, int] | None = None
+
+    # ---- data ----------------------------------------------------------------------------------
+    @classmethod
+    def open_source(cls, data_cfg, task_cfg) -> ImageDataset:
+        source = data_cfg.source
+        kind, _, rest = source.partition(":")
+        if kind == "hf" and rest:
+            import datasets
+
+            name, _, config_name = rest.partition(":")
+            raw = from_hf(datasets.load_dataset(name, config_name or None), data_cfg, task_cfg, name=source)
+            class_names = class_names_of(None, task_cfg)
+        else:
+            root = rest if kind == "folder" and rest else source
+            if not os.path.isdir(os.path.expanduser(root)):
+                raise ValueError(f"config.data.source={source!r}: segmentation reads 'folder:PATH' (images/ + "
+                                 "masks/) or 'hf:NAME[:CONFIG]' (an image and an annotation column).")
+            raw = scan_folder(root)
+            class_names = class_names_of(root, task_cfg)
+        return splits_lib.resolve_splits(source, raw, class_names, data_cfg)
+
+    def data_transforms(self, preprocessing, data_cfg) -> RecordTransforms:
+        size = tuple(preprocessing.input_size)
+        pair = PairTransforms(size, preprocessing.resample, data_cfg.augment, self.config.ignore_index,
+                              self.config.reduce_labels)
+        padding = {"image": np.zeros((*size, 3), np.uint8),
+                   "mask": np.full(size, self.config.ignore_index, np.int32)}
+        return RecordTransforms(train=pair.train, eval=pair.eval, padding=padding)
+
+    # ---- model, loss, metrics ------------------------------------------------------------------
+    def make_head(self, spec: Any) -> nn.Module:
+        self._output_size = tuple(spec.image_size)
+        return SegmentationHead(self.num_classes, self.config.upsample_steps, self.config.head_channels)
+
+    @staticmethod
+    def _upsampled(logits, size: tuple[int, int]) -> jnp.ndarray:
+        """Logits [B, h, w, C] resized bilinearly to [B, *size, C]."""
+        if logits.shape[1:3] == tuple(size):
+            return logits
+        return jax.image.resize(logits, (logits.shape[0], *size, logits.shape[-1]), "bilinear")
+
+    def _pixels(self, outputs, batch: dict):
+        """(logits at mask size, labels with ignored pixels as -1, counted bool [B, H, W])."""
+        labels = batch["mask"].astype(jnp.int32)
+        logits = self._upsampled(outputs.astype(jnp.float32), labels.shape[1:3])
+        counted = (labels >= 0) & (labels < self.num_classes) & (labels != self.config.ignore_index)
+        valid = batch.get("valid")
+        if valid is not None:
+            counted &= jnp.asarray(valid, bool)[:, None, None]
+        return logits, jnp.where(counted, labels, -1), counted
+
+    def _per_image_loss(self, logits, labels, counted):
+        """(summed cross-entropy of the counted pixels, their count), per image."""
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
+        return jnp.sum(jnp.where(counted, losses, 0.0), axis=(1, 2)), jnp.sum(counted, axis=(1, 2))
+
+    def loss(self, outputs, batch: dict) -> tuple[jnp.ndarray, dict]:
+        """Cross-entropy averaged over every counted pixel of the batch."""
+        total, count = self._per_image_loss(*self._pixels(outputs, batch))
+        return jnp.sum(total) / jnp.maximum(jnp.sum(count), 1).astype(jnp.float32), {}
+
+    def metrics(self, training: bool = False) -> type[clu_metrics.Collection]:
+        """Loss (per-image mean, averaged over images) and the pixel confusion matrix, in training too
+        (it is a [C, C] sum, cheap)."""
+        return self._metrics
+
+    def metric_inputs(self, outputs, batch: dict) -> dict[str, jnp.ndarray]:
+        logits, labels, counted = self._pixels(outputs, batch)
+        total, count = self._per_image_loss(logits, labels, counted)
+        return {"loss": total / jnp.maximum(count, 1), "logits": logits, "labels": labels, "mask": count > 0}
+
+    def summarize(self, computed: dict) -> dict[str, float]:
+        """loss, mean_iou, pixel_accuracy and mean_accuracy (the mean per-class accuracy)."""
+        stats = iou_stats(computed["confusion_matrix"])
+        accuracy = stats["accuracy"]
+        return {"loss": float(computed["loss"]), "mean_iou": stats["mean_iou"],
+                "pixel_accuracy": stats["pixel_accuracy"],
+                "mean_accuracy": float(np.nanmean(accuracy)) if np.isfinite(accuracy).any() else np.nan}
+
+    def per_class_rows(self, computed: dict) -> list[dict]:
+        """One row per class: IoU, accuracy (recall), labelled and predicted pixels."""
+        matrix = np.asarray(computed["confusion_matrix"])
+        stats = iou_stats(matrix)
+        return [{"class": name, "iou": _none_if_nan(stats["iou"][i]),
+                 "accuracy": _none_if_nan(stats["accuracy"][i]), "pixels": int(matrix[i].sum()),
+                 "predicted_pixels": int(matrix[:, i].sum())}
+                for i, name in enumerate(self.class_names)]
+
+    def report(self, computed: dict, outdir: str | os.PathLike, split: str) -> dict:
+        """Writes per_class.csv/.md (per-class IoU), report.json and confusion_matrix.png (pixels)."""
+        summary = self.summarize(computed)
+        rows = self.per_class_rows(computed)
+        matrix = np.asarray(computed["confusion_matrix"])
+        result = {"split": split, "task": self.name, "metrics": summary, "per_class": rows,
+                  "class_names": self.class_names, "confusion_matrix": matrix.tolist()}
+        Path(outdir).mkdir(parents=True, exist_ok=True)
+        plot_confusion_matrix(matrix, self.class_names, Path(outdir) / "confusion_matrix.png",
+                              title=f"Pixel confusion matrix ({split})")
+        write_evaluation_report(outdir, split, summary, rows, result)
+        return result
+
+    # ---- prediction ----------------------------------------------------------------------------
+    def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
+        """{"mask": int32 [B, H, W] most probable class per input pixel, "probability": its softmax}."""
+        size = self._output_size or outputs.shape[1:3]
+        probabilities = jax.nn.softmax(self._upsampled(outputs.astype(jnp.float32), size), axis=-1)
+        return {"mask": jnp.argmax(probabilities, axis=-1).astype(jnp.int32),
+                "probability": jnp.max(probabilities, axis=-1)}
+
+    def prediction_records(self, predictions: dict, sources: Sequence[str],
+                           outdir: str | os.PathLike) -> list[dict]:
+        """Writes each predicted mask as `outdir/masks/<i>_<stem>.png` (mode I) and returns
+        {"image", "mask" (the PNG's path), "classes": {name: pixel fraction}} per image."""
+        folder = Path(outdir) / "masks"
+        folder.mkdir(parents=True, exist_ok=True)
+        records = []
+        for i, (source, mask) in enumerate(zip(sources, np.asarray(predictions["mask"]))):
+            path = folder / f"{i:05d}_{Path(str(source)).stem}.png"
+            Image.fromarray(mask.astype(np.int32)).save(path)
+            counts = np.bincount(mask.ravel(), minlength=self.num_classes) / mask.size
+            records.append({"image": str(source), "mask": str(path),
+                            "classes": {self.class_names[c]: float(counts[c]) for c in np.flatnonzero(counts)}})
+        return records
