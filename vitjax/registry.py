@@ -52,7 +52,7 @@ import flax.linen as nn
 import ml_collections
 from clu import metrics as clu_metrics
 
-BUILTIN_PLUGINS = ("tasks.classification", "tasks.segmentation")
+BUILTIN_PLUGINS = ("tasks.classification", "tasks.segmentation", "tasks.detection")
 ENTRY_POINT_GROUP = "vitjax.tasks"
 # Keys of `config.task` read by the registry itself rather than by the plugin.
 REGISTRY_KEYS = ("name", "plugins")

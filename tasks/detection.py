@@ -1,0 +1,536 @@
+"""The "detection" task plugin: object detection with a dense anchor-free head on the ViT patch grid.
+
+Head (CenterNet/FCOS-like): a small conv tower over the backbone's "patches" [B, gh, gw, D], then per
+grid cell one logit per class ("an object of this class is centred in this cell") and one box: its
+centre as an offset inside the cell and its width and height as fractions of the image. Boxes are
+normalised xyxy (0..1) everywhere inside the model and the metrics.
+
+Targets are assigned inside the jitted step from the padded ground truth: each box is owned by the
+cell holding its centre (the smallest box wins a shared cell for the regression; every class centred
+there is a positive). Loss: sigmoid focal loss over all cells and classes, plus L1 and generalised-IoU
+losses of the boxes at positive cells, each normalised by the number of positives.
+
+Decoding: per class, cells whose score is a 3x3 local maximum (no NMS), top `max_detections` per
+image. Metrics: COCO-style mAP@[.5:.95] and mAP@.5 (101-point interpolated precision, greedy
+matching by score, at most `max_detections` detections per image and class), computed on the host from
+the collected detections by `average_precision` (our own implementation, checked against
+hand-computed cases; no crowd regions and no area ranges).
+
+Data (`open_source`): COCO JSON — "coco:PATH", "folder:PATH" or a plain path, PATH being an
+`annotations.json` file or a folder holding one (images at their `file_name` relative to the json's
+folder or its `images/` subfolder), or split folders `PATH/{train,validation,test}/annotations.json`;
+crowd annotations (iscrowd=1) are skipped. Or "hf:NAME[:CONFIG]", a Hugging Face dataset with an
+`objects` column of {"bbox": [...], "category": [...]} (COCO xywh by default, `box_format="xyxy"`
+otherwise). Eval batches carry `max_boxes` boxes per image, padded, with a `box_valid` mask.
+
+Export: transformers' detection classes (DETR, YOLOS, ...) have other heads and losses, so the model
+stays in vitjax's orbax checkpoints (`hf_config()` is None).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from clu import metrics as clu_metrics
+from ml_collections import config_dict
+
+from vitjax.data import paired, splits as splits_lib
+from vitjax.data.pipeline import RecordTransforms
+from vitjax.data.sources import SPLIT_ALIASES, ImageDataset
+from vitjax.data.transforms import load_rgb
+from vitjax.registry import Task, register_task
+from vitjax.train.report import write_evaluation_report
+
+IOU_THRESHOLDS = np.round(np.arange(0.5, 0.951, 0.05), 2)
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+ANNOTATIONS_FILE = "annotations.json"
+BOX_FORMATS = ("xywh", "xyxy")
+
+
+# ---- boxes ---------------------------------------------------------------------------------------
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU [N, M] of xyxy boxes a [N, 4] and b [M, 4] (0 where the union is empty)."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    width = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    height = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = width * height
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def generalized_iou(a, b) -> jnp.ndarray:
+    """Elementwise generalised IoU of xyxy boxes a, b [..., 4] (jit-able)."""
+    def area(box):
+        return jnp.clip(box[..., 2] - box[..., 0], 0) * jnp.clip(box[..., 3] - box[..., 1], 0)
+
+    inter = area(jnp.concatenate([jnp.maximum(a[..., :2], b[..., :2]), jnp.minimum(a[..., 2:], b[..., 2:])], -1))
+    union = area(a) + area(b) - inter
+    enclosing = area(jnp.concatenate([jnp.minimum(a[..., :2], b[..., :2]), jnp.maximum(a[..., 2:], b[..., 2:])], -1))
+    iou = inter / jnp.maximum(union, 1e-9)
+    return iou - (enclosing - union) / jnp.maximum(enclosing, 1e-9)
+
+
+# ---- COCO-style average precision ----------------------------------------------------------------
+def _precision_at_recalls(matched: np.ndarray, num_truths: int) -> np.ndarray:
+    """COCO's 101-point interpolated precision of score-ordered detections (`matched` bool)."""
+    true_positives = np.cumsum(matched)
+    precision = true_positives / np.arange(1, len(matched) + 1)
+    recall = true_positives / num_truths
+    envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
+    index = np.searchsorted(recall, RECALL_POINTS, side="left")
+    return np.where(index < len(envelope), envelope[np.minimum(index, len(envelope) - 1)], 0.0)
+
+
+def average_precision(detections: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                      truths: Sequence[tuple[np.ndarray, np.ndarray]], num_classes: int,
+                      max_detections: int = 100) -> np.ndarray:
+    """Per-class AP [C, len(IOU_THRESHOLDS)] over a dataset, COCO style; NaN for classes without truths.
+
+    `detections[i]` = (boxes [n, 4] xyxy, scores [n], classes [n]) and `truths[i]` = (boxes [m, 4],
+    classes [m]) of image i. Per image and class, the `max_detections` best-scored detections are matched
+    greedily in score order, each to the unmatched truth of highest IoU at or above the threshold.
+    """
+    result = np.full((num_classes, len(IOU_THRESHOLDS)), np.nan)
+    for c in range(num_classes):
+        scores, matched, num_truths = [], [], 0
+        for (boxes, det_scores, det_classes), (truth_boxes, truth_classes) in zip(detections, truths):
+            mine = np.flatnonzero(det_classes == c)
+            mine = mine[np.argsort(-det_scores[mine], kind="mergesort")][:max_detections]
+            gt = truth_boxes[truth_classes == c]
+            num_truths += len(gt)
+            ious = box_iou(boxes[mine], gt)
+            image_matched = np.zeros((len(mine), len(IOU_THRESHOLDS)), bool)
+            for t, threshold in enumerate(IOU_THRESHOLDS):
+                taken = np.zeros(len(gt), bool)
+                for d in range(len(mine)):
+                    candidates = np.where(taken, -1.0, ious[d])
+                    best = int(np.argmax(candidates)) if len(gt) else -1
+                    if best >= 0 and candidates[best] >= threshold:
+                        taken[best] = image_matched[d, t] = True
+            scores.append(det_scores[mine])
+            matched.append(image_matched)
+        if num_truths == 0:
+            continue
+        all_scores = np.concatenate(scores)
+        order = np.argsort(-all_scores, kind="mergesort")
+        all_matched = np.concatenate(matched)[order]
+        result[c] = [_precision_at_recalls(all_matched[:, t], num_truths).mean()
+                     for t in range(len(IOU_THRESHOLDS))]
+    return result
+
+
+# ---- model ---------------------------------------------------------------------------------------
+class DetectionHead(nn.Module):
+    """`__call__(features) -> {"class_logits": [B, gh, gw, C], "boxes": [B, gh, gw, 4]}` (float32;
+    boxes normalised xyxy) from the backbone's "patches" [B, gh, gw, D]."""
+
+    num_classes: int
+    channels: int = 128
+    layers: int = 2
+    prior: float = 0.01  # initial object probability of every cell and class (RetinaNet's bias init)
+
+    @nn.compact
+    def __call__(self, features: dict):
+        x = features["patches"]
+        for i in range(self.layers):
+            x = nn.gelu(nn.Conv(self.channels, (3, 3), param_dtype=jnp.float32, name=f"conv_{i}")(x))
+        bias = nn.initializers.constant(-np.log((1 - self.prior) / self.prior))
+        logits = nn.Dense(self.num_classes, param_dtype=jnp.float32, bias_init=bias, name="classifier")(x)
+        raw = nn.Dense(4, param_dtype=jnp.float32, name="box")(x).astype(jnp.float32)
+        _, height, width, _ = raw.shape
+        rows, cols = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
+        centre_x = (cols + jax.nn.sigmoid(raw[..., 0])) / width
+        centre_y = (rows + jax.nn.sigmoid(raw[..., 1])) / height
+        half_w, half_h = jax.nn.sigmoid(raw[..., 2]) / 2, jax.nn.sigmoid(raw[..., 3]) / 2
+        boxes = jnp.stack([centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h], -1)
+        return {"class_logits": logits.astype(jnp.float32), "boxes": boxes}
+
+
+# ---- data ----------------------------------------------------------------------------------------
+class BoxSource:
+    """One split of images with boxes: records {"image", "boxes" xyxy pixels [n, 4], "classes" [n],
+    "name"}; `rows(i)` gives (image, boxes, classes) of record i."""
+
+    def __init__(self, name: str, rows, size: int, ids: list | None = None):
+        self.name, self._rows, self._size, self._ids = name, rows, size, ids
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, boxes, classes = self._rows(int(index))
+        return {"image": image, "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+                "classes": np.asarray(classes, np.int32).reshape(-1), "name": self.describe(index)}
+
+    def labels(self) -> np.ndarray:
+        """No single class per image: one stratum, so carved splits are a seeded random split."""
+        return np.zeros(len(self), np.int64)
+
+    def ids(self) -> list:
+        return self._ids if self._ids is not None else list(range(len(self)))
+
+    def describe(self, index: int) -> str:
+        return str(self._ids[index]) if self._ids is not None else f"{self.name}[{index}]"
+
+
+def read_coco(path: Path) -> tuple[BoxSource, list[str]]:
+    """A COCO annotations file as a split (category ids mapped to 0..C-1 in id order) + class names."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        categories = sorted(data["categories"], key=lambda c: c["id"])
+        images = data["images"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{path} is not a COCO annotations file with 'images' and 'categories': {e}.") from e
+    index = {c["id"]: i for i, c in enumerate(categories)}
+    boxes: dict[Any, list] = {image["id"]: [] for image in images}
+    for annotation in data.get("annotations", []):
+        if annotation.get("iscrowd", 0):
+            continue
+        if annotation["category_id"] not in index or annotation["image_id"] not in boxes:
+            raise ValueError(f"{path}: annotation {annotation.get('id')} names an unknown category or image.")
+        x, y, w, h = annotation["bbox"]
+        boxes[annotation["image_id"]].append((x, y, x + w, y + h, index[annotation["category_id"]]))
+    folder = path.parent
+    files = []
+    for image in images:
+        candidates = (folder / image["file_name"], folder / "images" / image["file_name"])
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            raise FileNotFoundError(f"{path}: image {image['file_name']!r} is neither in {folder} nor in "
+                                    f"{folder / 'images'}.")
+        files.append(str(found))
+    entries = [np.asarray(boxes[image["id"]], np.float32).reshape(-1, 5) for image in images]
+
+    def rows(i):
+        return files[i], entries[i][:, :4], entries[i][:, 4]
+
+    return BoxSource(str(path), rows, len(files), ids=files), [c["name"] for c in categories]
+
+
+def scan_coco(root: str) -> tuple[dict[str, BoxSource], list[str]]:
+    """The splits of a COCO file, a folder holding annotations.json, or split folders of them."""
+    path = Path(root).expanduser().resolve()
+    if path.is_file():
+        files = {"train": path}
+    elif (path / ANNOTATIONS_FILE).is_file():
+        files = {"train": path / ANNOTATIONS_FILE}
+    else:
+        known = {alias for aliases in SPLIT_ALIASES.values() for alias in aliases}
+        files = {p.name: p / ANNOTATIONS_FILE for p in sorted(path.iterdir()) if p.name in known} \
+            if path.is_dir() else {}
+        if not files:
+            raise FileNotFoundError(f"No COCO annotations at {path}: give an annotations .json file, a folder "
+                                    f"holding {ANNOTATIONS_FILE}, or split folders (train/, validation/) with one.")
+    splits, names = {}, {}
+    for split, file in files.items():
+        splits[split], names[split] = read_coco(file)
+    if len({tuple(n) for n in names.values()}) > 1:
+        raise ValueError(f"The COCO files under {path} have different categories: {names}.")
+    return splits, next(iter(names.values()))
+
+
+def _class_label_names(feature) -> list[str] | None:
+    """The names of the ClassLabel inside a (nested) `datasets` feature, if there is one."""
+    import datasets
+
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    inner = getattr(feature, "feature", None)
+    return _class_label_names(inner) if inner is not None else None
+
+
+def from_hf(dataset, data_cfg, task_cfg, name: str = "hf:<in-memory>") -> tuple[dict[str, BoxSource], list[str]]:
+    """The splits of a `datasets.Dataset`/`DatasetDict` with an image column and an objects column of
+    {"bbox": [[4 numbers], ...], "category": [...]} (`config.task.objects_column`, `box_format`)."""
+    import datasets
+
+    if isinstance(dataset, datasets.Dataset):
+        dataset = datasets.DatasetDict({"train": dataset})
+    first = next(iter(dataset.values()))
+    image_col = data_cfg.get("image_column") or next((c for c in ("image", "img") if c in first.column_names), None)
+    objects_col = task_cfg.get("objects_column") or "objects"
+    for column, key in ((image_col, "config.data.image_column"), (objects_col, "config.task.objects_column")):
+        if column not in first.column_names:
+            raise KeyError(f"{name}: no column {column!r} ({key}); the columns are {first.column_names}.")
+    objects = first.features[objects_col]
+    fields = objects.feature if isinstance(objects, (datasets.Sequence, datasets.LargeList, datasets.List)) \
+        else objects
+    class_names = task_cfg.get("class_names") or _class_label_names(fields.get("category"))
+    if not class_names:
+        raise ValueError(f"{name}: {objects_col}['category'] is not a ClassLabel; set config.task.class_names.")
+    xywh = (task_cfg.get("box_format") or "xywh") == "xywh"
+    splits = {}
+    for split_name, split in dataset.items():
+        split = split.select_columns([image_col, objects_col])
+        if isinstance(split.features[image_col], datasets.Image):
+            split = split.cast_column(image_col, datasets.Image(decode=False))
+
+        def rows(i, split=split):
+            row = split[i]
+            found = row[objects_col]
+            if isinstance(found, list):  # a list of per-object dicts
+                found = {"bbox": [o["bbox"] for o in found], "category": [o["category"] for o in found]}
+            boxes = np.asarray(found["bbox"], np.float32).reshape(-1, 4)
+            if xywh:
+                boxes[:, 2:] += boxes[:, :2]
+            return row[image_col], boxes, found["category"]
+
+        splits[split_name] = BoxSource(f"{name}/{split_name}", rows, len(split))
+    return splits, [str(n) for n in class_names]
+
+
+@dataclasses.dataclass(frozen=True)
+class BoxTransforms:
+    """Decodes an image + boxes record, applies one view to both and pads to `max_boxes` (picklable)."""
+
+    size: tuple[int, int]
+    resample: int
+    augment: Any
+    max_boxes: int
+
+    def _example(self, record: dict, view_of) -> dict:
+        image = load_rgb(record["image"], record["name"])
+        view = view_of(image)
+        boxes, kept = paired.apply_to_boxes(record["boxes"], view, self.size)
+        boxes, classes = boxes[kept], record["classes"][kept]
+        if len(boxes) > self.max_boxes:
+            raise ValueError(f"{record['name']} has {len(boxes)} boxes, more than config.task.max_boxes="
+                             f"{self.max_boxes}; raise it.")
+        padded = np.zeros((self.max_boxes, 4), np.float32)
+        padded[:len(boxes)] = boxes
+        return {"image": paired.apply_to_image(image, view, self.size, self.resample), "boxes": padded,
+                "classes": np.pad(classes.astype(np.int32), (0, self.max_boxes - len(boxes))),
+                "box_valid": np.arange(self.max_boxes) < len(boxes)}
+
+    def train(self, record: dict, rng: np.random.Generator) -> dict:
+        example = self._example(record, lambda img: paired.random_view(img.height, img.width, rng, self.augment))
+        example["image"] = paired.photometric(example["image"], rng, self.augment)
+        return example
+
+    def eval(self, record: dict) -> dict:
+        return self._example(record, lambda img: paired.full_view(img.height, img.width))
+
+
+# ---- the task ------------------------------------------------------------------------------------
+@register_task("detection")
+class Detection(Task):
+    """Object detection with a dense anchor-free head (see the module docstring)."""
+
+    label_fields = ("boxes", "classes", "box_valid")
+    best_metric = ("map", "max")
+
+    @classmethod
+    def default_config(cls) -> ml_collections.ConfigDict:
+        config = ml_collections.ConfigDict()
+        # Class names overriding the source's (COCO categories, an HF ClassLabel); index i names class i.
+        config.class_names = config_dict.placeholder(tuple)
+        # Boxes per image in a batch (padded, with a validity mask); an image with more is an error.
+        config.max_boxes = 50
+        # Detections kept per image (by score), also COCO's maxDets of the mAP.
+        config.max_detections = 100
+        # Hugging Face datasets: the objects column and its box format, "xywh" (COCO) or "xyxy".
+        config.objects_column = "objects"
+        config.box_format = "xywh"
+        # Head: conv layers (3x3, GELU) before the class and box outputs, and their channels.
+        config.head_layers = 2
+        config.head_channels = 128
+        # Loss: focal loss (alpha, gamma) on the class scores, L1 and GIoU weights on the boxes.
+        config.focal_alpha = 0.25
+        config.focal_gamma = 2.0
+        config.l1_weight = 5.0
+        config.giou_weight = 2.0
+        # Detections at or above this score are listed by `prediction_records`.
+        config.score_threshold = 0.3
+        return config
+
+    def __init__(self, config: ml_collections.ConfigDict, class_names: Sequence[str]):
+        super().__init__(config, class_names)
+        if self.config.box_format not in BOX_FORMATS:
+            raise ValueError(f"config.task.box_format must be one of {BOX_FORMATS}; got {self.config.box_format!r}.")
+        for key in ("max_boxes", "max_detections"):
+            if self.config[key] < 1:
+                raise ValueError(f"config.task.{key} must be >= 1; got {self.config[key]}.")
+        loss = clu_metrics.Average.from_output("loss")
+        fields = {"loss": loss, "class_loss": clu_metrics.Average.from_output("class_loss"),
+                  "box_loss": clu_metrics.Average.from_output("box_loss")}
+        self._metrics = {
+            True: clu_metrics.Collection.create(**fields),
+            False: clu_metrics.Collection.create(**fields, detections=clu_metrics.CollectingMetric.from_outputs(
+                ("pred_boxes", "pred_scores", "pred_classes", "true_boxes", "true_classes", "true_valid",
+                 "mask"))),
+        }
+
+    # ---- data ----------------------------------------------------------------------------------
+    @classmethod
+    def open_source(cls, data_cfg, task_cfg) -> ImageDataset:
+        source = data_cfg.source
+        kind, _, rest = source.partition(":")
+        if kind == "hf" and rest:
+            import datasets
+
+            name, _, config_name = rest.partition(":")
+            raw, class_names = from_hf(datasets.load_dataset(name, config_name or None), data_cfg, task_cfg,
+                                       name=source)
+        elif kind in ("coco", "folder") and rest or os.path.exists(os.path.expanduser(source)):
+            raw, class_names = scan_coco(rest if kind in ("coco", "folder") and rest else source)
+        else:
+            raise ValueError(f"config.data.source={source!r}: detection reads 'coco:PATH' (a COCO annotations "
+                             "file or folder) or 'hf:NAME[:CONFIG]' (a dataset with an objects column).")
+        return splits_lib.resolve_splits(source, raw, list(task_cfg.get("class_names") or class_names), data_cfg)
+
+    def data_transforms(self, preprocessing, data_cfg) -> RecordTransforms:
+        size = tuple(preprocessing.input_size)
+        boxes = BoxTransforms(size, preprocessing.resample, data_cfg.augment, self.config.max_boxes)
+        padding = {"image": np.zeros((*size, 3), np.uint8),
+                   "boxes": np.zeros((self.config.max_boxes, 4), np.float32),
+                   "classes": np.zeros((self.config.max_boxes,), np.int32),
+                   "box_valid": np.zeros((self.config.max_boxes,), bool)}
+        return RecordTransforms(train=boxes.train, eval=boxes.eval, padding=padding)
+
+    # ---- model, targets, loss ------------------------------------------------------------------
+    def make_head(self, spec: Any) -> nn.Module:
+        return DetectionHead(self.num_classes, self.config.head_channels, self.config.head_layers)
+
+    @staticmethod
+    def _normalised_truth(batch: dict):
+        """(boxes [B, M, 4] in 0..1, classes [B, M], valid [B, M] with padding rows' boxes off)."""
+        height, width = batch["image"].shape[1:3]
+        boxes = batch["boxes"].astype(jnp.float32) / jnp.asarray([width, height, width, height], jnp.float32)
+        valid = jnp.asarray(batch["box_valid"], bool)
+        if batch.get("valid") is not None:
+            valid &= jnp.asarray(batch["valid"], bool)[:, None]
+        return boxes, batch["classes"].astype(jnp.int32), valid
+
+    def _targets(self, outputs, batch: dict):
+        """Per cell: class targets [B, N, C], box targets [B, N, 4], positive [B, N] (N = gh * gw)."""
+        boxes, classes, valid = self._normalised_truth(batch)
+        _, height, width, _ = outputs["class_logits"].shape
+        centre = (boxes[..., :2] + boxes[..., 2:]) / 2
+        col = jnp.clip(jnp.floor(centre[..., 0] * width), 0, width - 1).astype(jnp.int32)
+        row = jnp.clip(jnp.floor(centre[..., 1] * height), 0, height - 1).astype(jnp.int32)
+        owner = (row * width + col)[:, None, :] == jnp.arange(height * width)[None, :, None]
+        owner &= valid[:, None, :]  # [B, N, M]: box m is centred in cell n
+        onehot = jax.nn.one_hot(classes, self.num_classes, dtype=jnp.float32)  # [B, M, C]
+        class_targets = jnp.max(owner[..., None] * onehot[:, None], axis=2)
+        area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+        smallest = jnp.argmin(jnp.where(owner, area[:, None, :], jnp.inf), axis=2)  # [B, N]
+        box_targets = jnp.take_along_axis(boxes, smallest[..., None], axis=1)
+        return class_targets, box_targets, owner.any(axis=2)
+
+    def _per_image_losses(self, outputs, batch: dict):
+        """(class loss sum, box loss sum, positives), each [B]."""
+        class_targets, box_targets, positive = self._targets(outputs, batch)
+        batch_size = positive.shape[0]
+        logits = outputs["class_logits"].reshape(batch_size, -1, self.num_classes)
+        focal = optax.sigmoid_focal_loss(logits, class_targets, alpha=self.config.focal_alpha,
+                                         gamma=self.config.focal_gamma)
+        rows = jnp.ones((batch_size,), bool) if batch.get("valid") is None else jnp.asarray(batch["valid"], bool)
+        class_loss = jnp.where(rows, focal.sum(axis=(1, 2)), 0.0)
+        predicted = outputs["boxes"].reshape(batch_size, -1, 4)
+        box_loss = (self.config.l1_weight * jnp.abs(predicted - box_targets).sum(-1)
+                    + self.config.giou_weight * (1.0 - generalized_iou(predicted, box_targets)))
+        box_loss = jnp.sum(jnp.where(positive, box_loss, 0.0), axis=1)
+        return class_loss, box_loss, positive.sum(axis=1).astype(jnp.float32)
+
+    def loss(self, outputs, batch: dict) -> tuple[jnp.ndarray, dict]:
+        """(class loss + box loss) summed over the batch, over the number of positive cells."""
+        class_loss, box_loss, positives = self._per_image_losses(outputs, batch)
+        scale = 1.0 / jnp.maximum(positives.sum(), 1.0)
+        return (class_loss.sum() + box_loss.sum()) * scale, {"class_loss": class_loss.sum() * scale,
+                                                             "box_loss": box_loss.sum() * scale}
+
+    def metrics(self, training: bool = False) -> type[clu_metrics.Collection]:
+        """Training: loss, class_loss, box_loss (per-image, averaged). Evaluation: those and the
+        collected detections and truths for the host-side mAP."""
+        return self._metrics[training]
+
+    def metric_inputs(self, outputs, batch: dict) -> dict[str, jnp.ndarray]:
+        class_loss, box_loss, positives = self._per_image_losses(outputs, batch)
+        scale = 1.0 / jnp.maximum(positives, 1.0)
+        mask = jnp.ones_like(positives, bool) if batch.get("valid") is None else jnp.asarray(batch["valid"], bool)
+        boxes, classes, valid = self._normalised_truth(batch)
+        detections = self.predict(outputs, self.config.max_detections)
+        return {"loss": (class_loss + box_loss) * scale, "class_loss": class_loss * scale,
+                "box_loss": box_loss * scale, "mask": mask,
+                "pred_boxes": detections["boxes"], "pred_scores": detections["scores"],
+                "pred_classes": detections["classes"], "true_boxes": boxes, "true_classes": classes,
+                "true_valid": valid}
+
+    # ---- evaluation ----------------------------------------------------------------------------
+    def _average_precision(self, computed: dict) -> np.ndarray | None:
+        """Per-class AP [C, thresholds] of an evaluation, None for the training collection."""
+        found = computed.get("detections")
+        if not found:
+            return None
+        rows = np.flatnonzero(np.asarray(found["mask"], bool))
+        detections = [(found["pred_boxes"][i], found["pred_scores"][i], found["pred_classes"][i]) for i in rows]
+        truths = [(found["true_boxes"][i][found["true_valid"][i]], found["true_classes"][i][found["true_valid"][i]])
+                  for i in rows]
+        return average_precision(detections, truths, self.num_classes, self.config.max_detections)
+
+    def summarize(self, computed: dict) -> dict[str, float]:
+        """loss, class_loss, box_loss and, from an evaluation, map (mAP@[.5:.95]) and map50 (mAP@.5),
+        averaged over the classes with ground truth (NaN without any)."""
+        summary = {key: float(computed[key]) for key in ("loss", "class_loss", "box_loss")}
+        ap = self._average_precision(computed)
+        if ap is not None:
+            present = ~np.isnan(ap[:, 0])
+            summary["map"] = float(ap[present].mean()) if present.any() else np.nan
+            summary["map50"] = float(ap[present, 0].mean()) if present.any() else np.nan
+        return summary
+
+    def report(self, computed: dict, outdir: str | os.PathLike, split: str) -> dict:
+        """Writes per_class.csv/.md (AP, AP50, AP75 per class) and report.json under `outdir`."""
+        summary = self.summarize(computed)
+        ap = self._average_precision(computed)
+        truths = np.asarray(computed["detections"]["true_classes"])[np.asarray(computed["detections"]["true_valid"])]
+        counts = np.bincount(truths.ravel(), minlength=self.num_classes)
+        column = {0.5: "ap50", 0.75: "ap75"}
+        rows = [{"class": name, "ap": None if np.isnan(ap[c, 0]) else float(ap[c].mean()),
+                 **{label: None if np.isnan(ap[c, 0]) else float(ap[c, list(IOU_THRESHOLDS).index(t)])
+                    for t, label in column.items()},
+                 "boxes": int(counts[c])}
+                for c, name in enumerate(self.class_names)]
+        result = {"split": split, "task": self.name, "metrics": summary, "per_class": rows,
+                  "class_names": self.class_names}
+        write_evaluation_report(outdir, split, summary, rows, result)
+        return result
+
+    # ---- prediction ----------------------------------------------------------------------------
+    def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
+        """The `top_k` best detections per image among the cells that are a 3x3 local maximum of their
+        class score: {"boxes": [B, k, 4] normalised xyxy, "scores": [B, k], "classes": int32 [B, k]}."""
+        scores = jax.nn.sigmoid(outputs["class_logits"])
+        peaks = nn.max_pool(scores, (3, 3), strides=(1, 1), padding="SAME")
+        scores = jnp.where(scores == peaks, scores, 0.0)
+        batch_size, _, _, num_classes = scores.shape
+        flat = scores.reshape(batch_size, -1)
+        best, index = jax.lax.top_k(flat, min(top_k, flat.shape[1]))
+        cells = index // num_classes
+        boxes = jnp.take_along_axis(outputs["boxes"].reshape(batch_size, -1, 4), cells[..., None], axis=1)
+        return {"boxes": jnp.clip(boxes, 0.0, 1.0), "scores": best, "classes": (index % num_classes).astype(jnp.int32)}
+
+    def prediction_records(self, predictions: dict, sources: Sequence[str],
+                           outdir: str | os.PathLike) -> list[dict]:
+        """{"image", "detections": [{"label", "score", "box": normalised [x0, y0, x1, y1]}]} per image,
+        the detections at or above `score_threshold`."""
+        records = []
+        for source, boxes, scores, classes in zip(sources, *(np.asarray(predictions[key])
+                                                             for key in ("boxes", "scores", "classes"))):
+            keep = scores >= self.config.score_threshold
+            records.append({"image": str(source), "detections": [
+                {"label": self.class_names[c], "score": float(s), "box": [float(v) for v in b]}
+                for b, s, c in zip(boxes[keep], scores[keep], classes[keep])]})
+        return records
