@@ -1,0 +1,141 @@
+"""The segmentation plugin: hand-computed mIoU, ignore index and padding, paired augmentation, sources,
+and a tiny model trained through the real trainer on coloured shapes."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from dense_helpers import dense_config, segmentation_folder, shapes_scene
+from vitjax import modes, registry
+from vitjax.data import pipeline
+from vitjax.data.config import default_config as data_default_config
+from vitjax.train import evaluation, setup
+
+registry.load_plugins()
+from tasks import segmentation  # noqa: E402 - registered by load_plugins above
+
+CLASSES = ("background", "red", "green")
+
+
+def make_task(**knobs):
+    return registry.get_task("segmentation")(ml_collections.ConfigDict(knobs), CLASSES)
+
+
+def onehot_logits(predicted):
+    return jax.nn.one_hot(jnp.asarray(predicted), len(CLASSES)) * 10.0
+
+
+def test_miou_and_pixel_accuracy_match_a_hand_computed_case():
+    task = make_task()
+    labels = np.array([[[0, 0], [1, 255]], [[2, 2], [1, 0]], [[1, 1], [1, 1]]], np.int32)
+    predicted = np.array([[[0, 1], [1, 2]], [[2, 0], [1, 0]], [[0, 0], [0, 0]]])
+    batch = {"mask": labels, "valid": np.array([True, True, False])}  # the third row is padding
+    metrics = task.metrics().single_from_model_output(**task.metric_inputs(onehot_logits(predicted), batch))
+    computed = jax.device_get(metrics.compute())
+    # Rows true, columns predicted: true 0 -> (2, 1, 0), true 1 -> (0, 2, 0), true 2 -> (1, 0, 1).
+    np.testing.assert_array_equal(computed["confusion_matrix"], [[2, 1, 0], [0, 2, 0], [1, 0, 1]])
+    summary = task.summarize(computed)
+    iou = [2 / (3 + 3 - 2), 2 / (2 + 3 - 2), 1 / (2 + 1 - 1)]
+    assert summary["mean_iou"] == pytest.approx(np.mean(iou))
+    assert summary["pixel_accuracy"] == pytest.approx(5 / 7)
+    rows = task.per_class_rows(computed)
+    assert [row["iou"] for row in rows] == pytest.approx(iou)
+    # A class absent from labels and predictions has no IoU and stays out of the mean.
+    stats = segmentation.iou_stats(np.array([[3, 1, 0], [0, 0, 0], [0, 0, 0]]))
+    assert np.isnan(stats["iou"][2]) and stats["mean_iou"] == pytest.approx((3 / 4 + 0) / 2)
+
+
+def test_loss_skips_ignored_pixels_and_padding_rows():
+    task = make_task()
+    labels = np.array([[[1, 255]], [[2, 2]]], np.int32)
+    logits = jnp.zeros((2, 1, 2, 3)).at[0, 0, 1].set(jnp.array([50.0, -50.0, 0.0]))
+    loss, _ = task.loss(logits, {"mask": labels, "valid": np.array([True, False])})
+    assert float(loss) == pytest.approx(np.log(3))  # only the one labelled pixel of row 0 counts
+
+
+def test_head_upsamples_and_logits_follow_the_mask_size():
+    head = segmentation.SegmentationHead(num_classes=3, upsample_steps=2, channels=8)
+    features = {"patches": jnp.ones((2, 4, 4, 16))}
+    out, _ = jax.jit(head.init_with_output)(jax.random.key(0), features)
+    assert out.shape == (2, 16, 16, 3)
+    task = make_task(upsample_steps=2)
+    inputs = task.metric_inputs(out, {"mask": np.zeros((2, 32, 32), np.int32)})
+    assert inputs["logits"].shape == (2, 32, 32, 3)
+
+
+def test_random_crop_and_flip_move_image_and_mask_together():
+    rng = np.random.default_rng(1)
+    image, mask, _ = shapes_scene(rng, size=48)
+    record = {"image": image, "mask": Image.fromarray(mask.astype(np.uint8)), "name": "scene"}
+    augment = data_default_config().augment
+    augment.crop_scale, augment.hflip = (0.3, 1.0), 0.5
+    transforms = segmentation.PairTransforms((24, 24), Image.Resampling.NEAREST, augment, 255, False)
+    colours = np.array([[110, 110, 110], [230, 40, 40], [40, 220, 60]])
+    for seed in range(6):
+        example = transforms.train(record, np.random.default_rng(seed))
+        nearest = np.argmin(np.abs(example["image"][..., None, :].astype(int) - colours).sum(-1), axis=-1)
+        objects = example["mask"] > 0
+        assert np.mean(nearest[objects] == example["mask"][objects]) > 0.9
+        assert np.mean(nearest[~objects] == 0) > 0.7  # noisy grey background
+
+
+def test_hf_annotation_column_and_reduce_labels():
+    datasets = pytest.importorskip("datasets")
+    mask = np.array([[0, 1], [2, 3]], np.uint8).repeat(4, 0).repeat(4, 1)
+    image = Image.fromarray(np.zeros((8, 8, 3), np.uint8))
+    features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
+    dataset = datasets.Dataset.from_dict({"image": [image], "annotation": [Image.fromarray(mask)]}, features=features)
+    data_cfg = data_default_config()
+    splits = segmentation.from_hf(dataset, data_cfg, make_task().config)
+    record = splits["train"][0]
+    assert isinstance(record["mask"], dict)  # read undecoded; decoded in the pipeline's workers
+    transforms = segmentation.PairTransforms((4, 4), Image.Resampling.BILINEAR, data_cfg.augment, 255, True)
+    np.testing.assert_array_equal(transforms.eval(record)["mask"],
+                                  [[255, 255, 0, 0]] * 2 + [[1, 1, 2, 2]] * 2)
+
+
+def test_folder_errors_name_the_problem(tmp_path):
+    data = segmentation_folder(str(tmp_path / "data"), count=3)
+    os.remove(os.path.join(data, "masks", "001.png"))
+    with pytest.raises(ValueError, match="only one of images/ and masks/.*001"):
+        segmentation.scan_folder(data)
+    with pytest.raises(ValueError, match="class_names"):
+        segmentation.class_names_of(str(tmp_path), make_task().config)
+
+
+def test_classification_only_pipeline_options_are_refused():
+    data_cfg = data_default_config()
+    data_cfg.cache = "ram"
+    transforms = make_task().data_transforms(setup.Preprocessing.default(16), data_cfg)
+    with pytest.raises(ValueError, match="config.data.cache"):
+        pipeline.eval_batches([], None, batch_size=2, data_cfg=data_cfg, record_transforms=transforms)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("segmentation")
+    data = segmentation_folder(str(root / "data"))
+    config = dense_config("segmentation", f"folder:{data}", batch_size=16, epochs=6)
+    config.task.upsample_steps, config.task.head_channels = 1, 32
+    run = setup.build_run(config, str(root / "untrained"))
+    untrained = evaluation.evaluate(run, run.init_state().params, run.jit_eval_step(), "test")
+    return untrained, modes.train(config, str(root / "run")), str(root / "run")
+
+
+def test_training_raises_miou_well_above_untrained(trained):
+    untrained, results, workdir = trained
+    test = results["metrics"]["test"]
+    assert untrained["mean_iou"] < 0.3
+    assert test["mean_iou"] > 0.6 and test["mean_iou"] > untrained["mean_iou"] + 0.4
+    assert test["pixel_accuracy"] > 0.9
+    report = os.path.join(workdir, "test")
+    for name in ("per_class.csv", "per_class.md", "report.json", "confusion_matrix.png"):
+        assert os.path.getsize(os.path.join(report, name)) > 0
+    assert not os.path.exists(os.path.join(workdir, "best"))  # no transformers class: orbax only
