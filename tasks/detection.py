@@ -85,10 +85,12 @@ def generalized_iou(a, b) -> jnp.ndarray:
 # ---- COCO-style average precision ----------------------------------------------------------------
 def _precision_at_recalls(matched: np.ndarray, num_truths: int) -> np.ndarray:
     """COCO's 101-point interpolated precision of score-ordered detections (`matched` bool)."""
+    if not len(matched):
+        return np.zeros_like(RECALL_POINTS)
     true_positives = np.cumsum(matched)
     precision = true_positives / np.arange(1, len(matched) + 1)
     recall = true_positives / num_truths
-    envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
     index = np.searchsorted(recall, RECALL_POINTS, side="left")
     return np.where(index < len(envelope), envelope[np.minimum(index, len(envelope) - 1)], 0.0)
 
