@@ -1,7 +1,9 @@
 """The "classification" task plugin: single-label softmax or multi-label sigmoid classification.
 
 Labels come as `batch["label"]`: int [B] class indices, or float [B, C] targets — soft targets from
-mixup/cutmix in the single-label case, multi-hot vectors with `multilabel=True`. Losses and metrics
+mixup/cutmix in the single-label case, multi-hot vectors with `multilabel=True` (whose sources and
+transforms, `vitjax.data.multilabel`, read label lists: an HF `Sequence(ClassLabel)` column or a
+folder's labels.csv). Losses and metrics
 count only rows where `batch["valid"]` is True.
 
 Metrics (clu): loss, accuracy (exact-match accuracy for multi-label), top-k accuracy when there are
@@ -28,6 +30,8 @@ from clu import metrics as clu_metrics
 from ml_collections import config_dict
 from sklearn import metrics as sklearn_metrics
 
+from vitjax.data.multilabel import MultiHotTransforms, open_multilabel
+from vitjax.data.pipeline import RecordTransforms
 from vitjax.registry import Task, register_task
 from vitjax.train.report import plot_confusion_matrix, write_evaluation_report
 
@@ -211,6 +215,20 @@ class Classification(Task):
                 f"config.task.label_smoothing must be in [0, 1); got {self.config.label_smoothing}."
             )
         self._metrics = {training: self._collection(training) for training in (False, True)}
+
+    @classmethod
+    def open_source(cls, data_cfg, task_cfg):
+        """Multi-label: records with label lists (`vitjax.data.multilabel`); else the default."""
+        if task_cfg.get("multilabel"):
+            return open_multilabel(data_cfg)
+        return super().open_source(data_cfg, task_cfg)
+
+    def data_transforms(self, preprocessing, data_cfg) -> RecordTransforms | None:
+        """Multi-label: images with multi-hot float "label" [C]; else the pipeline's own path."""
+        if not self.config.multilabel:
+            return None
+        multi_hot = MultiHotTransforms(preprocessing, data_cfg.augment, self.num_classes)
+        return RecordTransforms(train=multi_hot.train, eval=multi_hot.eval, padding=multi_hot.padding())
 
     @property
     def _top_k(self) -> int:

@@ -1,0 +1,162 @@
+"""Multi-label sources and transforms: records {"image", "labels": class indices, "name"} -> batches
+{"image", "label": float32 multi-hot [C]}.
+
+Sources (`open_multilabel`): "hf:NAME[:CONFIG]" with a `Sequence(ClassLabel)` column (found as
+"labels"/"label" or the only such column, or `config.data.label_column`), or "folder:ROOT" (or a plain
+folder) holding `labels.csv` with the columns `image` (a path relative to ROOT) and `labels` (class
+names separated by ";"; empty for none) — or split folders `ROOT/{train,validation,test}/labels.csv`;
+class names are the sorted union of the names used. Carved splits are stratified on each image's first
+label (-1 without labels would not stratify, so those count as class 0). Training uses the host
+augmentation of `vitjax.data.transforms.augment`; evaluation `Preprocessing.to_uint8`.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from vitjax.data import splits as splits_lib, transforms
+from vitjax.data.sources import SPLIT_ALIASES, ImageDataset
+
+LABELS_FILE = "labels.csv"
+
+
+class MultiLabelSource:
+    """One split: (image, [class index, ...]) rows as records {"image", "labels", "name"}."""
+
+    def __init__(self, name: str, images: Sequence[Any] | None, label_sets: Sequence[Sequence[int]],
+                 dataset=None, image_column: str | None = None):
+        self.name, self.images, self.label_sets = name, images, [list(map(int, s)) for s in label_sets]
+        self.dataset, self.image_column = dataset, image_column
+
+    def __len__(self) -> int:
+        return len(self.label_sets)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image = self.images[index] if self.images is not None else self.dataset[int(index)][self.image_column]
+        return {"image": image, "labels": self.label_sets[index], "name": self.describe(index)}
+
+    def labels(self) -> np.ndarray:
+        """Each image's first label (0 without labels): the stratification key of carved splits."""
+        return np.asarray([s[0] if s else 0 for s in self.label_sets], np.int64)
+
+    def ids(self) -> list:
+        return [str(i) for i in self.images] if self.images is not None else list(range(len(self)))
+
+    def describe(self, index: int) -> str:
+        return str(self.images[index]) if self.images is not None else f"{self.name}[{index}]"
+
+
+def read_csv_split(folder: Path) -> list[tuple[str, list[str]]]:
+    """(image path, label names) rows of `folder/labels.csv`."""
+    path = folder / LABELS_FILE
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not {"image", "labels"} <= set(reader.fieldnames or ()):
+            raise ValueError(f"{path} needs the columns 'image' and 'labels'; it has {reader.fieldnames}.")
+        rows = [(str(folder / row["image"]), [n.strip() for n in row["labels"].split(";") if n.strip()])
+                for row in reader]
+    missing = [image for image, _ in rows if not os.path.isfile(image)]
+    if missing:
+        raise FileNotFoundError(f"{path} lists {len(missing)} image(s) that do not exist, e.g. {missing[:3]}.")
+    return rows
+
+
+def scan_csv_folder(root: str) -> tuple[dict[str, MultiLabelSource], list[str]]:
+    """The splits of a folder with labels.csv (or split folders with one each) and the class names."""
+    path = Path(root).expanduser().resolve()
+    if (path / LABELS_FILE).is_file():
+        folders = {"train": path}
+    else:
+        known = {alias for aliases in SPLIT_ALIASES.values() for alias in aliases}
+        folders = {p.name: p for p in sorted(path.iterdir()) if p.name in known and (p / LABELS_FILE).is_file()} \
+            if path.is_dir() else {}
+    if not folders:
+        raise FileNotFoundError(f"Multi-label folder {path} needs {LABELS_FILE} (columns image, labels with "
+                                "';'-separated class names), or split folders holding one.")
+    rows = {split: read_csv_split(folder) for split, folder in folders.items()}
+    class_names = sorted({name for split in rows.values() for _, names in split for name in names})
+    index = {name: i for i, name in enumerate(class_names)}
+    splits = {split: MultiLabelSource(f"{path}/{split}", [image for image, _ in split_rows],
+                                      [[index[n] for n in names] for _, names in split_rows])
+              for split, split_rows in rows.items()}
+    return splits, class_names
+
+
+def from_hf(dataset, data_cfg, name: str = "hf:<in-memory>") -> tuple[dict[str, MultiLabelSource], list[str]]:
+    """The splits of a `datasets.Dataset`/`DatasetDict` with a `Sequence(ClassLabel)` label column."""
+    import datasets
+
+    if isinstance(dataset, datasets.Dataset):
+        dataset = datasets.DatasetDict({"train": dataset})
+    first = next(iter(dataset.values()))
+
+    def is_label_list(column):
+        return isinstance(getattr(first.features[column], "feature", None), datasets.ClassLabel)
+
+    label_col = data_cfg.get("label_column")
+    if label_col is None:
+        typed = [c for c in first.column_names if is_label_list(c)]
+        label_col = ([c for c in ("labels", "label") if c in typed] or typed or [None])[0]
+    if label_col not in first.column_names or not is_label_list(label_col):
+        raise KeyError(f"{name}: multi-label classification needs a Sequence(ClassLabel) column; the features are "
+                       f"{dict(first.features)}. Set config.data.label_column.")
+    image_col = data_cfg.get("image_column") or next((c for c in ("image", "img") if c in first.column_names), None)
+    if image_col is None:
+        raise KeyError(f"{name}: no image column among {first.column_names}; set config.data.image_column.")
+    splits = {}
+    for split_name, split in dataset.items():
+        split = split.select_columns([image_col, label_col])
+        if isinstance(split.features[image_col], datasets.Image):
+            split = split.cast_column(image_col, datasets.Image(decode=False))
+        splits[split_name] = MultiLabelSource(f"{name}/{split_name}", None, split[label_col], split, image_col)
+    return splits, list(first.features[label_col].feature.names)
+
+
+def open_multilabel(data_cfg) -> ImageDataset:
+    """`open_source` for multi-label records: an "hf:" dataset or a folder with labels.csv."""
+    source = data_cfg.source
+    kind, _, rest = source.partition(":")
+    if kind == "hf" and rest:
+        import datasets
+
+        name, _, config_name = rest.partition(":")
+        raw, class_names = from_hf(datasets.load_dataset(name, config_name or None), data_cfg, name=source)
+    elif kind == "folder" and rest or os.path.isdir(os.path.expanduser(source)):
+        raw, class_names = scan_csv_folder(rest if kind == "folder" and rest else source)
+    else:
+        raise ValueError(f"config.data.source={source!r}: multi-label classification reads 'hf:NAME[:CONFIG]' (a "
+                         f"Sequence(ClassLabel) column) or 'folder:PATH' (with {LABELS_FILE}).")
+    return splits_lib.resolve_splits(source, raw, class_names, data_cfg)
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiHotTransforms:
+    """Decodes a record's image (augmented for training) and turns its labels into a multi-hot vector."""
+
+    preprocessing: Any
+    augment: Any
+    num_classes: int
+
+    def _label(self, record: dict) -> np.ndarray:
+        label = np.zeros((self.num_classes,), np.float32)
+        label[np.asarray(record["labels"], np.int64)] = 1.0
+        return label
+
+    def train(self, record: dict, rng: np.random.Generator) -> dict:
+        image = transforms.load_rgb(record["image"], record["name"])
+        size = tuple(self.preprocessing.input_size)
+        return {"image": transforms.augment(image, rng, self.augment, size, self.preprocessing.resample),
+                "label": self._label(record)}
+
+    def eval(self, record: dict) -> dict:
+        image = transforms.load_rgb(record["image"], record["name"])
+        return {"image": self.preprocessing.to_uint8(image), "label": self._label(record)}
+
+    def padding(self) -> dict[str, np.ndarray]:
+        return {"image": np.zeros((*self.preprocessing.input_size, 3), np.uint8),
+                "label": np.zeros((self.num_classes,), np.float32)}
