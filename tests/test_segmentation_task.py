@@ -14,6 +14,7 @@ from PIL import Image
 
 from dense_helpers import dense_config, segmentation_folder, shapes_scene
 from vitjax import modes, registry
+from vitjax.checkpoints.native import load_native
 from vitjax.data import pipeline
 from vitjax.data.config import default_config as data_default_config
 from vitjax.train import evaluation, setup
@@ -138,4 +139,8 @@ def test_training_raises_miou_well_above_untrained(trained):
     report = os.path.join(workdir, "test")
     for name in ("per_class.csv", "per_class.md", "report.json", "confusion_matrix.png"):
         assert os.path.getsize(os.path.join(report, name)) > 0
-    assert not os.path.exists(os.path.join(workdir, "best"))  # no transformers class: orbax only
+    assert not os.path.exists(os.path.join(workdir, "best"))  # no transformers class: vitjax's format
+    info, params = load_native(os.path.join(workdir, "best_vitjax"))
+    assert info["task"] == "segmentation" and info["class_names"] == list(CLASSES)
+    assert info["task_config"]["upsample_steps"] == 1
+    assert params["head"]["classifier"]["kernel"].shape == (32, 3)

@@ -1,8 +1,8 @@
 """What a finished run leaves behind: test report, results.json, learning curves, the HF export.
 
 Only process 0 writes. The exported `best/` folder is the best checkpoint in Hugging Face format
-(loads with `transformers` as it is) with a model card; tasks without a transformers class are
-left in vitjax's orbax format only.
+(loads with `transformers` as it is) with a model card; tasks without a transformers class get
+`best_vitjax/` in vitjax's own format instead (`vitjax.checkpoints.native`: orbax params + json).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import sys
 
 import jax
 
+from vitjax import config as config_lib
 from vitjax.checkpoints.hf_export import export_hf
+from vitjax.checkpoints.native import export_native
 from vitjax.train import evaluation, report
 
 log = logging.getLogger(__name__)
@@ -54,19 +56,28 @@ def finish(run, best_state, eval_step, host: dict, best_step: int) -> dict:
         if history:
             report.plot_learning_curves(history, os.path.join(workdir, "learning_curves.png"))
         if cfg.export:
-            export(run, params, os.path.join(workdir, "best"), metrics)
+            export(run, params, export_dir(run), metrics)
     for split, values in metrics.items():
         log.info("%s: %s", split, ", ".join(f"{k}={v:.4f}" for k, v in sorted(values.items())))
     return results
 
 
-def export(run, params, directory: str, metrics: dict | None = None) -> str | None:
-    """Writes `params` in Hugging Face format (+ model card) when the task has a transformers class."""
+def export_dir(run) -> str:
+    """Where a finished run exports its best weights: `best/` in Hugging Face format, or
+    `best_vitjax/` in vitjax's own format for tasks without a transformers class."""
+    return os.path.join(run.workdir, "best" if run.task.hf_config() is not None else "best_vitjax")
+
+
+def export(run, params, directory: str, metrics: dict | None = None) -> str:
+    """Writes `params` in Hugging Face format (+ model card) when the task has a transformers class,
+    else in vitjax's own format."""
     hf = run.task.hf_config()
     if hf is None:
-        log.info("task %r has no transformers class; its model stays in %s/checkpoints",
-                 run.task.name, run.workdir)
-        return None
+        path = export_native(directory, run.spec, jax.device_get(params), run.preprocessing, run.task.name,
+                             config_lib.to_dict(run.config)["task"], run.dataset.class_names,
+                             {"base_checkpoint": run.base, "metrics": metrics or {}})
+        log.info("task %r has no transformers class: exported in vitjax's format to %s", run.task.name, path)
+        return path
     id2label = {int(k): v for k, v in hf["id2label"].items()}
     path = export_hf(directory, run.spec, jax.device_get(params), id2label, run.preprocessing)
     report.write_model_card(path, {
@@ -84,7 +95,8 @@ def export(run, params, directory: str, metrics: dict | None = None) -> str | No
 
 
 def export_from_checkpoint(config, workdir: str, output: str) -> str:
-    """The `export` mode: the best orbax checkpoint of `workdir` written in Hugging Face format."""
+    """The `export` mode: the best orbax checkpoint of `workdir` written in Hugging Face format (or
+    vitjax's own format for tasks without a transformers class)."""
     from vitjax.train import setup
     from vitjax.train.checkpointing import Checkpointer
 
@@ -96,7 +108,4 @@ def export_from_checkpoint(config, workdir: str, output: str) -> str:
         raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint; train first.")
     state, _, _ = ckpt.restore(step, run.init_state())
     ckpt.close()
-    path = export(run, run.eval_params(state), output)
-    if path is None:
-        raise ValueError(f"task {run.task.name!r} cannot be exported in Hugging Face format.")
-    return path
+    return export(run, run.eval_params(state), output)

@@ -1,0 +1,46 @@
+"""vitjax's own model format, for tasks without a transformers class (segmentation, detection).
+
+A folder holding `params/` (the float32 parameter tree, an orbax checkpoint) and `vitjax_model.json`:
+the task's name and knobs, the class names, the backbone's `config.json` fields (`ViTSpec.to_hf_config`)
+and the `preprocessor_config.json` fields (`Preprocessing.to_hf`). `load_native` reads both back.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+MODEL_FILE = "vitjax_model.json"
+PARAMS_DIR = "params"
+
+
+def export_native(directory: str, spec, params, preprocessing, task: str, task_config: dict,
+                  class_names: list[str], extra: dict[str, Any] | None = None) -> str:
+    """Writes `directory/params` and `directory/vitjax_model.json`; returns `directory`."""
+    directory = os.path.abspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(directory, PARAMS_DIR),
+                      jax.tree.map(lambda x: np.asarray(x, np.float32), jax.device_get(params)), force=True)
+    checkpointer.wait_until_finished()
+    info = {"format": "vitjax", "task": task, "task_config": task_config, "class_names": list(class_names),
+            "backbone_config": spec.to_hf_config(), "preprocessor_config": preprocessing.to_hf(), **(extra or {})}
+    with open(os.path.join(directory, MODEL_FILE), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2)
+    return directory
+
+
+def load_native(directory: str) -> tuple[dict, dict]:
+    """(info from vitjax_model.json, the parameter tree as numpy arrays) of an `export_native` folder."""
+    directory = os.path.abspath(directory)
+    path = os.path.join(directory, MODEL_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{directory} is not a vitjax model folder: {MODEL_FILE} is missing.")
+    with open(path, encoding="utf-8") as f:
+        info = json.load(f)
+    params = ocp.StandardCheckpointer().restore(os.path.join(directory, PARAMS_DIR))
+    return info, jax.tree.map(np.asarray, params)
