@@ -61,9 +61,9 @@ BOX_FORMATS = ("xywh", "xyxy")
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise IoU [N, M] of xyxy boxes a [N, 4] and b [M, 4] (0 where the union is empty)."""
     a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    width = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    height = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = width * height
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
@@ -75,9 +75,10 @@ def generalized_iou(a, b) -> jnp.ndarray:
     def area(box):
         return jnp.clip(box[..., 2] - box[..., 0], 0) * jnp.clip(box[..., 3] - box[..., 1], 0)
 
-    inter = area(jnp.concatenate([jnp.maximum(a[..., :2], b[..., :2]), jnp.minimum(a[..., 2:], b[..., 2:])], -1))
+    lower, upper = jnp.minimum(a, b), jnp.maximum(a, b)
+    inter = area(jnp.concatenate([upper[..., :2], lower[..., 2:]], -1))
     union = area(a) + area(b) - inter
-    enclosing = area(jnp.concatenate([jnp.minimum(a[..., :2], b[..., :2]), jnp.maximum(a[..., 2:], b[..., 2:])], -1))
+    enclosing = area(jnp.concatenate([lower[..., :2], upper[..., 2:]], -1))
     iou = inter / jnp.maximum(union, 1e-9)
     return iou - (enclosing - union) / jnp.maximum(enclosing, 1e-9)
 
@@ -233,8 +234,9 @@ def scan_coco(root: str) -> tuple[dict[str, BoxSource], list[str]]:
         files = {p.name: p / ANNOTATIONS_FILE for p in sorted(path.iterdir()) if p.name in known} \
             if path.is_dir() else {}
         if not files:
-            raise FileNotFoundError(f"No COCO annotations at {path}: give an annotations .json file, a folder "
-                                    f"holding {ANNOTATIONS_FILE}, or split folders (train/, validation/) with one.")
+            raise FileNotFoundError(
+                f"No COCO annotations at {path}: give an annotations .json file, a folder holding "
+                f"{ANNOTATIONS_FILE}, or split folders (train/, validation/) with one.")
     splits, names = {}, {}
     for split, file in files.items():
         splits[split], names[split] = read_coco(file)
@@ -253,7 +255,8 @@ def _class_label_names(feature) -> list[str] | None:
     return _class_label_names(inner) if inner is not None else None
 
 
-def from_hf(dataset, data_cfg, task_cfg, name: str = "hf:<in-memory>") -> tuple[dict[str, BoxSource], list[str]]:
+def from_hf(dataset, data_cfg, task_cfg,
+            name: str = "hf:<in-memory>") -> tuple[dict[str, BoxSource], list[str]]:
     """The splits of a `datasets.Dataset`/`DatasetDict` with an image column and an objects column of
     {"bbox": [[4 numbers], ...], "category": [...]} (`config.task.objects_column`, `box_format`)."""
     import datasets
@@ -261,7 +264,8 @@ def from_hf(dataset, data_cfg, task_cfg, name: str = "hf:<in-memory>") -> tuple[
     if isinstance(dataset, datasets.Dataset):
         dataset = datasets.DatasetDict({"train": dataset})
     first = next(iter(dataset.values()))
-    image_col = data_cfg.get("image_column") or next((c for c in ("image", "img") if c in first.column_names), None)
+    image_col = data_cfg.get("image_column") or next(
+        (c for c in ("image", "img") if c in first.column_names), None)
     objects_col = task_cfg.get("objects_column") or "objects"
     for column, key in ((image_col, "config.data.image_column"), (objects_col, "config.task.objects_column")):
         if column not in first.column_names:
@@ -271,7 +275,8 @@ def from_hf(dataset, data_cfg, task_cfg, name: str = "hf:<in-memory>") -> tuple[
         else objects
     class_names = task_cfg.get("class_names") or _class_label_names(fields.get("category"))
     if not class_names:
-        raise ValueError(f"{name}: {objects_col}['category'] is not a ClassLabel; set config.task.class_names.")
+        raise ValueError(f"{name}: {objects_col}['category'] is not a ClassLabel; "
+                         "set config.task.class_names.")
     xywh = (task_cfg.get("box_format") or "xywh") == "xywh"
     splits = {}
     for split_name, split in dataset.items():
@@ -317,7 +322,8 @@ class BoxTransforms:
                 "box_valid": np.arange(self.max_boxes) < len(boxes)}
 
     def train(self, record: dict, rng: np.random.Generator) -> dict:
-        example = self._example(record, lambda img: paired.random_view(img.height, img.width, rng, self.augment))
+        example = self._example(
+            record, lambda img: paired.random_view(img.height, img.width, rng, self.augment))
         example["image"] = paired.photometric(example["image"], rng, self.augment)
         return example
 
@@ -326,6 +332,12 @@ class BoxTransforms:
 
 
 # ---- the task ------------------------------------------------------------------------------------
+def _valid_rows(batch: dict, batch_size: int) -> jnp.ndarray:
+    """bool [B]: False on the padding rows of eval batches (training batches have none)."""
+    valid = batch.get("valid")
+    return jnp.ones((batch_size,), bool) if valid is None else jnp.asarray(valid, bool)
+
+
 @register_task("detection")
 class Detection(Task):
     """Object detection with a dense anchor-free head (see the module docstring)."""
@@ -360,19 +372,16 @@ class Detection(Task):
     def __init__(self, config: ml_collections.ConfigDict, class_names: Sequence[str]):
         super().__init__(config, class_names)
         if self.config.box_format not in BOX_FORMATS:
-            raise ValueError(f"config.task.box_format must be one of {BOX_FORMATS}; got {self.config.box_format!r}.")
+            raise ValueError(f"config.task.box_format must be one of {BOX_FORMATS}; "
+                             f"got {self.config.box_format!r}.")
         for key in ("max_boxes", "max_detections"):
             if self.config[key] < 1:
                 raise ValueError(f"config.task.{key} must be >= 1; got {self.config[key]}.")
-        loss = clu_metrics.Average.from_output("loss")
-        fields = {"loss": loss, "class_loss": clu_metrics.Average.from_output("class_loss"),
-                  "box_loss": clu_metrics.Average.from_output("box_loss")}
-        self._metrics = {
-            True: clu_metrics.Collection.create(**fields),
-            False: clu_metrics.Collection.create(**fields, detections=clu_metrics.CollectingMetric.from_outputs(
-                ("pred_boxes", "pred_scores", "pred_classes", "true_boxes", "true_classes", "true_valid",
-                 "mask"))),
-        }
+        fields = {name: clu_metrics.Average.from_output(name) for name in ("loss", "class_loss", "box_loss")}
+        collected = clu_metrics.CollectingMetric.from_outputs(
+            ("pred_boxes", "pred_scores", "pred_classes", "true_boxes", "true_classes", "true_valid", "mask"))
+        self._metrics = {True: clu_metrics.Collection.create(**fields),
+                         False: clu_metrics.Collection.create(**fields, detections=collected)}
 
     # ---- data ----------------------------------------------------------------------------------
     @classmethod
@@ -388,9 +397,11 @@ class Detection(Task):
         elif kind in ("coco", "folder") and rest or os.path.exists(os.path.expanduser(source)):
             raw, class_names = scan_coco(rest if kind in ("coco", "folder") and rest else source)
         else:
-            raise ValueError(f"config.data.source={source!r}: detection reads 'coco:PATH' (a COCO annotations "
-                             "file or folder) or 'hf:NAME[:CONFIG]' (a dataset with an objects column).")
-        return splits_lib.resolve_splits(source, raw, list(task_cfg.get("class_names") or class_names), data_cfg)
+            raise ValueError(f"config.data.source={source!r}: detection reads 'coco:PATH' (a COCO "
+                             "annotations file or folder) or 'hf:NAME[:CONFIG]' (a dataset with an objects "
+                             "column).")
+        class_names = list(task_cfg.get("class_names") or class_names)
+        return splits_lib.resolve_splits(source, raw, class_names, data_cfg)
 
     def data_transforms(self, preprocessing, data_cfg) -> RecordTransforms:
         size = tuple(preprocessing.input_size)
@@ -438,8 +449,7 @@ class Detection(Task):
         logits = outputs["class_logits"].reshape(batch_size, -1, self.num_classes)
         focal = optax.sigmoid_focal_loss(logits, class_targets, alpha=self.config.focal_alpha,
                                          gamma=self.config.focal_gamma)
-        rows = jnp.ones((batch_size,), bool) if batch.get("valid") is None else jnp.asarray(batch["valid"], bool)
-        class_loss = jnp.where(rows, focal.sum(axis=(1, 2)), 0.0)
+        class_loss = jnp.where(_valid_rows(batch, batch_size), focal.sum(axis=(1, 2)), 0.0)
         predicted = outputs["boxes"].reshape(batch_size, -1, 4)
         box_loss = (self.config.l1_weight * jnp.abs(predicted - box_targets).sum(-1)
                     + self.config.giou_weight * (1.0 - generalized_iou(predicted, box_targets)))
@@ -461,7 +471,7 @@ class Detection(Task):
     def metric_inputs(self, outputs, batch: dict) -> dict[str, jnp.ndarray]:
         class_loss, box_loss, positives = self._per_image_losses(outputs, batch)
         scale = 1.0 / jnp.maximum(positives, 1.0)
-        mask = jnp.ones_like(positives, bool) if batch.get("valid") is None else jnp.asarray(batch["valid"], bool)
+        mask = _valid_rows(batch, positives.shape[0])
         boxes, classes, valid = self._normalised_truth(batch)
         detections = self.predict(outputs, self.config.max_detections)
         return {"loss": (class_loss + box_loss) * scale, "class_loss": class_loss * scale,
@@ -477,9 +487,10 @@ class Detection(Task):
         if not found:
             return None
         rows = np.flatnonzero(np.asarray(found["mask"], bool))
-        detections = [(found["pred_boxes"][i], found["pred_scores"][i], found["pred_classes"][i]) for i in rows]
-        truths = [(found["true_boxes"][i][found["true_valid"][i]], found["true_classes"][i][found["true_valid"][i]])
-                  for i in rows]
+        detections = [(found["pred_boxes"][i], found["pred_scores"][i], found["pred_classes"][i])
+                      for i in rows]
+        truths = [(found["true_boxes"][i][valid], found["true_classes"][i][valid])
+                  for i, valid in zip(rows, found["true_valid"][rows])]
         return average_precision(detections, truths, self.num_classes, self.config.max_detections)
 
     def summarize(self, computed: dict) -> dict[str, float]:
@@ -497,7 +508,8 @@ class Detection(Task):
         """Writes per_class.csv/.md (AP, AP50, AP75 per class) and report.json under `outdir`."""
         summary = self.summarize(computed)
         ap = self._average_precision(computed)
-        truths = np.asarray(computed["detections"]["true_classes"])[np.asarray(computed["detections"]["true_valid"])]
+        found = computed["detections"]
+        truths = np.asarray(found["true_classes"])[np.asarray(found["true_valid"]) & found["mask"][:, None]]
         counts = np.bincount(truths.ravel(), minlength=self.num_classes)
         column = {0.5: "ap50", 0.75: "ap75"}
         rows = [{"class": name, "ap": None if np.isnan(ap[c, 0]) else float(ap[c].mean()),
@@ -522,7 +534,8 @@ class Detection(Task):
         best, index = jax.lax.top_k(flat, min(top_k, flat.shape[1]))
         cells = index // num_classes
         boxes = jnp.take_along_axis(outputs["boxes"].reshape(batch_size, -1, 4), cells[..., None], axis=1)
-        return {"boxes": jnp.clip(boxes, 0.0, 1.0), "scores": best, "classes": (index % num_classes).astype(jnp.int32)}
+        return {"boxes": jnp.clip(boxes, 0.0, 1.0), "scores": best,
+                "classes": (index % num_classes).astype(jnp.int32)}
 
     def prediction_records(self, predictions: dict, sources: Sequence[str],
                            outdir: str | os.PathLike) -> list[dict]:

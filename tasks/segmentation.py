@@ -148,7 +148,9 @@ def scan_folder(root: str) -> dict[str, MaskSource]:
     return {split: MaskSource(f"{path}/{split}", scan_pairs(path / split)) for split in split_dirs}
 
 
-def _column(columns: Sequence[str], configured: str | None, names: Sequence[str], key: str, where: str) -> str:
+def _column(columns: Sequence[str], configured: str | None, names: Sequence[str], key: str,
+            where: str) -> str:
+    """The configured column, else the first of `names` present."""
     if configured is not None:
         if configured not in columns:
             raise KeyError(f"{where}: {key}={configured!r} is not a column; the columns are {list(columns)}.")
@@ -190,7 +192,8 @@ def class_names_of(source_root: str | None, task_cfg) -> list[str]:
         if path.is_file():
             return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     raise ValueError("Segmentation needs its class names (mask value i is class i): set "
-                     "config.task.class_names, or write a classes.txt (one name per line) in the data folder.")
+                     "config.task.class_names, or write a classes.txt (one name per line) in the data "
+                     "folder.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,8 +210,8 @@ class PairTransforms:
         image = load_rgb(record["image"], record["name"])
         mask = paired.load_mask(record["mask"], record["name"])
         if mask.shape != (image.height, image.width):
-            raise ValueError(f"{record['name']}: the mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
-                             f"{image.width}x{image.height}; a mask has one label per image pixel.")
+            raise ValueError(f"{record['name']}: the mask is {mask.shape[1]}x{mask.shape[0]} but the image "
+                             f"is {image.width}x{image.height}; a mask has one label per image pixel.")
         if self.reduce_labels:  # 0 is "unlabelled"; class i + 1 becomes class i.
             mask = np.where(mask == 0, self.ignore_index, mask - 1)
         return image, mask
@@ -277,7 +280,8 @@ class Segmentation(Task):
         super().__init__(config, class_names)
         if 0 <= self.config.ignore_index < self.num_classes:
             raise ValueError(f"config.task.ignore_index={self.config.ignore_index} is one of the "
-                             f"{self.num_classes} classes; use a value outside 0..{self.num_classes - 1} (255).")
+                             f"{self.num_classes} classes; use a value outside 0..{self.num_classes - 1} "
+                             "(255).")
         if self.config.upsample_steps < 0:
             raise ValueError(f"config.task.upsample_steps must be >= 0; got {self.config.upsample_steps}.")
         self._metrics = clu_metrics.Collection.create(
@@ -299,8 +303,9 @@ class Segmentation(Task):
         else:
             root = rest if kind == "folder" and rest else source
             if not os.path.isdir(os.path.expanduser(root)):
-                raise ValueError(f"config.data.source={source!r}: segmentation reads 'folder:PATH' (images/ + "
-                                 "masks/) or 'hf:NAME[:CONFIG]' (an image and an annotation column).")
+                raise ValueError(f"config.data.source={source!r}: segmentation reads 'folder:PATH' "
+                                 "(images/ + masks/) or 'hf:NAME[:CONFIG]' (an image and an annotation "
+                                 "column).")
             raw = scan_folder(root)
             class_names = class_names_of(root, task_cfg)
         return splits_lib.resolve_splits(source, raw, class_names, data_cfg)
@@ -403,7 +408,7 @@ class Segmentation(Task):
         for i, (source, mask) in enumerate(zip(sources, np.asarray(predictions["mask"]))):
             path = folder / f"{i:05d}_{Path(str(source)).stem}.png"
             Image.fromarray(mask.astype(np.int32)).save(path)
-            counts = np.bincount(mask.ravel(), minlength=self.num_classes) / mask.size
-            records.append({"image": str(source), "mask": str(path),
-                            "classes": {self.class_names[c]: float(counts[c]) for c in np.flatnonzero(counts)}})
+            shares = np.bincount(mask.ravel(), minlength=self.num_classes) / mask.size
+            present = {self.class_names[c]: float(shares[c]) for c in np.flatnonzero(shares)}
+            records.append({"image": str(source), "mask": str(path), "classes": present})
         return records

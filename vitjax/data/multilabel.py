@@ -62,7 +62,8 @@ def read_csv_split(folder: Path) -> list[tuple[str, list[str]]]:
                 for row in reader]
     missing = [image for image, _ in rows if not os.path.isfile(image)]
     if missing:
-        raise FileNotFoundError(f"{path} lists {len(missing)} image(s) that do not exist, e.g. {missing[:3]}.")
+        raise FileNotFoundError(f"{path} lists {len(missing)} image(s) that do not exist, "
+                                f"e.g. {missing[:3]}.")
     return rows
 
 
@@ -73,8 +74,8 @@ def scan_csv_folder(root: str) -> tuple[dict[str, MultiLabelSource], list[str]]:
         folders = {"train": path}
     else:
         known = {alias for aliases in SPLIT_ALIASES.values() for alias in aliases}
-        folders = {p.name: p for p in sorted(path.iterdir()) if p.name in known and (p / LABELS_FILE).is_file()} \
-            if path.is_dir() else {}
+        children = sorted(path.iterdir()) if path.is_dir() else []
+        folders = {p.name: p for p in children if p.name in known and (p / LABELS_FILE).is_file()}
     if not folders:
         raise FileNotFoundError(f"Multi-label folder {path} needs {LABELS_FILE} (columns image, labels with "
                                 "';'-separated class names), or split folders holding one.")
@@ -103,9 +104,10 @@ def from_hf(dataset, data_cfg, name: str = "hf:<in-memory>") -> tuple[dict[str, 
         typed = [c for c in first.column_names if is_label_list(c)]
         label_col = ([c for c in ("labels", "label") if c in typed] or typed or [None])[0]
     if label_col not in first.column_names or not is_label_list(label_col):
-        raise KeyError(f"{name}: multi-label classification needs a Sequence(ClassLabel) column; the features are "
-                       f"{dict(first.features)}. Set config.data.label_column.")
-    image_col = data_cfg.get("image_column") or next((c for c in ("image", "img") if c in first.column_names), None)
+        raise KeyError(f"{name}: multi-label classification needs a Sequence(ClassLabel) column; the "
+                       f"features are {dict(first.features)}. Set config.data.label_column.")
+    image_col = data_cfg.get("image_column") or next(
+        (c for c in ("image", "img") if c in first.column_names), None)
     if image_col is None:
         raise KeyError(f"{name}: no image column among {first.column_names}; set config.data.image_column.")
     splits = {}
@@ -113,7 +115,8 @@ def from_hf(dataset, data_cfg, name: str = "hf:<in-memory>") -> tuple[dict[str, 
         split = split.select_columns([image_col, label_col])
         if isinstance(split.features[image_col], datasets.Image):
             split = split.cast_column(image_col, datasets.Image(decode=False))
-        splits[split_name] = MultiLabelSource(f"{name}/{split_name}", None, split[label_col], split, image_col)
+        splits[split_name] = MultiLabelSource(f"{name}/{split_name}", None, split[label_col], split,
+                                              image_col)
     return splits, list(first.features[label_col].feature.names)
 
 
@@ -129,8 +132,9 @@ def open_multilabel(data_cfg) -> ImageDataset:
     elif kind == "folder" and rest or os.path.isdir(os.path.expanduser(source)):
         raw, class_names = scan_csv_folder(rest if kind == "folder" and rest else source)
     else:
-        raise ValueError(f"config.data.source={source!r}: multi-label classification reads 'hf:NAME[:CONFIG]' (a "
-                         f"Sequence(ClassLabel) column) or 'folder:PATH' (with {LABELS_FILE}).")
+        raise ValueError(f"config.data.source={source!r}: multi-label classification reads "
+                         f"'hf:NAME[:CONFIG]' (a Sequence(ClassLabel) column) or 'folder:PATH' (with "
+                         f"{LABELS_FILE}).")
     return splits_lib.resolve_splits(source, raw, class_names, data_cfg)
 
 

@@ -69,7 +69,8 @@ def load_mask(value: Any, name: str) -> np.ndarray:
         return mask.astype(np.int32)
     except Exception as e:  # PIL raises many kinds for bad files.
         raise ValueError(f"Cannot read the label mask {name}: {type(e).__name__}: {e}. A mask is a "
-                         "single-channel PNG (mode L, P or I) of class indices, one pixel per image pixel.") from e
+                         "single-channel PNG (mode L, P or I) of class indices, one pixel per image "
+                         "pixel.") from e
 
 
 def apply_to_image(img: Image.Image, view: View, size: tuple[int, int], resample: int) -> np.ndarray:
