@@ -120,3 +120,18 @@ def test_worker_processes_give_the_same_batches():
         assert _same(expected, _take(it, 3))
     finally:
         it.close()
+
+
+def test_device_prefetch_state_is_the_next_unseen_batch():
+    cfg = data_config()
+    puts = []
+    wrapped = pipeline.DevicePrefetch(pipeline.train_iterator(_split(), PRE, cfg, batch_size=4, seed=0),
+                                      put=lambda b: puts.append(1) or b, size=2)
+    _take(wrapped, 3)
+    assert len(puts) == 5  # two batches ahead of the step
+    state = wrapped.get_state()
+    expected = _take(wrapped, 3)
+    resumed = pipeline.train_iterator(_split(), PRE, cfg, batch_size=4, seed=0, start_state=state)
+    assert _same(expected, _take(resumed, 3))
+    wrapped.set_state(state)
+    assert _same(expected, _take(wrapped, 3))

@@ -7,16 +7,20 @@ iterator's `get_state()` (a small dict) restores the stream at the very next bat
 With `device_augment`, the host ships images resized once to `train_image_size()` and
 `vitjax.data.device_augment` crops/flips them on the accelerator.
 
+`DevicePrefetch` keeps a few batches in flight to the accelerator with an exact `get_state()`.
+
 Evaluation: each of `shard_count` processes gets records shard_index, shard_index + shard_count, ...;
 all processes yield the same number of batches, and padding rows (zeros, label 0) have valid=False, so
 every record counts exactly once.
 """
 from __future__ import annotations
 
+import collections
+import copy
 import dataclasses
 import functools
 import math
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import grain
 from absl import flags
@@ -106,9 +110,10 @@ def train_iterator(split, preprocessing, data_cfg, *, batch_size: int, seed: int
                                shape, path)
     else:
         source = DecodedSource(split)
-    ds = grain.MapDataset.source(source).shuffle(seed % 2**32).repeat(None)
+    # One seed for the pipeline; grain derives the shuffle's and the augmentation's seeds from it.
+    ds = grain.MapDataset.source(source).seed(seed % 2**32).shuffle().repeat(None)
     size = None if device_side else tuple(preprocessing.input_size)
-    ds = ds.random_map(TrainAugment(data_cfg.augment, size, resample), seed=seed % 2**32)
+    ds = ds.random_map(TrainAugment(data_cfg.augment, size, resample))
     ds = ds[shard_index::shard_count].batch(batch_size, drop_remainder=True)
     iterator = iter(_parallel(ds, data_cfg))
     if start_state is not None:
@@ -166,3 +171,44 @@ def eval_batches(split, preprocessing, *, batch_size: int, shard_index: int = 0,
     ds = grain.MapDataset.range(num_batches * batch_size).map(
         _EvalRecord(source, shard_index, shard_count, shape)).batch(batch_size)
     return EvalBatches(_parallel(ds, data_cfg), num_batches, n)
+
+
+class DevicePrefetch:
+    """Keeps `size` batches of a checkpointable iterator on their way to the device.
+
+    `put` moves a host batch (e.g. `lambda b: jax.device_put(b, sharding)`; asynchronous in JAX), so the
+    next batch's transfer overlaps the current step. `get_state()` is the wrapped iterator's state before
+    the first batch not yet returned, so a checkpoint resumes with the very next batch the step would see.
+    """
+
+    def __init__(self, iterator, put: Callable[[dict], Any], size: int = 2):
+        if size < 1:
+            raise ValueError(f"DevicePrefetch size must be >= 1, got {size}.")
+        self._iterator, self._put, self._size = iterator, put, size
+        self._queue: collections.deque = collections.deque()
+
+    def __iter__(self):
+        return self
+
+    def _fill(self) -> None:
+        while len(self._queue) < self._size:
+            state = copy.deepcopy(self._iterator.get_state())
+            self._queue.append((state, self._put(next(self._iterator))))
+
+    def __next__(self):
+        self._fill()
+        _, batch = self._queue.popleft()
+        self._fill()
+        return batch
+
+    def get_state(self) -> dict:
+        return copy.deepcopy(self._queue[0][0] if self._queue else self._iterator.get_state())
+
+    def set_state(self, state: dict) -> None:
+        self._queue.clear()
+        self._iterator.set_state(state)
+
+    def close(self) -> None:
+        self._queue.clear()
+        if hasattr(self._iterator, "close"):
+            self._iterator.close()
