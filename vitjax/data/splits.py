@@ -1,7 +1,8 @@
 """Train/validation/test resolution: named splits, seeded stratified carving, and the audit file.
 
 `resolve_splits` maps a source's split names onto train/validation/test (config names or the usual
-aliases), drops corrupt files when `config.data.skip_corrupt` (with a warning listing them), and carves
+aliases; "carve" = ignore the source's split and carve it), drops corrupt files when
+`config.data.skip_corrupt` (with a warning listing them), and carves
 missing validation/test splits out of train with `stratified_split`: per class, a permutation drawn
 from `split_seed` only, so the split is identical on every run and on resume. `write_split` writes the
 record identifiers (file paths relative to the folder, or indices in the source split) of every split
@@ -16,7 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from vitjax.data.sources import SPLIT_ALIASES, SPLITS, ImageDataset, RecordSource, SubsetSource, check_labels
+from vitjax.data.sources import (CARVE, SPLIT_ALIASES, SPLITS, ImageDataset, RecordSource, SubsetSource,
+                                 check_labels)
 
 SPLIT_FILE = "data_split.json"
 
@@ -46,6 +48,9 @@ def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) 
 
 
 def _find(raw: dict[str, RecordSource], split: str, configured: str | None, where: str) -> str | None:
+    """The source's split to use as `split`; None = carve it out of train."""
+    if configured == CARVE and split != "train":
+        return None
     if configured is not None:
         if configured not in raw:
             raise KeyError(f"{where}: config.data.{split}_split={configured!r} is not a split of the source; "
