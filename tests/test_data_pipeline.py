@@ -112,14 +112,20 @@ def test_corrupt_file_in_pipeline_names_it(tmp_path):
         list(pipeline.eval_batches(split, PRE, batch_size=4))
 
 
-def test_worker_processes_give_the_same_batches():
-    cfg = data_config()
-    expected = _take(pipeline.train_iterator(_split(), PRE, cfg, batch_size=4, seed=0), 3)
-    it = pipeline.train_iterator(_split(), PRE, data_config(workers=2), batch_size=4, seed=0)
+def test_worker_processes_give_the_same_batches_and_resume():
+    expected = _take(pipeline.train_iterator(_split(), PRE, data_config(), batch_size=4, seed=0), 5)
+    cfg = data_config(workers=2)
+    it = pipeline.train_iterator(_split(), PRE, cfg, batch_size=4, seed=0)
     try:
-        assert _same(expected, _take(it, 3))
+        assert _same(expected[:3], _take(it, 3))
+        state = it.get_state()
     finally:
         it.close()
+    resumed = pipeline.train_iterator(_split(), PRE, cfg, batch_size=4, seed=0, start_state=state)
+    try:
+        assert _same(expected[3:], _take(resumed, 2))
+    finally:
+        resumed.close()
 
 
 def test_device_prefetch_state_is_the_next_unseen_batch():

@@ -163,6 +163,11 @@ def test_digits_demo():
     assert record["image"].max() > 200
 
 
+def test_hub_dataset_failure_is_explained():
+    with pytest.raises(ValueError, match=r"'hf:no-such/dataset-xyz': datasets.load_dataset.*failed"):
+        open_source(data_config(source="hf:no-such/dataset-xyz"))
+
+
 def test_unknown_source_and_missing_tfds():
     with pytest.raises(ValueError, match=r"Unknown config.data.source 'beans'.*'hf:NAME"):
         open_source(data_config(source="beans"))

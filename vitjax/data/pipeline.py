@@ -50,10 +50,9 @@ def _read_options(data_cfg) -> grain.ReadOptions:
                              prefetch_buffer_size=max(1, data_cfg.get("prefetch", 4)))
 
 
-def _parallel(ds: grain.MapDataset, data_cfg) -> grain.IterDataset:
-    """Threads in this process, plus `data_cfg.workers` worker processes when > 0."""
+def _parallel(ds: grain.MapDataset, data_cfg, workers: int) -> grain.IterDataset:
+    """Threads in this process (data_cfg.read_threads), plus `workers` worker processes when > 0."""
     it_ds = ds.to_iter_dataset(_read_options(data_cfg))
-    workers = data_cfg.get("workers", 0)
     if workers > 0:
         if not flags.FLAGS.is_parsed():
             # grain reads its absl flags when starting workers; outside an absl app (notebooks, tests)
@@ -115,7 +114,7 @@ def train_iterator(split, preprocessing, data_cfg, *, batch_size: int, seed: int
     size = None if device_side else tuple(preprocessing.input_size)
     ds = ds.random_map(TrainAugment(data_cfg.augment, size, resample))
     ds = ds[shard_index::shard_count].batch(batch_size, drop_remainder=True)
-    iterator = iter(_parallel(ds, data_cfg))
+    iterator = iter(_parallel(ds, data_cfg, data_cfg.get("workers", 0)))
     if start_state is not None:
         iterator.set_state(start_state)
     return iterator
@@ -157,7 +156,9 @@ def eval_batches(split, preprocessing, *, batch_size: int, shard_index: int = 0,
 
     Every process yields ceil(ceil(N / shard_count) / batch_size) batches, so hosts stay in step and
     each of the N records is valid in exactly one row across all shards. `data_cfg` (optional) supplies
-    workers/read_threads/prefetch and the decode cache; None = in-process threads, no cache.
+    read_threads/prefetch and the decode cache (None: 4 threads, no cache). Evaluation decodes in
+    threads of this process (PIL releases the GIL), not worker processes, which would be started
+    anew on every pass.
     """
     _check_batch(batch_size, shard_index, shard_count)
     data_cfg = data_cfg if data_cfg is not None else {"workers": 0, "cache": "none"}
@@ -170,7 +171,7 @@ def eval_batches(split, preprocessing, *, batch_size: int, shard_index: int = 0,
     num_batches = math.ceil(math.ceil(n / shard_count) / batch_size)
     ds = grain.MapDataset.range(num_batches * batch_size).map(
         _EvalRecord(source, shard_index, shard_count, shape)).batch(batch_size)
-    return EvalBatches(_parallel(ds, data_cfg), num_batches, n)
+    return EvalBatches(_parallel(ds, data_cfg, workers=0), num_batches, n)
 
 
 class DevicePrefetch:
