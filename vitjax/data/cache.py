@@ -27,6 +27,7 @@ class DecodedSource:
     def __init__(self, records, prepare: Callable | None = None, shape: tuple[int, int, int] | None = None,
                  cache_path: str | None = None):
         self.records, self.prepare, self.shape, self.cache_path = records, prepare, shape, cache_path
+        self._labels = records.labels() if cache_path is not None else None
         self._mapped = None  # (arrays, filled) memmaps, opened on first use in each process.
         if cache_path is not None:
             n = len(records)
@@ -54,7 +55,7 @@ class DecodedSource:
         if self.cache_path is not None:
             arrays, filled = self._open()
             if filled[index]:
-                return {"image": np.array(arrays[index]), "label": int(self.records.labels()[index])}
+                return {"image": np.array(arrays[index]), "label": int(self._labels[index])}
         record = self.records[index]
         image = load_rgb(record["image"], self.records.describe(index))
         if self.prepare is not None:

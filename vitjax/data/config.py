@@ -35,7 +35,8 @@ def default_config() -> ml_collections.ConfigDict:
     # Threads reading/decoding inside each process (grain ReadOptions.num_threads).
     c.read_threads = 4
     # Decode cache: "none", "ram" (a shared memory file under /dev/shm, decoded once per run) or
-    # "disk" (a file under cache_dir, reused across runs while the source and sizes are unchanged).
+    # "disk" (a file under cache_dir, reused across runs while the file list, labels and sizes are
+    # unchanged; delete it after editing images in place).
     c.cache = "none"
     c.cache_dir = ml_collections.FieldReference(None, field_type=str)
     # Size of the cached training images (and of the host images when device_augment=True), as a
