@@ -106,7 +106,7 @@ def train_iterator(split, preprocessing, data_cfg, *, batch_size: int, seed: int
         shape = (h, w, 3)
         path = cache_path(data_cfg, split, "train", shape, f"resample={resample}")
         source = DecodedSource(split, functools.partial(transforms.squash, size=(h, w), resample=resample),
-                               shape, path)
+                               shape, path, draft_size=max(h, w))
     else:
         source = DecodedSource(split)
     # One seed for the pipeline; grain derives the shuffle's and the augmentation's seeds from it.
