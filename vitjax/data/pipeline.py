@@ -104,7 +104,7 @@ def train_iterator(split, preprocessing, data_cfg, *, batch_size: int, seed: int
         # Decode and resize once (the cache stores this); random crops are then taken from it.
         h, w = cached_size(preprocessing, data_cfg)
         shape = (h, w, 3)
-        path = cache_path(data_cfg, split, "train", shape, f"resample={resample}")
+        path = cache_path(data_cfg, split, "train", shape, f"resample={resample},draft={max(h, w)}")
         source = DecodedSource(split, functools.partial(transforms.squash, size=(h, w), resample=resample),
                                shape, path, draft_size=max(h, w))
     else:
