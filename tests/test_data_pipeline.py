@@ -112,11 +112,32 @@ def test_corrupt_file_in_pipeline_names_it(tmp_path):
         list(pipeline.eval_batches(split, PRE, batch_size=4))
 
 
-def test_worker_processes_give_the_same_batches():
-    cfg = data_config()
-    expected = _take(pipeline.train_iterator(_split(), PRE, cfg, batch_size=4, seed=0), 3)
-    it = pipeline.train_iterator(_split(), PRE, data_config(workers=2), batch_size=4, seed=0)
+def test_worker_processes_give_the_same_batches_and_resume():
+    expected = _take(pipeline.train_iterator(_split(), PRE, data_config(), batch_size=4, seed=0), 5)
+    cfg = data_config(workers=2)
+    it = pipeline.train_iterator(_split(), PRE, cfg, batch_size=4, seed=0)
     try:
-        assert _same(expected, _take(it, 3))
+        assert _same(expected[:3], _take(it, 3))
+        state = it.get_state()
     finally:
         it.close()
+    resumed = pipeline.train_iterator(_split(), PRE, cfg, batch_size=4, seed=0, start_state=state)
+    try:
+        assert _same(expected[3:], _take(resumed, 2))
+    finally:
+        resumed.close()
+
+
+def test_device_prefetch_state_is_the_next_unseen_batch():
+    cfg = data_config()
+    puts = []
+    wrapped = pipeline.DevicePrefetch(pipeline.train_iterator(_split(), PRE, cfg, batch_size=4, seed=0),
+                                      put=lambda b: puts.append(1) or b, size=2)
+    _take(wrapped, 3)
+    assert len(puts) == 5  # two batches ahead of the step
+    state = wrapped.get_state()
+    expected = _take(wrapped, 3)
+    resumed = pipeline.train_iterator(_split(), PRE, cfg, batch_size=4, seed=0, start_state=state)
+    assert _same(expected, _take(resumed, 3))
+    wrapped.set_state(state)
+    assert _same(expected, _take(wrapped, 3))

@@ -71,8 +71,10 @@ def test_hf_label_outside_class_list():
     dsd = datasets.DatasetDict({"train": _hf(6), "test": _hf(3)})
     test = dsd["test"].cast_column("label", datasets.Value("int64")).map(lambda r: {"label": -1})
     dsd["test"] = test.cast_column("label", datasets.ClassLabel(names=["cat", "dog"]))
-    with pytest.raises(ValueError, match=r"split 'test' has 3 label\(s\) outside the 2 classes.*label -1"):
+    with pytest.raises(ValueError, match=r"split 'test' has 3 label\(s\) outside the 2 classes.*label -1.*carve"):
         hf.open_hf_dataset(dsd, data_config())
+    ds = hf.open_hf_dataset(dsd, data_config(test_split="carve", split_fractions=(4, 1, 1)))
+    assert "carved" in ds.origin["test"] and len(ds.splits["test"]) == 1
 
 
 def test_folder_with_split_folders(tmp_path):
@@ -101,7 +103,7 @@ def test_plain_path_single_class_folder_and_odd_names(tmp_path):
 def test_folder_bad_inputs(tmp_path):
     root = make_folder(str(tmp_path / "empty_class"), {"train": {"a": 2}})
     os.makedirs(os.path.join(root, "train", "b"))
-    with pytest.raises(ValueError, match=r"Class folder .*train/b is empty"):
+    with pytest.raises(ValueError, match=r"Class folder .*train/b has no images"):
         open_source(data_config(source=root))
     root = make_folder(str(tmp_path / "no_images"), {"train": {"a": 2}})
     os.makedirs(os.path.join(root, "test"))
@@ -109,11 +111,11 @@ def test_folder_bad_inputs(tmp_path):
         open_source(data_config(source=root))
     root = make_folder(str(tmp_path / "stray"), {"train": {"a": 2}})
     open(os.path.join(root, "train", "a", "notes.txt"), "w").write("hi")
-    with pytest.raises(ValueError, match=r"not image files: \[.*a/notes.txt"):
+    with pytest.raises(ValueError, match=r"not image files: \[.*a/notes.txt.*skip_corrupt=True"):
         open_source(data_config(source=root))
     root = make_folder(str(tmp_path / "zero"), {"train": {"a": 2}})
     open(os.path.join(root, "train", "a", "zero.jpg"), "wb").close()
-    with pytest.raises(ValueError, match=r"Zero-byte image file\(s\) \[.*a/zero.jpg"):
+    with pytest.raises(ValueError, match=r"zero-byte image files: \[.*a/zero.jpg"):
         open_source(data_config(source=root))
     with pytest.raises(FileNotFoundError, match="does_not_exist does not exist"):
         open_source(data_config(source=f"folder:{tmp_path}/does_not_exist"))
@@ -121,6 +123,8 @@ def test_folder_bad_inputs(tmp_path):
 
 def _with_corrupt_files(root):
     make_folder(root, {"": {"a": 6, "b": 6}})
+    open(os.path.join(root, "a", "zero.jpg"), "wb").close()
+    open(os.path.join(root, "b", "notes.txt"), "w").write("not an image")
     truncated = write_image(os.path.join(root, "a", "truncated.jpg"), 1, size=(64, 64))
     data = open(truncated, "rb").read()
     open(truncated, "wb").write(data[: len(data) // 2])
@@ -130,6 +134,8 @@ def _with_corrupt_files(root):
 
 def test_corrupt_files_fail_at_decode_naming_the_file(tmp_path):
     root = _with_corrupt_files(str(tmp_path))
+    for name in ("a/zero.jpg", "b/notes.txt"):
+        os.remove(os.path.join(root, name))
     ds = open_source(data_config(source=root, split_fractions=(1, 0, 0), validation_split="train",
                                  test_split="train"))
     train = ds.splits["train"]
@@ -146,6 +152,7 @@ def test_skip_corrupt_warns_with_the_list(tmp_path, caplog):
     assert len(ds.splits["train"]) == 12
     assert "skipping 2 unreadable" in caplog.text
     assert "truncated.jpg" in caplog.text and "garbage.png" in caplog.text
+    assert "zero.jpg" in caplog.text and "notes.txt" in caplog.text
 
 
 def test_digits_demo():
@@ -154,6 +161,11 @@ def test_digits_demo():
     record = ds.splits["train"][0]
     assert record["image"].shape == (8, 8, 3) and record["image"].dtype == np.uint8
     assert record["image"].max() > 200
+
+
+def test_hub_dataset_failure_is_explained():
+    with pytest.raises(ValueError, match=r"'hf:no-such/dataset-xyz': datasets.load_dataset.*failed"):
+        open_source(data_config(source="hf:no-such/dataset-xyz"))
 
 
 def test_unknown_source_and_missing_tfds():

@@ -54,8 +54,11 @@ def test_split_is_identical_on_reopen_and_audit_file(tmp_path):
     assert audit["splits"]["validation"]["ids"] == first.splits["validation"].ids()
     assert audit["splits"]["validation"]["per_class"] == {"a": 1, "b": 1}
     assert "carved, seed 7" in audit["splits"]["test"]["origin"]
+    assert write_split(str(tmp_path / "run"), second) == path  # resumed run: same split, accepted
     other = open_source(data_config(source=root, split_seed=8))
     assert other.splits["validation"].ids() != first.splits["validation"].ids()
+    with pytest.raises(ValueError, match=r"data split differs .*data_split.json \(splits/train, splits/validation"):
+        write_split(str(tmp_path / "run"), other)
 
 
 def test_empty_split_and_too_few_images():

@@ -89,3 +89,16 @@ def test_crop_box_within_bounds_and_fallback():
         top, left, h, w = transforms.crop_box(30, 50, rng, (0.08, 1.0), (0.75, 1.333))
         assert 0 <= top and top + h <= 30 and 0 <= left and left + w <= 50 and h > 0 and w > 0
     assert transforms.crop_box(10, 100, rng, (1.0, 1.0), (1.0, 1.0)) == (0, 45, 10, 10)
+
+
+def test_jpeg_draft_decoding_keeps_at_least_the_requested_size():
+    rng = np.random.default_rng(0)
+    big = np.kron(rng.integers(0, 256, (25, 40, 3)), np.ones((40, 40, 1))).astype(np.uint8)  # 1000x1600
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, "JPEG", quality=95)
+    full = transforms.load_rgb(buf.getvalue(), "big.jpg")
+    small = transforms.load_rgb(buf.getvalue(), "big.jpg", draft_size=200)
+    assert full.size == (1600, 1000) and small.size == (400, 250)
+    a = transforms.squash(full, (100, 100), Image.Resampling.BILINEAR).astype(int)
+    b = transforms.squash(small, (100, 100), Image.Resampling.BILINEAR).astype(int)
+    assert np.abs(a - b).mean() < 8

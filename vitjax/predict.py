@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+from vitjax.data.folders import IMAGE_EXTENSIONS
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
@@ -17,13 +17,13 @@ def expand_inputs(inputs: list[str]) -> list[str]:
         if os.path.isdir(item):
             for root, _, files in sorted(os.walk(item)):
                 paths += [os.path.join(root, f) for f in sorted(files)
-                          if f.lower().endswith(IMAGE_EXTENSIONS)]
+                          if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
         elif os.path.isfile(item):
             paths.append(item)
         else:
             raise FileNotFoundError(f"--inputs: {item!r} is neither a file nor a folder.")
     if not paths:
-        raise ValueError(f"--inputs {inputs} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+        raise ValueError(f"--inputs {inputs} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
     return paths
 
 

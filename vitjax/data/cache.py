@@ -25,8 +25,10 @@ class DecodedSource:
     """Records with decoded RGB images: PIL images, or uint8 arrays of `shape` after `prepare`."""
 
     def __init__(self, records, prepare: Callable | None = None, shape: tuple[int, int, int] | None = None,
-                 cache_path: str | None = None):
+                 cache_path: str | None = None, draft_size: int | None = None):
         self.records, self.prepare, self.shape, self.cache_path = records, prepare, shape, cache_path
+        self.draft_size = draft_size  # JPEG reduced-scale decoding (transforms.load_rgb), None = full.
+        self._labels = records.labels() if cache_path is not None else None
         self._mapped = None  # (arrays, filled) memmaps, opened on first use in each process.
         if cache_path is not None:
             n = len(records)
@@ -54,9 +56,9 @@ class DecodedSource:
         if self.cache_path is not None:
             arrays, filled = self._open()
             if filled[index]:
-                return {"image": np.array(arrays[index]), "label": int(self.records.labels()[index])}
+                return {"image": np.array(arrays[index]), "label": int(self._labels[index])}
         record = self.records[index]
-        image = load_rgb(record["image"], self.records.describe(index))
+        image = load_rgb(record["image"], self.records.describe(index), self.draft_size)
         if self.prepare is not None:
             image = np.asarray(self.prepare(image), np.uint8)
             if image.shape != self.shape:

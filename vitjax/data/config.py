@@ -16,13 +16,15 @@ def default_config() -> ml_collections.ConfigDict:
     # Image feature; "label"/"labels" or the only ClassLabel feature).
     c.image_column = ml_collections.FieldReference(None, field_type=str)
     c.label_column = ml_collections.FieldReference(None, field_type=str)
-    # Split names in the source; None = found automatically (train; validation/valid/val; test).
-    # A missing validation or test split is carved out of train (see split_fractions).
+    # Split names in the source; None = found automatically (train/training; validation/valid/val/dev;
+    # test/testing). A missing validation or test split is carved out of train (see split_fractions);
+    # "carve" carves it even when the source has one (e.g. an unlabelled test split).
     c.train_split = ml_collections.FieldReference(None, field_type=str)
     c.validation_split = ml_collections.FieldReference(None, field_type=str)
     c.test_split = ml_collections.FieldReference(None, field_type=str)
-    # Fractions (train, validation, test) of train used when validation and/or test are missing;
-    # only the fractions of the missing splits are carved out (renormalised over what is carved).
+    # Fractions (train, validation, test) for carving missing splits out of train, renormalised over train
+    # and the carved splits: none present -> 80/10/10 of train; only test present -> validation gets
+    # 0.1 / (0.8 + 0.1) of train. Stratified by class.
     c.split_fractions = (0.8, 0.1, 0.1)
     # Seed of the stratified split; fixed so the split is the same on every run and on resume.
     c.split_seed = 0
@@ -33,7 +35,8 @@ def default_config() -> ml_collections.ConfigDict:
     # Threads reading/decoding inside each process (grain ReadOptions.num_threads).
     c.read_threads = 4
     # Decode cache: "none", "ram" (a shared memory file under /dev/shm, decoded once per run) or
-    # "disk" (a file under cache_dir, reused across runs while the source and sizes are unchanged).
+    # "disk" (a file under cache_dir, reused across runs while the file list, labels and sizes are
+    # unchanged; delete it after editing images in place).
     c.cache = "none"
     c.cache_dir = ml_collections.FieldReference(None, field_type=str)
     # Size of the cached training images (and of the host images when device_augment=True), as a
@@ -43,8 +46,9 @@ def default_config() -> ml_collections.ConfigDict:
     # True: the host only resizes (once, cached) and ships uint8 at cache_scale * input size; random
     # resized crop + flip run on the device (vitjax.data.device_augment). False: all on the host.
     c.device_augment = False
-    # Corrupt/unreadable image files: False = stop with an error naming the file; True = skip them
-    # (a warning lists every skipped file).
+    # Corrupt/unreadable image files: False = stop with an error naming the file (zero-byte and
+    # non-image files in folders when scanned, others when decoded); True = decode every image once when
+    # the source is opened and skip the bad ones (a warning lists every skipped file).
     c.skip_corrupt = False
 
     a = c.augment = ml_collections.ConfigDict()

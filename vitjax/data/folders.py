@@ -4,11 +4,13 @@ Scanned with `os.scandir`, files sorted by their raw (byte) names so the order i
 machine and locale; names that are not valid UTF-8 are kept (surrogate-escaped) and opened as they are.
 Hidden entries (".DS_Store", ".ipynb_checkpoints") are ignored. Checked at scan time: an empty class
 folder, a split with no images, a zero-byte image file, and a file that is not an image by its
-extension each stop with an error naming it. Corrupt image contents are found when the image is decoded
+extension each stop with an error naming it (the last two are skipped with a warning listing them
+under `config.data.skip_corrupt`). Corrupt image contents are found when the image is decoded
 (the error names the file) or, with `config.data.skip_corrupt`, by a scan before training.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -49,7 +51,7 @@ def _entries(folder: str) -> list[os.DirEntry]:
         return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: os.fsencode(e.name))
 
 
-def _scan_classes(split_dir: str) -> dict[str, list[str]]:
+def _scan_classes(split_dir: str, skip_corrupt: bool) -> dict[str, list[str]]:
     """class name -> sorted image paths, for one folder of class subfolders."""
     entries = _entries(split_dir)
     stray = [e.path for e in entries if not e.is_dir()]
@@ -58,19 +60,21 @@ def _scan_classes(split_dir: str) -> dict[str, list[str]]:
                          f"{'...' if len(stray) > 5 else ''}. Move them into a class folder or remove them.")
     classes = {}
     for class_entry in entries:
-        files = [e for e in _entries(class_entry.path)]
+        files = _entries(class_entry.path)
         bad = [e.path for e in files if not e.is_file()
                or os.path.splitext(e.name)[1].lower() not in IMAGE_EXTENSIONS]
-        if bad:
-            raise ValueError(f"Class folder {class_entry.path} holds entries that are not image files: "
-                             f"{bad[:5]}{'...' if len(bad) > 5 else ''}. Remove them (image extensions: "
-                             f"{sorted(IMAGE_EXTENSIONS)}).")
-        empty = [e.path for e in files if e.stat().st_size == 0]
-        if empty:
-            raise ValueError(f"Zero-byte image file(s) {empty[:5]}{'...' if len(empty) > 5 else ''}: "
-                             "re-copy or delete them.")
+        empty = [e.path for e in files if e.path not in bad and e.stat().st_size == 0]
+        if bad or empty:
+            listing = (f"entries that are not image files: {bad} (image extensions: {sorted(IMAGE_EXTENSIONS)})"
+                       if bad else f"zero-byte image files: {empty}")
+            if not skip_corrupt:
+                raise ValueError(f"Class folder {class_entry.path} holds {listing}. Remove or re-copy them, "
+                                 "or set config.data.skip_corrupt=True to skip them with a warning.")
+            logging.warning("skip_corrupt: skipping %d file(s) of %s: %s", len(bad) + len(empty),
+                            class_entry.path, bad + empty)
+            files = [e for e in files if e.path not in bad and e.path not in empty]
         if not files:
-            raise ValueError(f"Class folder {class_entry.path} is empty: add its images or delete the folder.")
+            raise ValueError(f"Class folder {class_entry.path} has no images: add its images or delete the folder.")
         classes[class_entry.name] = [e.path for e in files]
     if not classes:
         raise ValueError(f"Split folder {split_dir} has no class subfolders with images: expected "
@@ -78,8 +82,11 @@ def _scan_classes(split_dir: str) -> dict[str, list[str]]:
     return classes
 
 
-def scan_folder(root: str) -> tuple[dict[str, RecordSource], list[str]]:
-    """Scans an image folder; class names are the union of the class folders of all splits, sorted."""
+def scan_folder(root: str, skip_corrupt: bool = False) -> tuple[dict[str, RecordSource], list[str]]:
+    """Scans an image folder; class names are the union of the class folders of all splits, sorted.
+
+    With `skip_corrupt`, zero-byte and non-image files are skipped with a warning instead of an error.
+    """
     root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isdir(root):
         raise FileNotFoundError(f"Image folder {root} does not exist: check config.data.source.")
@@ -91,9 +98,9 @@ def scan_folder(root: str) -> tuple[dict[str, RecordSource], list[str]]:
         if other:
             raise ValueError(f"{root} mixes split folders {split_dirs} with other folders {other}: put class "
                              "folders inside the split folders (root/train/<class>/...).")
-        scanned = {s: _scan_classes(os.path.join(root, s)) for s in split_dirs}
+        scanned = {s: _scan_classes(os.path.join(root, s), skip_corrupt) for s in split_dirs}
     else:
-        scanned = {"train": _scan_classes(root)}
+        scanned = {"train": _scan_classes(root, skip_corrupt)}
     class_names = sorted({c for classes in scanned.values() for c in classes}, key=os.fsencode)
     index = {c: i for i, c in enumerate(class_names)}
     splits = {}

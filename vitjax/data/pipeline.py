@@ -7,6 +7,8 @@ iterator's `get_state()` (a small dict) restores the stream at the very next bat
 With `device_augment`, the host ships images resized once to `train_image_size()` and
 `vitjax.data.device_augment` crops/flips them on the accelerator.
 
+`DevicePrefetch` keeps a few batches in flight to the accelerator with an exact `get_state()`.
+
 Evaluation: each of `shard_count` processes gets records shard_index, shard_index + shard_count, ...;
 all processes yield the same number of batches, and padding rows (zeros, label 0) have valid=False, so
 every record counts exactly once.
@@ -19,6 +21,8 @@ default image + class-label records.
 """
 from __future__ import annotations
 
+import collections
+import copy
 import dataclasses
 import functools
 import math
@@ -52,10 +56,9 @@ def _read_options(data_cfg) -> grain.ReadOptions:
                              prefetch_buffer_size=max(1, data_cfg.get("prefetch", 4)))
 
 
-def _parallel(ds: grain.MapDataset, data_cfg) -> grain.IterDataset:
-    """Threads in this process, plus `data_cfg.workers` worker processes when > 0."""
+def _parallel(ds: grain.MapDataset, data_cfg, workers: int) -> grain.IterDataset:
+    """Threads in this process (data_cfg.read_threads), plus `workers` worker processes when > 0."""
     it_ds = ds.to_iter_dataset(_read_options(data_cfg))
-    workers = data_cfg.get("workers", 0)
     if workers > 0:
         if not flags.FLAGS.is_parsed():
             # grain reads its absl flags when starting workers; outside an absl app (notebooks, tests)
@@ -145,9 +148,21 @@ def train_iterator(split, preprocessing, data_cfg, *, batch_size: int, seed: int
     if len(split) == 0:
         raise ValueError("The training split has no images.")
     if record_transforms is not None:
-        ds = grain.MapDataset.source(split).shuffle(seed % 2**32).repeat(None)
-        ds = ds.random_map(_TaskTrain(record_transforms.train), seed=seed % 2**32)
-        return _batched_iterator(ds, data_cfg, batch_size, shard_index, shard_count, start_state)
+        source, augment = split, _TaskTrain(record_transforms.train)
+    else:
+        source, augment = _classification_train(split, preprocessing, data_cfg)
+    # One seed for the pipeline; grain derives the shuffle's and the augmentation's seeds from it.
+    ds = grain.MapDataset.source(source).seed(seed % 2**32).shuffle().repeat(None)
+    ds = ds.random_map(augment)
+    ds = ds[shard_index::shard_count].batch(batch_size, drop_remainder=True)
+    iterator = iter(_parallel(ds, data_cfg, data_cfg.get("workers", 0)))
+    if start_state is not None:
+        iterator.set_state(start_state)
+    return iterator
+
+
+def _classification_train(split, preprocessing, data_cfg) -> tuple[DecodedSource, TrainAugment]:
+    """The decoded (or decoded, resized, cached) source and the augmentation of image + label records."""
     device_side = data_cfg.get("device_augment", False)
     cached = data_cfg.get("cache", "none") != "none"
     resample = preprocessing.resample
@@ -155,25 +170,13 @@ def train_iterator(split, preprocessing, data_cfg, *, batch_size: int, seed: int
         # Decode and resize once (the cache stores this); random crops are then taken from it.
         h, w = cached_size(preprocessing, data_cfg)
         shape = (h, w, 3)
-        path = cache_path(data_cfg, split, "train", shape, f"resample={resample}")
+        path = cache_path(data_cfg, split, "train", shape, f"resample={resample},draft={max(h, w)}")
         source = DecodedSource(split, functools.partial(transforms.squash, size=(h, w), resample=resample),
-                               shape, path)
+                               shape, path, draft_size=max(h, w))
     else:
         source = DecodedSource(split)
-    ds = grain.MapDataset.source(source).shuffle(seed % 2**32).repeat(None)
     size = None if device_side else tuple(preprocessing.input_size)
-    ds = ds.random_map(TrainAugment(data_cfg.augment, size, resample), seed=seed % 2**32)
-    return _batched_iterator(ds, data_cfg, batch_size, shard_index, shard_count, start_state)
-
-
-def _batched_iterator(ds: grain.MapDataset, data_cfg, batch_size: int, shard_index: int, shard_count: int,
-                      start_state: dict | None) -> grain.DatasetIterator:
-    """This process's shard of the endless example stream, batched, parallel, resumed at `start_state`."""
-    ds = ds[shard_index::shard_count].batch(batch_size, drop_remainder=True)
-    iterator = iter(_parallel(ds, data_cfg))
-    if start_state is not None:
-        iterator.set_state(start_state)
-    return iterator
+    return source, TrainAugment(data_cfg.augment, size, resample)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,8 +232,10 @@ def eval_batches(split, preprocessing, *, batch_size: int, shard_index: int = 0,
 
     Every process yields ceil(ceil(N / shard_count) / batch_size) batches, so hosts stay in step and
     each of the N records is valid in exactly one row across all shards. `data_cfg` (optional) supplies
-    workers/read_threads/prefetch and the decode cache; None = in-process threads, no cache.
-    With `record_transforms`, rows are its `eval(record)` and padding rows its `padding`.
+    read_threads/prefetch and the decode cache (None: 4 threads, no cache). Evaluation decodes in
+    threads of this process (PIL releases the GIL), not worker processes, which would be started
+    anew on every pass. With `record_transforms`, rows are its `eval(record)` and padding rows its
+    `padding`.
     """
     _check_batch(batch_size, shard_index, shard_count)
     data_cfg = data_cfg if data_cfg is not None else {"workers": 0, "cache": "none"}
@@ -242,10 +247,51 @@ def eval_batches(split, preprocessing, *, batch_size: int, shard_index: int = 0,
     if record_transforms is not None:
         ds = grain.MapDataset.range(num_batches * batch_size).map(
             _TaskEvalRecord(split, shard_index, shard_count, record_transforms)).batch(batch_size)
-        return EvalBatches(_parallel(ds, data_cfg), num_batches, n)
+        return EvalBatches(_parallel(ds, data_cfg, workers=0), num_batches, n)
     shape = (*preprocessing.input_size, 3)
     path = cache_path(data_cfg, split, "eval", shape, repr(preprocessing))
     source = DecodedSource(split, preprocessing.to_uint8, shape, path)
     ds = grain.MapDataset.range(num_batches * batch_size).map(
         _EvalRecord(source, shard_index, shard_count, shape)).batch(batch_size)
-    return EvalBatches(_parallel(ds, data_cfg), num_batches, n)
+    return EvalBatches(_parallel(ds, data_cfg, workers=0), num_batches, n)
+
+
+class DevicePrefetch:
+    """Keeps `size` batches of a checkpointable iterator on their way to the device.
+
+    `put` moves a host batch (e.g. `lambda b: jax.device_put(b, sharding)`; asynchronous in JAX), so the
+    next batch's transfer overlaps the current step. `get_state()` is the wrapped iterator's state before
+    the first batch not yet returned, so a checkpoint resumes with the very next batch the step would see.
+    """
+
+    def __init__(self, iterator, put: Callable[[dict], Any], size: int = 2):
+        if size < 1:
+            raise ValueError(f"DevicePrefetch size must be >= 1, got {size}.")
+        self._iterator, self._put, self._size = iterator, put, size
+        self._queue: collections.deque = collections.deque()
+
+    def __iter__(self):
+        return self
+
+    def _fill(self) -> None:
+        while len(self._queue) < self._size:
+            state = copy.deepcopy(self._iterator.get_state())
+            self._queue.append((state, self._put(next(self._iterator))))
+
+    def __next__(self):
+        self._fill()
+        _, batch = self._queue.popleft()
+        self._fill()
+        return batch
+
+    def get_state(self) -> dict:
+        return copy.deepcopy(self._queue[0][0] if self._queue else self._iterator.get_state())
+
+    def set_state(self, state: dict) -> None:
+        self._queue.clear()
+        self._iterator.set_state(state)
+
+    def close(self) -> None:
+        self._queue.clear()
+        if hasattr(self._iterator, "close"):
+            self._iterator.close()

@@ -15,6 +15,8 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 SPLITS = ("train", "validation", "test")
+# A split name meaning "do not use the source's split of that kind; carve it out of train".
+CARVE = "carve"
 # Names a source may use for each split, in order of preference.
 SPLIT_ALIASES = {
     "train": ("train", "training"),
@@ -112,8 +114,8 @@ def check_labels(split: RecordSource, split_name: str, class_names: Sequence[str
         raise ValueError(
             f"{where}: split '{split_name}' has {bad.size} label(s) outside the {len(class_names)} classes "
             f"{list(class_names)[:10]}{'...' if len(class_names) > 10 else ''}; the first is {split.describe(i)} "
-            f"with label {int(labels[i])}. Fix the labels, or drop that split (e.g. an unlabelled test split: "
-            "set config.data.test_split to another split so a labelled test split is carved from train).")
+            f"with label {int(labels[i])}. Fix the labels, or leave that split out (e.g. an unlabelled test "
+            f"split: config.data.test_split = \"{CARVE}\" carves a labelled one out of train).")
 
 
 def demo_digits() -> tuple[dict[str, RecordSource], list[str]]:
@@ -138,14 +140,14 @@ def open_source(data_cfg) -> ImageDataset:
         raw, class_names = hf.load_hf(rest, data_cfg)
     elif kind == "folder" and rest:
         from vitjax.data import folders
-        raw, class_names = folders.scan_folder(rest)
+        raw, class_names = folders.scan_folder(rest, data_cfg.get("skip_corrupt", False))
     elif kind == "tfds" and rest:
         raw, class_names = open_tfds(rest)
     elif source == "demo:digits":
         raw, class_names = demo_digits()
     elif os.path.isdir(source):
         from vitjax.data import folders
-        raw, class_names = folders.scan_folder(source)
+        raw, class_names = folders.scan_folder(source, data_cfg.get("skip_corrupt", False))
     else:
         raise ValueError(
             f"Unknown config.data.source {source!r}: use 'hf:NAME[:CONFIG]' (a Hugging Face dataset), "

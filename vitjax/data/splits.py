@@ -1,7 +1,8 @@
 """Train/validation/test resolution: named splits, seeded stratified carving, and the audit file.
 
 `resolve_splits` maps a source's split names onto train/validation/test (config names or the usual
-aliases), drops corrupt files when `config.data.skip_corrupt` (with a warning listing them), and carves
+aliases; "carve" = ignore the source's split and carve it), drops corrupt files when
+`config.data.skip_corrupt` (with a warning listing them), and carves
 missing validation/test splits out of train with `stratified_split`: per class, a permutation drawn
 from `split_seed` only, so the split is identical on every run and on resume. `write_split` writes the
 record identifiers (file paths relative to the folder, or indices in the source split) of every split
@@ -16,7 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from vitjax.data.sources import SPLIT_ALIASES, SPLITS, ImageDataset, RecordSource, SubsetSource, check_labels
+from vitjax.data.sources import (CARVE, SPLIT_ALIASES, SPLITS, ImageDataset, RecordSource, SubsetSource,
+                                 check_labels)
 
 SPLIT_FILE = "data_split.json"
 
@@ -46,6 +48,9 @@ def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) 
 
 
 def _find(raw: dict[str, RecordSource], split: str, configured: str | None, where: str) -> str | None:
+    """The source's split to use as `split`; None = carve it out of train."""
+    if configured == CARVE and split != "train":
+        return None
     if configured is not None:
         if configured not in raw:
             raise KeyError(f"{where}: config.data.{split}_split={configured!r} is not a split of the source; "
@@ -101,17 +106,37 @@ def split_summary(dataset: ImageDataset) -> dict:
 
 
 def write_split(workdir: str, dataset: ImageDataset) -> str:
-    """Writes `<workdir>/data_split.json`: source, classes, and per split its summary and record ids."""
+    """Writes `<workdir>/data_split.json`: source, classes, and per split its summary and record ids.
+
+    When the file is already there (a resumed run), the split must be the same: otherwise a ValueError
+    says which split changed, so a resumed run never trains or evaluates on a different split.
+    """
     os.makedirs(workdir, exist_ok=True)
     summary = split_summary(dataset)
     payload = {"source": dataset.source, "class_names": dataset.class_names,
                "splits": {name: dict(summary[name], ids=[i if isinstance(i, str) else int(i) for i in split.ids()],
                                      labels=split.labels().tolist())
                           for name, split in dataset.splits.items()}}
+    # Through JSON and back, so the comparison sees exactly what a file would hold.
+    text = json.dumps(payload, indent=1, ensure_ascii=True)  # ascii: non-UTF-8 names stay writable.
     path = os.path.join(workdir, SPLIT_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        current = json.loads(text)
+        changed = [k for k in ("source", "class_names") if previous.get(k) != current[k]]
+        changed += [f"splits/{name}" for name in current["splits"]
+                    if previous.get("splits", {}).get(name, {}).get("ids") != current["splits"][name]["ids"]
+                    or previous["splits"][name].get("labels") != current["splits"][name]["labels"]]
+        if changed:
+            raise ValueError(f"The data split differs from the one recorded in {path} ({', '.join(changed)}): "
+                             "the data, config.data.source/split_* or skip_corrupt results changed since this "
+                             "run started. Restore them, or use a new workdir (or delete the file) to start "
+                             "over with the new split.")
+        return path
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:  # ensure_ascii keeps non-UTF-8 (surrogate-escaped) file names writable.
-        json.dump(payload, f, indent=1, ensure_ascii=True)
+    with open(tmp, "w") as f:
+        f.write(text)
     os.replace(tmp, path)
     logging.info("Data split written to %s: %s", path,
                  {name: s["size"] for name, s in summary.items()})

@@ -42,10 +42,19 @@ class Checkpointer:
 
     def save(self, step: int, state, data_state: dict, host_state: dict,
              metrics: dict | None = None) -> None:
-        """Saves asynchronously; `metrics` (scalar floats incl. the tracked one) rank it."""
+        """Saves asynchronously; `metrics` (scalar floats incl. the tracked one) rank it.
+
+        A step already saved is kept as it is, unless it was saved without metrics (an
+        interruption before its evaluation) and now comes with them: then it is replaced.
+        """
         if metrics is not None and self.metric not in metrics:
             raise KeyError(f"checkpoint metrics lack the tracked metric {self.metric!r}; "
                            f"got {sorted(metrics)}")
+        if step in self._manager.all_steps():
+            if metrics is None or self._manager.metrics(step) is not None:
+                return
+            self._manager.wait_until_finished()
+            self._manager.delete(step)
         args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                                   data=ocp.args.JsonSave(data_state),
                                   host=ocp.args.JsonSave(host_state))

@@ -17,7 +17,7 @@ import time
 
 import jax
 
-from vitjax import optim, parallel
+from vitjax import optim
 from vitjax.train import evaluation, outputs, setup
 from vitjax.train.checkpointing import Checkpointer
 from vitjax.train.early_stopping import EarlyStopping
@@ -60,34 +60,23 @@ def train(config, workdir: str) -> dict:
     progress = Progress(total, step, enabled=cfg.progress and jax.process_index() == 0)
     window, window_steps, window_start, train_summary = None, 0, time.time(), {}
     run_start = time.time() - host["elapsed"]
-    stop = bool(host["history"]) and stopper.patience > 0 and stopper.bad_evals >= stopper.patience
+    stop = stopper.patience > 0 and stopper.bad_evals >= stopper.patience
     # The iterator's state as of the last completed step: an interruption between `next()` and
     # the end of a step must not skip the batch it had already drawn.
     data_state = train_iter.get_state()
 
     def save(metrics=None):
         host["elapsed"] = time.time() - run_start
-        if ckpt.latest_step() != step:
-            ckpt.save(step, state, data_state, host, metrics=metrics)
+        ckpt.save(step, state, data_state, host, metrics=metrics)
+
+    def evaluation_due() -> bool:
+        # Also true right after resuming from a checkpoint saved before its evaluation ran.
+        done = host["history"][-1]["step"] if host["history"] else 0
+        return step > done and (step % eval_every == 0 or step == total)
 
     try:
-        while step < total and not stop:
-            batch = parallel.global_batch(next(train_iter), run.mesh)
-            state, (update, grad_norm) = train_step(state, batch)
-            data_state = train_iter.get_state()
-            window = update if window is None else window.merge(update)
-            step, window_steps = step + 1, window_steps + 1
-            evaluate_now = step % eval_every == 0 or step == total
-            if step % cfg.log_every == 0 or evaluate_now:
-                train_summary = run.task.summarize(jax.device_get(window.compute()))
-                _check_finite(train_summary, step, run)
-                train_summary.update(
-                    lr=run.lr_at(step, state.opt_state), grad_norm=float(grad_norm),
-                    images_per_s=window_steps * cfg.batch_size / max(time.time() - window_start, 1e-9))
-                writer.write(step, train_summary, "train")
-                progress.update(step, train_summary)
-                window, window_steps, window_start = None, 0, time.time()
-            if evaluate_now:
+        while True:
+            if evaluation_due():
                 val = evaluation.evaluate(run, run.eval_params(state), eval_step, "validation")
                 writer.write(step, val, "validation")
                 record = {"step": step, "epoch": step / run.steps_per_epoch,
@@ -106,6 +95,21 @@ def train(config, workdir: str) -> dict:
                 if stop:
                     log.info("early stopping at step %d: no %s improvement in %d evaluations",
                              step, cfg.best_metric, cfg.early_stopping_patience)
+            if step >= total or stop:
+                break
+            state, (update, grad_norm) = train_step(state, next(train_iter))
+            data_state = train_iter.get_state()
+            window = update if window is None else window.merge(update)
+            step, window_steps = step + 1, window_steps + 1
+            if step % cfg.log_every == 0 or step % eval_every == 0 or step == total:
+                train_summary = run.task.summarize(jax.device_get(window.compute()))
+                _check_finite(train_summary, step, run)
+                train_summary.update(
+                    lr=run.lr_at(step, state.opt_state), grad_norm=float(grad_norm),
+                    images_per_s=window_steps * cfg.batch_size / max(time.time() - window_start, 1e-9))
+                writer.write(step, train_summary, "train")
+                progress.update(step, train_summary)
+                window, window_steps, window_start = None, 0, time.time()
     except KeyboardInterrupt:
         log.warning("interrupted at step %d: saving a checkpoint before stopping", step)
         save()

@@ -92,12 +92,14 @@ class Run:
         """The task's record transforms; None for image + class-label records."""
         return self.task.data_transforms(self.preprocessing, self.config.data)
 
-    def train_iterator(self):
-        return pipeline.train_iterator(
+    def train_iterator(self) -> pipeline.DevicePrefetch:
+        """Global training batches on the mesh, the next ones already on their way to it."""
+        host = pipeline.train_iterator(
             self.dataset.splits["train"], self.preprocessing, self.config.data,
             batch_size=self.per_process_batch, seed=self.config.seed,
             shard_index=jax.process_index(), shard_count=jax.process_count(),
             record_transforms=self.record_transforms)
+        return pipeline.DevicePrefetch(host, lambda batch: parallel.global_batch(batch, self.mesh))
 
     def eval_batches(self, split: str):
         return pipeline.eval_batches(
