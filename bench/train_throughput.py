@@ -20,7 +20,8 @@ the device's dense bf16 peak (PEAK_TFLOPS or --peak-tflops); XLA's own FLOP coun
 (`memory_stats()`, or XLA's static memory analysis where the backend keeps no statistics, marked *);
 compile s (lower + compile of the step); start s (process start to the end of the first step).
 --cache-check runs the first train variant twice more over a fresh persistent compilation cache
-(cold, then warm), as a second CLI run would find it.
+(cold, then warm), as a second CLI run would find it; --profile DIR writes a `jax.profiler` trace of
+--steps steps of the first train variant (after its timing, so the figures exclude it).
 
 PyTorch anchors: --torch-anchor names the anchor script (run here when torch is importable; its
 --json read back) or a JSON file it wrote earlier. The transformers eager inference anchor for the
@@ -78,6 +79,7 @@ class Variant:
     classes: int = 3
     device_augment: bool = False
     cache_dir: str = ""
+    profile_dir: str = ""
     note: str = ""
 
 
@@ -188,6 +190,9 @@ def measure(v: Variant, steps: int, warmup: int, repeats: int) -> dict:
         jax.block_until_ready(advance(steps))
         windows.append((time.perf_counter() - t0) / steps)
     step_s = float(np.median(windows))
+    if v.profile_dir:
+        with jax.profiler.trace(v.profile_dir):
+            jax.block_until_ready(advance(steps))
 
     device = jax.local_devices()[0]
     stats = device.memory_stats() or {}
@@ -364,6 +369,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timed windows (the median is reported)")
     p.add_argument("--cache-check", action="store_true",
                    help="run the first train variant twice more over a fresh persistent compilation cache")
+    p.add_argument("--profile", default="", help="write a jax.profiler trace of the first train variant here")
     p.add_argument("--torch-anchor", default="", help="torch_vit_anchor.py to run, or a JSON it wrote")
     p.add_argument("--anchors", default="hf_eager,timm_eager,timm_compile,hf_trainer",
                    help="the anchor script's --only")
@@ -377,7 +383,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.tiny:
         args.model, args.resolution, args.batch, args.dtype = "tiny", "32", "8", "float32"
-        args.eval_batch, args.steps, args.warmup, args.repeats = 8, 2, 1, 2
+        args.eval_batch = min(args.eval_batch, 8)
+        args.steps, args.warmup, args.repeats = 2, 1, 2
     return args
 
 
@@ -392,6 +399,9 @@ def main(argv=None) -> None:
         print("RESULT " + json.dumps(result), flush=True)
         return
     plan = variants(args)
+    if args.profile:
+        first = next(i for i, v in enumerate(plan) if v.mode == "train")
+        plan[first] = dataclasses.replace(plan[first], profile_dir=os.path.abspath(args.profile))
     with tempfile.TemporaryDirectory() as tmp:
         anchors = torch_anchors(args, tmp)
         rows = []
