@@ -10,7 +10,7 @@
 #
 # Carried (git-ignored): .bench/wheels (packages vitjax imports that the GPU image lacks) and
 # .bench/anchor/torch_vit_anchor.py. Everything lands in $OUT: env.txt, <stage>.log, <stage>.json,
-# torch.json, and for main profile.txt + profile.tgz.
+# torch.json, and for main profile.txt + profile.trace.json.gz (read it with bench/profile_summary.py).
 set -uo pipefail
 stage=${1:?stage: main, levers or memory}
 out=${OUT:-/tmp/bench_out}
@@ -35,7 +35,7 @@ case $stage in
     main)
         bench --cache-check --profile /tmp/profile --json "$out/main.json"
         python3 bench/profile_summary.py /tmp/profile 2>&1 | tee "$out/profile.txt"
-        tar czf "$out/profile.tgz" -C /tmp profile ;;
+        find /tmp/profile -name '*.trace.json.gz' -exec cp {} "$out/profile.trace.json.gz" \; ;;
     levers)
         bench --freeze full --attention xla,cudnn --patch-embed conv,matmul --eval-batch 0 \
             --json "$out/levers.json"

@@ -9,8 +9,9 @@ with the fast-path knobs of `config.model`, optimizer with its freezing mask, me
 `Run.init_state()`, `Run.jit_train_step()` / `Run.jit_eval_step()`, fed `parallel.global_batch`, as the
 CLI's loop does. Each variant runs in a process of its own, so its peak device memory and start-up
 are its own and an out-of-memory variant becomes a row, not the end of the run. The train variants are
-the product of the list flags (--model, --resolution, --batch, --freeze, --attention, --patch-embed,
---remat, --momentum-dtype); --eval-batch adds an inference row per model, resolution and kernel choice.
+the product of the list flags (--model, --resolution, --batch, --freeze, --attention, --attention-pad,
+--patch-embed, --remat, --momentum-dtype); --eval-batch adds an inference row per model, resolution and
+kernel choice. Rows name the kernels "auto" resolved to.
 
 Columns: img/s and ms/step (median of --repeats windows of --steps steps after --warmup steps); the
 ratio to timm + torch.compile (train) or transformers eager inference (eval) measured in the same call;
@@ -71,6 +72,7 @@ class Variant:
     batch: int = 256
     freeze: str = "full"
     attention: str = "auto"
+    attention_pad: int = 64
     patch_embed: str = "auto"
     remat: str = "off"
     momentum_dtype: str = "float32"
@@ -113,6 +115,7 @@ def bench_config(v: Variant):
     c.model.spec = dict(MODELS[v.model], image_size=v.resolution)
     c.model.dtype = v.dtype
     c.model.attention = v.attention
+    c.model.attention_pad = v.attention_pad
     c.model.patch_embed = v.patch_embed
     c.model.remat = v.remat != "off"
     if c.model.remat:
@@ -261,9 +264,9 @@ def variants(args) -> list[Variant]:
     split = lambda text, kind=str: [kind(x) for x in text.split(",") if x]
     base = dict(dtype=args.dtype, classes=args.classes, device_augment=args.device_augment)
     grid = itertools.product(split(args.model), split(args.resolution, int), split(args.batch, int),
-                             split(args.freeze), split(args.attention), split(args.patch_embed),
-                             split(args.remat), split(args.momentum_dtype))
-    out = [Variant(m, r, b, f, a, pe, rm, md, **base) for m, r, b, f, a, pe, rm, md in grid]
+                             split(args.freeze), split(args.attention), split(args.attention_pad, int),
+                             split(args.patch_embed), split(args.remat), split(args.momentum_dtype))
+    out = [Variant(m, r, b, f, a, ap, pe, rm, md, **base) for m, r, b, f, a, ap, pe, rm, md in grid]
     for name in split(args.freeze):
         if name not in FREEZES:
             raise SystemExit(f"--freeze {name!r}: use one of {FREEZES}")
@@ -272,8 +275,9 @@ def variants(args) -> list[Variant]:
             raise SystemExit(f"--remat {name!r}: use one of {REMATS}")
     if args.eval_batch:
         kernels = itertools.product(split(args.model), split(args.resolution, int), split(args.attention),
-                                    split(args.patch_embed))
-        out += [Variant(m, r, args.eval_batch, "full", a, pe, mode="eval", **base) for m, r, a, pe in kernels]
+                                    split(args.attention_pad, int), split(args.patch_embed))
+        out += [Variant(m, r, args.eval_batch, "full", a, ap, pe, mode="eval", **base)
+                for m, r, a, ap, pe in kernels]
     return out
 
 
@@ -318,33 +322,48 @@ def mfu(row: dict, peak_tflops: float | None) -> str:
     return f"{100 * row['model_gflop_img'] * 1e9 * row['img_s'] / (peak * 1e12 * row['devices']):.1f}%"
 
 
+def kernels(row: dict) -> str:
+    """The attention and patch-embedding kernels a row ran ("auto" resolved), or those asked for."""
+    v, used = row["variant"], row.get("backbone")
+    if used is None:
+        return f"attn={v['attention']}/{v['attention_pad']} pe={v['patch_embed']}"
+    pad = f"/{used['attention_pad']}" if used["attention_pad"] != "0" else ""
+    auto = lambda key: "auto:" if v[key] == "auto" else ""
+    return f"attn={auto('attention')}{used['attention_impl']}{pad} pe={auto('patch_embed')}{used['patch_embed']}"
+
+
+def label(row: dict) -> str:
+    v = row["variant"]
+    text = f"{v['model']} {v['resolution']} bs{v['batch']} {v['freeze'] if v['mode'] == 'train' else 'eval'} "
+    text += kernels(row)
+    if v["mode"] == "train":
+        momentum = {"float32": "f32", "bfloat16": "bf16"}.get(v["momentum_dtype"], v["momentum_dtype"])
+        text += f" remat={v['remat']} mom={momentum}"
+    return text + (f" {v['note']}" if v["note"] else "")
+
+
 def table(rows: list[dict], anchors: dict, peak_tflops: float | None = None) -> str:
     """The printed table: anchors first, then one line per vitjax variant."""
-    head = (f"{'system / variant':<64} {'img/s':>8} {'ms/step':>8} {'ratio':>6} {'MFU':>6} "
+    names = {name: f"torch {name}" + (f" bs{res['batch']}" if "batch" in res else "") for name, res in anchors.items()}
+    labels = [label(row) for row in rows]
+    w = max([len("system / variant"), *map(len, labels), *map(len, names.values())])
+    head = (f"{'system / variant':<{w}} {'img/s':>8} {'ms/step':>8} {'ratio':>6} {'MFU':>6} "
             f"{'GF/img':>7} {'XLA GF':>7} {'peak GiB':>9} {'compile':>8} {'start':>6}")
     lines = [head, "-" * len(head)]
     for name, res in anchors.items():
         if "img_s" in res:
             peak = f"{res['peak_gb']:.1f}" if "peak_gb" in res else "-"
-            lines.append(f"{'torch ' + name + ' bs' + str(res.get('batch', '')):<64} {res['img_s']:>8.0f} "
-                         f"{res.get('step_ms', float('nan')):>8.1f} {'':>6} {'':>6} {'':>7} {'':>7} {peak:>9}")
+            lines.append(f"{names[name]:<{w}} {res['img_s']:>8.0f} {res.get('step_ms', float('nan')):>8.1f} "
+                         f"{'':>6} {'':>6} {'':>7} {'':>7} {peak:>9}")
         else:
-            lines.append(f"{'torch ' + name:<64} error: {res.get('error', res)}")
-    for row in rows:
-        v = row["variant"]
-        if v["mode"] == "train":
-            momentum = {"float32": "f32", "bfloat16": "bf16"}.get(v["momentum_dtype"], v["momentum_dtype"])
-            label = (f"{v['model']} {v['resolution']} bs{v['batch']} {v['freeze']} attn={v['attention']} "
-                     f"pe={v['patch_embed']} remat={v['remat']} mom={momentum}")
-        else:
-            label = f"{v['model']} {v['resolution']} bs{v['batch']} eval attn={v['attention']} pe={v['patch_embed']}"
-        label += f" {v['note']}" if v["note"] else ""
+            lines.append(f"{names[name]:<{w}} error: {res.get('error', res)}")
+    for row, text in zip(rows, labels):
         if "error" in row:
-            lines.append(f"{label:<64} error: {row['error']}")
+            lines.append(f"{text:<{w}} error: {row['error']}")
             continue
         xla = f"{row['xla_gflop_img']:.3g}" if row["xla_gflop_img"] else "-"
         peak = f"{row['peak_gib']:.3g}{'*' if row['peak_estimated'] else ''}"
-        lines.append(f"{label:<64} {row['img_s']:>8.0f} {row['step_ms']:>8.2f} {ratio(row, anchors):>6} "
+        lines.append(f"{text:<{w}} {row['img_s']:>8.0f} {row['step_ms']:>8.2f} {ratio(row, anchors):>6} "
                      f"{mfu(row, peak_tflops):>6} {row['model_gflop_img']:>7.3g} {xla:>7} {peak:>9} "
                      f"{row['compile_s']:>8.1f} {row['start_s']:>6.1f}")
     return "\n".join(lines)
@@ -357,6 +376,7 @@ def parse_args(argv=None):
     p.add_argument("--batch", default="256", help="comma list of global train batch sizes")
     p.add_argument("--freeze", default=",".join(FREEZES), help=f"comma list of {FREEZES}")
     p.add_argument("--attention", default="auto", help="comma list of auto, xla, cudnn")
+    p.add_argument("--attention-pad", default="64", help="comma list: cudnn pads tokens to a multiple of this")
     p.add_argument("--patch-embed", default="auto", help="comma list of auto, conv, matmul")
     p.add_argument("--remat", default="off", help=f"comma list of {REMATS}")
     p.add_argument("--momentum-dtype", default="float32", help="comma list of float32, bfloat16")
