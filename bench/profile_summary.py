@@ -60,7 +60,8 @@ def summarize(events: list[dict], steps: int, top: int) -> str:
         by_family[family(name)] += dur
     lines = [f"device time {total / steps / 1e3:.2f} ms/step over {len(by_name)} kernel names", "",
              f"{'family':<16} {'ms/step':>8} {'share':>6}"]
-    lines += [f"{fam:<16} {dur / steps / 1e3:>8.3f} {100 * dur / total:>5.1f}%" for fam, dur in by_family.most_common()]
+    lines += [f"{fam:<16} {dur / steps / 1e3:>8.3f} {100 * dur / total:>5.1f}%"
+              for fam, dur in by_family.most_common()]
     lines += ["", f"{'kernel':<80} {'ms/step':>8} {'share':>6}"]
     lines += [f"{name[:80]:<80} {dur / steps / 1e3:>8.3f} {100 * dur / total:>5.1f}%"
               for name, dur in by_name.most_common(top)]

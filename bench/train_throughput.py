@@ -19,7 +19,8 @@ MFU = model FLOPs (counted analytically: matmuls and attention, a frozen part fo
 the device's dense bf16 peak (PEAK_TFLOPS or --peak-tflops); XLA's own FLOP count of the compiled step
 (cost analysis; it counts no FLOPs inside cuDNN's fused attention); peak device memory
 (`memory_stats()`, or XLA's static memory analysis where the backend keeps no statistics, marked *);
-compile s (lower + compile of the step); start s (process start to the end of the first step).
+compile s (lower + compile of the step); start s (from the variant's process start, imports included,
+to the end of its first step).
 --cache-check runs the first train variant twice more over a fresh persistent compilation cache
 (cold, then warm), as a second CLI run would find it; --profile DIR writes a `jax.profiler` trace of
 --steps steps of the first train variant (after its timing, so the figures exclude it).
@@ -155,16 +156,17 @@ def measure(v: Variant, steps: int, warmup: int, repeats: int) -> dict:
                            [f"class_{i}" for i in range(v.classes)])
     with tempfile.TemporaryDirectory() as workdir:
         run = setup.build_run(config, workdir, dataset)
-    state = run.init_state()
     local = {"image": images, "label": labels}
-    if v.mode == "eval":
+    if v.mode == "train":
+        state = run.init_state()
+        jitted, args = run.jit_train_step(), (state,)
+    else:  # the parameters alone on the device, placed as the train state places them
         local["valid"] = np.ones(v.batch, bool)
+        params = jax.device_put(run.init_params, parallel.param_shardings(run.init_params, run.mesh))
+        jitted, args = run.jit_eval_step(), (params,)
     batch = parallel.global_batch(local, run.mesh)
-
-    jitted = run.jit_train_step() if v.mode == "train" else run.jit_eval_step()
-    args = (state, batch) if v.mode == "train" else (run.eval_params(state), batch)
     t0 = time.perf_counter()
-    compiled = jitted.lower(*args).compile()
+    compiled = jitted.lower(*args, batch).compile()
     compile_s = time.perf_counter() - t0
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -173,11 +175,9 @@ def measure(v: Variant, steps: int, warmup: int, repeats: int) -> dict:
         def advance(n):
             nonlocal state
             for _ in range(n):
-                state, out = compiled(state, batch)
+                state, _ = compiled(state, batch)
             return state
     else:
-        params = args[0]
-
         def advance(n):
             out = None
             for _ in range(n):
@@ -344,7 +344,8 @@ def label(row: dict) -> str:
 
 def table(rows: list[dict], anchors: dict, peak_tflops: float | None = None) -> str:
     """The printed table: anchors first, then one line per vitjax variant."""
-    names = {name: f"torch {name}" + (f" bs{res['batch']}" if "batch" in res else "") for name, res in anchors.items()}
+    names = {name: f"torch {name}" + (f" bs{res['batch']}" if "batch" in res else "")
+             for name, res in anchors.items()}
     labels = [label(row) for row in rows]
     w = max([len("system / variant"), *map(len, labels), *map(len, names.values())])
     head = (f"{'system / variant':<{w}} {'img/s':>8} {'ms/step':>8} {'ratio':>6} {'MFU':>6} "

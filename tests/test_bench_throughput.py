@@ -20,9 +20,9 @@ def bench():
     del sys.modules[spec.name]
 
 
-@pytest.mark.parametrize("freeze", ["full", "head_only"])
-def test_measure_tiny_train_step(bench, freeze):
-    v = bench.Variant("tiny", 32, 8, freeze, dtype="float32")
+@pytest.mark.parametrize("freeze,mode", [("full", "train"), ("head_only", "train"), ("full", "eval")])
+def test_measure_tiny_step(bench, freeze, mode):
+    v = bench.Variant("tiny", 32, 8, freeze, mode=mode, dtype="float32")
     row = bench.measure(v, steps=2, warmup=1, repeats=2)
     assert row["img_s"] > 0 and row["compile_s"] > 0 and row["peak_gib"] > 0
     assert row["backbone"]["attention_impl"] == "xla"  # CPU: the plain path

@@ -21,6 +21,11 @@ SPEC = ViTSpec(image_size=(16, 20), patch_size=4, hidden_size=32, num_layers=1, 
 FAST = dict(attention_impl="xla", attention_pad=8, patch_embed="matmul")  # 21 tokens -> 24
 
 
+def _random_head(head):
+    """The head starts at zero: every logit equal, no gradient into the backbone. Random weights instead."""
+    return jax.tree.map(lambda p: p + 0.1 * np.random.default_rng(3).standard_normal(p.shape, np.float32), head)
+
+
 def _rel(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
@@ -46,8 +51,7 @@ def test_fast_backbone_same_logits(dtype, tol):
     params = jax.jit(functools.partial(plain.init, train=False))(jax.random.key(0), images)["params"]
     shapes = jax.eval_shape(functools.partial(fast.init, train=False), jax.random.key(0), images)["params"]
     assert jax.tree.map(jnp.shape, shapes) == jax.tree.map(jnp.shape, params)  # the same parameters
-    params["head"] = jax.tree.map(lambda p: p + 0.1 * np.random.default_rng(3).standard_normal(p.shape, np.float32),
-                                  params["head"])  # a zero head would make every logit equal
+    params["head"] = _random_head(params["head"])
     logits = lambda m: jax.jit(functools.partial(m.apply, train=False))({"params": params}, images)
     assert _rel(logits(fast), logits(plain)) < tol
 
@@ -66,10 +70,7 @@ def _tiny_run(tmp_path, optimizer="adamw"):
 
 def _one_step(run, batch):
     state = run.init_state()
-    # The head starts at zero, which would stop the backbone's gradient: give it random weights.
-    head = jax.tree.map(lambda p: p + 0.1 * np.random.default_rng(3).standard_normal(p.shape, np.float32),
-                        state.params["head"])
-    start = jax.device_get({**state.params, "head": head})
+    start = jax.device_get({**state.params, "head": _random_head(state.params["head"])})
     state, (metrics, grad_norm) = run.jit_train_step()(state.replace(params=start), batch)
     update = jax.tree.map(lambda new, old: new - old, jax.device_get(state.params), start)
     return update, jax.device_get(metrics.compute()["loss"]), jax.device_get(grad_norm)
