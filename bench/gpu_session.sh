@@ -18,6 +18,9 @@ mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .bench/wheels/*.whl || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+# JAX takes 75% of the GPU by default; each variant runs alone, so let it have nearly all of it
+# (the largest batch that fits is one of the figures asked for).
+export XLA_PYTHON_CLIENT_MEM_FRACTION=0.95
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
     python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__,
