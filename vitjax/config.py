@@ -32,6 +32,13 @@ def base_config(task: str = "classification", plugins=()) -> ml_collections.Conf
     c.model.drop_path_rate = 0.0     # stochastic depth during training
     c.model.dropout_rate = 0.0       # hidden dropout during training
     c.model.remat = False            # recompute block activations in the backward pass
+    c.model.remat_policy = "nothing_saveable"  # with remat, what a block keeps: "nothing_saveable",
+                                     # "dots_with_no_batch_dims_saveable" or "dots_saveable"
+    # Fast paths (vitjax/train/fast_paths.py), each the same function as the plain path; "auto" = the
+    # fast one on CUDA GPUs, plain XLA elsewhere.
+    c.model.attention = "auto"       # "xla", or "cudnn" (fused flash attention; bfloat16/float16 only)
+    c.model.attention_pad = 64       # cudnn: tokens padded to a multiple of this inside attention, masked
+    c.model.patch_embed = "auto"     # "conv" (strided convolution) or "matmul" (patches as rows)
 
     c.data = data_config.default_config()
 
@@ -125,7 +132,9 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
 # Keys that may change between a run and its resume without changing what is computed.
 RUN_NEUTRAL = {"train.log_every", "train.progress", "data.workers", "data.prefetch",
                "train.resume", "compilation_cache", "distributed.coordinator",
-               "distributed.num_processes", "distributed.process_id"}
+               "distributed.num_processes", "distributed.process_id",
+               # fast paths: other kernels for the same function
+               "model.attention", "model.attention_pad", "model.patch_embed", "model.remat_policy"}
 
 
 def differences(a: dict, b: dict, prefix: str = "") -> list[str]:

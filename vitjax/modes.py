@@ -25,11 +25,16 @@ class UserError(Exception):
     pass
 
 
+def enable_compilation_cache(path: str) -> None:
+    """Keeps compiled programs (those taking over a second to build) in `path` across runs."""
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def _prepare(config) -> None:
     config_lib.validate(config)
     if config.compilation_cache:
-        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compilation_cache))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        enable_compilation_cache(config.compilation_cache)
     parallel.initialize_distributed(config.distributed)
 
 

@@ -17,6 +17,11 @@ A family is a set of flags on `ViTSpec`:
 Position embeddings are stored for the grid of `spec.image_size`; an input of another size is run with
 the embeddings resized (torch-matching bicubic) to its patch grid, as transformers does with
 `interpolate_pos_encoding=True` (and always, for DINOv2).
+
+Fast paths (the same function, other kernels; `vitjax/train/fast_paths.py` picks them per backend):
+`attention_impl="cudnn"` with `attention_pad` (the token axis padded inside attention only, the padding
+masked by sequence lengths: cuDNN's fused kernel rejects 197 tokens), `patch_embed="matmul"` (patches
+reshaped into rows, one matrix product instead of a strided convolution), and `remat_policy`.
 """
 from __future__ import annotations
 
@@ -42,6 +47,10 @@ ACTIVATIONS = {
     "silu": nn.silu,
     "swish": nn.silu,
 }
+
+PATCH_EMBEDS = ("conv", "matmul")
+# Rematerialisation policies by name (`jax.checkpoint_policies`): what a block keeps for the backward pass.
+REMAT_POLICIES = ("nothing_saveable", "dots_with_no_batch_dims_saveable", "dots_saveable")
 
 
 def _pair(value: Any) -> tuple[int, int]:
@@ -171,12 +180,29 @@ class ViTSpec:
         return config
 
 
+def padded_attention(q, k, v, *, implementation: str | None = None, pad_multiple: int = 0):
+    """`jax.nn.dot_product_attention` over [B, T, N, H] with the token axis padded to a multiple of
+    `pad_multiple` (0: unpadded). The padded keys are masked by `key_value_seq_lengths`, the padded
+    queries by `query_seq_lengths` and dropped from the output, so the result equals the unpadded one.
+    """
+    tokens = q.shape[1]
+    padded = -(-tokens // pad_multiple) * pad_multiple if pad_multiple else tokens
+    if padded == tokens:
+        return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+    pad = lambda t: jnp.pad(t, ((0, 0), (0, padded - tokens), (0, 0), (0, 0)))
+    lengths = jnp.full((q.shape[0],), tokens, jnp.int32)
+    out = jax.nn.dot_product_attention(pad(q), pad(k), pad(v), implementation=implementation,
+                                       query_seq_lengths=lengths, key_value_seq_lengths=lengths)
+    return out[:, :tokens]
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with HF's query/key/value/out projections."""
 
     spec: ViTSpec
     dtype: Any = jnp.float32
     attention_impl: str | None = None
+    attention_pad: int = 0
 
     @nn.compact
     def __call__(self, x, deterministic: bool):
@@ -195,7 +221,8 @@ class Attention(nn.Module):
             probs = nn.Dropout(spec.attention_dropout)(probs, deterministic=False)
             out = jnp.einsum("bnts,bsnh->btnh", probs, v)
         else:
-            out = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
+            out = padded_attention(q, k, v, implementation=self.attention_impl,
+                                   pad_multiple=self.attention_pad)
         out = out.reshape(*out.shape[:-2], spec.hidden_size)
         return dense("out", True)(out)
 
@@ -238,6 +265,7 @@ class Block(nn.Module):
     drop_path_rate: float = 0.0
     dtype: Any = jnp.float32
     attention_impl: str | None = None
+    attention_pad: int = 0
 
     @nn.compact
     def __call__(self, x, deterministic: bool):
@@ -254,18 +282,49 @@ class Block(nn.Module):
                 y = y * scale.astype(y.dtype)
             return drop_path(y, deterministic)
 
-        y = Attention(spec, self.dtype, self.attention_impl, name="attention")(norm("layernorm_before")(x),
-                                                                              deterministic)
+        y = Attention(spec, self.dtype, self.attention_impl, self.attention_pad,
+                      name="attention")(norm("layernorm_before")(x), deterministic)
         x = x + branch(y, "layer_scale1")
         y = Mlp(spec, self.dtype, name="mlp")(norm("layernorm_after")(x))
         return x + branch(y, "layer_scale2")
 
 
+class PatchEmbed(nn.Module):
+    """The patch projection: `kernel` [p, p, C, D] and `bias` [D] (the parameters of a strided conv),
+    applied as that convolution ("conv") or as patches reshaped into rows times the flattened kernel
+    ("matmul"). Returns [B, gh, gw, D]; edge pixels beyond whole patches are dropped, as in HF."""
+
+    features: int
+    patch_size: int
+    dtype: Any = jnp.float32
+    impl: str = "conv"
+
+    @nn.compact
+    def __call__(self, images):
+        if self.impl not in PATCH_EMBEDS:
+            raise ValueError(f"patch_embed={self.impl!r}; use one of {PATCH_EMBEDS}")
+        p, channels = self.patch_size, images.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, channels, self.features),
+                            jnp.float32).astype(self.dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
+        images = images.astype(self.dtype)
+        if self.impl == "conv":
+            x = jax.lax.conv_general_dilated(images, kernel, (p, p), "VALID",
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            return x + bias
+        batch, height, width = images.shape[:3]
+        gh, gw = height // p, width // p
+        rows = images[:, :gh * p, :gw * p].reshape(batch, gh, p, gw, p, channels)
+        rows = rows.transpose(0, 1, 3, 2, 4, 5).reshape(batch, gh, gw, p * p * channels)
+        return rows @ kernel.reshape(p * p * channels, self.features) + bias
+
+
 class Embeddings(nn.Module):
-    """Patch embedding (a strided conv), CLS (+ distillation) tokens and position embeddings."""
+    """Patch embedding, CLS (+ distillation) tokens and position embeddings."""
 
     spec: ViTSpec
     dtype: Any = jnp.float32
+    patch_embed: str = "conv"
 
     @nn.compact
     def __call__(self, images):
@@ -273,8 +332,7 @@ class Embeddings(nn.Module):
         d = spec.hidden_size
         init = nn.initializers.truncated_normal(0.02)
         p = spec.patch_size
-        x = nn.Conv(d, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype, param_dtype=jnp.float32,
-                    name="patch_embeddings")(images)
+        x = PatchEmbed(d, p, self.dtype, self.patch_embed, name="patch_embeddings")(images)
         batch, gh, gw, _ = x.shape
         x = x.reshape(batch, gh * gw, d)
         prefix = [self.param("cls_token", init, (1, 1, d), jnp.float32)]
@@ -299,15 +357,21 @@ class Encoder(nn.Module):
     spec: ViTSpec
     dtype: Any = jnp.float32
     attention_impl: str | None = None
+    attention_pad: int = 0
     remat: bool = False
+    remat_policy: str = "nothing_saveable"
 
     @nn.compact
     def __call__(self, x, deterministic: bool):
         spec = self.spec
-        block = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"remat_policy={self.remat_policy!r}; use one of {REMAT_POLICIES}")
+        policy = getattr(jax.checkpoint_policies, self.remat_policy)
+        block = nn.remat(Block, static_argnums=(2,), policy=policy) if self.remat else Block
         for i in range(spec.num_layers):
             rate = spec.drop_path_rate * i / max(spec.num_layers - 1, 1)
-            x = block(spec, rate, self.dtype, self.attention_impl, name=f"layer_{i:02d}")(x, deterministic)
+            x = block(spec, rate, self.dtype, self.attention_impl, self.attention_pad,
+                      name=f"layer_{i:02d}")(x, deterministic)
         return x
 
 
@@ -322,15 +386,19 @@ class ViT(nn.Module):
     spec: ViTSpec
     dtype: Any = jnp.float32
     attention_impl: str | None = None  # None: XLA picks; "cudnn" for the fused GPU kernel.
+    attention_pad: int = 0  # pad the tokens to a multiple of this inside attention (masked); 0 = no
+    patch_embed: str = "conv"  # "conv" or "matmul": the same function
     remat: bool = False
+    remat_policy: str = "nothing_saveable"  # with remat: what each block keeps (REMAT_POLICIES)
 
     @nn.compact
     def __call__(self, images, *, train: bool):
         spec = self.spec
         deterministic = not (train and self.has_rng("dropout"))
-        x, (gh, gw) = Embeddings(spec, self.dtype, name="embeddings")(images.astype(self.dtype))
+        x, (gh, gw) = Embeddings(spec, self.dtype, self.patch_embed, name="embeddings")(images.astype(self.dtype))
         x = nn.Dropout(spec.hidden_dropout)(x, deterministic=deterministic)
-        x = Encoder(spec, self.dtype, self.attention_impl, self.remat, name="encoder")(x, deterministic)
+        x = Encoder(spec, self.dtype, self.attention_impl, self.attention_pad, self.remat, self.remat_policy,
+                    name="encoder")(x, deterministic)
         x = nn.LayerNorm(spec.layer_norm_eps, dtype=self.dtype, param_dtype=jnp.float32, name="layernorm")(x)
         n_pre = spec.num_prefix_tokens
         out = {"tokens": x, "cls": x[:, 0], "patches": x[:, n_pre:].reshape(x.shape[0], gh, gw, x.shape[-1])}

@@ -28,6 +28,7 @@ from vitjax.optim.transforms import clip_by_active_global_norm, scale_by_group_l
 
 OPTIMIZERS = ("adamw", "sgd", "lion")
 SCHEDULES = ("cosine", "linear", "constant")
+MOMENTUM_DTYPES = ("float32", "bfloat16")
 # Never weight-decayed besides 0/1-d tensors (biases, norm scales, layer scales): tokens and position
 # embeddings, i.e. anything held directly by `embeddings/` (the patch projection kernel is decayed).
 NO_DECAY = re.compile(r"(.*/)?(embeddings/[^/]+|[^/]*(token|position_embeddings|pos_embed)[^/]*)")
@@ -89,16 +90,20 @@ def _direction(optim_cfg, decay: Any) -> optax.GradientTransformation:
     to the gradient before momentum for SGD (L2, as torch does), decoupled for AdamW and Lion."""
     wd = optim_cfg.weight_decay
     weight_decay = optax.add_decayed_weights(wd, mask=decay) if wd else optax.identity()
+    momentum_dtype = optim_cfg.momentum_dtype
+    if momentum_dtype not in MOMENTUM_DTYPES:
+        raise ValueError(f"optim.momentum_dtype={momentum_dtype!r}: use one of {MOMENTUM_DTYPES}")
     if optim_cfg.name == "sgd":
         if not optim_cfg.momentum:
             return weight_decay
-        return optax.chain(weight_decay, optax.trace(optim_cfg.momentum, nesterov=optim_cfg.nesterov))
+        return optax.chain(weight_decay, optax.trace(optim_cfg.momentum, nesterov=optim_cfg.nesterov,
+                                                     accumulator_dtype=momentum_dtype))
     b1 = 0.9 if optim_cfg.b1 is None else optim_cfg.b1
     if optim_cfg.name == "adamw":
         b2 = 0.999 if optim_cfg.b2 is None else optim_cfg.b2
-        return optax.chain(optax.scale_by_adam(b1, b2, optim_cfg.eps), weight_decay)
+        return optax.chain(optax.scale_by_adam(b1, b2, optim_cfg.eps, mu_dtype=momentum_dtype), weight_decay)
     b2 = 0.99 if optim_cfg.b2 is None else optim_cfg.b2
-    return optax.chain(optax.scale_by_lion(b1, b2), weight_decay)
+    return optax.chain(optax.scale_by_lion(b1, b2, mu_dtype=momentum_dtype), weight_decay)
 
 
 def build_optimizer(optim_cfg, params, *, num_layers: int, steps_per_epoch: int, total_steps: int,

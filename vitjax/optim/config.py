@@ -25,6 +25,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.eps = 1e-8                      # adamw denominator epsilon
     c.momentum = 0.9                  # sgd momentum (0 = plain SGD)
     c.nesterov = False                # sgd: Nesterov momentum
+    c.momentum_dtype = "float32"      # dtype of the momentum state (adamw/lion first moment, sgd trace);
+                                      # "bfloat16" halves it and its memory traffic (second moment stays float32)
 
     # Schedule of the base learning rate: linear warmup from 0, then "cosine" / "linear" decay to
     # lr * end_lr_fraction at the last step, or "constant".

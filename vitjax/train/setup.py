@@ -27,6 +27,7 @@ from vitjax.data.device_augment import train_transform
 from vitjax.data.sources import ImageDataset
 from vitjax.models.model import Model
 from vitjax.models.vit import ViT, ViTSpec
+from vitjax.train.fast_paths import backbone_options
 from vitjax.train.steps import TrainState, make_eval_step, make_train_step
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,9 @@ class Run:
         return state.params if state.ema_params is None else state.ema_params
 
 
-def build_run(config, workdir: str) -> Run:
+def build_run(config, workdir: str, dataset: ImageDataset | None = None) -> Run:
+    """The run of `config` in `workdir`, on `config.data` (opened by the task, its split saved to the workdir)
+    or on a given `dataset` (e.g. the benchmark's synthetic images)."""
     mesh = parallel.make_mesh(config.mesh)
     devices = jax.device_count()
     config_lib.check_batch_divides(config.train.batch_size, "train.batch_size", devices)
@@ -145,16 +148,16 @@ def build_run(config, workdir: str) -> Run:
 
     registry.load_plugins(config.task.plugins)
     task_class = registry.get_task(config.task.name)
-    dataset = task_class.open_source(config.data, config.task)
-    if jax.process_index() == 0:
-        splits_lib.write_split(workdir, dataset)
+    if dataset is None:
+        dataset = task_class.open_source(config.data, config.task)
+        if jax.process_index() == 0:
+            splits_lib.write_split(workdir, dataset)
     log.info("data %s: %s", dataset.source,
              {s: len(v) for s, v in dataset.splits.items()})
 
     task = task_class(config.task, dataset.class_names)
     spec, params, preprocessing, base = load_backbone(config, dataset.class_names)
-    model = Model(ViT(spec, dtype=jnp.dtype(config.model.dtype), remat=config.model.remat),
-                  task.make_head(spec))
+    model = Model(ViT(spec, **backbone_options(config.model)), task.make_head(spec))
     params = _with_task_head(model, spec, params, config.seed)
 
     steps_per_epoch = len(dataset.splits["train"]) // config.train.batch_size
