@@ -137,8 +137,8 @@ class Run:
 
 
 def build_run(config, workdir: str, dataset: ImageDataset | None = None) -> Run:
-    """The run of `config` in `workdir`, on `config.data` (opened by the task, its split saved to the workdir)
-    or on a given `dataset` (e.g. the benchmark's synthetic images)."""
+    """The run of `config` in `workdir`, on `config.data` (opened by the task's `open_source`, its
+    split saved to the workdir) or on a given `dataset` (e.g. the benchmark's synthetic images)."""
     mesh = parallel.make_mesh(config.mesh)
     devices = jax.device_count()
     config_lib.check_batch_divides(config.train.batch_size, "train.batch_size", devices)
