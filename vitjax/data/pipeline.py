@@ -1,7 +1,7 @@
 """The grain input pipeline: an endless, sharded, resumable training iterator and padded eval batches.
 
 Training: source -> (decode, or decode+resize+cache) -> per-epoch shuffle -> repeat -> per-record random
-augmentation -> this process's shard -> batch -> threads / worker processes. The augmentation of record i
+augmentation -> batch -> this process's batches -> threads / worker processes. The augmentation of record i
 of the endless stream is seeded from (seed, i), so a run is deterministic given the seed, and the
 iterator's `get_state()` (a small dict) restores the stream at the very next batch.
 With `device_augment`, the host ships images resized once to `train_image_size()` and
@@ -89,7 +89,7 @@ def train_iterator(split, preprocessing, data_cfg, *, batch_size: int, seed: int
 
     b = batch_size is the per-process batch; (H, W) = `train_image_size(preprocessing, data_cfg)`.
     Reshuffled every epoch, deterministic given `seed`; this process reads only every shard_count-th
-    record of the shuffled stream. `get_state()` / `set_state()` (or `start_state`) resume it exactly.
+    batch of the shuffled stream. `get_state()` / `set_state()` (or `start_state`) resume it exactly.
     """
     _check_batch(batch_size, shard_index, shard_count)
     if len(split) == 0:
@@ -109,7 +109,10 @@ def train_iterator(split, preprocessing, data_cfg, *, batch_size: int, seed: int
     ds = grain.MapDataset.source(source).shuffle(seed % 2**32).repeat(None)
     size = None if device_side else tuple(preprocessing.input_size)
     ds = ds.random_map(TrainAugment(data_cfg.augment, size, resample), seed=seed % 2**32)
-    ds = ds[shard_index::shard_count].batch(batch_size, drop_remainder=True)
+    # Process p takes batches p, p + shard_count, ... of the stream cut into per-process batches, so
+    # the global batch (process 0's rows first) is the same records in the same order whatever the
+    # process count, and `next_index` (batches drawn) resumes on another process count.
+    ds = ds.batch(batch_size, drop_remainder=True)[shard_index::shard_count]
     iterator = iter(_parallel(ds, data_cfg))
     if start_state is not None:
         iterator.set_state(start_state)

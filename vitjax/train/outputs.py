@@ -14,6 +14,7 @@ import sys
 
 import jax
 
+from vitjax import parallel
 from vitjax.checkpoints.hf_export import export_hf
 from vitjax.train import evaluation, report
 
@@ -48,27 +49,29 @@ def finish(run, best_state, eval_step, host: dict, best_step: int) -> dict:
         "class_names": run.dataset.class_names,
         "devices": jax.device_count(),
     }
+    host_params = parallel.to_host(params, run.mesh) if cfg.export else None
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
         if history:
             report.plot_learning_curves(history, os.path.join(workdir, "learning_curves.png"))
         if cfg.export:
-            export(run, params, os.path.join(workdir, "best"), metrics)
+            export(run, host_params, os.path.join(workdir, "best"), metrics)
     for split, values in metrics.items():
         log.info("%s: %s", split, ", ".join(f"{k}={v:.4f}" for k, v in sorted(values.items())))
     return results
 
 
 def export(run, params, directory: str, metrics: dict | None = None) -> str | None:
-    """Writes `params` in Hugging Face format (+ model card) when the task has a transformers class."""
+    """Writes `params` (host arrays: `parallel.to_host`) in Hugging Face format (+ model card) when
+    the task has a transformers class."""
     hf = run.task.hf_config()
     if hf is None:
         log.info("task %r has no transformers class; its model stays in %s/checkpoints",
                  run.task.name, run.workdir)
         return None
     id2label = {int(k): v for k, v in hf["id2label"].items()}
-    path = export_hf(directory, run.spec, jax.device_get(params), id2label, run.preprocessing)
+    path = export_hf(directory, run.spec, params, id2label, run.preprocessing)
     report.write_model_card(path, {
         "base_checkpoint": run.base if run.base != "scratch" else None,
         "dataset": run.dataset.source,
@@ -96,7 +99,10 @@ def export_from_checkpoint(config, workdir: str, output: str) -> str:
         raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint; train first.")
     state, _, _ = ckpt.restore(step, run.init_state())
     ckpt.close()
-    path = export(run, run.eval_params(state), output)
+    params = parallel.to_host(run.eval_params(state), run.mesh)
+    if jax.process_index() != 0:
+        return output
+    path = export(run, params, output)
     if path is None:
         raise ValueError(f"task {run.task.name!r} cannot be exported in Hugging Face format.")
     return path
