@@ -15,6 +15,8 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 
 from train_helpers import tiny_config
 from vitjax import parallel
@@ -67,23 +69,37 @@ def _free_port() -> int:
 
 
 def run_jobs(jobs: list[dict], *, devices: int = 8, processes: int = 1, timeout: int = 600) -> None:
-    """Runs `jobs` one after another in `processes` processes of `devices` CPU devices each."""
+    """Runs `jobs` one after another in `processes` processes of `devices` CPU devices each.
+
+    Output goes to files (a full pipe would stall a process inside a collective); when one
+    process fails the others are stopped, and the error shows every process's output.
+    """
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     coordinator = f"127.0.0.1:{_free_port()}" if processes > 1 else ""
-    procs = [subprocess.Popen([sys.executable, WORKER, json.dumps(jobs), coordinator,
-                               str(processes), str(i)],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-             for i in range(processes)]
-    outputs = []
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=timeout)[0])
-    finally:
+    with tempfile.TemporaryDirectory() as logs:
+        paths = [os.path.join(logs, f"process_{i}.log") for i in range(processes)]
+        procs = []
+        for i, path in enumerate(paths):
+            with open(path, "w", encoding="utf-8") as log:
+                procs.append(subprocess.Popen(
+                    [sys.executable, WORKER, json.dumps(jobs), coordinator, str(processes), str(i)],
+                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + timeout
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            if any(p.poll() for p in procs):  # one failed: the others would wait for it
+                break
+            time.sleep(0.2)
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-    failed = [(i, out) for i, (proc, out) in enumerate(zip(procs, outputs)) if proc.returncode]
-    if failed:
-        raise AssertionError("\n".join(f"process {i} failed:\n{out[-6000:]}" for i, out in failed))
+                proc.wait()
+        if any(proc.returncode for proc in procs):
+            raise AssertionError("\n".join(
+                f"process {i} (exit code {proc.returncode}):\n{_tail(path)}"
+                for i, (proc, path) in enumerate(zip(procs, paths))))
+
+
+def _tail(path: str, chars: int = 6000) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()[-chars:]

@@ -1,17 +1,19 @@
-"""Scale-out on CPU: 8 host devices (data, data x fsdp) and two jax.distributed processes give
-the run one device gives, and checkpoints move between device counts (1 -> 8 by resuming,
-8 -> 1 by restoring the whole train state).
+"""Scale-out on CPU: 8 host devices (data x fsdp, data) and two jax.distributed processes give
+the run one device gives, and checkpoints move between device counts.
 
-The runs on 8 devices or 2 processes happen in subprocesses (`scale_helpers.run_jobs`); the
-reference runs here, on this process's single CPU device. Parameters are compared after the
-whole run (6 steps, AdamW, gradient accumulation, EMA, dropout, flips): only the order of
-floating-point sums differs, which Adam's normalisation lifts to ~1e-5 in weights of size ~1.
+Runs on 8 devices or in 2 processes happen in subprocesses (`scale_helpers.run_jobs`); the
+reference runs here, on this process's single CPU device. A run stopped here after step 4 is
+resumed on 8 devices and in 2 processes (1 -> N), and their checkpoints are restored here
+(N -> 1) with the whole train state. Runs are compared after 6 steps (AdamW, gradient
+accumulation, EMA, dropout, flips): only the order of floating-point sums differs, which Adam's
+normalisation lifts to ~1e-5 in weights of size ~1.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -24,8 +26,8 @@ from vitjax import modes
 from vitjax.train import setup
 from vitjax.train.checkpointing import Checkpointer
 
-# 3 train steps per epoch + 1 validation batch: the 6th batch is the first of epoch 2's second
-# step, so step 4 is done and the run stops mid-epoch.
+# 3 train steps per epoch + 1 validation batch: Ctrl-C while the 6th batch is drawn stops the
+# run after step 4, mid-epoch 2.
 INTERRUPT = 6
 PARAM_TOL = dict(rtol=1e-4, atol=5e-5)
 METRIC_TOL = dict(rel=1e-5, abs=1e-6)
@@ -33,25 +35,25 @@ METRIC_TOL = dict(rel=1e-5, abs=1e-6)
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The data folder, a workdir factory, and the single-device reference run."""
+    """(root, data folder, the single-device reference run, a run stopped after step 4)."""
     root = tmp_path_factory.mktemp("scale")
     data = colour_folder(str(root / "data"), per_class=12)
     assert jax.device_count() == 1
-    reference = str(root / "one")
+    reference, stopped = str(root / "one"), str(root / "stopped")
     modes.train(scale_config(data, {}), reference)
-    return root, data, reference
+    with interrupt_at(INTERRUPT), pytest.raises(KeyboardInterrupt):
+        modes.train(scale_config(data, {}), stopped)
+    return root, data, reference, stopped
 
 
 def _job(root, name, data, interrupt=None, **overrides):
     return dict(workdir=str(root / name), data=data, interrupt=interrupt, overrides=overrides)
 
 
-def _train_here(job):
-    with interrupt_at(job["interrupt"]):
-        try:
-            modes.train(scale_config(job["data"], job["overrides"]), job["workdir"])
-        except KeyboardInterrupt:
-            pass
+def _resume_job(root, name, stopped, data, **overrides):
+    """A job resuming a copy of the stopped run."""
+    shutil.copytree(stopped, root / name)
+    return _job(root, name, data, **overrides)
 
 
 def _assert_same_run(workdir, reference):
@@ -71,17 +73,20 @@ def _assert_same_run(workdir, reference):
         np.testing.assert_allclose(w[name], ref[name], err_msg=name, **PARAM_TOL)
 
 
-def _results(workdir):
-    with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _weights(workdir):
-    return load_file(os.path.join(workdir, "best", "model.safetensors"))
+def _assert_restores_here(workdir, reference, data):
+    """The last checkpoint of `workdir` restores onto this single device and equals the
+    reference's, optimizer state included."""
+    ours, theirs = _restored(workdir, data), _restored(reference, data)
+    assert int(ours.step) == int(theirs.step) == 6
+    np.testing.assert_array_equal(ours.rng, theirs.rng)
+    for a, b in zip(jax.tree.leaves((ours.params, ours.opt_state, ours.ema_params)),
+                    jax.tree.leaves((theirs.params, theirs.opt_state, theirs.ema_params)),
+                    strict=True):
+        assert len(a.sharding.device_set) == 1
+        np.testing.assert_allclose(a, b, **PARAM_TOL)
 
 
 def _restored(workdir, data):
-    """The latest train state of `workdir`, restored onto this process's single device."""
     config = scale_config(data, {})
     run = setup.build_run(config, workdir)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), metric=config.train.best_metric,
@@ -91,31 +96,25 @@ def _restored(workdir, data):
     return state
 
 
-def test_eight_devices_equal_one_and_checkpoints_move_between_device_counts(runs):
-    root, data, reference = runs
-    resumed = _job(root, "1to8", data, INTERRUPT)
-    _train_here(resumed)  # steps 1-4 here on one device, 5-6 on 8 devices with fsdp
-    run_jobs([
-        _job(root, "data8", data),
-        {**resumed, "interrupt": None, "overrides": {"mesh.fsdp": 4}},
-        {**_job(root, "fsdp8", data, **{"mesh.fsdp": 4}), "shardings": True},
-    ], devices=8)
-    for name in ("data8", "1to8"):
-        assert _results(str(root / name))["devices"] == 8
-        _assert_same_run(str(root / name), reference)
+def _results(workdir):
+    with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
+        return json.load(f)
 
-    # The checkpoint written on 8 devices (fsdp-sharded) restores onto one device, optimizer
-    # state included.
-    ours, theirs = _restored(str(root / "1to8"), data), _restored(reference, data)
-    assert int(ours.step) == int(theirs.step) == 6
-    np.testing.assert_array_equal(ours.rng, theirs.rng)
-    for a, b in zip(jax.tree.leaves((ours.params, ours.opt_state, ours.ema_params)),
-                    jax.tree.leaves((theirs.params, theirs.opt_state, theirs.ema_params)),
-                    strict=True):
-        assert len(a.sharding.device_set) == 1
-        np.testing.assert_allclose(a, b, **PARAM_TOL)
 
-    with open(root / "fsdp8" / "shardings.json", encoding="utf-8") as f:
+def _weights(workdir):
+    return load_file(os.path.join(workdir, "best", "model.safetensors"))
+
+
+def test_eight_devices_data_x_fsdp_equal_one_device(runs):
+    root, data, reference, stopped = runs
+    resumed = _resume_job(root, "8dev", stopped, data, **{"mesh.data": 2, "mesh.fsdp": 4})
+    shardings = {**_job(root, "8dev_shardings", data, **{"mesh.fsdp": 4}), "shardings": True}
+    run_jobs([resumed, shardings], devices=8)
+    assert _results(resumed["workdir"])["devices"] == 8
+    _assert_same_run(resumed["workdir"], reference)
+    _assert_restores_here(resumed["workdir"], reference, data)
+
+    with open(os.path.join(shardings["workdir"], "shardings.json"), encoding="utf-8") as f:
         specs = json.load(f)
     params, opt_state = specs["params"], specs["opt_state"]
     query = "backbone/encoder/layer_00/attention/query/kernel"
@@ -128,19 +127,30 @@ def test_eight_devices_equal_one_and_checkpoints_move_between_device_counts(runs
     assert others and all(spec == "P()" for spec in others)  # counts, lr scale
 
 
-def test_two_processes_write_one_set_of_outputs_and_resume_to_the_same_run(runs):
-    root, data, reference = runs
-    job = _job(root, "two", data, INTERRUPT, **{"mesh.fsdp": 2})
-    run_jobs([job, {**job, "interrupt": None}], devices=2, processes=2)
-    workdir = str(root / "two")
-    assert _results(workdir)["devices"] == 4
+@pytest.mark.slow
+def test_eight_devices_data_parallel_equal_one_device(runs):
+    root, data, reference, _ = runs
+    job = _job(root, "8dev_data", data)
+    run_jobs([job], devices=8)
+    _assert_same_run(job["workdir"], reference)
+
+
+def _records(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+        return [(r["step"], r["split"]) for r in map(json.loads, f)]
+
+
+def test_two_processes_resume_write_one_set_of_outputs_and_equal_one_device(runs):
+    root, data, reference, stopped = runs
+    # One device per process: the fsdp axis spans the two processes.
+    job = _resume_job(root, "2proc", stopped, data, **{"mesh.fsdp": 2})
+    run_jobs([job], devices=1, processes=2)
+    workdir = job["workdir"]
+    assert _results(workdir)["devices"] == 2
     _assert_same_run(workdir, reference)
+    _assert_restores_here(workdir, reference, data)  # orbax's multi-host save
 
-    def records(path):
-        with open(os.path.join(path, "metrics.jsonl"), encoding="utf-8") as f:
-            return [(r["step"], r["split"]) for r in map(json.loads, f)]
-
-    assert records(workdir) == records(reference)  # written once, by process 0
+    assert _records(workdir) == _records(reference)  # written once, by process 0
     assert sorted(os.listdir(workdir)) == sorted(os.listdir(reference))
     with open(os.path.join(workdir, "data_split.json"), encoding="utf-8") as f:
         sizes = {split: info["size"] for split, info in json.load(f)["splits"].items()}
@@ -149,3 +159,13 @@ def test_two_processes_write_one_set_of_outputs_and_resume_to_the_same_run(runs)
             rows = json.load(f)["per_class"]
         assert sum(r["support"] for r in rows if r["class"] in ("blue", "green", "red")) \
             == sizes[split]
+
+
+@pytest.mark.slow
+def test_two_processes_stop_and_resume(runs):
+    """Stopped and resumed within two processes (orbax multi-host save and restore)."""
+    root, data, reference, _ = runs
+    job = _job(root, "2proc_stop", data, INTERRUPT, **{"mesh.fsdp": 2})
+    run_jobs([job, {**job, "interrupt": None}], devices=1, processes=2)
+    _assert_same_run(job["workdir"], reference)
+    assert _records(job["workdir"]) == _records(reference)
