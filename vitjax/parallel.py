@@ -61,6 +61,8 @@ def initialize_distributed(cfg) -> None:
         # implementation; gloo ships with jaxlib (and is the default of recent JAX).
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**kwargs)
+    if jax.process_index() != 0:  # process 0 tells the story; the others speak of trouble only
+        logging.getLogger("vitjax").setLevel(logging.WARNING)
     log.info("jax.distributed: process %d of %d, %d local / %d global devices",
              jax.process_index(), jax.process_count(), jax.local_device_count(),
              jax.device_count())
