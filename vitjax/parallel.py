@@ -188,7 +188,6 @@ def global_batch(local: dict, mesh: Mesh) -> dict:
             for k, v in local.items()}
 
 
-
 def to_host(tree, mesh: Mesh):
     """Numpy copies of a pytree of arrays sharded over `mesh`, on every process.
 
