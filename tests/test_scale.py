@@ -22,7 +22,7 @@ from safetensors.numpy import load_file
 
 from scale_helpers import interrupt_at, run_jobs, scale_config
 from train_helpers import colour_folder
-from vitjax import modes
+from vitjax import modes, parallel
 from vitjax.train import setup
 from vitjax.train.checkpointing import Checkpointer
 
@@ -169,3 +169,17 @@ def test_two_processes_stop_and_resume(runs):
     run_jobs([job, {**job, "interrupt": None}], devices=1, processes=2)
     _assert_same_run(job["workdir"], reference)
     assert _records(job["workdir"]) == _records(reference)
+
+
+def test_distributed_start_up_checks_its_settings(monkeypatch):
+    config = scale_config("unused", {})
+    monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
+    monkeypatch.delenv("SLURM_STEP_NUM_TASKS", raising=False)
+    parallel.initialize_distributed(config.distributed)  # one process: nothing to start
+    assert not jax.distributed.is_initialized()
+    config.distributed.coordinator = "127.0.0.1:1234"
+    with pytest.raises(ValueError, match="config.distributed.num_processes"):
+        parallel.initialize_distributed(config.distributed)
+    config.distributed.mode = "sometimes"
+    with pytest.raises(ValueError, match="config.distributed.mode"):
+        parallel.initialize_distributed(config.distributed)

@@ -1,4 +1,5 @@
-"""Multi-device and multi-host plumbing: distributed start-up, the device mesh, sharding rules.
+"""Multi-device and multi-host plumbing: distributed start-up, the device mesh, sharding rules,
+the global batch, barriers and host copies of sharded arrays.
 
 One code path from one CPU to a pod: `jax.jit` over a `Mesh` with a `data` axis (batch split
 across every device) and an `fsdp` axis (parameters and optimizer state split across devices
