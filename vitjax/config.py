@@ -65,8 +65,10 @@ def base_config(task: str = "classification", plugins=()) -> ml_collections.Conf
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1                 # data-parallel size; -1 = all devices / fsdp
     c.mesh.fsdp = 1                  # devices sharing each parameter shard
+    c.mesh.fsdp_min_size = 2**16     # arrays with fewer elements stay whole (replicated)
 
     c.distributed = ml_collections.ConfigDict()
+    c.distributed.mode = "auto"      # "auto": coordinator set, SLURM srun or Cloud TPU; "on"; "off"
     c.distributed.coordinator = ""   # "host:port" of process 0; "" = auto-detect or single
     c.distributed.num_processes = 0
     c.distributed.process_id = 0
@@ -129,10 +131,12 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
     return json.loads(config.to_json_best_effort())
 
 
-# Keys that may change between a run and its resume without changing what is computed.
+# Keys that may change between a run and its resume without changing what is computed (the
+# mesh only changes where it is computed: a run may resume on another number of devices).
 RUN_NEUTRAL = {"train.log_every", "train.progress", "data.workers", "data.prefetch",
-               "train.resume", "compilation_cache", "distributed.coordinator",
-               "distributed.num_processes", "distributed.process_id",
+               "train.resume", "compilation_cache", "distributed.mode", "distributed.coordinator",
+               "distributed.num_processes", "distributed.process_id", "mesh.data", "mesh.fsdp",
+               "mesh.fsdp_min_size",
                # fast paths: other kernels for the same function
                "model.attention", "model.attention_pad", "model.patch_embed", "model.remat_policy"}
 

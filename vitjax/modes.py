@@ -50,15 +50,19 @@ def _user_errors(fn):
 
 
 def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
-    """Creates the workdir; refuses one holding a run with another config unless `overwrite`."""
+    """Creates the workdir; refuses one holding a run with another config unless `overwrite`.
+
+    Every process reads and checks (so all raise the same error); process 0 alone removes and
+    writes, after all have read.
+    """
     saved = os.path.join(workdir, "config.json")
-    if os.path.exists(saved) and jax.process_index() == 0:
+    remove = False
+    if os.path.exists(saved):
         with open(saved, encoding="utf-8") as f:
             previous = json.load(f)
         diff = config_lib.differences(previous, config_lib.to_dict(config))
         if overwrite:
-            logging.warning("--overwrite: removing the earlier run in %s", workdir)
-            shutil.rmtree(workdir)
+            remove = True
         elif diff:
             raise ValueError(
                 f"{workdir} holds a run with a different config ({'; '.join(diff[:8])}). "
@@ -67,9 +71,14 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
         elif not config.train.resume and os.path.isdir(os.path.join(workdir, "checkpoints")):
             raise ValueError(f"{workdir} already holds checkpoints and config.train.resume=False; "
                              f"pass --overwrite to start afresh, or drop resume=False to resume.")
-    os.makedirs(workdir, exist_ok=True)
+    parallel.sync("vitjax: workdir checked")
     if jax.process_index() == 0:
+        if remove:
+            logging.warning("--overwrite: removing the earlier run in %s", workdir)
+            shutil.rmtree(workdir)
+        os.makedirs(workdir, exist_ok=True)
         config_lib.save(config, workdir)
+    parallel.sync("vitjax: workdir ready")
 
 
 @_user_errors

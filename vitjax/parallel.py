@@ -1,4 +1,5 @@
-"""Multi-device and multi-host plumbing: distributed start-up, the device mesh, sharding rules.
+"""Multi-device and multi-host plumbing: distributed start-up, the device mesh, sharding rules,
+the global batch, barriers and host copies of sharded arrays.
 
 One code path from one CPU to a pod: `jax.jit` over a `Mesh` with a `data` axis (batch split
 across every device) and an `fsdp` axis (parameters and optimizer state split across devices
@@ -8,6 +9,8 @@ given to `jit` rather than carried in the types.
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import logging
 import math
 import os
@@ -15,7 +18,10 @@ import re
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+log = logging.getLogger(__name__)
 
 BATCH_AXES = ("data", "fsdp")
 
@@ -23,23 +29,61 @@ BATCH_AXES = ("data", "fsdp")
 def initialize_distributed(cfg) -> None:
     """Starts `jax.distributed` when the run spans several processes; a no-op for one process.
 
-    `cfg` is `config.distributed`: `coordinator` ("host:port"), `num_processes`, `process_id`.
-    With none set, SLURM jobs of several tasks and Cloud TPU pods are detected by JAX itself;
-    the `JAX_COORDINATOR_ADDRESS` / `JAX_NUM_PROCESSES` / `JAX_PROCESS_ID` variables work too.
+    `cfg` is `config.distributed`. `mode="auto"` starts it when the coordinator is given
+    (`cfg.coordinator` or `JAX_COORDINATOR_ADDRESS`, with `cfg.num_processes`/`JAX_NUM_PROCESSES`
+    and `cfg.process_id`/`JAX_PROCESS_ID`), inside a SLURM step of several tasks (`srun`) and on
+    a Cloud TPU VM, where JAX finds the other processes by itself; `"on"` always starts it
+    (JAX's own detection: also Open MPI and Kubernetes TPU jobs); `"off"` never does.
+    Must run before anything touches a JAX device.
     """
-    explicit = cfg.coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
-    slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
-    tpu_pod = "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
-    if not (explicit or slurm or tpu_pod):
+    if cfg.mode not in ("auto", "on", "off"):
+        raise ValueError(f"config.distributed.mode={cfg.mode!r}: use 'auto', 'on' or 'off'.")
+    coordinator = cfg.coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
+    wanted = cfg.mode == "on" or (cfg.mode == "auto" and bool(
+        coordinator or _in_slurm_step() or _on_cloud_tpu_vm()))
+    if not wanted or jax.distributed.is_initialized():
         return
     kwargs = {}
     if cfg.coordinator:
         kwargs = dict(coordinator_address=cfg.coordinator, num_processes=cfg.num_processes,
                       process_id=cfg.process_id)
+    elif coordinator:
+        kwargs = dict(coordinator_address=coordinator,
+                      num_processes=int(os.environ.get("JAX_NUM_PROCESSES", "0")),
+                      process_id=int(os.environ.get("JAX_PROCESS_ID", "-1")))
+    if kwargs and not 0 <= kwargs["process_id"] < kwargs["num_processes"]:
+        raise ValueError(
+            f"the coordinator {coordinator} is set but num_processes={kwargs['num_processes']}, "
+            f"process_id={kwargs['process_id']}: set config.distributed.num_processes (or "
+            f"JAX_NUM_PROCESSES) to the process count and config.distributed.process_id (or "
+            f"JAX_PROCESS_ID) to 0..num_processes-1, different in every process.")
+    if not jax.config.jax_cpu_collectives_implementation:
+        # Cross-process collectives of the CPU backend (tests, CPU clusters) need an
+        # implementation; gloo ships with jaxlib (and is the default of recent JAX).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**kwargs)
-    logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
-                 jax.process_index(), jax.process_count(), jax.local_device_count(),
-                 jax.device_count())
+    if jax.process_index() != 0:  # process 0 tells the story; the others speak of trouble only
+        logging.getLogger("vitjax").setLevel(logging.WARNING)
+    log.info("jax.distributed: process %d of %d, %d local / %d global devices",
+             jax.process_index(), jax.process_count(), jax.local_device_count(),
+             jax.device_count())
+
+
+def _in_slurm_step() -> bool:
+    """Inside `srun` with several tasks (JAX reads the rest of the SLURM environment)."""
+    return int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1 and "SLURM_PROCID" in os.environ
+
+
+def _on_cloud_tpu_vm() -> bool:
+    """A Cloud TPU VM: libtpu installed and TPU chips visible (JAX asks the VM metadata for the pod)."""
+    return (importlib.util.find_spec("libtpu") is not None
+            and bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*")))
+
+
+def sync(name: str) -> None:
+    """A barrier across processes (a no-op in a single-process run)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
 
 
 def make_mesh(cfg) -> Mesh:
@@ -69,6 +113,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+    """A whole copy on every device (scalars, metrics, small arrays)."""
     return NamedSharding(mesh, P())
 
 
@@ -104,6 +149,31 @@ def param_shardings(params, mesh: Mesh, rules=(), min_size: int = 2**16):
     return jax.tree_util.tree_map_with_path(choose, params)
 
 
+def shardings_like_params(tree, params, shardings, mesh: Mesh):
+    """NamedShardings for a pytree holding per-parameter state (optimizer moments, gradient
+    accumulators) next to other leaves (step counts, scalars).
+
+    A leaf whose path ends with a parameter's path and whose shape is that parameter's takes the
+    parameter's sharding (`shardings`, as from `param_shardings`), so an optimizer moment lives
+    where its parameter does; every other leaf (counts, learning-rate scales, masked-out
+    placeholders) is replicated.
+    """
+    by_path = {}
+    for (path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(params),
+                                      jax.tree.leaves(shardings)):
+        by_path[path_str(path)] = (np.shape(leaf), sharding)
+
+    def choose(path, leaf):
+        parts = path_str(path).split("/")
+        for i in range(len(parts)):
+            shape, sharding = by_path.get("/".join(parts[i:]), (None, None))
+            if shape == np.shape(leaf):
+                return sharding
+        return replicated(mesh)
+
+    return jax.tree_util.tree_map_with_path(choose, tree)
+
+
 def path_str(path) -> str:
     """'backbone/encoder/layer_00/attention/query/kernel' from a jax tree path."""
     parts = []
@@ -117,3 +187,14 @@ def global_batch(local: dict, mesh: Mesh) -> dict:
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
             for k, v in local.items()}
+
+
+def to_host(tree, mesh: Mesh):
+    """Numpy copies of a pytree of arrays sharded over `mesh`, on every process.
+
+    With several processes each one holds only its shards, so the arrays are first replicated
+    on the mesh (a collective: every process must call this, and the tree must fit one device).
+    """
+    if jax.process_count() > 1:
+        tree = jax.jit(lambda t: t, out_shardings=replicated(mesh))(tree)
+    return jax.device_get(tree)

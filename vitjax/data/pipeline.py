@@ -1,7 +1,7 @@
 """The grain input pipeline: an endless, sharded, resumable training iterator and padded eval batches.
 
 Training: source -> (decode, or decode+resize+cache) -> per-epoch shuffle -> repeat -> per-record random
-augmentation -> this process's shard -> batch -> threads / worker processes. The augmentation of record i
+augmentation -> batch -> this process's batches -> threads / worker processes. The augmentation of record i
 of the endless stream is seeded from (seed, i), so a run is deterministic given the seed, and the
 iterator's `get_state()` (a small dict) restores the stream at the very next batch.
 With `device_augment`, the host ships images resized once to `train_image_size()` and
@@ -140,7 +140,7 @@ def train_iterator(split, preprocessing, data_cfg, *, batch_size: int, seed: int
 
     b = batch_size is the per-process batch; (H, W) = `train_image_size(preprocessing, data_cfg)`.
     Reshuffled every epoch, deterministic given `seed`; this process reads only every shard_count-th
-    record of the shuffled stream. `get_state()` / `set_state()` (or `start_state`) resume it exactly.
+    batch of the shuffled stream. `get_state()` / `set_state()` (or `start_state`) resume it exactly.
     With `record_transforms`, examples are `record_transforms.train(record, rng)` instead.
     """
     _check_batch(batch_size, shard_index, shard_count)
@@ -154,7 +154,10 @@ def train_iterator(split, preprocessing, data_cfg, *, batch_size: int, seed: int
     # One seed for the pipeline; grain derives the shuffle's and the augmentation's seeds from it.
     ds = grain.MapDataset.source(source).seed(seed % 2**32).shuffle().repeat(None)
     ds = ds.random_map(augment)
-    ds = ds[shard_index::shard_count].batch(batch_size, drop_remainder=True)
+    # Process p takes batches p, p + shard_count, ... of the stream cut into per-process batches, so
+    # the global batch (process 0's rows first) is the same records in the same order whatever the
+    # process count, and `next_index` (batches drawn) resumes on another process count.
+    ds = ds.batch(batch_size, drop_remainder=True)[shard_index::shard_count]
     iterator = iter(_parallel(ds, data_cfg, data_cfg.get("workers", 0)))
     if start_state is not None:
         iterator.set_state(start_state)

@@ -15,6 +15,7 @@ import sys
 import jax
 
 from vitjax import config as config_lib
+from vitjax import parallel
 from vitjax.checkpoints.hf_export import export_hf
 from vitjax.checkpoints.native import export_native
 from vitjax.train import evaluation, report
@@ -50,13 +51,14 @@ def finish(run, best_state, eval_step, host: dict, best_step: int) -> dict:
         "class_names": run.dataset.class_names,
         "devices": jax.device_count(),
     }
+    host_params = parallel.to_host(params, run.mesh) if cfg.export else None
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
         if history:
             report.plot_learning_curves(history, os.path.join(workdir, "learning_curves.png"))
         if cfg.export:
-            export(run, params, export_dir(run), metrics)
+            export(run, host_params, export_dir(run), metrics)
     for split, values in metrics.items():
         log.info("%s: %s", split, ", ".join(f"{k}={v:.4f}" for k, v in sorted(values.items())))
     return results
@@ -69,17 +71,17 @@ def export_dir(run) -> str:
 
 
 def export(run, params, directory: str, metrics: dict | None = None) -> str:
-    """Writes `params` in Hugging Face format (+ model card) when the task has a transformers class,
-    else in vitjax's own format."""
+    """Writes `params` (host arrays: `parallel.to_host`) in Hugging Face format (+ model card) when
+    the task has a transformers class, else in vitjax's own format."""
     hf = run.task.hf_config()
     if hf is None:
-        path = export_native(directory, run.spec, jax.device_get(params), run.preprocessing, run.task.name,
+        path = export_native(directory, run.spec, params, run.preprocessing, run.task.name,
                              config_lib.to_dict(run.config)["task"], run.dataset.class_names,
                              {"base_checkpoint": run.base, "metrics": metrics or {}})
         log.info("task %r has no transformers class: exported in vitjax's format to %s", run.task.name, path)
         return path
     id2label = {int(k): v for k, v in hf["id2label"].items()}
-    path = export_hf(directory, run.spec, jax.device_get(params), id2label, run.preprocessing)
+    path = export_hf(directory, run.spec, params, id2label, run.preprocessing)
     report.write_model_card(path, {
         "base_checkpoint": run.base if run.base != "scratch" else None,
         "dataset": run.dataset.source,
@@ -108,4 +110,7 @@ def export_from_checkpoint(config, workdir: str, output: str) -> str:
         raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint; train first.")
     state, _, _ = ckpt.restore(step, run.init_state())
     ckpt.close()
-    return export(run, run.eval_params(state), output)
+    params = parallel.to_host(run.eval_params(state), run.mesh)
+    if jax.process_index() != 0:
+        return output
+    return export(run, params, output)

@@ -63,17 +63,7 @@ class Run:
         return (self.config.train.eval_batch_size or self.config.train.batch_size) // jax.process_count()
 
     # ---- state -------------------------------------------------------------------------------
-    def state_shardings(self, state_shapes):
-        params = parallel.param_shardings(state_shapes.params, self.mesh)
-        return TrainState(
-            step=parallel.replicated(self.mesh),
-            params=params,
-            opt_state=parallel.param_shardings(state_shapes.opt_state, self.mesh),
-            ema_params=None if state_shapes.ema_params is None else params,
-            rng=parallel.replicated(self.mesh))
-
-    def init_state(self) -> TrainState:
-        """The step-0 train state, placed on the mesh with the parameter shardings."""
+    def _init_fn(self):
         ema = self.config.optim.ema_decay > 0
 
         def init(params):
@@ -82,10 +72,28 @@ class Run:
                               ema_params=params if ema else None,
                               rng=jax.random.key_data(jax.random.key(self.config.seed)))
 
-        shapes = jax.eval_shape(init, self.init_params)
-        shardings = self.state_shardings(shapes)
+        return init
+
+    @functools.cached_property
+    def state_shardings(self) -> TrainState:
+        """Where each part of the train state lives on the mesh: parameters (and the EMA) by
+        `parallel.param_shardings`, optimizer state next to its parameters, the rest replicated."""
+        shapes = jax.eval_shape(self._init_fn(), self.init_params)
+        params = parallel.param_shardings(shapes.params, self.mesh,
+                                          min_size=self.config.mesh.fsdp_min_size)
+        return TrainState(
+            step=parallel.replicated(self.mesh),
+            params=params,
+            opt_state=parallel.shardings_like_params(shapes.opt_state, shapes.params, params,
+                                                     self.mesh),
+            ema_params=None if shapes.ema_params is None else params,
+            rng=parallel.replicated(self.mesh))
+
+    def init_state(self) -> TrainState:
+        """The step-0 train state, placed on the mesh with the parameter shardings."""
+        shardings = self.state_shardings
         params = jax.device_put(self.init_params, shardings.params)
-        return jax.jit(init, out_shardings=shardings)(params)
+        return jax.jit(self._init_fn(), out_shardings=shardings)(params)
 
     # ---- data --------------------------------------------------------------------------------
     @functools.cached_property
@@ -121,10 +129,15 @@ class Run:
                                trainable_mask=self.optimizer.trainable_mask,
                                backbone_frozen=self.optimizer.backbone_frozen, augment=augment,
                                ema_decay=self.config.optim.ema_decay)
-        return jax.jit(step, donate_argnums=(0,))
+        # The state keeps its shardings from step to step; metrics come back replicated, so every
+        # process can read them.
+        return jax.jit(step, donate_argnums=(0,),
+                       out_shardings=(self.state_shardings, parallel.replicated(self.mesh)))
 
     def jit_eval_step(self):
-        return jax.jit(make_eval_step(self.model, self.task, self.normalize))
+        # Replicated metrics: each process reads the totals over every host's examples.
+        return jax.jit(make_eval_step(self.model, self.task, self.normalize),
+                       out_shardings=parallel.replicated(self.mesh))
 
     def lr_at(self, step: int, opt_state) -> float:
         """The learning rate of the first trained group at `step`, with the plateau scale."""
