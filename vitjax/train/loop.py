@@ -4,8 +4,9 @@
 resumes from the latest complete checkpoint when there is one, trains with an evaluation every
 `train.eval_every`, keeps the best and latest checkpoints, stops early when asked, and ends with
 the best checkpoint's validation/test reports and the run outputs (`outputs.finish`).
-Ctrl-C saves a checkpoint before stopping; a non-finite loss stops with the step named and
-leaves the last good checkpoint untouched.
+Ctrl-C saves a checkpoint before stopping (and raises `Interrupted`, which says how to resume);
+a non-finite loss or non-finite parameters stop the run with the step named, and no checkpoint
+is ever written from such a state, so the last good one stays the latest.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 
 from vitjax import optim, parallel
 from vitjax.train import evaluation, outputs, setup
@@ -29,6 +31,10 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLoss(FloatingPointError):
     pass
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after the checkpoint named in the message was saved."""
 
 
 def train(config, workdir: str) -> dict:
@@ -53,8 +59,12 @@ def train(config, workdir: str) -> dict:
             plateau = optim.Plateau.from_state_dict(host["plateau"])
         log.info("resumed from the checkpoint of step %d in %s/checkpoints", latest, workdir)
 
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(workdir, resumed_step=latest)
     train_step, eval_step = run.jit_train_step(), run.jit_eval_step()
+    if latest is None or latest < run.total_steps:
+        evaluation.check_tracked_metrics(run, run.eval_params(state), eval_step, {
+            "config.train.best_metric": cfg.best_metric,
+            **({"config.optim.plateau.metric": plateau.metric} if plateau else {})})
     total, eval_every = run.total_steps, run.eval_every_steps
     step = int(jax.device_get(state.step))
     progress = Progress(total, step, enabled=cfg.progress and jax.process_index() == 0)
@@ -68,6 +78,7 @@ def train(config, workdir: str) -> dict:
     def save(metrics=None):
         host["elapsed"] = time.time() - run_start
         if ckpt.latest_step() != step:
+            _check_finite_params(state, step, run, ckpt.latest_step())
             ckpt.save(step, state, data_state, host, metrics=metrics)
 
     try:
@@ -80,7 +91,7 @@ def train(config, workdir: str) -> dict:
             evaluate_now = step % eval_every == 0 or step == total
             if step % cfg.log_every == 0 or evaluate_now:
                 train_summary = run.task.summarize(jax.device_get(window.compute()))
-                _check_finite(train_summary, step, run)
+                _check_finite(train_summary, step, run, ckpt.latest_step())
                 train_summary.update(
                     lr=run.lr_at(step, state.opt_state), grad_norm=float(grad_norm),
                     images_per_s=window_steps * cfg.batch_size / max(time.time() - window_start, 1e-9))
@@ -108,8 +119,14 @@ def train(config, workdir: str) -> dict:
                              step, cfg.best_metric, cfg.early_stopping_patience)
     except KeyboardInterrupt:
         log.warning("interrupted at step %d: saving a checkpoint before stopping", step)
-        save()
-        ckpt.close()
+        try:
+            save()
+        finally:
+            ckpt.close()
+        raise Interrupted(f"stopped by Ctrl-C at step {step} of {total}; its checkpoint is in "
+                          f"{ckpt.directory}. Run the same command again to resume.") from None
+    except BaseException:
+        ckpt.close()  # a save under way completes: the last good checkpoint stays whole
         raise
     finally:
         progress.close()
@@ -130,11 +147,26 @@ def _tracked(val: dict, metric: str, run) -> float:
     return float(val[metric])
 
 
-def _check_finite(scalars: dict, step: int, run) -> None:
+def _check_finite(scalars: dict, step: int, run, kept: int | None) -> None:
     loss = scalars.get("loss", 0.0)
     if not math.isfinite(loss):
-        raise NonFiniteLoss(
-            f"the training loss became {loss} by step {step}. The last good checkpoint in "
-            f"{run.workdir}/checkpoints is kept. Lower config.optim.lr (now "
-            f"{run.config.optim.lr}) or set config.optim.clip_grad_norm, then start again with "
-            f"--overwrite (or in another --workdir).")
+        raise NonFiniteLoss(_non_finite(f"the training loss became {loss}", step, run, kept))
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _check_finite_params(state, step: int, run, kept: int | None) -> None:
+    """Refuses to checkpoint parameters holding NaN/inf (a loss can look finite one step longer)."""
+    if not bool(_all_finite(state.params)):
+        raise NonFiniteLoss(_non_finite("the parameters became NaN/inf", step, run, kept))
+
+
+def _non_finite(what: str, step: int, run, kept: int | None) -> str:
+    saved = ("No checkpoint had been saved yet." if kept is None else
+             f"The last good checkpoint (step {kept}) in {run.workdir}/checkpoints is kept.")
+    return (f"{what} by step {step}. {saved} Lower config.optim.lr (now {run.config.optim.lr}) "
+            f"or set config.optim.clip_grad_norm, then start again with --overwrite (or in "
+            f"another --workdir).")
