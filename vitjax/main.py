@@ -78,6 +78,9 @@ def main(argv) -> None:
             modes.export(_CONFIG.value, _WORKDIR.value, _OUTPUT.value)
     except modes.UserError as e:
         sys.exit(f"vitjax: {e}")
+    except KeyboardInterrupt as e:  # loop.Interrupted says which checkpoint it saved
+        print(f"vitjax: {str(e) or _INTERRUPTED}", file=sys.stderr)
+        sys.exit(130)
 
 
 def run() -> None:
