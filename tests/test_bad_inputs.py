@@ -60,6 +60,27 @@ def test_a_class_missing_from_a_split_is_warned(tmp_path, caplog):
     assert "never sees them" in caplog.text and "split 'test'" not in caplog.text
 
 
+# --- checkpoints ----------------------------------------------------------------------------------
+
+
+def test_a_hub_id_the_hub_does_not_know(monkeypatch):
+    # Offline and uncached: test_checkpoints.test_hub_id_not_cached_offline. Here the hub answers 404.
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from vitjax.api import load_pretrained
+
+    def not_found(repo_id, filename):
+        error = RepositoryNotFoundError.__new__(RepositoryNotFoundError)  # as raised for a 404
+        Exception.__init__(error, f"404 Client Error. Repository Not Found for url: {repo_id}/{filename}")
+        raise error
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", not_found)
+    with pytest.raises(FileNotFoundError, match=r"cannot fetch config\.json of hub repo 'nobody/no-such-vit'"
+                                                r".*check the id"):
+        load_pretrained("nobody/no-such-vit")
+
+
 # --- config ---------------------------------------------------------------------------------------
 
 
