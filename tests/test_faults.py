@@ -152,8 +152,8 @@ def test_a_read_only_directory_fails_at_the_save_at_once(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("raised, line", [
-    (loop.Interrupted("stopped by Ctrl-C at step 8 of 21; its checkpoint is in /w/checkpoints. Run the "
-                      "same command again to resume."), "vitjax: stopped by Ctrl-C at step 8 of 21"),
+    (loop.Interrupted(loop._interrupted(8, 21, 8, "/w/checkpoints")),
+     "vitjax: stopped by Ctrl-C at step 8 of 21; the latest checkpoint is step 8 in /w/checkpoints."),
     (KeyboardInterrupt(), "vitjax: interrupted by Ctrl-C; run the same command again to resume"),
 ])
 def test_ctrl_c_exits_130_with_one_line(monkeypatch, capsys, raised, line):

@@ -118,13 +118,15 @@ def train(config, workdir: str) -> dict:
                     log.info("early stopping at step %d: no %s improvement in %d evaluations",
                              step, cfg.best_metric, cfg.early_stopping_patience)
     except KeyboardInterrupt:
-        log.warning("interrupted at step %d: saving a checkpoint before stopping", step)
         try:
-            save()
+            # Ctrl-C inside a step, after jit took the donated state, leaves nothing to save.
+            if _alive(state):
+                log.warning("interrupted at step %d: saving a checkpoint before stopping", step)
+                save()
+            latest = ckpt.latest_step()
         finally:
             ckpt.close()
-        raise Interrupted(f"stopped by Ctrl-C at step {step} of {total}; its checkpoint is in "
-                          f"{ckpt.directory}. Run the same command again to resume.") from None
+        raise Interrupted(_interrupted(step, total, latest, ckpt.directory)) from None
     except BaseException:
         ckpt.close()  # a save under way completes: the last good checkpoint stays whole
         raise
@@ -137,6 +139,18 @@ def train(config, workdir: str) -> dict:
     best_state = state if best in (None, step) else ckpt.restore(best, state)[0]
     ckpt.close()
     return outputs.finish(run, best_state, eval_step, host, best_step=best or step)
+
+
+def _alive(state) -> bool:
+    return not any(x.is_deleted() for x in jax.tree.leaves(state) if isinstance(x, jax.Array))
+
+
+def _interrupted(step: int, total: int, latest: int | None, directory: str) -> str:
+    if latest is None:
+        return (f"stopped by Ctrl-C at step {step} of {total}, before any checkpoint; run the "
+                f"same command again to start over.")
+    return (f"stopped by Ctrl-C at step {step} of {total}; the latest checkpoint is step "
+            f"{latest} in {directory}. Run the same command again to resume from it.")
 
 
 def _tracked(val: dict, metric: str, run) -> float:
