@@ -59,7 +59,7 @@ def train(config, workdir: str) -> dict:
             plateau = optim.Plateau.from_state_dict(host["plateau"])
         log.info("resumed from the checkpoint of step %d in %s/checkpoints", latest, workdir)
 
-    writer = MetricWriter(workdir, resumed_step=latest)
+    writer = MetricWriter(workdir, start_step=latest or 0)
     train_step, eval_step = run.jit_train_step(), run.jit_eval_step()
     if latest is None or latest < run.total_steps:
         evaluation.check_tracked_metrics(run, run.eval_params(state), eval_step, {

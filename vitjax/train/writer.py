@@ -1,9 +1,9 @@
 """Metric logging: one JSON line per record in `metrics.jsonl` and TensorBoard event files.
 
 TensorBoard events are written with tensorboardX (clu's writers import TensorFlow). Only
-process 0 writes; the other processes get a writer that does nothing. A resumed run first drops
-what the interrupted one logged after the checkpoint it resumes from (those steps run again),
-so the logs read as one uninterrupted run.
+process 0 writes; the other processes get a writer that does nothing. A run first drops what an
+interrupted run logged after the step it starts from (the checkpoint it resumes, or step 0):
+those steps run again, and the logs read as one uninterrupted run.
 """
 
 from __future__ import annotations
@@ -18,17 +18,15 @@ import jax
 class MetricWriter:
     """Writes scalar metrics to `<workdir>/metrics.jsonl` and `<workdir>/tensorboard/`."""
 
-    def __init__(self, workdir: str, enabled: bool | None = None, resumed_step: int | None = None):
+    def __init__(self, workdir: str, enabled: bool | None = None, start_step: int = 0):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self._jsonl = self._tb = None
         if self.enabled:
             from tensorboardX import SummaryWriter
             path = os.path.join(workdir, "metrics.jsonl")
-            if resumed_step is not None:
-                _drop_records_after(path, resumed_step)
+            _drop_records_after(path, start_step)
             self._jsonl = open(path, "a", encoding="utf-8")
-            purge = None if resumed_step is None else resumed_step + 1
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step + 1)
 
     def write(self, step: int, scalars: dict[str, float], prefix: str) -> None:
         """Logs `scalars` under `prefix` (e.g. "train", "validation") at `step`."""
