@@ -88,7 +88,7 @@ def train(config, workdir: str) -> dict:
             data_state = train_iter.get_state()
             window = update if window is None else window.merge(update)
             step, window_steps = step + 1, window_steps + 1
-            evaluate_now = step % eval_every == 0 or step == total
+            evaluate_now = _evaluation_due(step, eval_every, total)
             if step % cfg.log_every == 0 or evaluate_now:
                 train_summary = run.task.summarize(jax.device_get(window.compute()))
                 _check_finite(train_summary, step, run, ckpt.latest_step())
@@ -119,8 +119,12 @@ def train(config, workdir: str) -> dict:
                              step, cfg.best_metric, cfg.early_stopping_patience)
     except KeyboardInterrupt:
         try:
-            # Ctrl-C inside a step, after jit took the donated state, leaves nothing to save.
-            if _alive(state):
+            # Nothing to save after Ctrl-C inside a step (jit took the donated state) or inside
+            # the evaluation of `step` (resuming there would skip it): the run resumes from the
+            # checkpoint before and repeats those steps.
+            evaluated = not _evaluation_due(step, eval_every, total) or (
+                host["history"] and host["history"][-1]["step"] == step)
+            if _alive(state) and evaluated:
                 log.warning("interrupted at step %d: saving a checkpoint before stopping", step)
                 save()
             latest = ckpt.latest_step()
@@ -139,6 +143,10 @@ def train(config, workdir: str) -> dict:
     best_state = state if best in (None, step) else ckpt.restore(best, state)[0]
     ckpt.close()
     return outputs.finish(run, best_state, eval_step, host, best_step=best or step)
+
+
+def _evaluation_due(step: int, eval_every: int, total: int) -> bool:
+    return step % eval_every == 0 or step == total
 
 
 def _alive(state) -> bool:
