@@ -89,10 +89,11 @@ def test_a_task_plugin_from_a_file_trains(colours, tmp_path):
     assert not os.path.exists(tmp_path / "run" / "best")  # no transformers class: no HF export
 
 
-def test_a_best_metric_the_task_lacks_is_named(colours, tmp_path):
+def test_a_best_metric_the_task_lacks_is_named_before_training(colours, tmp_path):
     config = tiny_config(f"folder:{colours}", batch_size=8, epochs=1, best_metric="iou")
-    with pytest.raises(modes.UserError, match=r"'iou'.*produces.*accuracy"):
+    with pytest.raises(modes.UserError, match=r"best_metric='iou'.*produces.*accuracy"):
         modes.train(config, str(tmp_path / "run"))
+    assert os.path.getsize(tmp_path / "run" / "metrics.jsonl") == 0  # not a single step ran
 
 
 def test_config_errors_name_the_key():

@@ -15,6 +15,7 @@ import ml_collections
 
 from vitjax import optim
 from vitjax.data import config as data_config
+from vitjax.models.vit import ViTSpec
 
 
 def base_config(task: str = "classification", plugins=()) -> ml_collections.ConfigDict:
@@ -84,16 +85,50 @@ def close_matches(key: str, options) -> str:
 
 def check_keys(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict,
                prefix: str = "config") -> None:
-    """Every key of `config` must exist in `reference` (a typo in a config file is an error)."""
+    """`config` must have exactly the keys of `reference`, each value of the default's kind.
+
+    A typo is an unknown key; a missing key means a config file replaced a whole subtree
+    (`c.train = dict(...)`) instead of setting its keys; a string where a number belongs (or
+    the reverse) is named with the default it should look like.
+    """
     for key in config.keys():
         name = f"{prefix}.{key}"
         if key not in reference:
             raise KeyError(f"unknown key {name}.{close_matches(key, reference.keys())} "
                            f"Known keys under {prefix}: {sorted(reference.keys())}")
         sub, ref = config[key], reference[key]
-        if isinstance(sub, ml_collections.ConfigDict) and isinstance(ref, ml_collections.ConfigDict) \
-                and len(ref) > 0:
+        if isinstance(ref, ml_collections.ConfigDict) and len(ref) > 0:
+            if not isinstance(sub, ml_collections.ConfigDict):
+                raise ValueError(f"{name} must be a group of keys like its default, got {sub!r}.")
             check_keys(sub, ref, name)
+        else:
+            check_kind(name, sub, ref)
+    missing = sorted(set(reference.keys()) - set(config.keys()))
+    if missing and prefix != "config.task":  # the task plugin fills in its own defaults
+        raise KeyError(f"{prefix} lacks the keys {missing}: set single keys in a config file "
+                       f"({prefix}.<key> = ...) rather than replacing {prefix} as a whole.")
+
+
+# (kind of the default, kinds accepted, how the message names it); bool before int: True is an int.
+_KINDS = (
+    (bool, (bool,), "true or false"),
+    ((int, float), (int, float), "a number"),
+    (str, (str, int, float), "a string"),  # durations may also be bare numbers
+    ((tuple, list), (tuple, list), "a list or tuple"),
+)
+
+
+def check_kind(name: str, value, default) -> None:
+    """Raises ValueError when `value` is not of the kind of `default` (None matches anything)."""
+    if default is None or value is None:
+        return
+    for kind, accepted, words in _KINDS:
+        if isinstance(default, kind):
+            wrong_bool = isinstance(value, bool) and bool not in accepted
+            if wrong_bool or not isinstance(value, accepted):
+                raise ValueError(f"{name} must be {words} (its default is {default!r}), got "
+                                 f"{value!r} of type {type(value).__name__}.")
+            return
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -103,7 +138,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
     def positive(key, value, kind=(int, float)):
         if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
-            raise ValueError(f"config.{key} must be a positive number, got {value!r}.")
+            words = "a positive integer" if kind is int else "a positive number"
+            raise ValueError(f"config.{key} must be {words}, got {value!r}.")
 
     positive("train.batch_size", config.train.batch_size, int)
     positive("train.epochs", config.train.epochs)
@@ -119,6 +155,23 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not config.model.checkpoint and not config.model.spec:
         raise ValueError("set config.model.checkpoint (a hub id or a save_pretrained folder) or "
                          "config.model.spec (a from-scratch ViT) — neither is set.")
+    depth = known_depth(config.model)
+    if config.optim.freeze == "last_n_blocks" and depth is not None \
+            and not 0 <= config.optim.last_n_blocks <= depth:
+        raise ValueError(f"config.optim.last_n_blocks={config.optim.last_n_blocks} but the model has "
+                         f"{depth} blocks; use 0..{depth} (or freeze='full' to train them all).")
+
+
+def known_depth(model_cfg) -> int | None:
+    """The encoder depth, when known without loading weights: the from-scratch spec's, or the
+    `num_hidden_layers` of a local checkpoint folder's config.json (hub ids: None)."""
+    if not model_cfg.checkpoint:
+        return model_cfg.spec.get("num_layers", ViTSpec.num_layers)
+    path = os.path.join(os.path.expanduser(model_cfg.checkpoint), "config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("num_hidden_layers", ViTSpec.num_layers)
 
 
 def check_batch_divides(batch_size: int, key: str, devices: int) -> None:
@@ -155,8 +208,14 @@ def differences(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 def save(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Writes the resolved config as `config.json` (read back on resume) and `config.txt`."""
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(to_dict(config), f, indent=2, sort_keys=True)
-    with open(os.path.join(workdir, "config.txt"), "w", encoding="utf-8") as f:
-        f.write(str(config))
+    """Writes the resolved config as `config.json` (read back on resume) and `config.txt`.
+
+    Each file is written beside its target and renamed over it, so a run killed while saving
+    leaves the previous complete file, never a truncated one that blocks the resume.
+    """
+    for name, text in (("config.json", json.dumps(to_dict(config), indent=2, sort_keys=True)),
+                       ("config.txt", str(config))):
+        path = os.path.join(workdir, name)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 from absl import app, flags
@@ -36,7 +37,24 @@ def _parse_flags(argv):
     except (AttributeError, KeyError) as e:
         sys.exit(f"vitjax: config override error: {str(e).strip(chr(39))}")
     except flags.Error as e:
-        sys.exit(f"vitjax: {e}\nRun with --helpshort to see the flags.")
+        sys.exit(f"vitjax: {_without_traceback(str(e))}\nRun with --helpshort to see the flags.")
+
+
+def _without_traceback(message: str) -> str:
+    """An error raised inside a config file, which absl reports with the whole traceback, as one
+    line: absl's heading, the innermost frame outside ml_collections/absl, and the error."""
+    if "Traceback (most recent call last)" not in message:
+        return message
+    lines = message.strip().splitlines()
+    frames = re.findall(r'File "([^"]+)", line (\d+)', message)
+    user = [f"{path}, line {n}" for path, n in frames
+            if not re.search(r"[/\\](ml_collections|absl)[/\\]", path)]
+    where = f" ({user[-1]})" if user else ""
+    return f"{lines[0].rstrip(':')}{where}: {lines[-1]}"
+
+
+_INTERRUPTED = ("interrupted by Ctrl-C; run the same command again to resume from the last "
+                "checkpoint, if any.")
 
 
 def main(argv) -> None:
@@ -60,6 +78,9 @@ def main(argv) -> None:
             modes.export(_CONFIG.value, _WORKDIR.value, _OUTPUT.value)
     except modes.UserError as e:
         sys.exit(f"vitjax: {e}")
+    except KeyboardInterrupt as e:  # loop.Interrupted says which checkpoint it saved
+        print(f"vitjax: {str(e) or _INTERRUPTED}", file=sys.stderr)
+        sys.exit(130)
 
 
 def run() -> None:

@@ -17,8 +17,8 @@ from vitjax import config as config_lib
 from vitjax import parallel
 
 # Errors a user can fix from the message alone; the CLI prints them without a traceback
-# (set VITJAX_TRACEBACK=1 to see one).
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FloatingPointError)
+# (set VITJAX_TRACEBACK=1 to see one). OSError: missing files, permissions, a full disk.
+USER_ERRORS = (ValueError, KeyError, OSError, FloatingPointError)
 
 
 class UserError(Exception):

@@ -3,10 +3,11 @@
 Scanned with `os.scandir`, files sorted by their raw (byte) names so the order is the same on every
 machine and locale; names that are not valid UTF-8 are kept (surrogate-escaped) and opened as they are.
 Hidden entries (".DS_Store", ".ipynb_checkpoints") are ignored. Checked at scan time: an empty class
-folder, a split with no images, a zero-byte image file, and a file that is not an image by its
-extension each stop with an error naming it (the last two are skipped with a warning listing them
-under `config.data.skip_corrupt`). Corrupt image contents are found when the image is decoded
-(the error names the file) or, with `config.data.skip_corrupt`, by a scan before training.
+folder, a split with no images, a zero-byte image file, a file that is not an image by its
+extension, and class folders whose names differ only by case ("Cat", "cat": two classes here, one
+folder on macOS/Windows) each stop with an error naming them (zero-byte and non-image files are
+skipped with a warning listing them under `config.data.skip_corrupt`). Corrupt image contents are
+found when the image is decoded (the error names the file) or, with `config.data.skip_corrupt`, by a scan before training.
 """
 from __future__ import annotations
 
@@ -102,6 +103,7 @@ def scan_folder(root: str, skip_corrupt: bool = False) -> tuple[dict[str, Record
     else:
         scanned = {"train": _scan_classes(root, skip_corrupt)}
     class_names = sorted({c for classes in scanned.values() for c in classes}, key=os.fsencode)
+    _check_case_clashes(root, class_names)
     index = {c: i for i, c in enumerate(class_names)}
     splits = {}
     for split, classes in scanned.items():
@@ -109,3 +111,14 @@ def scan_folder(root: str, skip_corrupt: bool = False) -> tuple[dict[str, Record
         labels = [index[c] for c in class_names for _ in classes.get(c, [])]
         splits[split] = FileSource(f"{root}/{split}", root, paths, labels)
     return splits, class_names
+
+
+def _check_case_clashes(root: str, class_names: list[str]) -> None:
+    by_folded: dict[str, list[str]] = {}
+    for name in class_names:
+        by_folded.setdefault(name.casefold(), []).append(name)
+    clashes = [names for names in by_folded.values() if len(names) > 1]
+    if clashes:
+        raise ValueError(f"{root}: class folders {clashes} differ only by case, so they would be "
+                         "separate classes (and one folder on case-insensitive file systems). Merge "
+                         "each group into one folder, or rename them apart.")

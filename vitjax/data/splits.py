@@ -4,9 +4,10 @@
 aliases; "carve" = ignore the source's split and carve it), drops corrupt files when
 `config.data.skip_corrupt` (with a warning listing them), and carves
 missing validation/test splits out of train with `stratified_split`: per class, a permutation drawn
-from `split_seed` only, so the split is identical on every run and on resume. `write_split` writes the
-record identifiers (file paths relative to the folder, or indices in the source split) of every split
-to `<workdir>/data_split.json` so the split used can be audited.
+from `split_seed` only, so the split is identical on every run and on resume. A class some split has
+no image of (e.g. present in train but not in validation) is logged as a warning. `write_split` writes
+the record identifiers (file paths relative to the folder, or indices in the source split) of every
+split to `<workdir>/data_split.json` so the split used can be audited.
 """
 from __future__ import annotations
 
@@ -91,8 +92,22 @@ def resolve_splits(source: str, raw: dict[str, RecordSource], class_names: list[
                                  "or raise its fraction.")
             splits[split] = SubsetSource(train, indices)
             origin[split] = carved
-    return ImageDataset(source=source, splits={s: splits[s] for s in SPLITS}, class_names=class_names,
-                        origin=origin)
+    dataset = ImageDataset(source=source, splits={s: splits[s] for s in SPLITS}, class_names=class_names,
+                           origin=origin)
+    _warn_missing_classes(dataset)
+    return dataset
+
+
+def _warn_missing_classes(dataset: ImageDataset) -> None:
+    for name, split in dataset.splits.items():
+        counts = np.bincount(split.labels(), minlength=dataset.num_classes)
+        absent = [c for c, n in zip(dataset.class_names, counts) if n == 0]
+        if absent:
+            effect = ("the model never sees them" if name == "train" else
+                      "their per-class metrics stay empty and macro averages count them as 0")
+            logging.warning("%s: split '%s' has no images of the classes %s%s: %s. Add images of "
+                            "them or remove those classes.", dataset.source, name, absent[:10],
+                            "..." if len(absent) > 10 else "", effect)
 
 
 def split_summary(dataset: ImageDataset) -> dict:

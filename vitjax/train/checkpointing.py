@@ -4,16 +4,31 @@ A checkpoint holds three items: `state` (step, params, optimizer state, EMA, RNG
 with the current shardings, so a run may resume on another device count), `data` (the input
 iterator's state, so a resumed run sees the very next batch) and `host` (epoch, history,
 early-stopping and plateau state). orbax writes each step to a temporary directory and renames
-it when complete, so an interrupted save is never mistaken for a finished one.
+it when complete, so an interrupted save is never mistaken for a finished one; the temporary
+directories a killed run leaves behind are removed when the next run opens the directory.
+Checkpoints the policy drops are first renamed into `.deleted/` and removed from there before
+the next save, so a kill during a deletion never leaves a half-deleted step that looks complete.
+A save that cannot be written (disk full, read-only or unwritable directory) raises
+`CheckpointWriteError` naming the step, the cause and the checkpoints still intact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
+
+
+TRASH = ".deleted"
+
+
+class CheckpointWriteError(OSError):
+    pass
 
 
 class Checkpointer:
@@ -30,8 +45,11 @@ class Checkpointer:
         ])
         options = ocp.CheckpointManagerOptions(
             best_fn=best, best_mode=mode, preservation_policy=policy,
-            enable_async_checkpointing=async_save, create=True)
-        self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+            enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True,
+            todelete_subdir=TRASH)
+        self.directory = os.path.abspath(directory)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._writing = None  # the step whose (asynchronous) save may still be under way
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -58,7 +76,41 @@ class Checkpointer:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                                   data=ocp.args.JsonSave(data_state),
                                   host=ocp.args.JsonSave(host_state))
-        self._manager.save(step, args=args, metrics=metrics, force=True)
+        with self._reporting_write_errors():  # a failure of the previous save surfaces here
+            self._manager.wait_until_finished()
+        self._empty_trash()
+        self._writing = step
+        with self._reporting_write_errors():
+            self._probe_writable()
+            self._manager.save(step, args=args, metrics=metrics, force=True)
+
+    def _empty_trash(self) -> None:
+        if jax.process_index() == 0:
+            shutil.rmtree(os.path.join(self.directory, TRASH), ignore_errors=True)
+
+    def _probe_writable(self) -> None:
+        """Fails fast on a read-only or full directory: orbax, failing to create a step's
+        directory in its background thread, would wait minutes before giving up."""
+        with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".write-probe-") as f:
+            f.write(b"vitjax")
+            f.flush()
+
+    @contextlib.contextmanager
+    def _reporting_write_errors(self):
+        """Turns an OSError of the save under way into a `CheckpointWriteError` saying what to do."""
+        try:
+            yield
+        except OSError as e:
+            if self._writing is None or isinstance(e, CheckpointWriteError):
+                raise
+            step, self._writing = self._writing, None
+            self._manager.reload()  # what is on disk, not the failed step it had listed
+            kept = self.latest_step()
+            intact = f"step {kept}" if kept is not None else "none yet"
+            raise CheckpointWriteError(
+                f"could not write the checkpoint of step {step} to {self.directory}: {e}. The "
+                f"complete checkpoints there are intact (latest: {intact}). Free disk space or make "
+                f"the directory writable, then run the same command again to resume.") from e
 
     def restore(self, step: int, abstract_state):
         """Returns (state, data_state, host_state); `abstract_state` carries target shardings."""
@@ -69,8 +121,13 @@ class Checkpointer:
         return out["state"], out["data"], out["host"]
 
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        with self._reporting_write_errors():
+            self._manager.wait_until_finished()
+        self._writing = None
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            self.wait()
+            self._empty_trash()
+        finally:
+            self._manager.close()

@@ -33,6 +33,24 @@ def evaluate(run, params, eval_step, split: str) -> dict[str, float]:
     return run.task.summarize(computed)
 
 
+def check_tracked_metrics(run, params, eval_step, tracked: dict[str, str]) -> None:
+    """Fails before training when a metric the run tracks is not one the task reports.
+
+    `tracked` maps config keys to metric names. The task's own `best_metric` is trusted; any
+    other name is looked up in the summary of one validation batch.
+    """
+    unknown = {key: m for key, m in tracked.items() if m != run.task.best_metric[0]}
+    if not unknown:
+        return
+    local = next(iter(run.eval_batches("validation")))
+    update = eval_step(params, parallel.global_batch(local, run.mesh))
+    reported = run.task.summarize(jax.device_get(update.compute()))
+    for key, metric in unknown.items():
+        if metric not in reported:
+            raise KeyError(f"{key}={metric!r} is not a metric of the {run.task.name!r} task; it "
+                           f"produces {sorted(reported)}. Set {key} to one of them.")
+
+
 def report(run, params, eval_step, split: str, outdir: str) -> dict:
     """Evaluates `split` and writes the task's report files under `outdir` (process 0)."""
     computed = compute(run, params, eval_step, split)

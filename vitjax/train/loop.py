@@ -4,8 +4,9 @@
 resumes from the latest complete checkpoint when there is one, trains with an evaluation every
 `train.eval_every`, keeps the best and latest checkpoints, stops early when asked, and ends with
 the best checkpoint's validation/test reports and the run outputs (`outputs.finish`).
-Ctrl-C saves a checkpoint before stopping; a non-finite loss stops with the step named and
-leaves the last good checkpoint untouched.
+Ctrl-C saves a checkpoint before stopping (and raises `Interrupted`, which says how to resume);
+a non-finite loss or non-finite parameters stop the run with the step named, and no checkpoint
+is ever written from such a state, so the last good one stays the latest.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 
 from vitjax import optim
 from vitjax.train import evaluation, outputs, setup
@@ -29,6 +31,10 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLoss(FloatingPointError):
     pass
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after the checkpoint named in the message was saved."""
 
 
 def train(config, workdir: str) -> dict:
@@ -53,8 +59,12 @@ def train(config, workdir: str) -> dict:
             plateau = optim.Plateau.from_state_dict(host["plateau"])
         log.info("resumed from the checkpoint of step %d in %s/checkpoints", latest, workdir)
 
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(workdir, start_step=latest or 0)
     train_step, eval_step = run.jit_train_step(), run.jit_eval_step()
+    if latest is None or latest < run.total_steps:
+        evaluation.check_tracked_metrics(run, run.eval_params(state), eval_step, {
+            "config.train.best_metric": cfg.best_metric,
+            **({"config.optim.plateau.metric": plateau.metric} if plateau else {})})
     total, eval_every = run.total_steps, run.eval_every_steps
     step = int(jax.device_get(state.step))
     progress = Progress(total, step, enabled=cfg.progress and jax.process_index() == 0)
@@ -67,6 +77,7 @@ def train(config, workdir: str) -> dict:
 
     def save(metrics=None):
         host["elapsed"] = time.time() - run_start
+        _check_finite_params(state, step, run, ckpt.latest_step())
         ckpt.save(step, state, data_state, host, metrics=metrics)
 
     def evaluation_due() -> bool:
@@ -103,7 +114,7 @@ def train(config, workdir: str) -> dict:
             step, window_steps = step + 1, window_steps + 1
             if step % cfg.log_every == 0 or step % eval_every == 0 or step == total:
                 train_summary = run.task.summarize(jax.device_get(window.compute()))
-                _check_finite(train_summary, step, run)
+                _check_finite(train_summary, step, run, ckpt.latest_step())
                 train_summary.update(
                     lr=run.lr_at(step, state.opt_state), grad_norm=float(grad_norm),
                     images_per_s=window_steps * cfg.batch_size / max(time.time() - window_start, 1e-9))
@@ -111,9 +122,19 @@ def train(config, workdir: str) -> dict:
                 progress.update(step, train_summary)
                 window, window_steps, window_start = None, 0, time.time()
     except KeyboardInterrupt:
-        log.warning("interrupted at step %d: saving a checkpoint before stopping", step)
-        save()
-        ckpt.close()
+        try:
+            # Nothing to save after Ctrl-C inside a step (jit took the donated state): the run
+            # resumes from the checkpoint before and repeats those steps. A state saved before its
+            # evaluation ran is evaluated first thing on resume.
+            if _alive(state):
+                log.warning("interrupted at step %d: saving a checkpoint before stopping", step)
+                save()
+            latest = ckpt.latest_step()
+        finally:
+            ckpt.close()
+        raise Interrupted(_interrupted(step, total, latest, ckpt.directory)) from None
+    except BaseException:
+        ckpt.close()  # a save under way completes: the last good checkpoint stays whole
         raise
     finally:
         progress.close()
@@ -126,6 +147,18 @@ def train(config, workdir: str) -> dict:
     return outputs.finish(run, best_state, eval_step, host, best_step=best or step)
 
 
+def _alive(state) -> bool:
+    return not any(x.is_deleted() for x in jax.tree.leaves(state) if isinstance(x, jax.Array))
+
+
+def _interrupted(step: int, total: int, latest: int | None, directory: str) -> str:
+    if latest is None:
+        return (f"stopped by Ctrl-C at step {step} of {total}, before any checkpoint; run the "
+                f"same command again to start over.")
+    return (f"stopped by Ctrl-C at step {step} of {total}; the latest checkpoint is step "
+            f"{latest} in {directory}. Run the same command again to resume from it.")
+
+
 def _tracked(val: dict, metric: str, run) -> float:
     if metric not in val:
         raise KeyError(f"the metric {metric!r} (config.train.best_metric or "
@@ -134,11 +167,26 @@ def _tracked(val: dict, metric: str, run) -> float:
     return float(val[metric])
 
 
-def _check_finite(scalars: dict, step: int, run) -> None:
+def _check_finite(scalars: dict, step: int, run, kept: int | None) -> None:
     loss = scalars.get("loss", 0.0)
     if not math.isfinite(loss):
-        raise NonFiniteLoss(
-            f"the training loss became {loss} by step {step}. The last good checkpoint in "
-            f"{run.workdir}/checkpoints is kept. Lower config.optim.lr (now "
-            f"{run.config.optim.lr}) or set config.optim.clip_grad_norm, then start again with "
-            f"--overwrite (or in another --workdir).")
+        raise NonFiniteLoss(_non_finite(f"the training loss became {loss}", step, run, kept))
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _check_finite_params(state, step: int, run, kept: int | None) -> None:
+    """Refuses to checkpoint parameters holding NaN/inf (a loss can look finite one step longer)."""
+    if not bool(_all_finite(state.params)):
+        raise NonFiniteLoss(_non_finite("the parameters became NaN/inf", step, run, kept))
+
+
+def _non_finite(what: str, step: int, run, kept: int | None) -> str:
+    saved = ("No checkpoint had been saved yet." if kept is None else
+             f"The last good checkpoint (step {kept}) in {run.workdir}/checkpoints is kept.")
+    return (f"{what} by step {step}. {saved} Lower config.optim.lr (now {run.config.optim.lr}) "
+            f"or set config.optim.clip_grad_norm, then start again with --overwrite (or in "
+            f"another --workdir).")

@@ -1,7 +1,9 @@
 """Metric logging: one JSON line per record in `metrics.jsonl` and TensorBoard event files.
 
 TensorBoard events are written with tensorboardX (clu's writers import TensorFlow). Only
-process 0 writes; the other processes get a writer that does nothing.
+process 0 writes; the other processes get a writer that does nothing. A run first drops what an
+interrupted run logged after the step it starts from (the checkpoint it resumes, or step 0):
+those steps run again, and the logs read as one uninterrupted run.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ import jax
 class MetricWriter:
     """Writes scalar metrics to `<workdir>/metrics.jsonl` and `<workdir>/tensorboard/`."""
 
-    def __init__(self, workdir: str, enabled: bool | None = None):
+    def __init__(self, workdir: str, enabled: bool | None = None, start_step: int = 0):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self._jsonl = self._tb = None
         if self.enabled:
             from tensorboardX import SummaryWriter
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            path = os.path.join(workdir, "metrics.jsonl")
+            _drop_records_after(path, start_step)
+            self._jsonl = open(path, "a", encoding="utf-8")
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step + 1)
 
     def write(self, step: int, scalars: dict[str, float], prefix: str) -> None:
         """Logs `scalars` under `prefix` (e.g. "train", "validation") at `step`."""
@@ -39,3 +43,20 @@ class MetricWriter:
         if self.enabled:
             self._jsonl.close()
             self._tb.close()
+
+
+def _drop_records_after(path: str, step: int) -> None:
+    """Rewrites `path` without the records of steps after `step` (and a line cut by a kill)."""
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+            except (ValueError, KeyError):
+                continue
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)

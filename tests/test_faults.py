@@ -1,0 +1,172 @@
+"""Faults during training: NaN/inf, a full or read-only checkpoint directory, Ctrl-C at the CLI.
+
+In each case the run stops with one message saying what happened and what to do, and the last good
+checkpoint stays complete and restorable. `kill -9` at random moments: tests/kill_resume.py (slow).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+from orbax.checkpoint._src.path import atomicity
+
+from train_helpers import colour_folder, tiny_config
+from vitjax import main, modes
+from vitjax.train import checkpointing, loop, setup
+from vitjax.train.checkpointing import Checkpointer, CheckpointWriteError
+
+
+@pytest.fixture(scope="module")
+def colours(tmp_path_factory):
+    return colour_folder(str(tmp_path_factory.mktemp("colours")), per_class=8)
+
+
+def _config(colours, **train):
+    # 24 images: 19 train -> 2 steps of 8 per epoch; an evaluation and a checkpoint every epoch.
+    return tiny_config(f"folder:{colours}", **{**dict(batch_size=8, epochs=3, test_split="",
+                                                      export=False), **train})
+
+
+def _steps(directory):
+    return sorted(name for name in os.listdir(directory) if not name.startswith("."))
+
+
+def _state(directory, step):
+    """The state of a saved step, read without knowing the model (fails unless it is complete)."""
+    with ocp.CheckpointManager(directory) as manager:
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return restored["state"]
+
+
+def _all_finite(tree):
+    return all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(tree))
+
+
+def _fail_on_save(monkeypatch, step: int, error: OSError):
+    """orbax's commit of the checkpoint of `step` raises `error` (in its background thread)."""
+    real = atomicity.AtomicRenameTemporaryPath.finalize
+
+    async def finalize(self, *args, **kwargs):
+        if f"/{step}.orbax-checkpoint-tmp" in str(self.get()):
+            raise error
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", finalize)
+
+
+# --- NaN / inf ------------------------------------------------------------------------------------
+
+
+def test_parameters_turning_nan_are_never_checkpointed(colours, tmp_path, monkeypatch):
+    real = setup.Run.jit_train_step
+
+    def poisoned(run):
+        step_fn = real(run)
+
+        def step(state, batch):
+            state, out = step_fn(state, batch)
+            if int(state.step) == 4:  # the update of step 4 (an evaluation step) blows up; its loss was finite
+                state = state.replace(params=jax.tree.map(lambda x: x * jnp.nan, state.params))
+            return state, out
+        return step
+
+    monkeypatch.setattr(setup.Run, "jit_train_step", poisoned)
+    workdir = str(tmp_path / "run")
+    with pytest.raises(modes.UserError, match=r"parameters became NaN/inf by step 4\. The last good "
+                                              r"checkpoint \(step 2\) .* is kept\. Lower config\.optim\.lr"):
+        modes.train(_config(colours), workdir)
+    checkpoints = os.path.join(workdir, "checkpoints")
+    assert _steps(checkpoints) == ["2"]
+    assert _all_finite(_state(checkpoints, 2)["params"])
+
+
+def test_an_absurd_learning_rate_stops_at_the_first_logged_loss(colours, tmp_path):
+    config = _config(colours, log_every=1, epochs=1)
+    config.optim.lr = 1e30
+    config.optim.warmup = "0"
+    # step 1's loss comes from the initial weights; step 2's from the first update
+    with pytest.raises(modes.UserError, match=r"training loss became (nan|inf) by step 2\. No checkpoint "
+                                              r"had been saved yet\. Lower config\.optim\.lr \(now 1e\+30\)"):
+        modes.train(config, str(tmp_path / "run"))
+    assert _steps(os.path.join(tmp_path, "run", "checkpoints")) == []
+
+
+# --- a full or read-only checkpoint directory -----------------------------------------------------
+
+
+def test_disk_full_during_a_save_stops_with_the_step_and_keeps_the_earlier_checkpoint(
+        colours, tmp_path, monkeypatch):
+    _fail_on_save(monkeypatch, 4, OSError(errno.ENOSPC, "No space left on device"))
+    workdir = str(tmp_path / "run")
+    with pytest.raises(modes.UserError, match=r"CheckpointWriteError: could not write the checkpoint of "
+                                              r"step 4 .*No space left on device.*intact \(latest: step 2\)"
+                                              r".*Free disk space"):
+        modes.train(_config(colours), workdir)
+    checkpoints = os.path.join(workdir, "checkpoints")
+    assert "2" in _steps(checkpoints) and "4" not in _steps(checkpoints)
+    assert _all_finite(_state(checkpoints, 2)["params"])
+    assert any(name.startswith("4.") for name in _steps(checkpoints))  # half-written, not a step
+    reopened = Checkpointer(checkpoints, metric="accuracy", mode="max")  # as the next run does
+    assert reopened.latest_step() == 2
+    deadline = time.time() + 30  # orbax removes unfinished step directories in the background
+    while _steps(checkpoints) != ["2"] and time.time() < deadline:
+        time.sleep(0.05)
+    reopened.close()
+    assert _steps(checkpoints) == ["2"]
+
+
+def test_a_read_only_directory_fails_at_the_save_at_once(tmp_path, monkeypatch):
+    directory = str(tmp_path / "checkpoints")
+    state = {"w": jnp.arange(3.0)}
+    ckpt = Checkpointer(directory, metric="accuracy", mode="max")
+    ckpt.save(1, state, {}, {}, metrics={"accuracy": 0.5})
+    ckpt.wait()
+    os.chmod(directory, 0o555)
+    if os.access(directory, os.W_OK):  # root ignores permissions: refuse the write as a read-only mount
+
+        def read_only(*args, **kwargs):
+            raise OSError(errno.EROFS, "Read-only file system", directory)
+
+        monkeypatch.setattr(checkpointing.tempfile, "NamedTemporaryFile", read_only)
+    try:
+        with pytest.raises(CheckpointWriteError, match=r"checkpoint of step 2 .*(Read-only|Permission "
+                                                       r"denied).*intact \(latest: step 1\)"):
+            ckpt.save(2, state, {}, {}, metrics={"accuracy": 0.6})
+        ckpt.close()
+    finally:
+        os.chmod(directory, 0o755)
+    assert _steps(directory) == ["1"]
+    np.testing.assert_array_equal(_state(directory, 1)["w"], [0, 1, 2])
+
+
+# --- Ctrl-C at the command line -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raised, line", [
+    (loop.Interrupted(loop._interrupted(8, 21, 8, "/w/checkpoints")),
+     "vitjax: stopped by Ctrl-C at step 8 of 21; the latest checkpoint is step 8 in /w/checkpoints."),
+    (KeyboardInterrupt(), "vitjax: interrupted by Ctrl-C; run the same command again to resume"),
+])
+def test_ctrl_c_exits_130_with_one_line(monkeypatch, capsys, raised, line):
+    def train(*args):
+        raise raised
+
+    monkeypatch.setattr(modes, "train", train)
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    with flagsaver.flagsaver((main._CONFIG, tiny_config("demo:digits")), (main._WORKDIR, "/w"),
+                             (main._MODE, "train")):
+        with pytest.raises(SystemExit) as exit_info:
+            main.main([])
+    assert exit_info.value.code == 130
+    err = capsys.readouterr().err
+    assert err.startswith(line) and err.count("\n") == 1 and "Traceback" not in err
