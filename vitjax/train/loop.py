@@ -68,7 +68,8 @@ def train(config, workdir: str) -> dict:
     total, eval_every = run.total_steps, run.eval_every_steps
     step = int(jax.device_get(state.step))
     progress = Progress(total, step, enabled=cfg.progress and jax.process_index() == 0)
-    window, window_steps, window_start, train_summary = None, 0, time.time(), {}
+    window, window_steps, window_start = None, 0, time.time()
+    train_summary = host.get("train_summary", {})
     run_start = time.time() - host["elapsed"]
     stop = stopper.patience > 0 and stopper.bad_evals >= stopper.patience
     # The iterator's state as of the last completed step: an interruption between `next()` and
@@ -77,6 +78,7 @@ def train(config, workdir: str) -> dict:
 
     def save(metrics=None):
         host["elapsed"] = time.time() - run_start
+        host["train_summary"] = train_summary  # for an evaluation still due when resumed
         _check_finite_params(state, step, run, ckpt.latest_step())
         ckpt.save(step, state, data_state, host, metrics=metrics)
 
