@@ -116,3 +116,16 @@ def test_cli_reports_a_mistyped_override(tmp_path):
     assert out.returncode != 0
     assert "lrr" in out.stderr and 'Did you mean "lr"' in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_run_settings_that_would_break_late_are_refused_early(colours, tmp_path):
+    for key, value, words in [("log_every", 0, "train.log_every must be a positive"),
+                              ("keep_best", 0, "train.keep_best must be a positive"),
+                              ("early_stopping_patience", -1, "early_stopping_patience must be >= 0")]:
+        config = tiny_config("demo:digits")
+        config.train[key] = value
+        with pytest.raises(ValueError, match=words):
+            config_lib.validate(config)
+    config = tiny_config(f"folder:{colours}", test_split="tset")
+    with pytest.raises(modes.UserError, match=r"test_split='tset' is not a split.*'test'"):
+        modes.train(config, str(tmp_path / "run"))

@@ -144,6 +144,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     positive("train.batch_size", config.train.batch_size, int)
     positive("train.epochs", config.train.epochs)
     positive("optim.lr", config.optim.lr)
+    positive("train.log_every", config.train.log_every, int)
+    positive("train.keep_best", config.train.keep_best, int)
+    if config.train.early_stopping_patience < 0:
+        raise ValueError("config.train.early_stopping_patience must be >= 0 (0 = off).")
     if config.train.eval_batch_size < 0:
         raise ValueError("config.train.eval_batch_size must be >= 0 (0 = train.batch_size).")
     if config.train.best_mode not in ("min", "max"):
@@ -189,7 +193,8 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
 RUN_NEUTRAL = {"train.log_every", "train.progress", "data.workers", "data.prefetch",
                "train.resume", "compilation_cache", "distributed.mode", "distributed.coordinator",
                "distributed.num_processes", "distributed.process_id", "mesh.data", "mesh.fsdp",
-               "mesh.fsdp_min_size",
+               "mesh.fsdp_min_size", "train.eval_batch_size", "train.keep_best",
+               "train.test_split", "train.export",
                # fast paths: other kernels for the same function
                "model.attention", "model.attention_pad", "model.patch_embed", "model.remat_policy"}
 

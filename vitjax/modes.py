@@ -94,7 +94,9 @@ def _model_dir(workdir: str | None, model: str | None) -> str:
     if not path or not os.path.isdir(path):
         raise FileNotFoundError(
             f"no model folder at {path!r}: pass --model <a Hugging Face format folder>, or a "
-            f"--workdir whose training finished (it writes <workdir>/best).")
+            f"--workdir whose training finished (it writes <workdir>/best). Tasks without a "
+            f"transformers class (segmentation, detection) write best_vitjax/, which these "
+            f"modes do not read yet.")
     return path
 
 
@@ -122,4 +124,4 @@ def predict(config, workdir: str | None, model: str | None, inputs: list[str], t
 def export(config, workdir: str, output: str | None) -> str:
     from vitjax.train import outputs
     _prepare(config)
-    return outputs.export_from_checkpoint(config, workdir, output or os.path.join(workdir, "best"))
+    return outputs.export_from_checkpoint(config, workdir, output)

@@ -44,19 +44,18 @@ def initialize_distributed(cfg) -> None:
     if not wanted or jax.distributed.is_initialized():
         return
     kwargs = {}
-    if cfg.coordinator:
-        kwargs = dict(coordinator_address=cfg.coordinator, num_processes=cfg.num_processes,
-                      process_id=cfg.process_id)
-    elif coordinator:
+    if coordinator:
         kwargs = dict(coordinator_address=coordinator,
-                      num_processes=int(os.environ.get("JAX_NUM_PROCESSES", "0")),
-                      process_id=int(os.environ.get("JAX_PROCESS_ID", "-1")))
+                      num_processes=cfg.num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0")),
+                      process_id=cfg.process_id if cfg.coordinator else
+                      int(os.environ.get("JAX_PROCESS_ID", "-1")))
     if kwargs and not 0 <= kwargs["process_id"] < kwargs["num_processes"]:
         raise ValueError(
             f"the coordinator {coordinator} is set but num_processes={kwargs['num_processes']}, "
-            f"process_id={kwargs['process_id']}: set config.distributed.num_processes (or "
-            f"JAX_NUM_PROCESSES) to the process count and config.distributed.process_id (or "
-            f"JAX_PROCESS_ID) to 0..num_processes-1, different in every process.")
+            f"process_id={kwargs['process_id']}: set config.distributed.num_processes to the "
+            f"process count and config.distributed.process_id to 0..num_processes-1, different "
+            f"in every process (with JAX_COORDINATOR_ADDRESS instead of a configured "
+            f"coordinator: JAX_NUM_PROCESSES and JAX_PROCESS_ID).")
     if not jax.config.jax_cpu_collectives_implementation:
         # Cross-process collectives of the CPU backend (tests, CPU clusters) need an
         # implementation; gloo ships with jaxlib (and is the default of recent JAX).

@@ -102,7 +102,7 @@ def train(config, workdir: str) -> dict:
                     scale = plateau.update(_tracked(val, plateau.metric, run))
                     state = state.replace(opt_state=optim.set_lr_scale(state.opt_state, scale))
                     host["plateau"] = plateau.state_dict()
-                save(metrics={k: float(v) for k, v in val.items()})
+                save(metrics=_validation_metrics(record))
                 progress.epoch_table(record)
                 window_start = time.time()  # evaluation time is not training throughput
                 if stop:
@@ -118,19 +118,21 @@ def train(config, workdir: str) -> dict:
                 train_summary = run.task.summarize(jax.device_get(window.compute()))
                 _check_finite(train_summary, step, run, ckpt.latest_step())
                 train_summary.update(
-                    lr=run.lr_at(step, state.opt_state), grad_norm=float(grad_norm),
+                    lr=run.lr_at(step - 1, state.opt_state), grad_norm=float(grad_norm),
                     images_per_s=window_steps * cfg.batch_size / max(time.time() - window_start, 1e-9))
                 writer.write(step, train_summary, "train")
                 progress.update(step, train_summary)
                 window, window_steps, window_start = None, 0, time.time()
     except KeyboardInterrupt:
         try:
-            # Nothing to save after Ctrl-C inside a step (jit took the donated state): the run
-            # resumes from the checkpoint before and repeats those steps. A state saved before its
-            # evaluation ran is evaluated first thing on resume.
-            if _alive(state):
+            # Nothing to save after Ctrl-C inside a step (jit took the donated state) or just
+            # after one (the state is ahead of `step` and its data state): the run resumes from
+            # the checkpoint before and repeats those steps. A state saved before its evaluation
+            # ran is evaluated first thing on resume; one saved after it keeps its metrics.
+            if _alive(state) and int(jax.device_get(state.step)) == step:
                 log.warning("interrupted at step %d: saving a checkpoint before stopping", step)
-                save()
+                last = host["history"][-1] if host["history"] else {}
+                save(metrics=_validation_metrics(last) if last.get("step") == step else None)
             latest = ckpt.latest_step()
         finally:
             ckpt.close()
@@ -147,6 +149,12 @@ def train(config, workdir: str) -> dict:
     best_state = state if best in (None, step) else ckpt.restore(best, state)[0]
     ckpt.close()
     return outputs.finish(run, best_state, eval_step, host, best_step=best or step)
+
+
+def _validation_metrics(record: dict) -> dict[str, float]:
+    """The validation metrics of a history record, as a checkpoint ranks them."""
+    return {k.removeprefix("validation/"): float(v) for k, v in record.items()
+            if k.startswith("validation/")}
 
 
 def _alive(state) -> bool:

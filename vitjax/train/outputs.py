@@ -96,9 +96,10 @@ def export(run, params, directory: str, metrics: dict | None = None) -> str:
     return path
 
 
-def export_from_checkpoint(config, workdir: str, output: str) -> str:
+def export_from_checkpoint(config, workdir: str, output: str | None) -> str:
     """The `export` mode: the best orbax checkpoint of `workdir` written in Hugging Face format (or
-    vitjax's own format for tasks without a transformers class)."""
+    vitjax's own format for tasks without a transformers class) to `output`, by default where
+    training exports (`export_dir`)."""
     from vitjax.train import setup
     from vitjax.train.checkpointing import Checkpointer
 
@@ -110,6 +111,7 @@ def export_from_checkpoint(config, workdir: str, output: str) -> str:
         raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint; train first.")
     state, _, _ = ckpt.restore(step, run.init_state())
     ckpt.close()
+    output = output or export_dir(run)
     params = parallel.to_host(run.eval_params(state), run.mesh)
     if jax.process_index() != 0:
         return output

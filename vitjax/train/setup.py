@@ -140,9 +140,10 @@ class Run:
                        out_shardings=parallel.replicated(self.mesh))
 
     def lr_at(self, step: int, opt_state) -> float:
-        """The learning rate of the first trained group at `step`, with the plateau scale."""
-        fn = next(iter(self.optimizer.lr_fns.values()))
-        return float(fn(step)) * optim.get_lr_scale(opt_state)
+        """The largest group learning rate of the update made at `step` (0-based), with the
+        plateau scale: `optim.lr` times the schedule, before layer decay lowers deeper groups."""
+        rate = max(float(fn(step)) for fn in self.optimizer.lr_fns.values())
+        return rate * optim.get_lr_scale(opt_state)
 
     def eval_params(self, state: TrainState):
         """The weights evaluated and exported: the EMA when it is on, else the params."""
@@ -168,6 +169,9 @@ def build_run(config, workdir: str, dataset: ImageDataset | None = None) -> Run:
     log.info("data %s: %s", dataset.source,
              {s: len(v) for s, v in dataset.splits.items()})
 
+    if config.train.test_split and config.train.test_split not in dataset.splits:
+        raise ValueError(f"config.train.test_split={config.train.test_split!r} is not a split of "
+                         f"{dataset.source}; use one of {sorted(dataset.splits)}, or '' for none.")
     task = task_class(config.task, dataset.class_names)
     spec, params, preprocessing, base = load_backbone(config, dataset.class_names)
     model = Model(ViT(spec, **backbone_options(config.model)), task.make_head(spec))
