@@ -11,8 +11,6 @@ area are dropped). `photometric` adds the pixel-only augmentations that leave ta
 from __future__ import annotations
 
 import dataclasses
-import io
-import os
 from typing import Any
 
 import numpy as np
@@ -51,12 +49,7 @@ def load_mask(value: Any, name: str) -> np.ndarray:
     """A label mask (PNG in mode L, P, I or I;16; bytes, {"bytes","path"}, path, PIL or array) as
     int32 [H, W] class indices; palette masks keep their indices, colour (RGB) masks are an error."""
     try:
-        if isinstance(value, dict):
-            value = value.get("bytes") or value.get("path")
-        if isinstance(value, (bytes, bytearray)):
-            value = Image.open(io.BytesIO(value))
-        elif isinstance(value, (str, os.PathLike)):
-            value = Image.open(value)
+        value = transforms.open_image(value)
         if isinstance(value, Image.Image):
             if value.mode not in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L"):
                 raise ValueError(f"mode {value.mode} is not a mask of class indices")

@@ -46,6 +46,18 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def open_image(value: Any) -> Any:
+    """A lazily opened PIL image from encoded bytes, an HF {"bytes", "path"} dict or a path;
+    anything else (a PIL image, an array) is returned as it is."""
+    if isinstance(value, dict):
+        value = value.get("bytes") or value.get("path")
+    if isinstance(value, (bytes, bytearray)):
+        return Image.open(io.BytesIO(value))
+    if isinstance(value, (str, os.PathLike)):
+        return Image.open(value)
+    return value
+
+
 def load_rgb(image: Any, name: str, draft_size: int | None = None) -> Image.Image:
     """Decodes a record's image to an EXIF-oriented RGB PIL image; errors name the record.
 
@@ -57,12 +69,7 @@ def load_rgb(image: Any, name: str, draft_size: int | None = None) -> Image.Imag
             array = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
             img = Image.fromarray(array)
         else:
-            if isinstance(image, dict):
-                image = image.get("bytes") or image.get("path")
-            if isinstance(image, (bytes, bytearray)):
-                image = Image.open(io.BytesIO(image))
-            elif isinstance(image, (str, os.PathLike)):
-                image = Image.open(image)
+            image = open_image(image)
             if not isinstance(image, Image.Image):
                 raise TypeError(f"unsupported image type {type(image).__name__}")
             if draft_size and image.format == "JPEG":
@@ -78,14 +85,11 @@ def load_rgb(image: Any, name: str, draft_size: int | None = None) -> Image.Imag
 
 def is_readable(record_source, index: int) -> bool:
     """True when the record's image decodes (JPEGs decoded at reduced size, to be quick)."""
-    image = record_source[index]["image"]
+    raw = record_source[index]["image"]
     try:
-        if isinstance(image, dict):
-            image = image.get("bytes") or image.get("path")
-        if isinstance(image, (bytes, bytearray)):
-            image = io.BytesIO(image)
-        if isinstance(image, (str, os.PathLike, io.BytesIO)):
-            with Image.open(image) as img:
+        image = open_image(raw)
+        if isinstance(image, Image.Image) and image is not raw:  # opened here from bytes or a path
+            with image as img:
                 img.draft("RGB", (64, 64))
                 img.load()
         return True
