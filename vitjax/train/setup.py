@@ -163,14 +163,14 @@ def build_run(config, workdir: str, dataset: ImageDataset | None = None) -> Run:
     task_class = registry.get_task(config.task.name)
     if dataset is None:
         dataset = task_class.open_source(config.data, config.task)
+        if config.train.test_split and config.train.test_split not in dataset.splits:
+            raise ValueError(f"config.train.test_split={config.train.test_split!r} is not a split "
+                             f"of {dataset.source}; use one of {sorted(dataset.splits)}, or '' for "
+                             f"none.")
         if jax.process_index() == 0:
             splits_lib.write_split(workdir, dataset)
     log.info("data %s: %s", dataset.source,
              {s: len(v) for s, v in dataset.splits.items()})
-
-    if config.train.test_split and config.train.test_split not in dataset.splits:
-        raise ValueError(f"config.train.test_split={config.train.test_split!r} is not a split of "
-                         f"{dataset.source}; use one of {sorted(dataset.splits)}, or '' for none.")
     task = task_class(config.task, dataset.class_names)
     spec, params, preprocessing, base = load_backbone(config, dataset.class_names)
     model = Model(ViT(spec, **backbone_options(config.model)), task.make_head(spec))
