@@ -9,6 +9,8 @@ import numpy as np
 from PIL import Image
 
 from train_helpers import tiny_config
+from vitjax import modes
+from vitjax.train import evaluation, setup
 from vitjax.registry import get_task, task_config
 
 # Object classes: a red rectangle and a green disc (mask value / category = index + 1).
@@ -85,3 +87,10 @@ def dense_config(task: str, source: str, **train):
     config.data.augment.hflip = 0.5
     config.train.best_metric, config.train.best_mode = get_task(task).best_metric
     return config
+
+
+def untrained_then_trained(config, root):
+    """(test metrics of the initial weights, results of training), for 'training lifts the metric'."""
+    run = setup.build_run(config, str(root / "untrained"))
+    untrained = evaluation.evaluate(run, run.init_state().params, run.jit_eval_step(), "test")
+    return untrained, modes.train(config, str(root / "run")), str(root / "run")

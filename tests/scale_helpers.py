@@ -34,12 +34,7 @@ def scale_config(data: str, overrides: dict):
     config.optim.grad_accum_steps = 2
     config.optim.ema_decay = 0.5
     config.mesh.fsdp_min_size = 256  # small enough that the tiny model's kernels are split
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = config
-        for name in parents:
-            node = node[name]
-        node[leaf] = value
+    config.update_from_flattened_dict(overrides)
     return config
 
 

@@ -29,12 +29,7 @@ def data_config(**overrides):
     cfg = default_config()
     cfg.workers = 0
     cfg.read_threads = 2
-    for key, value in overrides.items():
-        target = cfg
-        *path, last = key.split("__")
-        for p in path:
-            target = target[p]
-        target[last] = value
+    cfg.update_from_flattened_dict({k.replace("__", "."): v for k, v in overrides.items()})
     return cfg
 
 

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dense_helpers import coco_folder, dense_config, shapes_scene
-from vitjax import modes, registry
+from dense_helpers import coco_folder, dense_config, shapes_scene, untrained_then_trained
+from vitjax import registry
 from vitjax.data.config import default_config as data_default_config
-from vitjax.train import evaluation, setup
 
 registry.load_plugins()
 from tasks import detection  # noqa: E402 - registered by load_plugins above
@@ -150,9 +149,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("detection")
     data = coco_folder(str(root / "data"))
     config = dense_config("detection", f"coco:{data}", batch_size=16, epochs=12)
-    run = setup.build_run(config, str(root / "untrained"))
-    untrained = evaluation.evaluate(run, run.init_state().params, run.jit_eval_step(), "test")
-    return untrained, modes.train(config, str(root / "run")), str(root / "run")
+    return untrained_then_trained(config, root)
 
 
 def test_training_raises_map_well_above_untrained(trained):

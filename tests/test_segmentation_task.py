@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dense_helpers import dense_config, segmentation_folder, shapes_scene
-from vitjax import modes, registry
+from dense_helpers import dense_config, segmentation_folder, shapes_scene, untrained_then_trained
+from vitjax import registry
 from vitjax.checkpoints.native import load_native
 from vitjax.data import pipeline
 from vitjax.data.config import default_config as data_default_config
-from vitjax.train import evaluation, setup
+from vitjax.train import setup
 
 registry.load_plugins()
 from tasks import segmentation  # noqa: E402 - registered by load_plugins above
@@ -125,9 +125,7 @@ def trained(tmp_path_factory):
     data = segmentation_folder(str(root / "data"))
     config = dense_config("segmentation", f"folder:{data}", batch_size=16, epochs=6)
     config.task.upsample_steps, config.task.head_channels = 1, 32
-    run = setup.build_run(config, str(root / "untrained"))
-    untrained = evaluation.evaluate(run, run.init_state().params, run.jit_eval_step(), "test")
-    return untrained, modes.train(config, str(root / "run")), str(root / "run")
+    return untrained_then_trained(config, root)
 
 
 def test_training_raises_miou_well_above_untrained(trained):
