@@ -25,12 +25,16 @@ def compute(run, params, eval_step, split: str):
     return jax.device_get(merged.compute())
 
 
-def evaluate(run, params, eval_step, split: str) -> dict[str, float]:
-    """The task's scalar summary of `split`; logs the task's warnings (e.g. collapsed predictions)."""
-    computed = compute(run, params, eval_step, split)
+def _summarize(run, computed, split: str) -> dict[str, float]:
+    """The task's scalar summary of computed metrics; logs the task's warnings (e.g. collapse)."""
     for warning in run.task.warnings(computed):
         log.warning("%s: %s", split, warning)
     return run.task.summarize(computed)
+
+
+def evaluate(run, params, eval_step, split: str) -> dict[str, float]:
+    """The task's scalar summary of `split`, its warnings logged."""
+    return _summarize(run, compute(run, params, eval_step, split), split)
 
 
 def check_tracked_metrics(run, params, eval_step, tracked: dict[str, str]) -> None:
@@ -54,9 +58,7 @@ def check_tracked_metrics(run, params, eval_step, tracked: dict[str, str]) -> No
 def report(run, params, eval_step, split: str, outdir: str) -> dict:
     """Evaluates `split` and writes the task's report files under `outdir` (process 0)."""
     computed = compute(run, params, eval_step, split)
-    for warning in run.task.warnings(computed):
-        log.warning("%s: %s", split, warning)
-    summary = run.task.summarize(computed)
+    summary = _summarize(run, computed, split)
     if jax.process_index() == 0:
         os.makedirs(outdir, exist_ok=True)
         run.task.report(computed, outdir, split)
