@@ -39,7 +39,7 @@ from clu import metrics as clu_metrics
 from ml_collections import config_dict
 from PIL import Image
 
-from tasks.classification import ConfusionMatrix
+from vitjax.tasks.classification import ConfusionMatrix
 from vitjax.data import paired, splits as splits_lib
 from vitjax.data.folders import IMAGE_EXTENSIONS
 from vitjax.data.pipeline import RecordTransforms

@@ -18,7 +18,7 @@ from vitjax import registry
 from vitjax.data.config import default_config as data_default_config
 
 registry.load_plugins()
-from tasks import detection  # noqa: E402 - registered by load_plugins above
+from vitjax.tasks import detection  # noqa: E402 - registered by load_plugins above
 
 CLASSES = ("red", "green", "blue")
 NONE = (np.zeros((0, 4)), np.zeros(0), np.zeros(0, int))

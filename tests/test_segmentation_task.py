@@ -20,7 +20,7 @@ from vitjax.data.config import default_config as data_default_config
 from vitjax.train import setup
 
 registry.load_plugins()
-from tasks import segmentation  # noqa: E402 - registered by load_plugins above
+from vitjax.tasks import segmentation  # noqa: E402 - registered by load_plugins above
 
 CLASSES = ("background", "red", "green")
 

@@ -30,7 +30,8 @@ decode/augment/cache path. A task with other targets (masks, boxes) overrides bo
 what it needs, and its `RecordTransforms` turn a record into the batch fields (`label_fields`) with
 augmentation applied to image and targets together, plus the padding example of eval batches.
 
-Plugins come from three places, all imported by `load_plugins`: the built-ins (`tasks.*`), module
+Plugins come from three places, all imported by `load_plugins`: the built-ins (`vitjax.tasks.*`,
+  the repo's `tasks/` folder), module
 paths or `.py` file paths listed in `config.task.plugins`, and the `vitjax.tasks` entry-point group
 of installed distributions.
 """
@@ -52,7 +53,7 @@ import flax.linen as nn
 import ml_collections
 from clu import metrics as clu_metrics
 
-BUILTIN_PLUGINS = ("tasks.classification", "tasks.segmentation", "tasks.detection")
+BUILTIN_PLUGINS = ("vitjax.tasks.classification", "vitjax.tasks.segmentation", "vitjax.tasks.detection")
 ENTRY_POINT_GROUP = "vitjax.tasks"
 # Keys of `config.task` read by the registry itself rather than by the plugin.
 REGISTRY_KEYS = ("name", "plugins")
