@@ -44,9 +44,10 @@ import optax
 from clu import metrics as clu_metrics
 from ml_collections import config_dict
 
-from vitjax.data import paired, splits as splits_lib
+from vitjax.data import hf, paired, splits as splits_lib
 from vitjax.data.pipeline import RecordTransforms
-from vitjax.data.sources import SPLIT_ALIASES, ImageDataset
+from vitjax.data.records import SPLIT_ALIASES, ImageDataset
+from vitjax.data.source_spec import parse_source
 from vitjax.data.transforms import load_rgb
 from vitjax.registry import Task, register_task
 from vitjax.train.report import write_evaluation_report
@@ -386,22 +387,15 @@ class Detection(Task):
     # ---- data ----------------------------------------------------------------------------------
     @classmethod
     def open_source(cls, data_cfg, task_cfg) -> ImageDataset:
-        source = data_cfg.source
-        kind, _, rest = source.partition(":")
-        if kind == "hf" and rest:
-            import datasets
-
-            name, _, config_name = rest.partition(":")
-            raw, class_names = from_hf(datasets.load_dataset(name, config_name or None), data_cfg, task_cfg,
-                                       name=source)
-        elif kind in ("coco", "folder") and rest or os.path.exists(os.path.expanduser(source)):
-            raw, class_names = scan_coco(rest if kind in ("coco", "folder") and rest else source)
+        spec = parse_source(data_cfg.source, ("hf", "coco", "folder", "path"),
+                            "'coco:PATH' (a COCO annotations file or folder) or 'hf:NAME[:CONFIG]' (a dataset "
+                            "with an objects column)")
+        if spec.kind == "hf":
+            raw, class_names = from_hf(hf.load_dataset_dict(spec), data_cfg, task_cfg, name=spec.text)
         else:
-            raise ValueError(f"config.data.source={source!r}: detection reads 'coco:PATH' (a COCO "
-                             "annotations file or folder) or 'hf:NAME[:CONFIG]' (a dataset with an objects "
-                             "column).")
+            raw, class_names = scan_coco(spec.name)
         class_names = list(task_cfg.get("class_names") or class_names)
-        return splits_lib.resolve_splits(source, raw, class_names, data_cfg)
+        return splits_lib.resolve_splits(spec.text, raw, class_names, data_cfg)
 
     def data_transforms(self, preprocessing, data_cfg) -> RecordTransforms:
         size = tuple(preprocessing.input_size)

@@ -40,10 +40,11 @@ from ml_collections import config_dict
 from PIL import Image
 
 from vitjax.tasks.classification import ConfusionMatrix
-from vitjax.data import paired, splits as splits_lib
+from vitjax.data import hf, paired, splits as splits_lib
 from vitjax.data.folders import IMAGE_EXTENSIONS
 from vitjax.data.pipeline import RecordTransforms
-from vitjax.data.sources import SPLIT_ALIASES, ImageDataset
+from vitjax.data.records import SPLIT_ALIASES, ImageDataset
+from vitjax.data.source_spec import parse_source
 from vitjax.data.transforms import load_rgb
 from vitjax.registry import Task, register_task
 from vitjax.train.report import plot_confusion_matrix, write_evaluation_report
@@ -292,23 +293,19 @@ class Segmentation(Task):
     # ---- data ----------------------------------------------------------------------------------
     @classmethod
     def open_source(cls, data_cfg, task_cfg) -> ImageDataset:
-        source = data_cfg.source
-        kind, _, rest = source.partition(":")
-        if kind == "hf" and rest:
-            import datasets
-
-            name, _, config_name = rest.partition(":")
-            raw = from_hf(datasets.load_dataset(name, config_name or None), data_cfg, task_cfg, name=source)
+        spec = parse_source(data_cfg.source, ("hf", "folder", "path"),
+                            "'folder:PATH' (images/ + masks/) or 'hf:NAME[:CONFIG]' (an image and an annotation "
+                            "column)")
+        if spec.kind == "hf":
+            raw = from_hf(hf.load_dataset_dict(spec), data_cfg, task_cfg, name=spec.text)
             class_names = class_names_of(None, task_cfg)
         else:
-            root = rest if kind == "folder" and rest else source
-            if not os.path.isdir(os.path.expanduser(root)):
-                raise ValueError(f"config.data.source={source!r}: segmentation reads 'folder:PATH' "
-                                 "(images/ + masks/) or 'hf:NAME[:CONFIG]' (an image and an annotation "
-                                 "column).")
-            raw = scan_folder(root)
-            class_names = class_names_of(root, task_cfg)
-        return splits_lib.resolve_splits(source, raw, class_names, data_cfg)
+            if not os.path.isdir(spec.path):
+                raise ValueError(f"config.data.source={spec.text!r}: segmentation reads a folder holding "
+                                 "images/ and masks/; this is not a folder.")
+            raw = scan_folder(spec.name)
+            class_names = class_names_of(spec.name, task_cfg)
+        return splits_lib.resolve_splits(spec.text, raw, class_names, data_cfg)
 
     def data_transforms(self, preprocessing, data_cfg) -> RecordTransforms:
         size = tuple(preprocessing.input_size)

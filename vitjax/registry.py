@@ -95,7 +95,7 @@ class Task(abc.ABC):
     @classmethod
     def open_source(cls, data_cfg: ml_collections.ConfigDict,
                     task_cfg: ml_collections.ConfigDict) -> Any:
-        """The `vitjax.data.sources.ImageDataset` (train/validation/test record sources and class
+        """The `vitjax.data.records.ImageDataset` (train/validation/test record sources and class
         names) of `data_cfg.source`; called before the task exists, with the unresolved `config.task`.
         The default reads image-classification sources into {"image", "label"} records."""
         from vitjax.data.sources import open_source

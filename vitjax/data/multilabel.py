@@ -19,8 +19,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vitjax.data import splits as splits_lib, transforms
-from vitjax.data.sources import SPLIT_ALIASES, ImageDataset
+from vitjax.data import hf, splits as splits_lib, transforms
+from vitjax.data.source_spec import parse_source
+from vitjax.data.records import SPLIT_ALIASES, ImageDataset
 
 LABELS_FILE = "labels.csv"
 
@@ -122,20 +123,13 @@ def from_hf(dataset, data_cfg, name: str = "hf:<in-memory>") -> tuple[dict[str, 
 
 def open_multilabel(data_cfg) -> ImageDataset:
     """`open_source` for multi-label records: an "hf:" dataset or a folder with labels.csv."""
-    source = data_cfg.source
-    kind, _, rest = source.partition(":")
-    if kind == "hf" and rest:
-        import datasets
-
-        name, _, config_name = rest.partition(":")
-        raw, class_names = from_hf(datasets.load_dataset(name, config_name or None), data_cfg, name=source)
-    elif kind == "folder" and rest or os.path.isdir(os.path.expanduser(source)):
-        raw, class_names = scan_csv_folder(rest if kind == "folder" and rest else source)
+    spec = parse_source(data_cfg.source, ("hf", "folder", "path"),
+                        f"'hf:NAME[:CONFIG]' (a Sequence(ClassLabel) column) or 'folder:PATH' (with {LABELS_FILE})")
+    if spec.kind == "hf":
+        raw, class_names = from_hf(hf.load_dataset_dict(spec), data_cfg, name=spec.text)
     else:
-        raise ValueError(f"config.data.source={source!r}: multi-label classification reads "
-                         f"'hf:NAME[:CONFIG]' (a Sequence(ClassLabel) column) or 'folder:PATH' (with "
-                         f"{LABELS_FILE}).")
-    return splits_lib.resolve_splits(source, raw, class_names, data_cfg)
+        raw, class_names = scan_csv_folder(spec.name)
+    return splits_lib.resolve_splits(spec.text, raw, class_names, data_cfg)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from vitjax.data.sources import (CARVE, SPLIT_ALIASES, SPLITS, ImageDataset, RecordSource, SubsetSource,
+from vitjax.data.records import (CARVE, SPLIT_ALIASES, SPLITS, ImageDataset, RecordSource, SubsetSource,
                                  check_labels)
 
 SPLIT_FILE = "data_split.json"

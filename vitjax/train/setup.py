@@ -23,7 +23,7 @@ from vitjax.checkpoints.hf_load import load_hf
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.data import pipeline, splits as splits_lib
 from vitjax.data.device_augment import train_transform
-from vitjax.data.sources import ImageDataset
+from vitjax.data.records import ImageDataset
 from vitjax.models.model import Model
 from vitjax.models.vit import ViT, ViTSpec
 from vitjax.train.fast_paths import backbone_options
