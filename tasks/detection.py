@@ -50,7 +50,7 @@ from vitjax.data.records import SPLIT_ALIASES, ImageDataset
 from vitjax.data.source_spec import parse_source
 from vitjax.data.transforms import load_rgb
 from vitjax.registry import Task, register_task
-from vitjax.train.report import write_evaluation_report
+from vitjax.report import write_evaluation_report
 
 IOU_THRESHOLDS = np.round(np.arange(0.5, 0.951, 0.05), 2)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)

@@ -6,8 +6,9 @@ logits are upsampled bilinearly to the label mask's size for the loss and the me
 
 Loss: per-pixel cross-entropy averaged over the labelled pixels of valid rows; pixels equal to
 `ignore_index` (and labels outside the classes) do not count. Metrics: a summed confusion matrix
-(classification's `ConfusionMatrix`, which takes per-pixel labels), from which mean IoU (over classes
-present in the labels or predictions), per-class IoU and accuracy, and pixel accuracy are derived.
+(`vitjax.metrics.ConfusionMatrix`, which takes per-pixel labels), from which mean IoU and mean Dice
+(over classes present in the labels or predictions), per-class IoU, Dice and accuracy, and pixel
+accuracy are derived (`vitjax.metrics.iou_stats`).
 
 Data (`open_source`): "folder:ROOT" (or a plain folder) holding `images/` and `masks/` with the same
 file stems — or split folders `ROOT/{train,validation,test}/{images,masks}` — with the class names
@@ -39,7 +40,7 @@ from clu import metrics as clu_metrics
 from ml_collections import config_dict
 from PIL import Image
 
-from vitjax.tasks.classification import ConfusionMatrix
+from vitjax.metrics import ConfusionMatrix, iou_stats
 from vitjax.data import hf, paired, splits as splits_lib
 from vitjax.data.folders import IMAGE_EXTENSIONS
 from vitjax.data.pipeline import RecordTransforms
@@ -47,7 +48,7 @@ from vitjax.data.records import SPLIT_ALIASES, ImageDataset
 from vitjax.data.source_spec import parse_source
 from vitjax.data.transforms import load_rgb
 from vitjax.registry import Task, register_task
-from vitjax.train.report import plot_confusion_matrix, write_evaluation_report
+from vitjax.report import plot_confusion_matrix, write_evaluation_report
 
 IMAGE_COLUMNS = ("image", "img", "pixel_values")
 MASK_COLUMNS = ("annotation", "mask", "segmentation", "semantic_map", "label")
@@ -232,22 +233,6 @@ class PairTransforms:
         return self._example(image, mask, paired.full_view(image.height, image.width))
 
 
-def iou_stats(matrix: np.ndarray) -> dict[str, np.ndarray | float]:
-    """From a [C, C] confusion matrix (rows true, columns predicted): per-class IoU and accuracy (NaN
-    for a class absent from both labels and predictions / from the labels), mean IoU over the classes
-    with an IoU, pixel accuracy (NaN without labelled pixels)."""
-    matrix = np.asarray(matrix, np.float64)
-    true_positives = np.diag(matrix)
-    labelled, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
-    union = labelled + predicted - true_positives
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, true_positives / union, np.nan)
-        accuracy = np.where(labelled > 0, true_positives / labelled, np.nan)
-        pixel_accuracy = true_positives.sum() / matrix.sum() if matrix.sum() else np.nan
-    mean_iou = float(np.nanmean(iou)) if np.isfinite(iou).any() else np.nan
-    return {"iou": iou, "accuracy": accuracy, "mean_iou": mean_iou, "pixel_accuracy": float(pixel_accuracy)}
-
-
 def _none_if_nan(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
@@ -358,18 +343,18 @@ class Segmentation(Task):
         return {"loss": total / jnp.maximum(count, 1), "logits": logits, "labels": labels, "mask": count > 0}
 
     def summarize(self, computed: dict) -> dict[str, float]:
-        """loss, mean_iou, pixel_accuracy and mean_accuracy (the mean per-class accuracy)."""
+        """loss, mean_iou, mean_dice, pixel_accuracy and mean_accuracy (the mean per-class accuracy)."""
         stats = iou_stats(computed["confusion_matrix"])
         accuracy = stats["accuracy"]
-        return {"loss": float(computed["loss"]), "mean_iou": stats["mean_iou"],
+        return {"loss": float(computed["loss"]), "mean_iou": stats["mean_iou"], "mean_dice": stats["mean_dice"],
                 "pixel_accuracy": stats["pixel_accuracy"],
                 "mean_accuracy": float(np.nanmean(accuracy)) if np.isfinite(accuracy).any() else np.nan}
 
     def per_class_rows(self, computed: dict) -> list[dict]:
-        """One row per class: IoU, accuracy (recall), labelled and predicted pixels."""
+        """One row per class: IoU, Dice, accuracy (recall), labelled and predicted pixels."""
         matrix = np.asarray(computed["confusion_matrix"])
         stats = iou_stats(matrix)
-        return [{"class": name, "iou": _none_if_nan(stats["iou"][i]),
+        return [{"class": name, "iou": _none_if_nan(stats["iou"][i]), "dice": _none_if_nan(stats["dice"][i]),
                  "accuracy": _none_if_nan(stats["accuracy"][i]), "pixels": int(matrix[i].sum()),
                  "predicted_pixels": int(matrix[:, i].sum())}
                 for i, name in enumerate(self.class_names)]

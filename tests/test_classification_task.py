@@ -12,7 +12,7 @@ import optax
 import pytest
 from sklearn import metrics as skm
 
-from vitjax.tasks.classification import ConfusionMatrix
+from vitjax.metrics import ConfusionMatrix
 from vitjax import registry
 
 registry.load_plugins()

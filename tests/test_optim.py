@@ -292,15 +292,6 @@ def test_optimizers_run():
         assert moved(params, after) == PATHS, overrides
 
 
-def test_ema():
-    params = fake_params()
-    ema = optim.ema_init(params)
-    target = jax.tree.map(jnp.zeros_like, params)
-    ema = optim.ema_update(ema, target, 0.75)
-    for e, p in zip(jax.tree.leaves(ema), jax.tree.leaves(params)):
-        np.testing.assert_allclose(e, 0.75 * np.asarray(p), rtol=1e-6)
-
-
 def test_default_config_documents_every_knob():
     cfg = optim.default_config()
     assert {"name", "lr", "weight_decay", "b1", "b2", "eps", "momentum", "nesterov", "schedule", "warmup",

@@ -17,6 +17,7 @@ from vitjax import registry
 from vitjax.checkpoints.native import load_native
 from vitjax.data import pipeline
 from vitjax.data.config import default_config as data_default_config
+from vitjax.metrics import iou_stats
 from vitjax.train import setup
 
 registry.load_plugins()
@@ -49,8 +50,26 @@ def test_miou_and_pixel_accuracy_match_a_hand_computed_case():
     rows = task.per_class_rows(computed)
     assert [row["iou"] for row in rows] == pytest.approx(iou)
     # A class absent from labels and predictions has no IoU and stays out of the mean.
-    stats = segmentation.iou_stats(np.array([[3, 1, 0], [0, 0, 0], [0, 0, 0]]))
+    stats = iou_stats(np.array([[3, 1, 0], [0, 0, 0], [0, 0, 0]]))
     assert np.isnan(stats["iou"][2]) and stats["mean_iou"] == pytest.approx((3 / 4 + 0) / 2)
+
+
+def test_dice_and_iou_match_scikit_learn_on_random_pixels():
+    """Dice is the per-class F1 of the pixels and IoU their Jaccard index: scikit-learn's, from the
+    confusion matrix our clu metric sums."""
+    from sklearn import metrics as sk
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, (2, 8, 8)).astype(np.int32)
+    logits = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
+    task = make_task()
+    computed = jax.device_get(task.metrics().single_from_model_output(
+        **task.metric_inputs(jnp.asarray(logits), {"mask": labels})).compute())
+    truth, predicted = labels.ravel(), logits.argmax(-1).ravel()
+    stats = iou_stats(computed["confusion_matrix"])
+    np.testing.assert_allclose(stats["dice"], sk.f1_score(truth, predicted, average=None), rtol=1e-12)
+    np.testing.assert_allclose(stats["iou"], sk.jaccard_score(truth, predicted, average=None), rtol=1e-12)
+    assert task.summarize(computed)["mean_dice"] == pytest.approx(sk.f1_score(truth, predicted, average="macro"))
 
 
 def test_loss_skips_ignored_pixels_and_padding_rows():

@@ -18,7 +18,8 @@ from vitjax import config as config_lib
 from vitjax import parallel
 from vitjax.checkpoints.hf_export import export_hf
 from vitjax.checkpoints.native import export_native
-from vitjax.train import evaluation, report
+from vitjax import report
+from vitjax.train import evaluation
 
 log = logging.getLogger(__name__)
 

@@ -92,12 +92,3 @@ def make_eval_step(model, task, normalize: Callable):
         return task.metrics().single_from_model_output(**task.metric_inputs(outputs, batch))
 
     return step
-
-
-def make_predict_step(model, normalize: Callable):
-    """Returns `step(params, images_uint8) -> outputs` for prediction."""
-
-    def step(params, images):
-        return model.apply({"params": params}, normalize(images), train=False)
-
-    return step
