@@ -139,7 +139,6 @@ def precision_recall_f1(true_positives, false_positives, false_negatives) -> dic
 class Classification(Task):
     """Image classification over the backbone's pooled tokens with vitjax's `ClassificationHead`."""
 
-    label_fields = ("label",)
     best_metric = ("accuracy", "max")
 
     @classmethod
@@ -235,11 +234,11 @@ class Classification(Task):
         return jnp.ones((batch_size,), bool) if valid is None else jnp.asarray(valid, bool)
 
     def loss(self, outputs, batch: dict) -> tuple[jnp.ndarray, dict]:
-        """Mean loss over valid rows (0 for a batch without any); no extra diagnostics."""
+        """Mean loss over valid rows (0 for a batch without any); aux: the per-example loss."""
         per_example = self._per_example_loss(outputs, batch["label"])
         valid = self._mask(batch, per_example.shape[0])
         total = jnp.sum(jnp.where(valid, per_example, 0.0))
-        return total / jnp.maximum(jnp.sum(valid), 1).astype(jnp.float32), {}
+        return total / jnp.maximum(jnp.sum(valid), 1).astype(jnp.float32), {"loss": per_example}
 
     def metrics(self, training: bool = False) -> type[clu_metrics.Collection]:
         """Evaluation: loss, accuracy, top-k, confusion matrix (single-label) or per-label counts and
@@ -261,11 +260,11 @@ class Classification(Task):
                 fields["confusion_matrix"] = ConfusionMatrix.of_size(self.num_classes)
         return clu_metrics.Collection.create(**fields)
 
-    def metric_inputs(self, outputs, batch: dict) -> dict[str, jnp.ndarray]:
+    def metric_inputs(self, outputs, batch: dict, aux: dict) -> dict[str, jnp.ndarray]:
         logits = outputs.astype(jnp.float32)
         labels = batch["label"]
         inputs = {
-            "loss": self._per_example_loss(logits, labels),
+            "loss": aux["loss"],
             "logits": logits,
             "mask": self._mask(batch, logits.shape[0]),
         }
@@ -391,30 +390,6 @@ class Classification(Task):
                                   title=f"Confusion matrix ({split})")
         write_evaluation_report(outdir, split, summary, rows, result)
         return result
-
-    def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
-        """The `top_k` most probable classes per image: {"indices": int [B, k], "probabilities": [B, k]}
-        (softmax probabilities, or per-label sigmoid probabilities in multi-label mode)."""
-        logits = outputs.astype(jnp.float32)
-        probabilities = jax.nn.sigmoid(logits) if self.config.multilabel else jax.nn.softmax(logits, axis=-1)
-        values, indices = jax.lax.top_k(probabilities, min(top_k, self.num_classes))
-        return {"indices": indices, "probabilities": values}
-
-    def prediction_records(
-        self, predictions: dict, sources: Sequence[str], outdir: str | os.PathLike
-    ) -> list[dict]:
-        """{"image", "label", "probability", "top_k": [{"label", "probability"}, ...]} per image; in
-        multi-label mode "labels" (those at or above 0.5 among the top k) replaces "label"/"probability"."""
-        records = []
-        for source, indices, values in zip(sources, np.asarray(predictions["indices"]),
-                                           np.asarray(predictions["probabilities"])):
-            top = [{"label": self.class_names[i], "probability": float(p)} for i, p in zip(indices, values)]
-            if self.config.multilabel:
-                chosen = [entry["label"] for entry in top if entry["probability"] >= MULTILABEL_THRESHOLD]
-                records.append({"image": source, "labels": chosen, "top_k": top})
-            else:
-                records.append({"image": source, **top[0], "top_k": top})
-        return records
 
     def hf_config(self) -> dict:
         """id2label/label2id and the problem type for transformers' *ForImageClassification config."""

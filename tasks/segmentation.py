@@ -241,7 +241,6 @@ def _none_if_nan(value: float) -> float | None:
 class Segmentation(Task):
     """Semantic segmentation: per-pixel classes from the patch tokens (see the module docstring)."""
 
-    label_fields = ("mask",)
     best_metric = ("mean_iou", "max")
 
     @classmethod
@@ -273,7 +272,6 @@ class Segmentation(Task):
         self._metrics = clu_metrics.Collection.create(
             loss=clu_metrics.Average.from_output("loss"),
             confusion_matrix=ConfusionMatrix.of_size(self.num_classes))
-        self._output_size: tuple[int, int] | None = None
 
     # ---- data ----------------------------------------------------------------------------------
     @classmethod
@@ -302,7 +300,6 @@ class Segmentation(Task):
 
     # ---- model, loss, metrics ------------------------------------------------------------------
     def make_head(self, spec: Any) -> nn.Module:
-        self._output_size = tuple(spec.image_size)
         return SegmentationHead(self.num_classes, self.config.upsample_steps, self.config.head_channels)
 
     @staticmethod
@@ -328,19 +325,20 @@ class Segmentation(Task):
         return jnp.sum(jnp.where(counted, losses, 0.0), axis=(1, 2)), jnp.sum(counted, axis=(1, 2))
 
     def loss(self, outputs, batch: dict) -> tuple[jnp.ndarray, dict]:
-        """Cross-entropy averaged over every counted pixel of the batch."""
-        total, count = self._per_image_loss(*self._pixels(outputs, batch))
-        return jnp.sum(total) / jnp.maximum(jnp.sum(count), 1).astype(jnp.float32), {}
+        """Cross-entropy averaged over every counted pixel of the batch; aux: each image's mean over
+        its counted pixels ("loss"), the logits at mask size, the labels and the images counted."""
+        logits, labels, counted = self._pixels(outputs, batch)
+        total, count = self._per_image_loss(logits, labels, counted)
+        aux = {"loss": total / jnp.maximum(count, 1), "logits": logits, "labels": labels, "mask": count > 0}
+        return jnp.sum(total) / jnp.maximum(jnp.sum(count), 1).astype(jnp.float32), aux
 
     def metrics(self, training: bool = False) -> type[clu_metrics.Collection]:
         """Loss (per-image mean, averaged over images) and the pixel confusion matrix, in training too
         (it is a [C, C] sum, cheap)."""
         return self._metrics
 
-    def metric_inputs(self, outputs, batch: dict) -> dict[str, jnp.ndarray]:
-        logits, labels, counted = self._pixels(outputs, batch)
-        total, count = self._per_image_loss(logits, labels, counted)
-        return {"loss": total / jnp.maximum(count, 1), "logits": logits, "labels": labels, "mask": count > 0}
+    def metric_inputs(self, outputs, batch: dict, aux: dict) -> dict[str, jnp.ndarray]:
+        return aux
 
     def summarize(self, computed: dict) -> dict[str, float]:
         """loss, mean_iou, mean_dice, pixel_accuracy and mean_accuracy (the mean per-class accuracy)."""
@@ -373,24 +371,3 @@ class Segmentation(Task):
         return result
 
     # ---- prediction ----------------------------------------------------------------------------
-    def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
-        """{"mask": int32 [B, H, W] most probable class per input pixel, "probability": its softmax}."""
-        size = self._output_size or outputs.shape[1:3]
-        probabilities = jax.nn.softmax(self._upsampled(outputs.astype(jnp.float32), size), axis=-1)
-        return {"mask": jnp.argmax(probabilities, axis=-1).astype(jnp.int32),
-                "probability": jnp.max(probabilities, axis=-1)}
-
-    def prediction_records(self, predictions: dict, sources: Sequence[str],
-                           outdir: str | os.PathLike) -> list[dict]:
-        """Writes each predicted mask as `outdir/masks/<i>_<stem>.png` (mode I) and returns
-        {"image", "mask" (the PNG's path), "classes": {name: pixel fraction}} per image."""
-        folder = Path(outdir) / "masks"
-        folder.mkdir(parents=True, exist_ok=True)
-        records = []
-        for i, (source, mask) in enumerate(zip(sources, np.asarray(predictions["mask"]))):
-            path = folder / f"{i:05d}_{Path(str(source)).stem}.png"
-            Image.fromarray(mask.astype(np.int32)).save(path)
-            shares = np.bincount(mask.ravel(), minlength=self.num_classes) / mask.size
-            present = {self.class_names[c]: float(shares[c]) for c in np.flatnonzero(shares)}
-            records.append({"image": str(source), "mask": str(path), "classes": present})
-        return records

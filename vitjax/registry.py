@@ -1,9 +1,9 @@
 """The task-plugin registry: the `Task` interface, `@register_task`, lookup and plugin discovery.
 
 A task plugin is one class deriving from `Task`, registered under a name with `@register_task(name)`.
-It owns everything task-specific — the head over the backbone's output dict, the loss, the clu
-metrics, which label fields it needs from the data, the evaluation report, predictions and what the
-Hugging Face export needs — so the trainer runs any task by calling only the methods below:
+It owns everything task-specific — its data source, the head over the backbone's output dict, the
+loss, the clu metrics, the evaluation report and what the Hugging Face export needs — so the trainer
+runs any task by calling only the methods below (and every one of them is called):
 
     load_plugins(config.task.plugins)
     task_class = get_task(config.task.name)
@@ -11,14 +11,13 @@ Hugging Face export needs — so the trainer runs any task by calling only the m
     task = task_class(config.task, dataset.class_names)
     transforms = task.data_transforms(preprocessing, config.data)  # None: image + class-label records
     model = Model(backbone, task.make_head(spec))
-    loss, aux = task.loss(outputs, batch)                      # inside the jitted train step
-    update = task.metrics(training).single_from_model_output(  # inside the jitted train/eval step
-        **task.metric_inputs(outputs, batch))
+    loss, aux = task.loss(outputs, batch)                      # inside the jitted train/eval step
+    update = task.metrics(training).single_from_model_output(  # the loss's aux feeds the metrics
+        **task.metric_inputs(outputs, batch, aux))
     merged = merged.merge(jax.device_get(update))              # on the host, between steps
     computed = merged.compute()
     task.summarize(computed), task.warnings(computed)          # logs, early stopping, best checkpoint
     task.report(computed, outdir, split)                       # evaluation report files
-    task.prediction_records(task.predict(outputs, top_k), sources, outdir)  # predict mode
     task.hf_config()                                           # export
 
 Updates are merged on the host, outside jit, so a plugin may use clu's `CollectingMetric` for
@@ -27,8 +26,7 @@ metrics that need every prediction (average precision, COCO mAP).
 The data hooks default to image classification: `open_source` reads `config.data.source` into
 {"image", "label"} records and `data_transforms` returns None, which keeps the pipeline's own
 decode/augment/cache path. A task with other targets (masks, boxes) overrides both: its records carry
-what it needs, and its `RecordTransforms` turn a record into the batch fields (`label_fields`) with
-augmentation applied to image and targets together, plus the padding example of eval batches.
+what it needs, and its `RecordTransforms` turn a record into the batch fields with augmentation applied to image and targets together, plus the padding example of eval batches.
 
 Plugins come from three places, all imported by `load_plugins`: the built-ins (`vitjax.tasks.*`,
   the repo's `tasks/` folder), module
@@ -66,22 +64,27 @@ class Task(abc.ABC):
     """The interface every task plugin implements; the trainer calls nothing else.
 
     `outputs` below is whatever the module from `make_head` returns (logits for classification,
-    a dict for detection); `batch` is the data batch dict holding `label_fields` and `valid`
-    (bool [B], False on padding rows that must never count in losses or metrics).
+    a dict for detection); `batch` is the data batch dict: "image" plus the fields the task's
+    transforms produce, and in evaluation `valid` (bool [B], False on padding rows that must never
+    count in losses or metrics).
     """
 
     name: ClassVar[str]  # set by @register_task
-    label_fields: ClassVar[tuple[str, ...]]  # batch keys the data pipeline must provide
     # The metric (a key of `summarize`'s result) that picks the best checkpoint by default, and
     # whether higher ("max") or lower ("min") is better.
     best_metric: ClassVar[tuple[str, str]]
+    # False for a task without classes (regression, ...): its source passes `class_names=None` to
+    # `vitjax.data.splits.resolve_splits` (its `labels()` are then only strata for carving splits),
+    # it gets `class_names == []`, and no per-class checks or warnings.
+    has_classes: ClassVar[bool] = True
 
     def __init__(self, config: ml_collections.ConfigDict, class_names: Sequence[str]):
-        """Takes `config.task` and the dataset's class names (index i names label i)."""
+        """Takes `config.task` and the dataset's class names (index i names label i; [] without classes)."""
         self.config = _resolve_config(type(self), config)
         self.class_names = list(class_names)
-        if not self.class_names:
-            raise ValueError(f"Task {self.name!r} needs at least one class name; got none.")
+        if self.has_classes and not self.class_names:
+            raise ValueError(f"Task {self.name!r} needs at least one class name; got none. A task "
+                             f"without classes sets `has_classes = False`.")
 
     @property
     def num_classes(self) -> int:
@@ -104,7 +107,7 @@ class Task(abc.ABC):
 
     def data_transforms(self, preprocessing: Any, data_cfg: ml_collections.ConfigDict) -> Any:
         """A `vitjax.data.pipeline.RecordTransforms` turning this task's records into batches of
-        "image" plus `label_fields` at `preprocessing.input_size`, or None (the default) for the
+        "image" (at `preprocessing.input_size`) plus the task's target fields, or None (the default) for the
         pipeline's own image-classification transforms."""
         return None
 
@@ -114,7 +117,10 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def loss(self, outputs: Any, batch: dict) -> tuple[Any, dict[str, Any]]:
-        """(scalar loss averaged over valid examples, dict of scalar diagnostics to log). Jit-able."""
+        """(the scalar the optimizer minimises, over valid examples; `aux`: per-example values, such as
+        the per-example loss and its parts, that `metric_inputs` receives so the metrics — and with
+        them the logs and metrics.jsonl — reuse them instead of recomputing). Jit-able; called in
+        the train and the eval step alike."""
 
     @abc.abstractmethod
     def metrics(self, training: bool = False) -> type[clu_metrics.Collection]:
@@ -126,8 +132,9 @@ class Task(abc.ABC):
         """
 
     @abc.abstractmethod
-    def metric_inputs(self, outputs: Any, batch: dict) -> dict[str, Any]:
-        """Keyword arguments for `metrics().single_from_model_output`, including `mask`. Jit-able."""
+    def metric_inputs(self, outputs: Any, batch: dict, aux: dict[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for `metrics().single_from_model_output`, including `mask`, from the
+        outputs, the batch and `loss`'s aux. Jit-able."""
 
     @abc.abstractmethod
     def summarize(self, computed: dict[str, Any]) -> dict[str, float]:
@@ -141,20 +148,6 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def report(self, computed: dict[str, Any], outdir: str | os.PathLike, split: str) -> dict:
         """Writes the evaluation report files of `split` under `outdir`; returns a JSON-able summary."""
-
-    @abc.abstractmethod
-    def predict(self, outputs: Any, top_k: int) -> dict[str, Any]:
-        """Turns `outputs` into prediction arrays (jit-able), e.g. top-k indices and probabilities."""
-
-    @abc.abstractmethod
-    def prediction_records(
-        self, predictions: dict[str, Any], sources: Sequence[str], outdir: str | os.PathLike
-    ) -> list[dict]:
-        """One JSON-able record per source image from `predict`'s arrays (host side).
-
-        Plugins whose predictions are not scalars (segmentation masks) write them under `outdir`
-        and reference the files in the records.
-        """
 
     def hf_config(self) -> dict | None:
         """Fields the Hugging Face `config.json` needs (id2label, ...), or None when no transformers

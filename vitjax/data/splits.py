@@ -60,8 +60,12 @@ def _find(raw: dict[str, RecordSource], split: str, configured: str | None, wher
     return next((alias for alias in SPLIT_ALIASES[split] if alias in raw), None)
 
 
-def resolve_splits(source: str, raw: dict[str, RecordSource], class_names: list[str], data_cfg) -> ImageDataset:
-    """Builds the ImageDataset: named splits, corrupt files dropped if asked, missing splits carved."""
+def resolve_splits(source: str, raw: dict[str, RecordSource], class_names: list[str] | None,
+                   data_cfg) -> ImageDataset:
+    """Builds the ImageDataset: named splits, corrupt files dropped if asked, missing splits carved.
+
+    `class_names=None`: the records have no classes (their `labels()` only stratify the carving);
+    the dataset's class list is then empty and nothing checks or warns about classes."""
     names = {s: _find(raw, s, data_cfg.get(f"{s}_split"), source) for s in SPLITS}
     if names["train"] is None:
         raise KeyError(f"{source}: no train split among {sorted(raw)}; set config.data.train_split.")
@@ -73,7 +77,8 @@ def resolve_splits(source: str, raw: dict[str, RecordSource], class_names: list[
         if len(raw[name]) == 0:
             raise ValueError(f"{source}: split '{name}' has no images. Add images or set "
                              f"config.data.{split}_split to another split.")
-        check_labels(raw[name], name, class_names, source)
+        if class_names is not None:
+            check_labels(raw[name], name, class_names, source)
         splits[split], origin[split] = raw[name], name
     if data_cfg.get("skip_corrupt", False):
         from vitjax.data.transforms import without_corrupt
@@ -92,9 +97,10 @@ def resolve_splits(source: str, raw: dict[str, RecordSource], class_names: list[
                                  "or raise its fraction.")
             splits[split] = SubsetSource(train, indices)
             origin[split] = carved
-    dataset = ImageDataset(source=source, splits={s: splits[s] for s in SPLITS}, class_names=class_names,
-                           origin=origin)
-    _warn_missing_classes(dataset)
+    dataset = ImageDataset(source=source, splits={s: splits[s] for s in SPLITS},
+                           class_names=list(class_names or []), origin=origin)
+    if class_names is not None:
+        _warn_missing_classes(dataset)
     return dataset
 
 
@@ -114,9 +120,10 @@ def split_summary(dataset: ImageDataset) -> dict:
     """Per split: origin, size and per-class counts (for logs and the audit file)."""
     summary = {}
     for name, split in dataset.splits.items():
-        counts = np.bincount(split.labels(), minlength=dataset.num_classes)
-        summary[name] = {"origin": dataset.origin.get(name, name), "size": len(split),
-                         "per_class": {c: int(n) for c, n in zip(dataset.class_names, counts)}}
+        summary[name] = {"origin": dataset.origin.get(name, name), "size": len(split)}
+        if dataset.class_names:
+            counts = np.bincount(split.labels(), minlength=dataset.num_classes)
+            summary[name]["per_class"] = {c: int(n) for c, n in zip(dataset.class_names, counts)}
     return summary
 
 

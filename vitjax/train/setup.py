@@ -267,7 +267,7 @@ def load_backbone(config, class_names):
     The spec carries the run's regularisation (dropout, stochastic depth) over the checkpoint's.
     """
     m = config.model
-    id2label = dict(enumerate(class_names))
+    id2label = dict(enumerate(class_names)) or None  # None: a task without classes
     overrides = dict(hidden_dropout=m.dropout_rate, drop_path_rate=m.drop_path_rate)
     if m.checkpoint:
         ckpt = load_hf(m.checkpoint, id2label=id2label, image_size=m.image_size or None)
