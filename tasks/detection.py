@@ -265,7 +265,7 @@ def from_hf(dataset, data_cfg, task_cfg,
     if isinstance(dataset, datasets.Dataset):
         dataset = datasets.DatasetDict({"train": dataset})
     first = next(iter(dataset.values()))
-    image_col = data_cfg.get("image_column") or next(
+    image_col = data_cfg.image_column or next(
         (c for c in ("image", "img") if c in first.column_names), None)
     objects_col = task_cfg.get("objects_column") or "objects"
     for column, key in ((image_col, "config.data.image_column"), (objects_col, "config.task.objects_column")):

@@ -172,7 +172,7 @@ def from_hf(dataset, data_cfg, task_cfg, name: str = "hf:<in-memory>") -> dict[s
         dataset = datasets.DatasetDict({"train": dataset})
     splits = {}
     for split_name, split in dataset.items():
-        columns = (_column(split.column_names, data_cfg.get("image_column"), IMAGE_COLUMNS,
+        columns = (_column(split.column_names, data_cfg.image_column, IMAGE_COLUMNS,
                            "config.data.image_column", name),
                    _column(split.column_names, task_cfg.get("mask_column"), MASK_COLUMNS,
                            "config.task.mask_column", name))

@@ -40,9 +40,9 @@ def from_hf(dataset, data_cfg, *, name: str = "hf") -> tuple[dict[str, RecordSou
     if not isinstance(dataset, datasets.DatasetDict) or not dataset:
         raise ValueError(f"{name}: expected a datasets.Dataset or a non-empty DatasetDict, got {type(dataset)}.")
     first = next(iter(dataset.values()))
-    image_col = _pick_column(first, data_cfg.get("image_column"), IMAGE_NAMES, datasets.Image,
+    image_col = _pick_column(first, data_cfg.image_column, IMAGE_NAMES, datasets.Image,
                              "image", name)
-    label_col = _pick_column(first, data_cfg.get("label_column"), LABEL_NAMES, datasets.ClassLabel,
+    label_col = _pick_column(first, data_cfg.label_column, LABEL_NAMES, datasets.ClassLabel,
                              "label", name)
     feature = first.features[label_col]
     string_names = None

@@ -100,14 +100,14 @@ def from_hf(dataset, data_cfg, name: str = "hf:<in-memory>") -> tuple[dict[str, 
     def is_label_list(column):
         return isinstance(getattr(first.features[column], "feature", None), datasets.ClassLabel)
 
-    label_col = data_cfg.get("label_column")
+    label_col = data_cfg.label_column
     if label_col is None:
         typed = [c for c in first.column_names if is_label_list(c)]
         label_col = ([c for c in ("labels", "label") if c in typed] or typed or [None])[0]
     if label_col not in first.column_names or not is_label_list(label_col):
         raise KeyError(f"{name}: multi-label classification needs a Sequence(ClassLabel) column; the "
                        f"features are {dict(first.features)}. Set config.data.label_column.")
-    image_col = data_cfg.get("image_column") or next(
+    image_col = data_cfg.image_column or next(
         (c for c in ("image", "img") if c in first.column_names), None)
     if image_col is None:
         raise KeyError(f"{name}: no image column among {first.column_names}; set config.data.image_column.")

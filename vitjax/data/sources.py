@@ -33,7 +33,7 @@ def open_source(data_cfg) -> ImageDataset:
     if spec.kind == "hf":
         raw, class_names = hf.from_hf(hf.load_dataset_dict(spec), data_cfg, name=spec.text)
     elif spec.kind in ("folder", "path"):
-        raw, class_names = folders.scan_folder(spec.name, data_cfg.get("skip_corrupt", False))
+        raw, class_names = folders.scan_folder(spec.name, data_cfg.skip_corrupt)
     elif spec.kind == "tfds":
         raw, class_names = open_tfds(spec.name)
     elif spec.name == "digits":

@@ -66,7 +66,7 @@ def resolve_splits(source: str, raw: dict[str, RecordSource], class_names: list[
 
     `class_names=None`: the records have no classes (their `labels()` only stratify the carving);
     the dataset's class list is then empty and nothing checks or warns about classes."""
-    names = {s: _find(raw, s, data_cfg.get(f"{s}_split"), source) for s in SPLITS}
+    names = {s: _find(raw, s, data_cfg[f"{s}_split"], source) for s in SPLITS}
     if names["train"] is None:
         raise KeyError(f"{source}: no train split among {sorted(raw)}; set config.data.train_split.")
     splits: dict[str, RecordSource] = {}
@@ -80,16 +80,16 @@ def resolve_splits(source: str, raw: dict[str, RecordSource], class_names: list[
         if class_names is not None:
             check_labels(raw[name], name, class_names, source)
         splits[split], origin[split] = raw[name], name
-    if data_cfg.get("skip_corrupt", False):
+    if data_cfg.skip_corrupt:
         from vitjax.data.transforms import without_corrupt
         splits = {s: without_corrupt(records, f"{source}/{origin[s]}") for s, records in splits.items()}
     missing = [s for s in SPLITS if s not in splits]
     if missing:
-        fractions = dict(zip(SPLITS, data_cfg.get("split_fractions", (0.8, 0.1, 0.1))))
+        fractions = dict(zip(SPLITS, data_cfg.split_fractions))
         keep = ["train"] + missing
         parts = stratified_split(splits["train"].labels(), [fractions[s] for s in keep],
-                                 data_cfg.get("split_seed", 0))
-        train, carved = splits["train"], f"{origin['train']} (carved, seed {data_cfg.get('split_seed', 0)})"
+                                 data_cfg.split_seed)
+        train, carved = splits["train"], f"{origin['train']} (carved, seed {data_cfg.split_seed})"
         for split, indices in zip(keep, parts):
             if len(indices) == 0:
                 raise ValueError(f"{source}: carving '{split}' out of {len(train)} training images with "
