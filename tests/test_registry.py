@@ -155,3 +155,63 @@ def test_a_task_without_classes_says_so_and_gets_no_class_warnings(caplog):
         resolve_splits("toy", {"train": ArraySource("toy", images, np.zeros_like(strata))}, ["a", "b"],
                        default_config())
     assert [r for r in caplog.records if "no images of the classes" in r.getMessage()]
+
+
+WORKER_PLUGIN = textwrap.dedent('''
+    """A plugin file whose record transforms grain's worker processes must unpickle."""
+    import dataclasses
+
+    import numpy as np
+
+    from vitjax.data.pipeline import RecordTransforms
+    from vitjax.registry import Task, register_task
+
+
+    @dataclasses.dataclass(frozen=True)
+    class Brightness:
+        def train(self, record, rng):
+            return {"image": np.full((4, 4, 3), record["label"], np.uint8),
+                    "target": np.float32(record["label"])}
+
+        def eval(self, record):
+            return self.train(record, None)
+
+
+    @register_task("worker_toy")
+    class WorkerToy(Task):
+        best_metric = ("loss", "min")
+        has_classes = False
+        make_head = loss = metrics = metric_inputs = summarize = report = None
+
+        def data_transforms(self, preprocessing, data_cfg):
+            pad = {"image": np.zeros((4, 4, 3), np.uint8), "target": np.float32(0)}
+            return RecordTransforms(train=Brightness().train, eval=Brightness().eval, padding=pad)
+''')
+
+
+def test_plugin_file_transforms_reach_data_worker_processes(tmp_path):
+    """A plugin named by file path, its transforms pickled into 2 grain worker processes (the default
+    config.data.workers): the workers import the same file by its stable module name."""
+    import ml_collections
+    import numpy as np
+
+    from vitjax.checkpoints.preprocessing import Preprocessing
+    from vitjax.data import pipeline
+    from vitjax.data.config import default_config
+    from vitjax.data.records import ArraySource
+
+    path = tmp_path / "worker toy.py"  # a space: any file name works
+    path.write_text(WORKER_PLUGIN)
+    registry.load_plugins([str(path)])
+    task_class = registry.get_task("worker_toy")
+    assert task_class.__module__.startswith("vitjax.plugin_files.")
+    transforms = task_class(ml_collections.ConfigDict(), []).data_transforms(None, None)
+    data_cfg = default_config()
+    data_cfg.workers = 2
+    split = ArraySource("toy", np.zeros((8, 4, 4, 3), np.uint8), np.arange(8))
+    iterator = pipeline.train_iterator(split, Preprocessing.default(4), data_cfg, batch_size=4, seed=0,
+                                       record_transforms=transforms)
+    batches = [next(iterator) for _ in range(4)]
+    targets = np.concatenate([batch["target"] for batch in batches])
+    assert sorted(targets.tolist()) == sorted(list(range(8)) * 2)
+    assert all((batch["image"][:, 0, 0, 0] == batch["target"]).all() for batch in batches)

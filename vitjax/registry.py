@@ -38,10 +38,8 @@ from __future__ import annotations
 import abc
 import difflib
 import importlib
-import importlib.util
 import logging
 import os
-import sys
 from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -247,19 +245,14 @@ def load_plugins(modules: Iterable[str] = ()) -> None:
 
 
 def _import_file(path: Path) -> None:
-    """Imports a plugin from a `.py` file once per resolved path."""
+    """Imports a plugin from a `.py` file once per resolved path, under a name that grain's worker
+    processes can import too (`vitjax.plugin_files`)."""
+    from vitjax import plugin_files
+
     resolved = path.expanduser().resolve()
     if resolved in _LOADED_FILES:
         return
     if not resolved.is_file():
         raise FileNotFoundError(f"Task plugin file {str(path)!r} (config.task.plugins) does not exist.")
-    module_name = f"vitjax_plugin_{resolved.stem}_{len(_LOADED_FILES)}"
-    spec = importlib.util.spec_from_file_location(module_name, resolved)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
-    _LOADED_FILES[resolved] = module_name
+    plugin_files.import_file(resolved)
+    _LOADED_FILES[resolved] = plugin_files.module_name(resolved)
