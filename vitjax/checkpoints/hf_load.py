@@ -2,9 +2,11 @@
 
 `load_hf` reads `config.json`, `model.safetensors` and `preprocessor_config.json`, converts the tensors
 through the name table (`hf_names.py`) into a float32 param tree `{"backbone": ..., "head": ...}` and
-decides the head: kept when the checkpoint has one of the requested size, else freshly initialised for
-the new label set (with a warning naming those tensors, as transformers does). Another `image_size`
-resizes the position embeddings (bicubic, CLS/distillation kept).
+decides the head: kept when the checkpoint has one for the requested label set, else freshly initialised
+(zeros) for the new label set, with a warning naming those tensors, as transformers does. The trainer
+passes `fill_head=False`: it gets only the tensors read from the checkpoint and its task's head keeps
+its own initialisation wherever the task does not take a checkpoint tensor (`Task.head_from_checkpoint`).
+Another `image_size` resizes the position embeddings (bicubic, CLS/distillation kept).
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ class HFCheckpoint:
     spec: ViTSpec
     pooling: str
     params: dict
-    id2label: dict[int, str]
+    id2label: dict[int, str] | None  # None only with fill_head=False: no head and no labels asked
     preprocessing: Preprocessing
     initialised: list[str]  # Flax paths of tensors not taken from the checkpoint
 
@@ -126,8 +128,10 @@ def _target_labels(ckpt_labels: dict[int, str] | None, num_labels: int | None,
     return ckpt_labels
 
 
-def _choose_head(spec: ViTSpec, tensors: dict, config: dict, num_labels, id2label, source) -> tuple:
-    """(pooling, id2label, keep_head): keep the checkpoint's head for the requested label set."""
+def _choose_head(spec: ViTSpec, tensors: dict, config: dict, num_labels, id2label, source,
+                 need_labels: bool = True) -> tuple:
+    """(pooling, id2label, keep_head): keep the checkpoint's head for the requested label set.
+    Without `need_labels`, a checkpoint without a head and no labels asked for gives id2label None."""
     ckpt_pooling = hf_names.checkpoint_pooling(spec.family, tensors)
     ckpt_labels = None
     if ckpt_pooling is not None:
@@ -136,12 +140,12 @@ def _choose_head(spec: ViTSpec, tensors: dict, config: dict, num_labels, id2labe
         if len(ckpt_labels) != head_size:
             ckpt_labels = {i: f"LABEL_{i}" for i in range(head_size)}
     labels = _target_labels(ckpt_labels, num_labels, id2label)
-    if labels is None:
+    if labels is None and need_labels:
         raise ValueError(f"{source} has no classification head (its model.safetensors holds only the "
                          "backbone); pass num_labels=... or id2label={0: 'cat', ...} to add a new head.")
     # Keep the checkpoint's head for the same label set; a head of the right size whose classes
     # have other names (e.g. digits 0-4 -> 5-9) knows nothing of the new classes: start afresh.
-    same_size = ckpt_pooling is not None and len(labels) == len(ckpt_labels)
+    same_size = ckpt_pooling is not None and labels is not None and len(labels) == len(ckpt_labels)
     generic = ckpt_labels is not None and all(v == f"LABEL_{k}" for k, v in ckpt_labels.items())
     keep_head = same_size and (id2label is None or generic or labels == ckpt_labels)
     pooling = ckpt_pooling if keep_head else hf_names.DEFAULT_POOLING[spec.family]
@@ -177,13 +181,16 @@ def _read_preprocessing(path: str | None, spec: ViTSpec, source) -> Preprocessin
 
 
 def load_hf(name_or_dir, num_labels: int | None = None, id2label: dict | None = None,
-            image_size: int | tuple[int, int] | None = None) -> HFCheckpoint:
-    """Read a checkpoint into vitjax params; see the module docstring for how the head is chosen."""
+            image_size: int | tuple[int, int] | None = None, fill_head: bool = True) -> HFCheckpoint:
+    """Read a checkpoint into vitjax params; see the module docstring for how the head is chosen.
+    `fill_head=False`: `params` hold only the tensors read from the checkpoint (no new head, no
+    warning; `initialised` still lists what a classifier would lack) and no label set is required."""
     files = resolve_files(name_or_dir)
     config = _read_config(files[CONFIG])
     spec = ViTSpec.from_hf_config(config)
     tensors = _read_tensors(files[WEIGHTS])
-    pooling, labels, keep_head = _choose_head(spec, tensors, config, num_labels, id2label, name_or_dir)
+    pooling, labels, keep_head = _choose_head(spec, tensors, config, num_labels, id2label, name_or_dir,
+                                              need_labels=fill_head)
     preprocessing = _read_preprocessing(files[PREPROCESSOR], spec, name_or_dir)
 
     prefix = hf_names.BACKBONES[spec.family][0]
@@ -193,7 +200,7 @@ def load_hf(name_or_dir, num_labels: int | None = None, id2label: dict | None = 
     if keep_head:
         rows += [(hf, "head/" + path, kind) for hf, path, kind in hf_names.head_rows(pooling)]
 
-    model = build_model(spec, len(labels), pooling)
+    model = build_model(spec, len(labels or [None]), pooling)
     dummy = np.zeros((1, *spec.image_size, spec.num_channels), np.float32)
     shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy, train=False))["params"]
     expected = flatten_dict(shapes, sep="/")
@@ -201,9 +208,10 @@ def load_hf(name_or_dir, num_labels: int | None = None, id2label: dict | None = 
 
     initialised = sorted(path for path in expected if path not in params)
     assert all(path.startswith("head/") for path in initialised), f"name table misses {initialised}"
-    for path in initialised:  # a new head starts at zero (as big_vision); HF draws N(0, 0.02)
-        params[path] = np.zeros(expected[path].shape, np.float32)
-    if initialised:
+    if fill_head:
+        for path in initialised:  # a new head starts at zero (as big_vision); HF draws N(0, 0.02)
+            params[path] = np.zeros(expected[path].shape, np.float32)
+    if initialised and fill_head:
         log.warning("Some weights of %s were not initialized from the checkpoint at %s and are newly "
                     "initialized for %d labels: %s. Train this model on a down-stream task before using it "
                     "for predictions.", hf_names.ARCHITECTURES[(spec.family, pooling)], name_or_dir,

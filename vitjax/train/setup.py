@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import logging
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -205,7 +206,7 @@ def build_model(config, task_class: type[registry.Task], dataset: ImageDataset) 
     task = task_class(config.task, dataset.class_names)
     spec, params, preprocessing, base = load_backbone(config, dataset.class_names)
     model = Model(ViT(spec, **backbone_options(config.model)), task.make_head(spec))
-    params = _with_task_head(model, spec, params, config.seed)
+    params = _with_task_head(model, spec, params, config.seed, task.head_from_checkpoint(), base)
     return Built(task=task, spec=spec, model=model, preprocessing=preprocessing, init_params=params,
                  base=base)
 
@@ -270,7 +271,8 @@ def load_backbone(config, class_names):
     id2label = dict(enumerate(class_names)) or None  # None: a task without classes
     overrides = dict(hidden_dropout=m.dropout_rate, drop_path_rate=m.drop_path_rate)
     if m.checkpoint:
-        ckpt = load_hf(m.checkpoint, id2label=id2label, image_size=m.image_size or None)
+        ckpt = load_hf(m.checkpoint, id2label=id2label, image_size=m.image_size or None,
+                       fill_head=False)
         return ckpt.spec.replace(**overrides), ckpt.params, ckpt.preprocessing, m.checkpoint
     spec = ViTSpec(**m.spec.to_dict()).replace(**overrides)
     if m.image_size:
@@ -278,18 +280,38 @@ def load_backbone(config, class_names):
     return spec, None, Preprocessing.default(spec.image_size), "scratch"
 
 
-def _with_task_head(model: Model, spec: ViTSpec, loaded: dict | None, seed: int) -> dict:
-    """Fresh parameters for `model`, overlaid with every loaded tensor of the same path and shape."""
+def _with_task_head(model: Model, spec: ViTSpec, loaded: dict | None, seed: int,
+                    head_from_checkpoint=(), base: str = "scratch") -> dict:
+    """Fresh parameters for `model` with the checkpoint's (`loaded`) backbone, every tensor of which
+    must fit, and those of its head tensors of the same path and shape that a `head_from_checkpoint`
+    regex matches; the other head tensors keep the task's initialisation (named in a warning)."""
     dummy = jnp.zeros((1, *spec.image_size, spec.num_channels), jnp.float32)
     fresh = jax.jit(functools.partial(model.init, train=False))(jax.random.key(seed), dummy)
     fresh = traverse_util.flatten_dict(jax.device_get(fresh["params"]), sep="/")
-    if loaded is not None:
-        for path, value in traverse_util.flatten_dict(loaded, sep="/").items():
-            if path in fresh and fresh[path].shape == value.shape:
-                fresh[path] = value
-            elif path.startswith("backbone/"):
+    if loaded is None:
+        return _unflatten(fresh)
+    reusable = [re.compile(pattern) for pattern in head_from_checkpoint]
+    taken = set()
+    for path, value in traverse_util.flatten_dict(loaded, sep="/").items():
+        fits = path in fresh and fresh[path].shape == value.shape
+        if path.startswith("backbone/"):
+            if not fits:
                 raise ValueError(f"checkpoint tensor {path} {value.shape} does not fit the model "
                                  f"({fresh.get(path, np.zeros(0)).shape}).")
-    return traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, v in fresh.items()},
+        elif not (fits and any(pattern.fullmatch(path) for pattern in reusable)):
+            continue
+        fresh[path] = value
+        taken.add(path)
+    new = sorted(path for path in fresh if path not in taken)
+    if new:
+        log.warning("Some weights of the model were not initialized from the checkpoint at %s and are "
+                    "newly initialized by the task's head: %s. Train this model on a down-stream task "
+                    "before using it for predictions.", base, new)
+    return _unflatten(fresh)
+
+
+def _unflatten(flat: dict) -> dict:
+    """A nested float32 numpy tree from {"a/b": array}."""
+    return traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, v in flat.items()},
                                         sep="/")
 
