@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vitjax.checkpoints.posemb import resize_grid
+from vitjax.models.interpolation import resize_grid
 
 FAMILIES = ("vit", "deit", "dinov2")
 
