@@ -89,8 +89,10 @@ def train(config, workdir: str, overwrite: bool = False) -> dict:
     return loop.train(config, workdir)
 
 
-def _model_dir(workdir: str | None, model: str | None) -> str:
+def _model_dir(workdir: str | None, model: str | None, native_ok: bool = False) -> str:
     path = model or (workdir and os.path.join(workdir, "best"))
+    if native_ok and not model and workdir and not os.path.isdir(path):
+        path = os.path.join(workdir, "best_vitjax")
     if not path or not os.path.isdir(path):
         raise FileNotFoundError(
             f"no model folder at {path!r}: pass --model <a Hugging Face format folder>, or a "
@@ -125,3 +127,15 @@ def export(config, workdir: str, output: str | None) -> str:
     from vitjax.train import outputs
     _prepare(config)
     return outputs.export_from_checkpoint(config, workdir, output)
+
+
+@_user_errors
+def export_deployable(workdir: str | None, model: str | None, fmt: str, output: str | None) -> str:
+    """`--mode export --format onnx|onnx-int8|stablehlo`: the model folder (`--model`, else
+    <workdir>/best or best_vitjax) as a deployable artifact in `output` (vitjax.deploy)."""
+    from vitjax.deploy.artifacts import export as export_artifact
+    if not output:
+        raise ValueError(f"--mode export --format {fmt} needs --output DIR (the folder to write).")
+    path = export_artifact(_model_dir(workdir, model, native_ok=True), fmt, output)
+    logging.getLogger("vitjax").info("exported %s to %s", fmt, path)
+    return path
