@@ -75,7 +75,9 @@ class Predictor:
                 raise _bad(413, f"image {name!r} has {image.width}x{image.height} = {pixels} pixels, over "
                                 f"the server's limit of {self.limits.max_pixels} (--max_pixels).")
             return self.preprocessing.to_uint8(image)
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        except UnidentifiedImageError:
+            raise _bad(400, f"{name!r} is not an image (PIL cannot identify it; send PNG, JPEG, ...).") from None
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
             raise _bad(400, f"{name!r} is not a readable image ({type(error).__name__}: {error}).") from None
 
     async def predict(self, named: list[tuple[str, bytes]], top_k: int) -> list[dict]:
