@@ -527,7 +527,7 @@ class Detection(Task):
         """The `top_k` best detections per image among the cells that are a 3x3 local maximum of their
         class score: {"boxes": [B, k, 4] normalised xyxy, "scores": [B, k], "classes": int32 [B, k]}."""
         scores = jax.nn.sigmoid(outputs["class_logits"])
-        peaks = nn.max_pool(scores, (3, 3), strides=(1, 1), padding="SAME")
+        peaks = nn.max_pool(scores, window_shape=(3, 3), strides=(1, 1), padding="SAME")
         scores = jnp.where(scores == peaks, scores, 0.0)
         batch_size, _, _, num_classes = scores.shape
         flat = scores.reshape(batch_size, -1)

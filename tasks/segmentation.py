@@ -68,7 +68,7 @@ class SegmentationHead(nn.Module):
             x = nn.Conv(self.channels, (3, 3), param_dtype=jnp.float32, name=f"conv_{i}")(x)
             x = nn.gelu(nn.LayerNorm(param_dtype=jnp.float32, name=f"norm_{i}")(x))
             batch, height, width, channels = x.shape
-            x = jax.image.resize(x, (batch, 2 * height, 2 * width, channels), "bilinear")
+            x = jax.image.resize(x, (batch, 2 * height, 2 * width, channels), "bilinear", antialias=False)
         logits = nn.Dense(self.num_classes, param_dtype=jnp.float32, name="classifier")(x)
         return logits.astype(jnp.float32)
 
@@ -328,7 +328,7 @@ class Segmentation(Task):
         """Logits [B, h, w, C] resized bilinearly to [B, *size, C]."""
         if logits.shape[1:3] == tuple(size):
             return logits
-        return jax.image.resize(logits, (logits.shape[0], *size, logits.shape[-1]), "bilinear")
+        return jax.image.resize(logits, (logits.shape[0], *size, logits.shape[-1]), "bilinear", antialias=False)
 
     def _pixels(self, outputs, batch: dict):
         """(logits at mask size, labels with ignored pixels as -1, counted bool [B, H, W])."""

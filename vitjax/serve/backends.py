@@ -57,6 +57,7 @@ class OnnxBackend:
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        options.log_severity_level = 3  # errors only: not the optimizer's notes on unused constants
         self.session = ort.InferenceSession(os.path.join(export_dir, info["model_file"]), options,
                                             providers=["CPUExecutionProvider"])
         self.names = [o.name for o in self.session.get_outputs()]
