@@ -400,14 +400,15 @@ class Segmentation(Task):
 
     def prediction_records(self, predictions: dict, sources: Sequence[str],
                            outdir: str | os.PathLike) -> list[dict]:
-        """Writes each predicted mask as `outdir/masks/<i>_<stem>.png` (mode I) and returns
-        {"image", "mask" (the PNG's path), "classes": {name: pixel fraction}} per image."""
+        """Writes each predicted mask as `outdir/masks/<i>_<stem>.png` (8-bit; 16-bit past 256
+        classes) and returns {"image", "mask" (the PNG's path), "classes": {name: pixel fraction}}
+        per image."""
         folder = Path(outdir) / "masks"
         folder.mkdir(parents=True, exist_ok=True)
         records = []
         for i, (source, mask) in enumerate(zip(sources, np.asarray(predictions["mask"]))):
             path = folder / f"{i:05d}_{Path(str(source)).stem}.png"
-            Image.fromarray(mask.astype(np.int32)).save(path)
+            Image.fromarray(mask.astype(np.uint8 if self.num_classes <= 256 else np.uint16)).save(path)
             shares = np.bincount(mask.ravel(), minlength=self.num_classes) / mask.size
             present = {self.class_names[c]: float(shares[c]) for c in np.flatnonzero(shares)}
             records.append({"image": str(source), "mask": str(path), "classes": present})
