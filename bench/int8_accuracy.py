@@ -57,7 +57,7 @@ def static_int8(float_dir: str, output: str, calibration: np.ndarray) -> str:
     prepared = os.path.join(output, "prepared.onnx")
     quant_pre_process(os.path.join(float_dir, "model.onnx"), prepared)
     quantize_static(prepared, os.path.join(output, "model.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
+                    per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
                     op_types_to_quantize=["MatMul"])
     os.remove(prepared)
     return output

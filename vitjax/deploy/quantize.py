@@ -2,8 +2,11 @@
 
 Dynamic quantization: MatMul weights are stored as int8 (per output channel) and activations are
 quantized on the fly per batch, so no calibration data is needed and accuracy follows the activations'
-actual range. A ViT spends nearly all its parameters and FLOPs in MatMuls (attention projections and the
-MLP); measured on the digits demo it loses no test accuracy at ~3.8x smaller (README, "Deploy").
+actual range. A ViT holds nearly all its parameters and FLOPs in MatMuls (attention projections, MLP).
+Measured on the digits demo (`bench/int8_accuracy.py`): the same test accuracy as float32 (0.9833),
+3.0x smaller (the graph and the non-MatMul floats weigh more in a 0.3M-parameter model) and faster,
+where ONNX Runtime's static QDQ quantization, calibrated on 256 training images, was no more accurate,
+slower and barely smaller.
 """
 from __future__ import annotations
 
