@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--serve_baseline", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local folders only: no hub look-ups
     if args.serve_baseline:  # the baseline server's own process
         import uvicorn
         uvicorn.run(baseline_app(args.model), host="127.0.0.1", port=args.port, log_level="warning")
