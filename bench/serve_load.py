@@ -33,6 +33,10 @@ def baseline_app(folder: str):
     pipe = transformers.pipeline("image-classification", model=folder, device="cpu")
     app = FastAPI()
 
+    @app.get("/health")
+    def health():
+        return {"status": "ok"}
+
     @app.post("/predict")
     def predict(files: UploadFile = File(...), top_k: int = 3):
         return pipe(Image.open(io.BytesIO(files.file.read())), top_k=top_k)
