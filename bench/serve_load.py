@@ -22,13 +22,13 @@ import time
 
 import httpx
 import numpy as np
+from fastapi import FastAPI, File, UploadFile
 from PIL import Image
 
 
 def baseline_app(folder: str):
     """The guides' service: a transformers pipeline in a FastAPI endpoint."""
     import transformers
-    from fastapi import FastAPI, File, UploadFile
 
     pipe = transformers.pipeline("image-classification", model=folder, device="cpu")
     app = FastAPI()
