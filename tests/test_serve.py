@@ -5,7 +5,6 @@ import base64
 import concurrent.futures
 import io
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
