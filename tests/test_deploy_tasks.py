@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from deploy_helpers import native_model_folder, png_bytes, uint8_images
+from vitjax import registry
 from vitjax.deploy import artifacts
 from vitjax.deploy.servable import load_servable
 from vitjax.serve.app import create_app
@@ -44,6 +45,14 @@ BRIGHTNESS_PLUGIN = textwrap.dedent('''
         def prediction_records(self, predictions, sources, outdir):
             return [{"image": s, "brightness": float(v)} for s, v in zip(sources, predictions["value"])]
 ''')
+
+
+@pytest.fixture(autouse=True)
+def isolated_registry(monkeypatch):
+    """The third-party plugin registered here leaves the global registry as it found it."""
+    registry.load_plugins()
+    monkeypatch.setattr(registry, "_TASKS", dict(registry._TASKS))
+    monkeypatch.setattr(registry, "_LOADED_FILES", {})
 
 
 def _tasks(tmp_path):
