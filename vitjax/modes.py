@@ -1,4 +1,4 @@
-"""The four modes of the CLI — train, evaluate, predict, export — as plain functions.
+"""The modes of the CLI — train, evaluate, predict, export, robustness — as plain functions.
 
 Each prepares what every mode shares (the persistent compilation cache, the distributed
 runtime, the workdir check) and hands over to the room that does the work.
@@ -109,6 +109,28 @@ def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
     config.model.image_size = 0
     os.makedirs(workdir, exist_ok=True)
     return evaluation.evaluate_model(config, workdir, split)
+
+
+def saved_config(workdir: str):
+    """The config a run saved in `workdir` (config.json), for modes run without --config."""
+    import ml_collections
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist: pass --config, or the --workdir of a run.")
+    with open(path, encoding="utf-8") as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+@_user_errors
+def robustness(config, workdir: str, model: str | None, split: str, options) -> dict:
+    from vitjax.robustness.run import robustness_report
+    config = (config or saved_config(workdir)).copy_and_resolve_references()
+    _prepare(config)
+    model_dir = _model_dir(workdir, model)
+    config.model.checkpoint = model_dir
+    config.model.image_size = 0
+    return robustness_report(config, workdir, split, options, model_dir)
 
 
 @_user_errors
