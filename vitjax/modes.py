@@ -125,11 +125,16 @@ def saved_config(workdir: str):
 @_user_errors
 def robustness(config, workdir: str, model: str | None, split: str, options) -> dict:
     from vitjax.robustness.run import robustness_report
+    from vitjax.checkpoints.native import MODEL_FILE
     config = (config or saved_config(workdir)).copy_and_resolve_references()
     _prepare(config)
+    native = os.path.join(workdir, "best_vitjax")  # tasks without a transformers class
+    if model is None and not os.path.isdir(os.path.join(workdir, "best")) and os.path.isdir(native):
+        model = native
     model_dir = _model_dir(workdir, model)
-    config.model.checkpoint = model_dir
-    config.model.image_size = 0
+    if not os.path.isfile(os.path.join(model_dir, MODEL_FILE)):  # else the run's model, its weights
+        config.model.checkpoint = model_dir
+        config.model.image_size = 0
     return robustness_report(config, workdir, split, options, model_dir)
 
 

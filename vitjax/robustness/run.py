@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from vitjax import parallel
+from vitjax.checkpoints import native
 from vitjax.robustness import attacks, calibration, corruptions, inputs, report
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,9 @@ class _Evaluator:
             outputs = run.model.apply({"params": params}, run.normalize(pixels), train=False)
             metrics = run.task.metrics().single_from_model_output(
                 **run.task.metric_inputs(outputs, batch))
-            extra = {"logits": outputs, "label": batch["label"], "valid": batch["valid"]}
-            return metrics, extra if perturb else None
+            if perturb is None:
+                return metrics, None
+            return metrics, {"logits": outputs, "label": batch["label"], "valid": batch["valid"]}
 
         self.step = jax.jit(step, out_shardings=parallel.replicated(run.mesh))
 
@@ -131,8 +133,9 @@ def cross_domain(evaluate: _Evaluator, options) -> dict:
 
 def robustness_report(config, workdir: str, split: str, options, model_dir: str) -> dict:
     """Writes `<workdir>/robustness/` (report.json, report.md, heat map, reliability diagram) for
-    the model in `config.model.checkpoint` on `split`, and adds a robustness table to the model
-    card in `model_dir`; returns the report."""
+    the model in `model_dir` — a Hugging Face folder already set as `config.model.checkpoint`, or a
+    folder in vitjax's own format whose weights replace the run's — on `split`, and adds a
+    robustness table to the model card in `model_dir`, if any; returns the report."""
     from vitjax.train import setup
 
     started = time.perf_counter()
@@ -143,7 +146,10 @@ def robustness_report(config, workdir: str, split: str, options, model_dir: str)
         raise KeyError(f"--split {split!r} is not a split of {run.dataset.source}; "
                        f"choose one of {sorted(run.dataset.splits)}.")
     corruptions.check(options.corruptions, options.severities, run.preprocessing.input_size)
-    params = jax.device_put(run.init_params, run.state_shardings.params)  # no optimizer state
+    params = run.init_params
+    if os.path.isfile(os.path.join(model_dir, native.MODEL_FILE)):  # vitjax's own format
+        params = native.load_native(model_dir)[1]
+    params = jax.device_put(params, run.state_shardings.params)  # no optimizer state
     evaluate = _Evaluator(run, params, options.seed)
     metric = run.task.best_metric[0]
     split_source = run.dataset.splits[split]
