@@ -16,6 +16,7 @@ images of at least 32 px.
 """
 from __future__ import annotations
 
+import importlib.util
 import threading
 
 import numpy as np
@@ -117,6 +118,9 @@ def check(names, severities, input_size) -> None:
     bad = [s for s in severities if s not in SEVERITIES]
     if bad:
         raise ValueError(f"--robustness.severities {bad} are not ImageNet-C severities {SEVERITIES}.")
+    if names and importlib.util.find_spec("imagecorruptions") is None:
+        raise ValueError("the corruption sweep needs the imagecorruptions package: pip install -e "
+                         "'.[robustness]' (or set --robustness.corruptions='()' to skip it).")
     if names and min(input_size) < MIN_SIZE:
         raise ValueError(f"the ImageNet-C corruptions need images of at least {MIN_SIZE} px; the model's "
                          f"input is {tuple(input_size)}. Set --robustness.corruptions='()' to skip them.")

@@ -108,6 +108,10 @@ def _rows(table: dict, key: str) -> list[dict]:
             for name, row in table.items()]
 
 
+def _number(value, spec: str = ".4f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def markdown(result: dict) -> str:
     metric, summary = result["metric"], result["summary"]
     lines = [f"# Robustness report: {result['split']} split of {result['data_source']} "
@@ -116,14 +120,18 @@ def markdown(result: dict) -> str:
              f"Clean {metric}: {summary['clean']:.4f}"]
     if result["corruptions"]:
         lines += [f"Mean {metric} over {len(result['corruptions'])} corruptions x severities: "
-                  f"{summary['mean_corrupted']:.4f} (relative drop {summary['relative_drop']:.1%}; "
-                  f"worst: {summary['worst_corruption']})", "",
+                  f"{summary['mean_corrupted']:.4f} (relative drop "
+                  f"{_number(summary['relative_drop'], '.1%')}; worst: {summary['worst_corruption']})",
+                  "",
                   "## Common corruptions (ImageNet-C, at the model's input resolution)", "",
+                  *([f"ImageNet-C's constants assume ~224 px images; at "
+                     f"{'x'.join(map(str, result['input_size']))} px the blurs, frost and fog weigh "
+                     f"more.", ""] if min(result["input_size"]) < 160 else []),
                   format_table(_rows(result["corruptions"], "corruption"), markdown=True)]
     if "baseline" in result:
         b = result["baseline"]
-        lines += ["", f"Against the baseline `{b['workdir']}`: mCE {b['mce']:.4f}, relative mCE "
-                  f"{b['relative_mce']:.4f}" if b["mce"] is not None else "no mCE (baseline error 0)"]
+        lines += ["", f"Against the baseline `{b['workdir']}`: mCE {_number(b['mce'])}, relative "
+                  f"mCE {_number(b['relative_mce'])}"]
     if "attacks" in result:
         eps = list(result["attacks"]["fgsm"])
         rows = [{"epsilon (/255)": e, "FGSM": result["attacks"]["fgsm"][e],
@@ -169,9 +177,9 @@ def add_to_model_card(result: dict, model_dir: str) -> None:
     summary, metric = result["summary"], result["metric"]
     rows = [{"measure": f"clean {metric}", "value": summary["clean"]}]
     if "mean_corrupted" in summary:
-        rows.append({"measure": f"mean {metric}, 15 corruptions x 5 severities"
-                     if len(result["corruptions"]) == 15 else f"mean corrupted {metric}",
-                     "value": summary["mean_corrupted"]})
+        severities = len(next(iter(result["corruptions"].values())))
+        rows.append({"measure": f"mean {metric}, {len(result['corruptions'])} corruptions x "
+                                f"{severities} severities", "value": summary["mean_corrupted"]})
     for attack in ("fgsm", "pgd"):
         row = result.get("attacks", {}).get(attack)
         if row:

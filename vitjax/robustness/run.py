@@ -163,7 +163,8 @@ def robustness_report(config, workdir: str, split: str, options, model_dir: str)
 
     clean, logits, labels = timed("clean", evaluate.split, split_source)
     result = {"model": model_dir, "data_source": run.dataset.source, "split": split,
-              "images": len(split_source), "task": run.task.name, "metric": metric,
+              "images": len(split_source), "input_size": list(run.preprocessing.input_size),
+              "task": run.task.name, "metric": metric,
               "options": options.to_dict(), "clean": clean,
               "corruptions": timed("corruptions", corruption_sweep, evaluate, split_source, options,
                                    metric)}
@@ -182,5 +183,5 @@ def robustness_report(config, workdir: str, split: str, options, model_dir: str)
         report.write(result, os.path.join(workdir, OUTDIR))
         if os.path.isfile(os.path.join(model_dir, "README.md")):
             report.add_to_model_card(result, model_dir)
-    print(report.markdown(result))
+        print(report.markdown(result))
     return result
