@@ -16,6 +16,7 @@ import numpy as np
 
 from vitjax.data import pipeline
 from vitjax.data.cache import DecodedSource, cache_path
+from vitjax.data.config import default_config
 from vitjax.robustness import corruptions
 
 
@@ -84,8 +85,8 @@ def examples_of(run, split) -> tuple[object, dict]:
 
 def batches(run, examples, padding: dict) -> pipeline.EvalBatches:
     """This process's padded evaluation batches of `examples` (rows of `valid=False` pad)."""
-    data_cfg = {"read_threads": run.config.data.get("read_threads", 4),
-                "prefetch": run.config.data.get("prefetch", 4)}
+    data_cfg = default_config()  # no decode cache or augmentation: the examples are ready
+    data_cfg.read_threads, data_cfg.prefetch = run.config.data.read_threads, run.config.data.prefetch
     return pipeline.eval_batches(
         examples, run.preprocessing, batch_size=run.per_process_eval_batch,
         shard_index=jax.process_index(), shard_count=jax.process_count(), data_cfg=data_cfg,

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from vitjax.robustness.calibration import plot_reliability
-from vitjax.train.report import format_table
+from vitjax.report import format_table
 
 CARD_HEADING = "## Robustness"
 

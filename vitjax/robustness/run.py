@@ -9,6 +9,7 @@ and detection get the corruption sweep in mIoU and mAP; attacks and calibration 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -38,8 +39,9 @@ class _Evaluator:
         def step(params, batch, attack_args, rng):
             pixels = perturb(params, batch, *attack_args, rng) if perturb else batch["image"]
             outputs = run.model.apply({"params": params}, run.normalize(pixels), train=False)
+            _, aux = run.task.loss(outputs, batch)
             metrics = run.task.metrics().single_from_model_output(
-                **run.task.metric_inputs(outputs, batch))
+                **run.task.metric_inputs(outputs, batch, aux))
             if perturb is None:
                 return metrics, None
             return metrics, {"logits": outputs, "label": batch["label"], "valid": batch["valid"]}
@@ -141,16 +143,14 @@ def robustness_report(config, workdir: str, split: str, options, model_dir: str)
     started = time.perf_counter()
     if options.baseline:
         report.baseline_report(options.baseline)  # a missing one fails before the work
-    run = setup.build_run(config, workdir)
+    run = setup.build_eval_run(config, workdir)
     if split not in run.dataset.splits:
         raise KeyError(f"--split {split!r} is not a split of {run.dataset.source}; "
                        f"choose one of {sorted(run.dataset.splits)}.")
     corruptions.check(options.corruptions, options.severities, run.preprocessing.input_size)
-    params = run.init_params
     if os.path.isfile(os.path.join(model_dir, native.MODEL_FILE)):  # vitjax's own format
-        params = native.load_native(model_dir)[1]
-    params = jax.device_put(params, run.state_shardings.params)  # no optimizer state
-    evaluate = _Evaluator(run, params, options.seed)
+        run = dataclasses.replace(run, init_params=native.load_native(model_dir)[1])
+    evaluate = _Evaluator(run, run.placed_params(), options.seed)
     metric = run.task.best_metric[0]
     split_source = run.dataset.splits[split]
     timings = {"setup": time.perf_counter() - started}
