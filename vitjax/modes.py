@@ -1,9 +1,10 @@
-"""The four modes of the CLI — train, evaluate, predict, export — each one short function, here.
+"""The modes of the CLI — train, evaluate, predict, export, robustness — each one short function.
 
 Each prepares what every mode shares (the persistent compilation cache, the distributed runtime,
 the workdir check) and builds only what it uses from `vitjax.train.setup`'s builders: train the
 whole run (`vitjax.train.loop`), evaluate data + model (no optimizer), export the run whose best
-checkpoint it restores, predict the exported model (`vitjax.api`).
+checkpoint it restores, predict the exported model (`vitjax.api`); the robustness report lives in
+`vitjax.robustness`.
 """
 
 from __future__ import annotations
@@ -123,6 +124,33 @@ def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
     for k, v in sorted(summary.items()):
         print(f"{split} {k:<24} {v:.4f}")
     return summary
+
+
+def saved_config(workdir: str):
+    """The config a run saved in `workdir` (config.json), for modes run without --config."""
+    import ml_collections
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist: pass --config, or the --workdir of a run.")
+    with open(path, encoding="utf-8") as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+@_user_errors
+def robustness(config, workdir: str, model: str | None, split: str, options) -> dict:
+    from vitjax.robustness.run import robustness_report
+    from vitjax.checkpoints.native import MODEL_FILE
+    config = (config or saved_config(workdir)).copy_and_resolve_references()
+    _prepare(config)
+    native = os.path.join(workdir, "best_vitjax")  # tasks without a transformers class
+    if model is None and not os.path.isdir(os.path.join(workdir, "best")) and os.path.isdir(native):
+        model = native
+    model_dir = _model_dir(workdir, model)
+    if not os.path.isfile(os.path.join(model_dir, MODEL_FILE)):  # else the run's model, its weights
+        config.model.checkpoint = model_dir
+        config.model.image_size = 0
+    return robustness_report(config, workdir, split, options, model_dir)
 
 
 @_user_errors
