@@ -55,7 +55,7 @@ def test_cached_run_exports_the_weights_of_the_run_over_images(data, freeze, tmp
 
 
 def test_views_on_disk_are_reused_and_an_interrupted_run_resumes(data, tmp_path, monkeypatch, caplog):
-    config = _config(data, "head_only", "auto", early_stopping_patience=5)
+    config = _config(data, "head_only", "on", early_stopping_patience=5)
     config.data.augment.crop_scale = (0.5, 1.0)  # augmented views now differ
     config.train.feature_cache_views = 2
     config.data.cache, config.data.cache_dir = "disk", str(tmp_path / "cache")
@@ -98,3 +98,9 @@ def test_on_names_what_stops_it_and_auto_falls_back(data, tmp_path, caplog):
     with caplog.at_level("INFO", logger="vitjax"):
         modes.train(config, str(tmp_path / "auto"))
     assert "feature cache off: config.optim.freeze='full' trains the embeddings" in caplog.text
+    config = _config(data, "head_only", "auto")
+    config.data.augment.hflip = 0.5
+    caplog.clear()
+    with caplog.at_level("INFO", logger="vitjax"):
+        modes.train(config, str(tmp_path / "augmented"))
+    assert "feature cache off: the training images are augmented" in caplog.text

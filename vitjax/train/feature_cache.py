@@ -73,6 +73,10 @@ def cached_run(run: setup.Run) -> setup.Run:
         return run
     cache = FeatureCache(run, cut)
     if cfg.feature_cache == "auto":
+        if augments(run.config.data.augment):
+            log.info("feature cache off: the training images are augmented (config.data.augment), and "
+                     "'auto' never trades augmentation for speed; set 'on' with feature_cache_views")
+            return run
         if cfg.epochs <= cfg.feature_cache_views:
             log.info("feature cache off: %s views cost as much as the %s epochs", cfg.feature_cache_views,
                      cfg.epochs)
@@ -120,6 +124,13 @@ def _obstacles(run, cut: int | None) -> list[str]:
     if jax.process_count() > 1:
         found.append("the run has several processes (the cache is built by one)")
     return found
+
+
+def augments(augment_cfg) -> bool:
+    """Whether the training transform is random (a crop, flip, policy, jitter or erasing)."""
+    a = augment_cfg
+    return (tuple(a.crop_scale) != (1.0, 1.0) or tuple(a.crop_ratio) != (1.0, 1.0) or a.hflip > 0
+            or a.policy != "none" or a.color_jitter > 0 or a.random_erasing > 0)
 
 
 def _free_memory() -> int:
