@@ -3,7 +3,10 @@ the very weights the ordinary run reaches over images, with resume, reports and 
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +14,11 @@ from safetensors.numpy import load_file
 
 from train_helpers import colour_folder, tiny_config
 from vitjax import modes, parallel
+from vitjax.api import Classifier
+from vitjax.checkpoints.preprocessing import Preprocessing
+from vitjax.models.vit import ViTSpec
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PRESETS = {"head_only": {}, "last_n_blocks": {"last_n_blocks": 1}}
 
@@ -104,3 +112,22 @@ def test_on_names_what_stops_it_and_auto_falls_back(data, tmp_path, caplog):
     with caplog.at_level("INFO", logger="vitjax"):
         modes.train(config, str(tmp_path / "augmented"))
     assert "feature cache off: the training images are augmented" in caplog.text
+
+
+def test_linear_probe_config_from_the_command_line(data, tmp_path):
+    """configs/linear_probe.py as its docstring runs it, on a local tiny checkpoint."""
+    spec = ViTSpec(image_size=16, patch_size=4, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64)
+    Classifier.from_scratch(spec, {0: "a", 1: "b"}, Preprocessing.default(16), seed=0).save_pretrained(
+        tmp_path / "checkpoint")
+    cmd = [sys.executable, "-m", "vitjax.main", "--config", "configs/linear_probe.py",
+           f"--config.data.source=folder:{data}", "--workdir", str(tmp_path / "probe"),
+           f"--config.model.checkpoint={tmp_path / 'checkpoint'}",
+           f"--config.data.cache_dir={tmp_path / 'cache'}", "--config.train.epochs=10",
+           "--config.train.progress=False", "--config.compilation_cache="]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "feature cache: training the head" in out.stderr
+    with open(tmp_path / "probe" / "results.json", encoding="utf-8") as f:
+        assert json.load(f)["metrics"]["test"]["accuracy"] > 0.6  # 3 colours: chance is 1/3
+    assert os.path.isfile(tmp_path / "probe" / "best" / "model.safetensors")
