@@ -224,11 +224,14 @@ def _with_task_head(model: Model, spec: ViTSpec, loaded: dict | None, seed: int)
     """
     key = jax.random.key(seed)
     dummy = jnp.zeros((1, *spec.image_size, spec.num_channels), jnp.float32)
+    init = jax.jit(functools.partial(model.init, train=False))
+    if loaded is None:
+        return jax.tree.map(lambda x: np.asarray(x, np.float32), jax.device_get(init(key, dummy)["params"]))
     features, shapes = jax.eval_shape(functools.partial(model.init_with_output, method=_features_and_head),
                                       key, dummy)
     shapes = traverse_util.flatten_dict(shapes["params"], sep="/")
     kept = {}
-    for path, value in traverse_util.flatten_dict(loaded or {}, sep="/").items():
+    for path, value in traverse_util.flatten_dict(loaded, sep="/").items():
         if path in shapes and shapes[path].shape == value.shape:
             kept[path] = value
         elif path.startswith("backbone/"):
@@ -236,7 +239,7 @@ def _with_task_head(model: Model, spec: ViTSpec, loaded: dict | None, seed: int)
                              f"({shapes[path].shape if path in shapes else (0,)}).")
     missing = [path for path in shapes if path not in kept]
     if any(not path.startswith("head/") for path in missing):
-        fresh = jax.jit(functools.partial(model.init, train=False))(key, dummy)
+        fresh = init(key, dummy)
     elif missing:
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), features)
         fresh = jax.jit(functools.partial(model.init, method=_head))(key, zeros)
