@@ -6,7 +6,7 @@
 A ViT-B/16-shaped `ViTForImageClassification` with random weights (seeded) is saved with
 `save_pretrained`; --images generated JPEGs (10 classes: a colour and a stripe frequency per class,
 noisy) are written as an image folder, carved 80/10/10. Three runs probe the frozen backbone with the
-same recipe (no augmentation, AdamW, cosine, batch --batch, one evaluation per epoch):
+same recipe (no augmentation, AdamW, cosine, batch --batch, an evaluation every --eval-every epochs):
 
   cached     vitjax, optim.freeze="head_only", train.feature_cache="on": the full --epochs, timed from
              the call to the end (the backbone pass over train + validation, training, reports, export);
@@ -15,7 +15,7 @@ same recipe (no augmentation, AdamW, cosine, batch --batch, one evaluation per e
 
 A forward pass through ViT-B costs seconds on a small CPU, so the two runs over images are measured
 for --steps steps only and their --epochs time is EXTRAPOLATED (the table says so): start-up + epochs x
-(steps per epoch x median step time + one validation pass). The cached run is then repeated for the
+steps per epoch x median step time + the evaluations x one validation pass. The cached run is then repeated for the
 same --steps steps (its features read back from the disk cache) to show that it reaches the uncached
 run's validation accuracy at that step: the two runs compute the same function (tests/test_feature_cache.py
 checks their exported weights agree). With --full the runs over images also do the whole --epochs.
@@ -87,7 +87,7 @@ def vitjax_config(args, data: str, checkpoint: str, cache: str, epochs: float, w
     c.train.batch_size = args.batch
     del c.train["epochs"]  # an int by default; the bounded runs train a fraction of an epoch
     c.train.epochs = epochs
-    c.train.eval_every = "1 epochs"
+    c.train.eval_every = f"{args.eval_every} epochs"
     c.train.log_every = 1
     c.train.progress = False
     c.train.test_split = ""
@@ -183,8 +183,8 @@ def run_hf_trainer(args, tmp: str, steps: int, epochs: float | None) -> dict:
             "accuracy": accuracy_now, "per_epoch": per_epoch}
 
 
-def extrapolated(t: dict, epochs: int, per_epoch: int) -> float:
-    return t["startup"] + epochs * (per_epoch * t["step"] + t["eval"])
+def extrapolated(t: dict, epochs: int, per_epoch: int, eval_every: int) -> float:
+    return t["startup"] + epochs * per_epoch * t["step"] + epochs // eval_every * t["eval"]
 
 
 def table(rows: list[dict], epochs: int) -> str:
@@ -205,6 +205,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--steps", type=int, default=4, help="steps of the runs over images (then extrapolated)")
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--eval-every", type=int, default=3, help="epochs between evaluations (and checkpoints)")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--full", action="store_true", help="run the image runs for all --epochs too")
     ap.add_argument("--tiny", action="store_true", help="a tiny ViT at 32 px (checks the script)")
@@ -235,23 +236,23 @@ def main():
         at = f"@{plain['steps']} steps"
         rows.append(dict(run="vitjax cached, disk cache warm", measured=f"{again['steps']} steps + 1 eval",
                          real=False, wall=again_run["wall"],
-                         img_s=args.batch / again["step"], epochs_s=extrapolated(again, args.epochs, per_epoch),
+                         img_s=args.batch / again["step"], epochs_s=extrapolated(again, args.epochs, per_epoch, args.eval_every),
                          acc=f"{again['accuracy']:.3f} ({at})"))
         rows.append(dict(run="vitjax uncached (head_only)", measured=f"{plain['steps']} steps + 1 eval",
                          real=args.full, wall=plain_run["wall"], img_s=args.batch / plain["step"],
-                         epochs_s=plain_run["wall"] if args.full else extrapolated(plain, args.epochs, per_epoch),
+                         epochs_s=plain_run["wall"] if args.full else extrapolated(plain, args.epochs, per_epoch, args.eval_every),
                          acc=f"{plain['accuracy']:.3f} ({at})"))
         rows.append(dict(run="HF Trainer, frozen backbone", measured=f"{hf['steps']} steps + 1 eval",
                          real=args.full, wall=hf["wall"], img_s=args.batch / hf["step"],
-                         epochs_s=hf["wall"] if args.full else extrapolated(hf, args.epochs, hf["per_epoch"]),
+                         epochs_s=hf["wall"] if args.full else extrapolated(hf, args.epochs, hf["per_epoch"], args.eval_every),
                          acc=f"{hf['accuracy']:.3f} (@{hf['steps']} steps)"))
         shape = "tiny ViT @32" if args.tiny else "ViT-B/16 @224 (random weights)"
         print(f"\nfeature cache benchmark: {shape}, {args.images} images ({n_train} train, "
               f"{len(cached['results']['class_names'])} classes), batch {args.batch}, {args.epochs} epochs; "
               f"{platform.node()} {os.cpu_count()} CPUs, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
         print(table(rows, args.epochs))
-        print("extrapolated = start-up + epochs x (steps/epoch x median step s + one validation pass s), "
-              f"from the measured steps; speed-up = {args.epochs}-epoch time / the cached run's.")
+        print(f"extrapolated = start-up + epochs x steps/epoch x median step s + epochs/{args.eval_every} x one "
+              f"validation pass s, from the measured steps; speed-up = {args.epochs}-epoch time / the cached run's.")
         return rows
     finally:
         if not args.keep:

@@ -194,13 +194,20 @@ class FeatureCache:
         h.update(repr((self.cut, sorted(self._row), run.spec, run.model.backbone.dtype,
                        run.model.backbone.attention_impl, run.model.backbone.patch_embed,
                        repr(run.preprocessing), *extra)).encode())
-        frozen = traverse_util.flatten_dict(run.init_params["backbone"], sep="/")
-        for name in sorted(frozen):
-            h.update(name.encode())
-            h.update(np.ascontiguousarray(frozen[name]).tobytes())
+        h.update(self._weights_digest)
         records = run.dataset.splits[split]
         h.update(fingerprint(records, kind, run.preprocessing.input_size, "").encode())
         return os.path.join(self.directory, f"vitjax-features-{split}-{h.hexdigest()[:20]}")
+
+    @functools.cached_property
+    def _weights_digest(self) -> bytes:
+        """A digest of the backbone's weights (the frozen part's among them)."""
+        h = hashlib.sha256()
+        frozen = traverse_util.flatten_dict(self.run.init_params["backbone"], sep="/")
+        for name in sorted(frozen):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(frozen[name]).tobytes())
+        return h.digest()
 
     def _layout(self, lead: tuple[int, ...]) -> dict:
         return {name: ((*lead, *s.shape[1:]), s.dtype) for name, s in self._row.items()}
