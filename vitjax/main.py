@@ -5,6 +5,8 @@
     python -m vitjax.main --mode evaluate --config configs/beans.py --workdir runs/beans --split test
     python -m vitjax.main --mode predict --workdir runs/beans --inputs photos/ --top_k 3
     python -m vitjax.main --mode export --config configs/beans.py --workdir runs/beans --output model/
+    python -m vitjax.main --mode export --workdir runs/beans --format onnx --output deploy/
+    vitjax serve --model deploy/        (or: python -m vitjax.serve --model deploy/)
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ _MODEL = flags.DEFINE_string("model", None, "evaluate/predict: a Hugging Face fo
 _INPUTS = flags.DEFINE_list("inputs", [], "predict: image files and/or folders.")
 _TOP_K = flags.DEFINE_integer("top_k", 5, "predict: labels shown per image.")
 _OUTPUT = flags.DEFINE_string("output", None, "export: target folder; predict: JSON file.")
+_FORMAT = flags.DEFINE_enum("format", "hf", ["hf", "onnx", "onnx-int8", "stablehlo"],
+                            "export: hf = the best checkpoint in Hugging Face / vitjax format; onnx, "
+                            "onnx-int8, stablehlo = a deployable model of <workdir>/best (or --model).")
 
 
 def _parse_flags(argv):
@@ -68,6 +73,9 @@ def main(argv) -> None:
             modes.predict(_CONFIG.value, _WORKDIR.value, _MODEL.value, _INPUTS.value,
                           _TOP_K.value, _OUTPUT.value)
             return
+        if _MODE.value == "export" and _FORMAT.value != "hf":
+            modes.export_deployable(_WORKDIR.value, _MODEL.value, _FORMAT.value, _OUTPUT.value)
+            return
         if _CONFIG.value is None or _WORKDIR.value is None:
             sys.exit(f"vitjax: --mode {_MODE.value} needs --config and --workdir.")
         if _MODE.value == "train":
@@ -84,7 +92,10 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    """Console-script entry point (`vitjax ...`)."""
+    """Console-script entry point (`vitjax ...`; `vitjax serve ...` starts the prediction service)."""
+    if sys.argv[1:2] == ["serve"]:
+        from vitjax.serve.cli import main as serve
+        sys.exit(serve(sys.argv[2:]))
     app.run(main, flags_parser=_parse_flags)
 
 

@@ -92,8 +92,10 @@ def train(config, workdir: str, overwrite: bool = False) -> dict:
     return loop.train(config, workdir)
 
 
-def _model_dir(workdir: str | None, model: str | None) -> str:
+def _model_dir(workdir: str | None, model: str | None, native_ok: bool = False) -> str:
     path = model or (workdir and os.path.join(workdir, "best"))
+    if native_ok and not model and workdir and not os.path.isdir(path):
+        path = os.path.join(workdir, "best_vitjax")
     if not path or not os.path.isdir(path):
         raise FileNotFoundError(
             f"no model folder at {path!r}: pass --model <a Hugging Face format folder>, or a "
@@ -185,3 +187,15 @@ def export(config, workdir: str, output: str | None) -> str:
     if jax.process_index() != 0:
         return output
     return outputs.export(run, params, output)
+
+
+@_user_errors
+def export_deployable(workdir: str | None, model: str | None, fmt: str, output: str | None) -> str:
+    """`--mode export --format onnx|onnx-int8|stablehlo`: the model folder (`--model`, else
+    <workdir>/best or best_vitjax) as a deployable artifact in `output` (vitjax.deploy)."""
+    from vitjax.deploy.artifacts import export as export_artifact
+    if not output:
+        raise ValueError(f"--mode export --format {fmt} needs --output DIR (the folder to write).")
+    path = export_artifact(_model_dir(workdir, model, native_ok=True), fmt, output)
+    logging.getLogger("vitjax").info("exported %s to %s", fmt, path)
+    return path
