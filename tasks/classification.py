@@ -28,7 +28,6 @@ import numpy as np
 import optax
 from clu import metrics as clu_metrics
 from ml_collections import config_dict
-from sklearn import metrics as sklearn_metrics
 
 from vitjax.data.multilabel import MultiHotTransforms, open_multilabel
 from vitjax.data.pipeline import RecordTransforms
@@ -305,6 +304,8 @@ class Classification(Task):
         valid = scores["mask"].astype(bool)
         targets = scores["targets"][valid] >= 0.5
         logits = scores["logits"][valid]
+        from sklearn import metrics as sklearn_metrics  # ~1 s to import: not on the way to a first step
+
         return np.array([
             sklearn_metrics.average_precision_score(column, logits[:, i]) if column.any() else np.nan
             for i, column in enumerate(targets.T)
