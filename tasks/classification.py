@@ -183,8 +183,9 @@ class Classification(Task):
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
         config = ml_collections.ConfigDict()
-        # Head pooling: "cls", "cls_distillation" (DeiT) or "cls_mean" (CLS concatenated with the mean
-        # patch token). None picks what transformers' classifier does: "cls_mean" for DINOv2, else "cls".
+        # Head pooling: "cls", "cls_distillation" (DeiT), "cls_mean" (CLS concatenated with the mean
+        # patch token), "mean" (patch tokens) or "pooled" (the backbone's pooling: timm, SigLIP's MAP).
+        # None picks what the family's own classifier does (`vitjax.models.heads.DEFAULT_POOLING`).
         config.pooling = config_dict.placeholder(str)
         # Label smoothing epsilon: targets become (1 - eps) * y + eps / C (eps / 2 per label in multi-label).
         config.label_smoothing = 0.0
@@ -239,7 +240,9 @@ class Classification(Task):
     def make_head(self, spec: Any):
         from vitjax.models.heads import ClassificationHead  # The core room's head; HF export maps it.
 
-        pooling = self.config.pooling or ("cls_mean" if spec.family == "dinov2" else "cls")
+        from vitjax.models.heads import DEFAULT_POOLING
+
+        pooling = self.config.pooling or DEFAULT_POOLING[spec.family]
         return ClassificationHead(num_labels=self.num_classes, pooling=pooling)
 
     def _targets(self, labels) -> jnp.ndarray:

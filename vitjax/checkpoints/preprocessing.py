@@ -59,6 +59,7 @@ class Preprocessing:
     mean: tuple[float, ...] = IMAGENET_STANDARD_MEAN
     std: tuple[float, ...] = IMAGENET_STANDARD_STD
     processor_type: str = "ViTImageProcessor"
+    crop_rounding: str = "floor"  # center-crop offset: "floor" (transformers) or "round" (torchvision, timm)
 
     def __post_init__(self):
         if self.do_resize and (self.size is None) == (self.shortest_edge is None):
@@ -154,7 +155,7 @@ class Preprocessing:
             image = image.resize(self._resize_to(*image.size), resample=self.resample)
         array = np.asarray(image, dtype=np.uint8)
         if self.crop is not None:
-            array = _center_crop(array, self.crop)
+            array = _center_crop(array, self.crop, self.crop_rounding)
         return array
 
     def normalize(self, x):
@@ -180,8 +181,9 @@ class Preprocessing:
         return np.ascontiguousarray(self.normalize(batch).transpose(0, 3, 1, 2))
 
 
-def _center_crop(array: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
-    """transformers' center_crop on HWC: offsets floor((in - out) / 2), zero padding when too small."""
+def _center_crop(array: np.ndarray, crop: tuple[int, int], rounding: str = "floor") -> np.ndarray:
+    """transformers' center_crop on HWC: offsets floor((in - out) / 2), zero padding when too small;
+    rounding="round": torchvision's CenterCrop offsets, int(round((in - out) / 2)) (half to even)."""
     height, width = array.shape[:2]
     ch, cw = crop
     if ch > height or cw > width:
@@ -189,5 +191,8 @@ def _center_crop(array: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
         top, left = -(-(padded.shape[0] - height) // 2), -(-(padded.shape[1] - width) // 2)
         padded[top:top + height, left:left + width] = array
         array, height, width = padded, padded.shape[0], padded.shape[1]
-    top, left = (height - ch) // 2, (width - cw) // 2
+    if rounding == "round":
+        top, left = int(round((height - ch) / 2.0)), int(round((width - cw) / 2.0))
+    else:
+        top, left = (height - ch) // 2, (width - cw) // 2
     return array[top:top + ch, left:left + cw]
