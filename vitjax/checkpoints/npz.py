@@ -74,7 +74,7 @@ def read_npz(path: str) -> Source:
         family="timm", image_size=side * patch, patch_size=patch, num_channels=channels, hidden_size=hidden,
         num_layers=depth, num_heads=tensors[f"{_A.format(i=0)}/query/kernel"].shape[1],
         mlp_dim=tensors["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"].shape[1], layer_norm_eps=1e-6,
-        posemb_interpolation="bicubic_aa",
+        posemb_interpolation="bilinear",  # timm's npz reader resizes bilinearly, without antialiasing
     )
     rows = [r.resolved() for r in EMBEDDINGS]
     for i in range(depth):

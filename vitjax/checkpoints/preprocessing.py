@@ -61,10 +61,13 @@ class Preprocessing:
     processor_type: str = "ViTImageProcessor"
     crop_rounding: str = "floor"  # center-crop offset: "floor" (transformers) or "round" (torchvision, timm)
 
+    cover: tuple[int, int] | None = None  # resize keeping the aspect ratio to just cover (H, W) (timm)
+
     def __post_init__(self):
-        if self.do_resize and (self.size is None) == (self.shortest_edge is None):
-            raise ValueError("Preprocessing needs exactly one of size=(H, W) or shortest_edge=N to resize")
-        if self.crop is None and (not self.do_resize or self.shortest_edge is not None):
+        if self.do_resize and sum(x is not None for x in (self.size, self.shortest_edge, self.cover)) != 1:
+            raise ValueError("Preprocessing needs exactly one of size=(H, W), shortest_edge=N or cover=(H, W) "
+                             "to resize")
+        if self.crop is None and (not self.do_resize or self.size is None):
             raise ValueError("Preprocessing without a fixed resize size needs crop=(H, W) to fix the input size")
 
     # --- construction -------------------------------------------------------------------------------
@@ -107,8 +110,9 @@ class Preprocessing:
         config = {
             "image_processor_type": self.processor_type,
             "do_resize": self.do_resize,
-            "size": ({"shortest_edge": self.shortest_edge} if self.shortest_edge is not None
-                     else {"height": self.size[0], "width": self.size[1]}),
+            "size": ({"height": self.size[0], "width": self.size[1]} if self.size is not None
+                     # `cover` has no transformers equivalent: its shorter side is the nearest one.
+                     else {"shortest_edge": self.shortest_edge or min(self.cover)}),
             "resample": int(self.resample),
             "do_center_crop": self.crop is not None,
             "do_rescale": self.do_rescale,
@@ -131,6 +135,9 @@ class Preprocessing:
         ratio = input_size[0] / self.crop[0]
         if self.shortest_edge is not None:
             return dataclasses.replace(self, crop=input_size, shortest_edge=round(self.shortest_edge * ratio))
+        if self.cover is not None:
+            cover = (round(self.cover[0] * ratio), round(self.cover[1] * input_size[1] / self.crop[1]))
+            return dataclasses.replace(self, crop=input_size, cover=cover)
         size = (round(self.size[0] * ratio), round(self.size[1] * input_size[1] / self.crop[1]))
         return dataclasses.replace(self, crop=input_size, size=size if self.size else None)
 
@@ -144,6 +151,9 @@ class Preprocessing:
         """PIL (width, height) after resizing, as transformers computes it."""
         if self.size is not None:
             return self.size[1], self.size[0]
+        if self.cover is not None:  # timm's ResizeKeepRatio(longest=0)
+            ratio = min(height / self.cover[0], width / self.cover[1])
+            return round(width / ratio), round(height / ratio)
         short, long = (width, height) if width <= height else (height, width)
         new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
         return (new_short, new_long) if width <= height else (new_long, new_short)

@@ -30,6 +30,8 @@ HEADS = {"tiny": 3, "small": 6, "medium": 8, "base": 12, "large": 16, "huge": 16
          "gigantic": 16, "so150m": 14, "so400m": 16}
 ACTIVATIONS = {"gelu": "gelu", "quick_gelu": "quick_gelu", "gelu_tanh": "gelu_pytorch_tanh"}
 POOLS = {"token": "cls", "avg": "avg", "map": "map"}
+# model_args vitjax does not implement, with the value it does.
+UNSUPPORTED_ARGS = {"pos_embed": "learn", "pool_include_prefix": False, "dynamic_img_pad": False, "qk_norm": False}
 INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
                   "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
 
@@ -94,6 +96,9 @@ def spec_from_timm(config: dict, tensors: dict, path: str) -> ViTSpec:
     if not _ARCHITECTURE.match(architecture):
         raise ValueError(f"{path}: timm architecture {architecture!r} is not supported; vitjax loads timm's {SUPPORTED}.")
     args = config.get("model_args", {})
+    unsupported = {k: args[k] for k, default in UNSUPPORTED_ARGS.items() if args.get(k, default) != default}
+    if unsupported:
+        raise ValueError(f"{path}: timm model_args {unsupported} are not supported; vitjax loads timm's {SUPPORTED}.")
     pool = config.get("global_pool", args.get("global_pool", "token"))
     if "attn_pool.latent" in tensors:
         pool = "map"
@@ -156,11 +161,13 @@ def preprocessing_from_cfg(cfg: dict) -> Preprocessing:
                   mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))), std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
                   processor_type="CLIPImageProcessor", crop_rounding="round")
     if mode == "squash":
-        return Preprocessing(size=scale, shortest_edge=None, **common)
-    if mode != "center" or scale[0] != scale[1]:
-        raise ValueError(f"timm crop_mode={mode!r} at input_size {(height, width)} is not supported; vitjax "
-                         "follows timm's 'center' (square) and 'squash' eval transforms.")
-    return Preprocessing(size=None, shortest_edge=scale[0], **common)
+        return Preprocessing(size=scale, **common)
+    if mode != "center":
+        raise ValueError(f"timm crop_mode={mode!r} is not supported; vitjax follows timm's 'center' and "
+                         "'squash' eval transforms.")
+    if scale[0] == scale[1]:
+        return Preprocessing(size=None, shortest_edge=scale[0], **common)
+    return Preprocessing(size=None, cover=scale, **common)
 
 
 def read_timm(files: dict, config: dict, name) -> Source:
