@@ -16,8 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from vitjax.checkpoints.hf_export import export_hf
-from vitjax.checkpoints.families import load_checkpoint
+from vitjax.checkpoints.families import export_pretrained, load_checkpoint
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.models.heads import DEFAULT_POOLING
 from vitjax.models.model import Model, build_model
@@ -77,8 +76,9 @@ class Classifier:
         return results
 
     def save_pretrained(self, directory: str | os.PathLike) -> str:
-        """Write a Hugging Face folder (config, safetensors, preprocessor) that transformers loads."""
-        return export_hf(directory, self.spec, self.params, self.id2label, self.preprocessing, self.pooling)
+        """Write the model in its family's format: a Hugging Face folder (config, safetensors, preprocessor)
+        that transformers loads, or for timm / `.npz` weights a timm folder that timm loads."""
+        return export_pretrained(directory, self.spec, self.params, self.id2label, self.preprocessing, self.pooling)
 
 
 def load_pretrained(name_or_dir: str | os.PathLike, num_labels: int | None = None, id2label: dict | None = None,

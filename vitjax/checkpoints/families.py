@@ -1,5 +1,7 @@
 """The one entry point for pretrained weights: `load_checkpoint` detects a checkpoint's family and hands
-it to that family's reader; `supported()` lists what loads (the message for anything else).
+it to that family's reader; `supported()` lists what loads (the message for anything else);
+`export_pretrained` writes a model back in its family's own format (timm's for timm and `.npz` weights,
+transformers' for the others).
 
   * a `.npz` file: big_vision / vision_transformer (AugReg) weights (`npz.py`);
   * a folder or hub id whose `config.json` has `architecture`: timm (`timm_names.py`);
@@ -12,6 +14,11 @@ import os
 
 from vitjax.checkpoints import hf_load, npz, timm_names
 from vitjax.checkpoints.convert import Checkpoint, assemble
+from vitjax.checkpoints.hf_export import export_hf
+from vitjax.checkpoints.preprocessing import Preprocessing
+from vitjax.checkpoints.timm_export import export_timm
+from vitjax.models.heads import DEFAULT_POOLING
+from vitjax.models.vit import ViTSpec
 
 
 def supported() -> str:
@@ -40,3 +47,15 @@ def load_checkpoint(name_or_path, num_labels: int | None = None, id2label: dict 
             raise ValueError(f"{files[hf_load.CONFIG]} has neither `model_type` (transformers) nor `architecture` "
                              f"(timm); vitjax loads {supported()}.")
     return assemble(source, name, num_labels, id2label, image_size)
+
+
+def export_pretrained(directory, spec: ViTSpec, params: dict, id2label: dict[int, str],
+                      preprocessing: Preprocessing, pooling: str | None = None) -> str:
+    """Write the model in its family's format; `pooling` defaults to the family's usual head (or DeiT's
+    teacher head when the params have one)."""
+    if pooling is None:
+        has_distillation = "distillation_classifier" in params.get("head", {})
+        pooling = "cls_distillation" if has_distillation else DEFAULT_POOLING[spec.family]
+    if spec.family == "timm":
+        return export_timm(directory, spec, params, id2label, preprocessing, pooling)
+    return export_hf(directory, spec, params, id2label, preprocessing, pooling)

@@ -20,7 +20,6 @@ from safetensors.numpy import save_file
 from vitjax.checkpoints.convert import to_tensors
 from vitjax.checkpoints.hf_load import CONFIG, HF_FAMILIES, PREPROCESSOR, WEIGHTS
 from vitjax.checkpoints.preprocessing import Preprocessing
-from vitjax.models.heads import DEFAULT_POOLING
 from vitjax.models.vit import ViTSpec
 
 
@@ -55,21 +54,22 @@ def hf_config(spec: ViTSpec, pooling: str, id2label: dict[int, str]) -> dict:
 
 
 def export_hf(directory: str | os.PathLike, spec: ViTSpec, params: dict, id2label: dict[int, str],
-              preprocessing: Preprocessing, pooling: str | None = None) -> str:
-    """Write the HF folder atomically; `params` is `{"backbone": ..., "head": ...}`. Returns the path.
-    `pooling` defaults to the family's usual head (inferred from the params for DeiT with a teacher head)."""
-    if pooling is None:
-        has_distillation = "distillation_classifier" in params.get("head", {})
-        pooling = "cls_distillation" if has_distillation else DEFAULT_POOLING[spec.family]
+              preprocessing: Preprocessing, pooling: str) -> str:
+    """Write the HF folder atomically; `params` is `{"backbone": ..., "head": ...}`. Returns the path."""
     config = hf_config(spec, pooling, id2label)
     tensors = hf_tensors(spec, params, pooling)
+    return write_folder(directory, tensors, {CONFIG: config, PREPROCESSOR: preprocessing.to_hf()})
+
+
+def write_folder(directory: str | os.PathLike, tensors: dict[str, np.ndarray], json_files: dict[str, dict]) -> str:
+    """Write `model.safetensors` and the JSON files into a staging folder that then replaces `directory`."""
     directory = os.path.abspath(os.fspath(directory))
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.", dir=parent)
     try:
         save_file(tensors, os.path.join(staging, WEIGHTS), metadata={"format": "pt"})
-        for name, content in ((CONFIG, config), (PREPROCESSOR, preprocessing.to_hf())):
+        for name, content in json_files.items():
             with open(os.path.join(staging, name), "w") as f:
                 json.dump(content, f, indent=2)
         os.chmod(staging, 0o755)

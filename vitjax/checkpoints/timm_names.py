@@ -183,7 +183,7 @@ def read_timm(files: dict, config: dict, name) -> Source:
         head_pooling=head if has_head else None,
         head_rows=[r.resolved() for r in HEAD_ROWS[head]] if has_head else [],
         labels=dict(enumerate(labels)) if labels else None,
-        default_pooling="pooled",
+        default_pooling=head,  # timm's distilled models always carry both heads
         preprocessing=preprocessing_from_cfg(config.get("pretrained_cfg", {})),
         architecture=f"timm {config['architecture']}",
         strict=True,
