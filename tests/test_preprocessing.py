@@ -15,6 +15,9 @@ PROCESSORS = {
                                                        crop_size={"height": 32, "width": 32}),
     "dinov2_bit": lambda: transformers.BitImageProcessorPil(size={"shortest_edge": 37},
                                                             crop_size={"height": 33, "width": 35}),
+    "siglip": lambda: transformers.SiglipImageProcessorPil(size={"height": 36, "width": 28}),
+    "clip": lambda: transformers.CLIPImageProcessorPil(size={"shortest_edge": 37},
+                                                       crop_size={"height": 32, "width": 30}),
 }
 
 
