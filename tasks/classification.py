@@ -37,7 +37,7 @@ from vitjax.train.report import plot_confusion_matrix, write_evaluation_report
 
 # Multi-label predictions: a label is predicted when its sigmoid probability reaches this.
 MULTILABEL_THRESHOLD = 0.5
-POOLINGS = ("cls", "cls_distillation", "cls_mean")
+POOLINGS = ("cls", "cls_distillation", "cls_mean", "mean", "pooled")  # vitjax.models.heads.POOLINGS
 _STATS = ("precision", "recall", "f1")
 
 
