@@ -5,7 +5,6 @@ import importlib.util
 import json
 import os
 
-import numpy as np
 import pytest
 import torch
 import transformers
@@ -56,7 +55,7 @@ def test_siglip_folder_config(tmp_path):
 
 
 def test_timm_augreg_config(tmp_path):
-    timm = pytest.importorskip("timm")
+    pytest.importorskip("timm")
     from test_families_export import timm_from_export
     from test_families_timm import save_timm
 
@@ -67,4 +66,3 @@ def test_timm_augreg_config(tmp_path):
     x = pixels(2, 32, 32)
     with torch.no_grad():
         assert rel_err(clf.logits(x), timm_from_export(best)(torch.from_numpy(x)).numpy()) < 1e-4
-    assert timm is not None and np.isfinite(clf.logits(x)).all()

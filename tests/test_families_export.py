@@ -74,30 +74,26 @@ def timm_from_export(out):
                              **config["model_args"]).eval()
 
 
+def check_timm_round_trip(clf, out, name):
+    clf.save_pretrained(out)
+    x = pixels(2, 32, 32)
+    with torch.no_grad():
+        err = rel_err(clf.logits(x), timm_from_export(out)(torch.from_numpy(x)).numpy())
+    report(name, logits=err)
+    assert err < 1e-4
+    reloads_identically(clf, out, x)
+
+
 @pytest.mark.parametrize("case", ["vit_token", "vit_reg_gap_fc_norm_layer_scale", "vit_map_no_class_token",
                                   "clip_quickgelu_pre_norm", "deit_distilled"])
 def test_round_trip_through_timm(case, tmp_path):
     architecture, args = CASES[case]
     save_timm(tmp_path / "src", architecture, **args)
     clf = randomise_head(load_pretrained(tmp_path / "src", id2label=LABELS))
-    out = tmp_path / "export"
-    clf.save_pretrained(out)
-    x = pixels(2, 32, 32)
-    with torch.no_grad():
-        err = rel_err(clf.logits(x), timm_from_export(out)(torch.from_numpy(x)).numpy())
-    report(f"export_timm_{case}", logits=err)
-    assert err < 1e-4
-    reloads_identically(clf, out, x)
+    check_timm_round_trip(clf, tmp_path / "export", f"export_timm_{case}")
 
 
 def test_npz_exports_to_timm(tmp_path):
     _augreg_npz(tmp_path / "augreg.npz")
     clf = randomise_head(load_pretrained(tmp_path / "augreg.npz", id2label=LABELS))
-    out = tmp_path / "export"
-    clf.save_pretrained(out)
-    x = pixels(2, 32, 32)
-    with torch.no_grad():
-        err = rel_err(clf.logits(x), timm_from_export(out)(torch.from_numpy(x)).numpy())
-    report("export_npz_to_timm", logits=err)
-    assert err < 1e-4
-    reloads_identically(clf, out, x)
+    check_timm_round_trip(clf, tmp_path / "export", "export_npz_to_timm")

@@ -43,31 +43,31 @@ MAP_HEAD = [
 ]
 
 
-def spec_from_config(config: dict) -> ViTSpec:
-    """A `SiglipVisionConfig` dict -> spec."""
+def tower_spec(config: dict, family: str, defaults: dict, **flags) -> ViTSpec:
+    """A SigLIP / CLIP vision config dict (the same keys; `defaults` for absent ones) -> spec with `flags`."""
+    get = lambda key: config.get(key, defaults.get(key))  # noqa: E731
     return ViTSpec(
-        family="siglip",
+        family=family,
         image_size=config.get("image_size", 224),
-        patch_size=int(config.get("patch_size", 16)),
+        patch_size=int(get("patch_size")),
         num_channels=int(config.get("num_channels", 3)),
         hidden_size=int(config.get("hidden_size", 768)),
         num_layers=int(config.get("num_hidden_layers", 12)),
         num_heads=int(config.get("num_attention_heads", 12)),
         mlp_dim=int(config.get("intermediate_size", 3072)),
-        layer_norm_eps=float(config.get("layer_norm_eps", 1e-6)),
-        hidden_act=config.get("hidden_act", "gelu_pytorch_tanh"),
+        layer_norm_eps=float(get("layer_norm_eps")),
+        hidden_act=get("hidden_act"),
         attention_dropout=float(config.get("attention_dropout", 0.0)),
-        class_token=False,
-        pool="map" if config.get("vision_use_head", True) else "avg",
+        **flags,
     )
 
 
-def vision_config(spec: ViTSpec) -> dict:
-    """spec -> a `SiglipVisionConfig` dict."""
+def tower_config(spec: ViTSpec, model_type: str) -> dict:
+    """spec -> a SigLIP / CLIP vision config dict."""
     if spec.image_size[0] != spec.image_size[1]:
-        raise ValueError(f"SigLIP's config holds one image_size; {spec.image_size} is not square")
+        raise ValueError(f"{model_type}'s config holds one image_size; {spec.image_size} is not square")
     return {
-        "model_type": "siglip_vision_model",
+        "model_type": model_type,
         "image_size": spec.image_size[0],
         "patch_size": spec.patch_size,
         "num_channels": spec.num_channels,
@@ -78,8 +78,18 @@ def vision_config(spec: ViTSpec) -> dict:
         "layer_norm_eps": spec.layer_norm_eps,
         "hidden_act": spec.hidden_act,
         "attention_dropout": spec.attention_dropout,
-        "vision_use_head": spec.pool == "map",
     }
+
+
+def spec_from_config(config: dict) -> ViTSpec:
+    """A `SiglipVisionConfig` dict -> spec."""
+    return tower_spec(config, "siglip", dict(patch_size=16, layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh"),
+                      class_token=False, pool="map" if config.get("vision_use_head", True) else "avg")
+
+
+def vision_config(spec: ViTSpec) -> dict:
+    """spec -> a `SiglipVisionConfig` dict."""
+    return {**tower_config(spec, "siglip_vision_model"), "vision_use_head": spec.pool == "map"}
 
 
 FAMILY = HFFamily(
