@@ -120,7 +120,9 @@ def family_of(config: dict, path: str) -> HFFamily:
     if model_type not in MODEL_TYPES:
         from vitjax.checkpoints.families import supported  # the dispatcher lists every format
 
-        raise ValueError(f"{path}: model_type={model_type!r} is not supported; vitjax loads {supported()}.")
+        hint = (" SigLIP 2 NaFlex (variable resolution) towers are not supported; the fixed-resolution SigLIP 2 "
+                "repos (model_type siglip) are." if model_type == "siglip2" else "")
+        raise ValueError(f"{path}: model_type={model_type!r} is not supported; vitjax loads {supported()}.{hint}")
     return MODEL_TYPES[model_type]
 
 
