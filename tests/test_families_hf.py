@@ -109,3 +109,15 @@ def test_sharded_safetensors(tmp_path):
     clf = load_pretrained(tmp_path)
     x = pixels(2, 32, 32)
     check("dinov2_with_registers_sharded", dict(logits=rel_err(clf.logits(x), torch_forward(model, x).logits.numpy())))
+
+
+def test_unknown_formats_list_what_is_supported(tmp_path):
+    (tmp_path / "config.json").write_text('{"hidden_size": 32}')
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"neither `model_type`.*nor `architecture`.*'siglip_vision_model'.*timm.*\.npz"):
+        load_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "siglip2"}')
+    with pytest.raises(ValueError, match=r"model_type='siglip2' is not supported.*fixed-resolution SigLIP 2"):
+        load_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist.*npz"):
+        load_pretrained(tmp_path / "missing.npz")
