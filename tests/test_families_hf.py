@@ -121,3 +121,26 @@ def test_unknown_formats_list_what_is_supported(tmp_path):
         load_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist.*npz"):
         load_pretrained(tmp_path / "missing.npz")
+
+
+def test_sharded_hub_repo_downloads_the_index_and_its_shards(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    model = make("Dinov2WithRegistersForImageClassification", "Dinov2WithRegistersConfig", hidden_size=32,
+                 num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8, num_labels=3)
+    model.save_pretrained(tmp_path, max_shard_size="40KB")
+    calls = []
+
+    def fake_download(repo_id, filename):
+        calls.append(filename)
+        if not (tmp_path / filename).exists():
+            raise huggingface_hub.errors.EntryNotFoundError(f"{filename} not in {repo_id}")
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    clf = load_pretrained("facebook/dinov2-with-registers-tiny-test")
+    shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
+    assert calls[:3] == ["config.json", "model.safetensors", "model.safetensors.index.json"]
+    assert sorted(calls[3:3 + len(shards)]) == shards
+    x = pixels(1, 32, 32)
+    assert rel_err(clf.logits(x), torch_forward(model, x).logits.numpy()) < TOL
