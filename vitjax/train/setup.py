@@ -26,7 +26,7 @@ from flax import traverse_util
 
 from vitjax import config as config_lib
 from vitjax import durations, optim, parallel, registry
-from vitjax.checkpoints.hf_load import load_hf
+from vitjax.checkpoints.families import load_checkpoint
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.data import pipeline, splits as splits_lib
 from vitjax.data.device_augment import train_transform
@@ -270,7 +270,7 @@ def load_backbone(config, class_names):
     id2label = dict(enumerate(class_names)) or None  # None: a task without classes
     overrides = dict(hidden_dropout=m.dropout_rate, drop_path_rate=m.drop_path_rate)
     if m.checkpoint:
-        ckpt = load_hf(m.checkpoint, id2label=id2label, image_size=m.image_size or None)
+        ckpt = load_checkpoint(m.checkpoint, id2label=id2label, image_size=m.image_size or None)
         return ckpt.spec.replace(**overrides), ckpt.params, ckpt.preprocessing, m.checkpoint
     spec = ViTSpec(**m.spec.to_dict()).replace(**overrides)
     if m.image_size:
