@@ -1,6 +1,6 @@
-"""Resize Hugging Face-layout position embeddings [1, prefix + gh*gw, D] for another image size when a
+"""Resize checkpoint-layout position embeddings [1, prefix + gh*gw, D] for another image size when a
 checkpoint is loaded: the CLS/distillation embeddings are kept, the patch grid is interpolated as the
-backbone does at run time (`vitjax.models.interpolation.resize_grid`, PyTorch's bicubic).
+backbone does at run time (`vitjax.models.interpolation.resize_grid`; its `METHODS`).
 """
 from __future__ import annotations
 
