@@ -14,6 +14,8 @@ from vitjax.tasks.classification import Classification
 HOOKS = sorted(name for name, value in vars(registry.Task).items()
                if not name.startswith("_") and (inspect.isfunction(value) or isinstance(value, classmethod)))
 CALLED: set[str] = set()
+# Hooks of the deploy/serve modes (`vitjax.deploy`), which this test does not run yet.
+DEPLOY_HOOKS = {"predict", "prediction_records"}
 
 
 class RenamedMetric(Classification):
@@ -62,4 +64,6 @@ def test_train_and_evaluate_call_every_task_hook(tmp_path, monkeypatch):
     assert plotted == [("loss", "colour_accuracy")]  # the tracked metric, not accuracy, is plotted
     summary = modes.evaluate(config, str(tmp_path / "run"), None, "test")
     assert np.isfinite(summary["colour_accuracy"])
-    assert CALLED == set(HOOKS), f"hooks vitjax never called: {sorted(set(HOOKS) - CALLED)}"
+    assert DEPLOY_HOOKS <= set(HOOKS)
+    expected = set(HOOKS) - DEPLOY_HOOKS
+    assert CALLED >= expected, f"hooks train/evaluate never called: {sorted(expected - CALLED)}"
