@@ -203,6 +203,12 @@ class Classification(Task):
         pooling = self.config.pooling or DEFAULT_POOLING[spec.family]
         return ClassificationHead(num_labels=self.num_classes, pooling=pooling)
 
+    def head_from_checkpoint(self) -> tuple[str, ...]:
+        """The classifier: the checkpoint loader (`vitjax.checkpoints.hf_load`) provides the
+        checkpoint's classifier only when it was trained on this label set (same names, or generic
+        LABEL_i names of the same count); other label sets start from zeros."""
+        return (r"head/(distillation_)?classifier/.*",)
+
     def _targets(self, labels) -> jnp.ndarray:
         """Float [B, C] targets from int [B] labels or float [B, C] (soft or multi-hot) labels."""
         if labels.ndim == 1 and jnp.issubdtype(labels.dtype, jnp.integer):

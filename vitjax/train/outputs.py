@@ -57,7 +57,10 @@ def finish(run, best_state, eval_step, host: dict, best_step: int) -> dict:
         with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
         if history:
-            report.plot_learning_curves(history, os.path.join(workdir, "learning_curves.png"))
+            # The loss and the tracked metric (the task's best metric unless the config names another).
+            curves = dict.fromkeys(("loss", cfg.best_metric, run.task.best_metric[0]))
+            report.plot_learning_curves(history, os.path.join(workdir, "learning_curves.png"),
+                                        metrics=tuple(curves))
         if cfg.export:
             export(run, host_params, export_dir(run), metrics)
     for split, values in metrics.items():
