@@ -55,14 +55,17 @@ def hf_config(spec: ViTSpec, pooling: str, id2label: dict[int, str]) -> dict:
 
 
 def export_hf(directory: str | os.PathLike, spec: ViTSpec, params: dict, id2label: dict[int, str],
-              preprocessing: Preprocessing, pooling: str | None = None) -> str:
+              preprocessing: Preprocessing, pooling: str | None = None,
+              task_fields: dict | None = None) -> str:
     """Write the HF folder atomically; `params` is `{"backbone": ..., "head": ...}`. Returns the path.
-    `pooling` defaults to the family's usual head (inferred from the params for DeiT with a teacher head)."""
+    `pooling` defaults to the family's usual head (inferred from the params for DeiT with a teacher head).
+    `task_fields`: the task's `config.json` fields (`Task.hf_config`: problem_type, label2id, ...)."""
     if pooling is None:
         has_distillation = "distillation_classifier" in params.get("head", {})
         pooling = "cls_distillation" if has_distillation else hf_names.DEFAULT_POOLING[spec.family]
     tensors = hf_tensors(spec, params, pooling)
     config = hf_config(spec, pooling, id2label)
+    config.update({k: v for k, v in (task_fields or {}).items() if k != "id2label"})
     directory = os.path.abspath(os.fspath(directory))
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
