@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from dense_helpers import coco_folder, dense_config, shapes_scene, untrained_then_trained
+from train_helpers import export_without_data
 from vitjax import registry
 from vitjax.data.config import default_config as data_default_config
 
@@ -189,12 +190,7 @@ def test_evaluate_predict_and_export_modes(trained, tmp_path):
         assert drawn.shape == original.shape
         assert (drawn != original).any() == bool(record["detections"])
     assert found / truths > 0.6
-    hidden = data + ".hidden"
-    os.rename(data, hidden)
-    try:
-        exported = modes.export(None, workdir, str(tmp_path / "exported"))
-    finally:
-        os.rename(hidden, data)
+    exported = export_without_data(workdir, data, str(tmp_path / "exported"))
     ours, theirs = vitjax.load_trained(exported), vitjax.load_trained(os.path.join(workdir, "best_vitjax"))
     pixels = [Image.open(images[0]).convert("RGB")]
     for a, b in zip(jax.tree.leaves(ours.outputs(pixels)), jax.tree.leaves(theirs.outputs(pixels))):

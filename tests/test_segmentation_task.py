@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from dense_helpers import dense_config, segmentation_folder, shapes_scene, untrained_then_trained
+from train_helpers import export_without_data
 from vitjax import registry
 from vitjax.checkpoints.native import load_native
 from vitjax.data import pipeline
@@ -193,12 +194,7 @@ def test_evaluate_predict_and_export_modes(trained, tmp_path):
         correct, total = correct + (mask == truth).sum(), total + mask.size
     assert correct / total > 0.85  # the trained model's pixel accuracy is above 0.9
     assert np.asarray(Image.open(records[-1]["mask"])).shape == (40, 48)
-    hidden = data + ".hidden"
-    os.rename(data, hidden)
-    try:
-        exported = modes.export(None, workdir, str(tmp_path / "exported"))
-    finally:
-        os.rename(hidden, data)
+    exported = export_without_data(workdir, data, str(tmp_path / "exported"))
     ours, theirs = vitjax.load_trained(exported), vitjax.load_trained(os.path.join(workdir, "best_vitjax"))
     image = [Image.open(images[0]).convert("RGB")]
     np.testing.assert_array_equal(ours.outputs(image), theirs.outputs(image))

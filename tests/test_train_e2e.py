@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from train_helpers import colour_folder, tiny_config
+from train_helpers import colour_folder, export_without_data, tiny_config
 from vitjax import modes
 
 
@@ -90,12 +90,7 @@ def test_evaluate_predict_and_export_modes_read_the_saved_config(finished_run, t
     probabilities = [p["probability"] for r in records for p in r["predictions"]]
     assert all(0 <= p <= 1 for p in probabilities)
     assert sum(r["predictions"][0]["label"] == "red" for r in records) >= 18
-    hidden = data + ".hidden"
-    os.rename(data, hidden)  # export must not open the training images
-    try:
-        exported = modes.export(None, workdir, str(tmp_path / "exported"))
-    finally:
-        os.rename(hidden, data)
+    exported = export_without_data(workdir, data, str(tmp_path / "exported"))
     ours, best = load_hf(exported), load_hf(os.path.join(workdir, "best"))
     assert ours.id2label == best.id2label
     for a, b in zip(jax.tree.leaves(ours.params), jax.tree.leaves(best.params)):
