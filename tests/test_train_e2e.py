@@ -90,6 +90,9 @@ def test_evaluate_predict_and_export_modes_read_the_saved_config(finished_run, t
     probabilities = [p["probability"] for r in records for p in r["predictions"]]
     assert all(0 <= p <= 1 for p in probabilities)
     assert sum(r["predictions"][0]["label"] == "red" for r in records) >= 18
+    bare = modes.predict(None, None, os.path.join(workdir, "best"), [os.path.join(data, "red")], 1,
+                         str(tmp_path / "bare"))  # a model folder alone describes its task
+    assert [r["predictions"] for r in bare] == [r["predictions"][:1] for r in records]
     exported = export_without_data(workdir, data, str(tmp_path / "exported"))
     ours, best = load_hf(exported), load_hf(os.path.join(workdir, "best"))
     assert ours.id2label == best.id2label
