@@ -3,13 +3,14 @@ multi-hot batches, and classification with `multilabel=True` trains on them thro
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from train_helpers import COLOURS, tiny_config
+from train_helpers import COLOURS, export_without_data, tiny_config
 from vitjax import modes
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.data import multilabel
@@ -58,7 +59,13 @@ def test_multilabel_classification_trains_from_a_csv_folder(tmp_path):
     test = results["metrics"]["test"]
     assert test["accuracy"] >= 0.8  # exact match; the zero-initialised head predicts both labels: ~0.25
     assert test["mean_average_precision"] > 0.9
-    check_export_and_predict(str(tmp_path / "run"), data, tmp_path / "predictions")
+    workdir = str(tmp_path / "run")
+    summary = modes.evaluate(None, workdir, None, "test")
+    assert summary["mean_average_precision"] == pytest.approx(test["mean_average_precision"], abs=1e-6)
+    exported = export_without_data(workdir, data, str(tmp_path / "exported"))
+    assert json.load(open(os.path.join(exported, "config.json"))) == \
+        json.load(open(os.path.join(workdir, "best", "config.json")))
+    check_export_and_predict(workdir, data, tmp_path / "predictions")
 
 
 def check_export_and_predict(workdir: str, data: str, outdir):
