@@ -1,10 +1,11 @@
-"""The four modes of the CLI — train, evaluate, predict, export — each one short function, here.
+"""The modes of the CLI — train, evaluate, predict, export, robustness — each one short function.
 
 Each prepares what every mode shares (the persistent compilation cache, the distributed runtime,
 the workdir check) and builds only what it uses from `vitjax.train.setup`'s builders: train the
 whole run (`vitjax.train.loop`); evaluate the data and the exported model (no optimizer); export
 the model and the best checkpoint's params (no data); predict the exported model
-(`vitjax.predictor`). The modes after train read the workdir's saved config when given none.
+(`vitjax.predictor`); the robustness report lives in `vitjax.robustness`. Modes after train read
+the workdir's saved config when given none.
 """
 
 from __future__ import annotations
@@ -107,10 +108,11 @@ def saved_config(config, workdir: str | None):
         return ml_collections.ConfigDict(json.load(f))
 
 
-def _model_dir(workdir: str | None, model: str | None) -> str:
-    """--model, else the run's export: <workdir>/best (Hugging Face format) or best_vitjax/."""
-    candidates = [model] if model else [os.path.join(workdir, name) for name in ("best", "best_vitjax")
-                                        if workdir]
+def _model_dir(workdir: str | None, model: str | None, native_ok: bool = True) -> str:
+    """--model, else the run's export: <workdir>/best (Hugging Face format), or best_vitjax/ where
+    `native_ok`."""
+    names = ("best", "best_vitjax") if native_ok else ("best",)
+    candidates = [model] if model else [os.path.join(workdir, name) for name in names if workdir]
     found = next((path for path in candidates if os.path.isdir(path)), None)
     if found is None:
         raise FileNotFoundError(
@@ -138,6 +140,22 @@ def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
     for k, v in sorted(summary.items()):
         print(f"{split} {k:<24} {v:.4f}")
     return summary
+
+
+@_user_errors
+def robustness(config, workdir: str, model: str | None, split: str, options) -> dict:
+    from vitjax.robustness.run import robustness_report
+    from vitjax.checkpoints.native import MODEL_FILE
+    config = saved_config(config, workdir).copy_and_resolve_references()
+    _prepare(config)
+    native = os.path.join(workdir, "best_vitjax")  # tasks without a transformers class
+    if model is None and not os.path.isdir(os.path.join(workdir, "best")) and os.path.isdir(native):
+        model = native
+    model_dir = _model_dir(workdir, model)
+    if not os.path.isfile(os.path.join(model_dir, MODEL_FILE)):  # else the run's model, its weights
+        config.model.checkpoint = model_dir
+        config.model.image_size = 0
+    return robustness_report(config, workdir, split, options, model_dir)
 
 
 @_user_errors
@@ -209,3 +227,15 @@ def export(config, workdir: str, output: str | None) -> str:
     if jax.process_index() != 0:
         return output
     return outputs.export(run, params, output)
+
+
+@_user_errors
+def export_deployable(workdir: str | None, model: str | None, fmt: str, output: str | None) -> str:
+    """`--mode export --format onnx|onnx-int8|stablehlo`: the model folder (`--model`, else
+    <workdir>/best or best_vitjax) as a deployable artifact in `output` (vitjax.deploy)."""
+    from vitjax.deploy.artifacts import export as export_artifact
+    if not output:
+        raise ValueError(f"--mode export --format {fmt} needs --output DIR (the folder to write).")
+    path = export_artifact(_model_dir(workdir, model, native_ok=True), fmt, output)
+    logging.getLogger("vitjax").info("exported %s to %s", fmt, path)
+    return path
