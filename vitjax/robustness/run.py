@@ -9,7 +9,6 @@ and detection get the corruption sweep in mIoU and mAP; attacks and calibration 
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -18,7 +17,6 @@ import jax
 import numpy as np
 
 from vitjax import parallel
-from vitjax.checkpoints import native
 from vitjax.robustness import attacks, calibration, corruptions, inputs, report
 
 log = logging.getLogger(__name__)
