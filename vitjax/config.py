@@ -15,6 +15,7 @@ import ml_collections
 
 from vitjax import optim
 from vitjax.data import config as data_config
+from vitjax.lora import config as lora_config
 from vitjax.models.vit import ViTSpec
 
 
@@ -46,6 +47,8 @@ def base_config(task: str = "classification", plugins=()) -> ml_collections.Conf
     c.task = registry.task_config(task, plugins)  # name, plugins (modules / .py files), knobs
 
     c.optim = optim.default_config()
+
+    c.lora = lora_config.default_config()  # low-rank adapters (vitjax/lora/config.py); off by default
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 64          # global batch, split over all devices and hosts
@@ -159,6 +162,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not config.model.checkpoint and not config.model.spec:
         raise ValueError("set config.model.checkpoint (a hub id or a save_pretrained folder) or "
                          "config.model.spec (a from-scratch ViT) — neither is set.")
+    lora_config.validate(config)
     depth = known_depth(config.model)
     if config.optim.freeze == "last_n_blocks" and depth is not None \
             and not 0 <= config.optim.last_n_blocks <= depth:

@@ -24,6 +24,7 @@ from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.data import pipeline, splits as splits_lib
 from vitjax.data.device_augment import train_transform
 from vitjax.data.sources import ImageDataset
+from vitjax.lora import run as lora_run
 from vitjax.models.model import Model
 from vitjax.models.vit import ViT, ViTSpec
 from vitjax.train.fast_paths import backbone_options
@@ -173,7 +174,8 @@ def build_run(config, workdir: str, dataset: ImageDataset | None = None) -> Run:
              {s: len(v) for s, v in dataset.splits.items()})
     task = task_class(config.task, dataset.class_names)
     spec, params, preprocessing, base = load_backbone(config, dataset.class_names)
-    model = Model(ViT(spec, **backbone_options(config.model)), task.make_head(spec))
+    model = lora_run.build_model(config.lora, Model(ViT(spec, **backbone_options(config.model)),
+                                                    task.make_head(spec)))
     params = _with_task_head(model, spec, params, config.seed)
 
     steps_per_epoch = len(dataset.splits["train"]) // config.train.batch_size
@@ -186,7 +188,9 @@ def build_run(config, workdir: str, dataset: ImageDataset | None = None) -> Run:
                                     name="config.train.eval_every")
     optimizer = optim.build_optimizer(config.optim, params, num_layers=spec.num_layers,
                                       steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                                      batch_size=config.train.batch_size)
+                                      batch_size=config.train.batch_size,
+                                      extra_rules=lora_run.optimizer_rules(config.lora))
+    params = lora_run.prepare_params(config.lora, params, optimizer.trainable_mask)
     if jax.process_index() == 0:
         table = optimizer.describe()
         log.info("parameter groups:\n%s", table)
