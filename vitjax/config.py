@@ -13,7 +13,7 @@ import os
 
 import ml_collections
 
-from vitjax import optim
+from vitjax import optim, trackers
 from vitjax.data import config as data_config
 from vitjax.lora import config as lora_config
 from vitjax.models.vit import ViTSpec
@@ -65,6 +65,9 @@ def base_config(task: str = "classification", plugins=()) -> ml_collections.Conf
     c.train.test_split = "test"      # evaluated with the best checkpoint at the end ("" = none)
     c.train.export = True            # write best/ in Hugging Face format at the end
     c.train.progress = True          # progress bar on the console
+    c.train.report_to = "tensorboard"  # any of tensorboard, mlflow, wandb (comma-separated); see config.trackers
+
+    c.trackers = trackers.default_config()  # MLflow / W&B destinations (vitjax/trackers)
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1                 # data-parallel size; -1 = all devices / fsdp
@@ -163,6 +166,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError("set config.model.checkpoint (a hub id or a save_pretrained folder) or "
                          "config.model.spec (a from-scratch ViT) — neither is set.")
     lora_config.validate(config)
+    trackers.validate(config)
     depth = known_depth(config.model)
     if config.optim.freeze == "last_n_blocks" and depth is not None \
             and not 0 <= config.optim.last_n_blocks <= depth:
@@ -198,7 +202,8 @@ RUN_NEUTRAL = {"train.log_every", "train.progress", "data.workers", "data.prefet
                "train.resume", "compilation_cache", "distributed.mode", "distributed.coordinator",
                "distributed.num_processes", "distributed.process_id", "mesh.data", "mesh.fsdp",
                "mesh.fsdp_min_size", "train.eval_batch_size", "train.keep_best",
-               "train.test_split", "train.export",
+               "train.test_split", "train.export", "train.report_to", "trackers.experiment",
+               "trackers.run_name", "trackers.mlflow_tracking_uri", "trackers.registered_model",
                # fast paths: other kernels for the same function
                "model.attention", "model.attention_pad", "model.patch_embed", "model.remat_policy"}
 

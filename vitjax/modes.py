@@ -82,11 +82,16 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
 
 
 @_user_errors
-def train(config, workdir: str, overwrite: bool = False) -> dict:
+def train(config, workdir: str, overwrite: bool = False, sinks=()) -> dict:
+    """`sinks`: receivers of every logged record besides the trackers (a sweep's pruning callback)."""
+    from vitjax import trackers
     from vitjax.train import loop
     _prepare(config)
     prepare_workdir(config, workdir, overwrite)
-    return loop.train(config, workdir)
+    with trackers.open_trackers(config, workdir) as tracked:
+        results = loop.train(config, workdir, sinks=[*tracked.sinks, *sinks])
+        tracked.finish(results)
+    return results
 
 
 def _model_dir(workdir: str | None, model: str | None) -> str:

@@ -19,7 +19,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from vitjax import optim
+from vitjax import optim, trackers
 from vitjax.train import evaluation, outputs, setup
 from vitjax.train.checkpointing import Checkpointer
 from vitjax.train.early_stopping import EarlyStopping
@@ -37,8 +37,9 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C stopped training after the checkpoint named in the message was saved."""
 
 
-def train(config, workdir: str) -> dict:
-    """Runs (or resumes) training in `workdir`; returns the results dict (also results.json)."""
+def train(config, workdir: str, sinks=()) -> dict:
+    """Runs (or resumes) training in `workdir`; returns the results dict (also results.json).
+    `sinks` receive every logged record too (`MetricWriter`)."""
     run = setup.build_run(config, workdir)
     cfg = config.train
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), metric=cfg.best_metric,
@@ -59,7 +60,8 @@ def train(config, workdir: str) -> dict:
             plateau = optim.Plateau.from_state_dict(host["plateau"])
         log.info("resumed from the checkpoint of step %d in %s/checkpoints", latest, workdir)
 
-    writer = MetricWriter(workdir, start_step=latest or 0)
+    writer = MetricWriter(workdir, start_step=latest or 0, sinks=sinks,
+                          tensorboard="tensorboard" in trackers.reporters(cfg.report_to))
     train_step, eval_step = run.jit_train_step(), run.jit_eval_step()
     if latest is None or latest < run.total_steps:
         evaluation.check_tracked_metrics(run, run.eval_params(state), eval_step, {
