@@ -112,7 +112,7 @@ def test_lora_beans_recipe_trains_and_exports_merged_and_peft(base, colours, tmp
     cmd = [sys.executable, "-m", "vitjax.main", "--config", "configs/lora_beans.py",
            "--workdir", str(tmp_path / "run"), f"--config.model.checkpoint={base}",
            f"--config.data.source=folder:{colours}", "--config.model.dtype=float32",
-           "--config.data.workers=0", "--config.train.batch_size=8", "--config.train.epochs=2",
+           "--config.data.workers=0", "--config.train.batch_size=8", "--config.train.epochs=1",
            "--config.train.progress=False", "--config.compilation_cache="]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "JAX_PLATFORMS": "cpu"})

@@ -13,7 +13,7 @@ import os
 
 import ml_collections
 
-from vitjax import optim, trackers
+from vitjax import optim, sweep, trackers
 from vitjax.data import config as data_config
 from vitjax.lora import config as lora_config
 from vitjax.models.vit import ViTSpec
@@ -68,6 +68,8 @@ def base_config(task: str = "classification", plugins=()) -> ml_collections.Conf
     c.train.report_to = "tensorboard"  # any of tensorboard, mlflow, wandb (comma-separated); see config.trackers
 
     c.trackers = trackers.default_config()  # MLflow / W&B destinations (vitjax/trackers)
+
+    c.sweep = sweep.default_config()  # --mode sweep: the search space and study (vitjax/sweep.py)
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1                 # data-parallel size; -1 = all devices / fsdp
@@ -209,14 +211,15 @@ RUN_NEUTRAL = {"train.log_every", "train.progress", "data.workers", "data.prefet
 
 
 def differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts (run-neutral keys ignored)."""
+    """Dotted keys whose values differ between two config dicts (run-neutral keys and the sweep's,
+    which a trial does not read, ignored)."""
     out = []
     for key in sorted(set(a) | set(b)):
         name = f"{prefix}{key}"
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
             out += differences(va, vb, name + ".")
-        elif va != vb and name not in RUN_NEUTRAL:
+        elif va != vb and name not in RUN_NEUTRAL and not name.startswith("sweep."):
             out.append(f"{name}: {va!r} -> {vb!r}")
     return out
 

@@ -5,6 +5,7 @@
     python -m vitjax.main --mode evaluate --config configs/beans.py --workdir runs/beans --split test
     python -m vitjax.main --mode predict --workdir runs/beans --inputs photos/ --top_k 3
     python -m vitjax.main --mode export --config configs/beans.py --workdir runs/beans --output model/
+    python -m vitjax.main --mode sweep --config configs/digits_sweep.py --workdir runs/digits_sweep
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A python config file with get_config().")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, outputs.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export"],
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export", "sweep"],
                           "What to do.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Start afresh in a workdir that holds another run.")
@@ -27,6 +28,8 @@ _MODEL = flags.DEFINE_string("model", None, "evaluate/predict: a Hugging Face fo
                              "(default: <workdir>/best).")
 _INPUTS = flags.DEFINE_list("inputs", [], "predict: image files and/or folders.")
 _TOP_K = flags.DEFINE_integer("top_k", 5, "predict: labels shown per image.")
+_SWEEP_STORAGE = flags.DEFINE_string("sweep_storage", None, "sweep: an Optuna storage URL shared by "
+                                     "several machines (default: sqlite <workdir>/sweep.db).")
 _OUTPUT = flags.DEFINE_string("output", None, "export: target folder; predict: JSON file.")
 
 
@@ -72,6 +75,8 @@ def main(argv) -> None:
             sys.exit(f"vitjax: --mode {_MODE.value} needs --config and --workdir.")
         if _MODE.value == "train":
             modes.train(_CONFIG.value, _WORKDIR.value, _OVERWRITE.value)
+        elif _MODE.value == "sweep":
+            modes.sweep(_CONFIG.value, _WORKDIR.value, _SWEEP_STORAGE.value, _OVERWRITE.value)
         elif _MODE.value == "evaluate":
             modes.evaluate(_CONFIG.value, _WORKDIR.value, _MODEL.value, _SPLIT.value)
         else:

@@ -1,4 +1,4 @@
-"""The four modes of the CLI — train, evaluate, predict, export — as plain functions.
+"""The modes of the CLI — train, evaluate, predict, export, sweep — as plain functions.
 
 Each prepares what every mode shares (the persistent compilation cache, the distributed
 runtime, the workdir check) and hands over to the room that does the work.
@@ -92,6 +92,14 @@ def train(config, workdir: str, overwrite: bool = False, sinks=()) -> dict:
         results = loop.train(config, workdir, sinks=[*tracked.sinks, *sinks])
         tracked.finish(results)
     return results
+
+
+@_user_errors
+def sweep(config, workdir: str, storage: str | None = None, overwrite: bool = False) -> dict:
+    from vitjax import sweep as sweep_lib
+    _prepare(config)
+    prepare_workdir(config, workdir, overwrite)
+    return sweep_lib.run(config, workdir, storage)
 
 
 def _model_dir(workdir: str | None, model: str | None) -> str:

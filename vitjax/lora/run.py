@@ -28,7 +28,7 @@ def build_model(lora_cfg, model: Model) -> Model:
 
 def optimizer_rules(lora_cfg) -> list[groups.Rule]:
     """The rule that trains the adapters, placed ahead of the freeze preset (none when LoRA is off)."""
-    return [groups.Rule(ADAPTER_PATH, 1.0, name="lora")] if enabled(lora_cfg) else []
+    return [groups.Rule(ADAPTER_PATH, 1.0, name="lora", required=False)] if enabled(lora_cfg) else []
 
 
 def prepare_params(lora_cfg, params, trainable_mask):

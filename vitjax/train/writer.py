@@ -35,10 +35,12 @@ class MetricWriter:
 
     def write(self, step: int, scalars: dict[str, float], prefix: str) -> None:
         """Logs `scalars` under `prefix` (e.g. "train", "validation") at `step`."""
-        for sink in self.sinks:
+        if self.enabled:
+            self._write(step, scalars, prefix)
+        for sink in self.sinks:  # after the record is on disk: a sink may stop the run (pruning)
             sink.write(step, scalars, prefix)
-        if not self.enabled:
-            return
+
+    def _write(self, step: int, scalars: dict[str, float], prefix: str) -> None:
         record = {"step": int(step), "split": prefix, "time": time.time(),
                   **{k: float(v) for k, v in scalars.items()}}
         self._jsonl.write(json.dumps(record) + "\n")
