@@ -1,6 +1,6 @@
-"""Sweeps with Optuna: on digits a short lr sweep beats a deliberately bad default; the CLI writes
-the trials table, the importance plot and a best_config.py that rebuilds the best trial; a sweep
-continues from its SQLite study; the pruning sink stops a trial that falls behind."""
+"""Sweeps with Optuna: on digits a short lr sweep beats a deliberately bad default; the README's CLI
+command (made small) writes the trials table, the importance plot and a best_config.py that rebuilds
+the best trial, and continues from its SQLite study; the pruning sink stops a trial that falls behind."""
 import importlib.util
 import json
 import os
@@ -9,16 +9,17 @@ import sys
 
 import pytest
 
-from vitjax import config as config_lib, sweep
+from train_helpers import colour_folder, tiny_config
+from vitjax import config as config_lib, modes, sweep
 
 optuna = pytest.importorskip("optuna")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# configs/digits_sweep.py made small: a 2-block ViT at 16 px, 2 epochs, 3 trials over lr only.
+# configs/digits_sweep.py made small: a 2-block ViT at 16 px, 2 epochs per trial.
 SMALL = ["--config.model.spec.image_size=16", "--config.model.spec.hidden_size=32",
          "--config.model.spec.num_layers=2", "--config.model.spec.num_heads=2",
-         "--config.model.spec.mlp_dim=64", "--config.train.epochs=2", "--config.train.eval_every=1 epochs",
-         "--config.train.batch_size=32", "--config.compilation_cache=", "--config.sweep.pruner=none"]
+         "--config.model.spec.mlp_dim=64", "--config.train.epochs=2", "--config.optim.warmup=0",
+         "--config.compilation_cache=", "--config.sweep.pruner=none"]
 
 
 def _cli(*args, cwd=REPO):
@@ -35,28 +36,35 @@ def _load(path):
     return module.get_config()
 
 
-def test_digits_sweep_beats_the_bad_default_and_resumes(tmp_path):
-    workdir = tmp_path / "sweep"
-    space = "--config.sweep.space=(('optim.lr', 'log_uniform', 1e-3, 3e-2),)"
-    _cli("--mode", "sweep", "--config", "configs/digits_sweep.py", "--workdir", str(workdir), *SMALL,
-         "--config.sweep.trials=2", space)
-    _cli("--config", "configs/digits_sweep.py", "--workdir", str(tmp_path / "default"), *SMALL, space)
-    baseline = json.load(open(tmp_path / "default" / "results.json"))["metrics"]["validation"]["accuracy"]
-    # the same command with one more trial continues the study: trials 0-1 are not run again
-    _cli("--mode", "sweep", "--config", "configs/digits_sweep.py", "--workdir", str(workdir), *SMALL,
-         "--config.sweep.trials=3", space)
-    summary = json.load(open(workdir / "sweep.json"))
-    assert [t["trial"] for t in summary["trials"]] == [0, 1, 2]
-    assert sorted(p.name for p in workdir.glob("trial_*")) == ["trial_000", "trial_001", "trial_002"]
-    best = summary["best"]
+def test_digits_lr_sweep_beats_a_bad_default(tmp_path):
+    """On digits, 2 trials over lr find a model far better than the default lr of 1e-6."""
+    config = tiny_config("demo:digits", epochs=2, batch_size=32)
+    config.optim.lr = 1e-6
+    config.sweep.update(trials=2, pruner="none", space=(("optim.lr", "log_uniform", 1e-3, 3e-2),))
+    baseline = modes.train(config, str(tmp_path / "default"))["metrics"]["validation"]["accuracy"]
+    best = modes.sweep(config, str(tmp_path / "sweep"))["best"]
     print(f"SWEEP digits: default lr 1e-6 -> validation accuracy {baseline:.3f}; best trial "
           f"#{best['trial']} lr {best['params']['optim.lr']:.2e} -> {best['value']:.3f}")
     assert best["value"] > baseline + 0.2
+
+
+def test_sweep_cli_writes_the_table_plot_and_best_config_and_resumes(tmp_path):
+    workdir = tmp_path / "sweep"
+    data = colour_folder(str(tmp_path / "colours"), per_class=8)
+    args = ["--mode", "sweep", "--config", "configs/digits_sweep.py", "--workdir", str(workdir), *SMALL,
+            f"--config.data.source=folder:{data}", "--config.train.batch_size=8"]
+    _cli(*args, "--config.sweep.trials=2")
+    # the same command with one more trial continues the study: trials 0-1 are not run again
+    _cli(*args, "--config.sweep.trials=3")
+    summary = json.load(open(workdir / "sweep.json"))
+    assert [t["trial"] for t in summary["trials"]] == [0, 1, 2]
+    assert sorted(p.name for p in workdir.glob("trial_*")) == ["trial_000", "trial_001", "trial_002"]
     assert (workdir / "param_importances.png").stat().st_size > 0
     table = (workdir / "trials.md").read_text()
-    assert "optim.lr" in table and table.count("COMPLETE") == 3
+    assert "optim.lr" in table and "task.label_smoothing" in table and table.count("COMPLETE") == 3
 
     # best_config.py rebuilds the best trial's config, key for key
+    best = summary["best"]
     rebuilt = _load(workdir / "best_config.py")
     trial = json.load(open(os.path.join(best["workdir"], "config.json")))
     assert config_lib.differences(config_lib.to_dict(rebuilt), trial) == []

@@ -122,7 +122,7 @@ def trial_config(config, params: dict) -> ml_collections.ConfigDict:
 
 def _study(config, workdir: str, storage: str | None):
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     cfg = config.sweep
     if cfg.sampler not in SAMPLERS or cfg.pruner not in PRUNERS:
@@ -130,14 +130,17 @@ def _study(config, workdir: str, storage: str | None):
                          f"{SAMPLERS} and a pruner in {PRUNERS}.")
     url = storage or f"sqlite:///{os.path.abspath(os.path.join(workdir, 'sweep.db'))}"
     storage = RDBStorage(url, heartbeat_interval=60, grace_period=120,
-                         failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
-    sampler = (optuna.samplers.TPESampler(seed=config.seed) if cfg.sampler == "tpe"
-               else optuna.samplers.RandomSampler(seed=config.seed))
+                         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+    name = cfg.name or os.path.basename(os.path.abspath(workdir))
+    # A continued sweep seeds its sampler past the trials it has: the same seed would draw them again.
+    known = next((s.n_trials for s in optuna.get_all_study_summaries(storage) if s.study_name == name), 0)
+    seed = config.seed + known
+    sampler = (optuna.samplers.TPESampler(seed=seed) if cfg.sampler == "tpe"
+               else optuna.samplers.RandomSampler(seed=seed))
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner_startup_trials,
                                           n_warmup_steps=cfg.pruner_warmup_steps)
               if cfg.pruner == "median" else optuna.pruners.NopPruner())
     direction = "maximize" if config.train.best_mode == "max" else "minimize"
-    name = cfg.name or os.path.basename(os.path.abspath(workdir))
     return optuna.create_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner,
                                direction=direction, load_if_exists=True)
 
@@ -145,7 +148,7 @@ def _study(config, workdir: str, storage: str | None):
 def run(config, workdir: str, storage: str | None = None) -> dict:
     """Runs (or continues) the sweep of `config` in `workdir`; returns the summary (also sweep.json)."""
     import optuna
-    from optuna.storages import RetryFailedTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
 
     from vitjax import modes
@@ -156,7 +159,9 @@ def run(config, workdir: str, storage: str | None = None) -> dict:
 
     def objective(trial):
         params = {entry[0]: _suggest(trial, entry) for entry in space}
-        first = RetryFailedTrialCallback.retried_trial_number(trial)  # a retry resumes the dead trial's folder
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        frozen = next(t for t in running if t.number == trial.number)
+        first = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)  # a retry resumes the dead trial's folder
         folder = os.path.join(workdir, f"trial_{trial.number if first is None else first:03d}")
         trial.set_user_attr("workdir", folder)
         log.info("trial %d: %s", trial.number, params)
