@@ -46,6 +46,7 @@ def test_digits_lr_sweep_beats_a_bad_default(tmp_path):
     print(f"SWEEP digits: default lr 1e-6 -> validation accuracy {baseline:.3f}; best trial "
           f"#{best['trial']} lr {best['params']['optim.lr']:.2e} -> {best['value']:.3f}")
     assert best["value"] > baseline + 0.2
+    assert (tmp_path / "sweep" / "sweep.db").exists()  # the study, where the same call continues it
 
 
 def test_sweep_cli_writes_the_table_plot_and_best_config_and_resumes(tmp_path):
@@ -53,9 +54,11 @@ def test_sweep_cli_writes_the_table_plot_and_best_config_and_resumes(tmp_path):
     data = colour_folder(str(tmp_path / "colours"), per_class=8)
     args = ["--mode", "sweep", "--config", "configs/digits_sweep.py", "--workdir", str(workdir), *SMALL,
             f"--config.data.source=folder:{data}", "--config.train.batch_size=8"]
-    _cli(*args, "--config.sweep.trials=2")
+    storage = f"--sweep_storage=sqlite:///{tmp_path}/shared.db"  # as a PostgreSQL/MySQL URL would be
+    _cli(*args, storage, "--config.sweep.trials=2")
     # the same command with one more trial continues the study: trials 0-1 are not run again
-    _cli(*args, "--config.sweep.trials=3")
+    _cli(*args, storage, "--config.sweep.trials=3")
+    assert not (workdir / "sweep.db").exists()
     summary = json.load(open(workdir / "sweep.json"))
     assert [t["trial"] for t in summary["trials"]] == [0, 1, 2]
     assert sorted(p.name for p in workdir.glob("trial_*")) == ["trial_000", "trial_001", "trial_002"]

@@ -6,15 +6,22 @@ import importlib.util
 import json
 import os
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from hf_oracle import pixels
 from train_helpers import colour_folder, tiny_config
-from vitjax import config as config_lib, modes
+from vitjax import config as config_lib
 from vitjax.api import load_pretrained
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--config.model.spec.image_size=16", "--config.model.spec.hidden_size=32", "--config.model.spec.num_layers=2",
+         "--config.model.spec.num_heads=2", "--config.model.spec.mlp_dim=64", "--config.train.epochs=2",
+         "--config.train.batch_size=16", "--config.optim.warmup=0", "--config.train.eval_every=1 epochs",
+         "--config.train.progress=False", "--config.compilation_cache="]
 AVAILABLE = [name for name in ("mlflow", "wandb") if importlib.util.find_spec(name)]
 
 
@@ -26,24 +33,19 @@ def tracked(tmp_path_factory):
         pytest.skip("neither mlflow nor wandb is installed (pip install 'vitjax[mlflow,wandb]')")
     root = tmp_path_factory.mktemp("trackers")
     data = colour_folder(str(root / "data"), per_class=8)
-    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(root / "wandb_dir"), "WANDB_SILENT": "true"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    cwd = os.getcwd()
-    os.chdir(root)  # MLflow's default artifact root (./mlruns) lands in the tmp folder
-    try:
-        config = tiny_config(f"folder:{data}", epochs=2)
-        config.train.report_to = ",".join(["tensorboard", *AVAILABLE])
-        config.trackers.mlflow_tracking_uri = f"sqlite:///{root}/mlflow.db"
-        config.trackers.registered_model = "colours"
-        results = modes.train(config, str(root / "run"))
-        modes.train(config, str(root / "run"))
-    finally:
-        os.chdir(cwd)
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "WANDB_MODE": "offline", "WANDB_DIR": str(root / "wandb_dir"),
+           "WANDB_SILENT": "true"}
+    # The README's command, on a tiny ViT and a generated folder; run from the tmp folder, where
+    # MLflow's default artifact root (./mlruns) lands.
+    cmd = [sys.executable, "-m", "vitjax.main", "--config", os.path.join(REPO, "configs", "digits.py"),
+           "--workdir", str(root / "run"), f"--config.train.report_to=tensorboard,{','.join(AVAILABLE)}",
+           f"--config.trackers.mlflow_tracking_uri=sqlite:///{root}/mlflow.db",
+           "--config.trackers.registered_model=colours", f"--config.data.source=folder:{data}", *SMALL]
+    for _ in range(2):
+        out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900, env=env)
+        assert out.returncode == 0, out.stderr[-3000:]
     records = [json.loads(line) for line in open(root / "run" / "metrics.jsonl")]
-    return root, results, records
+    return root, json.load(open(root / "run" / "results.json")), records
 
 
 def test_mlflow_holds_metrics_params_artifacts_and_the_registered_model(tracked):
@@ -55,7 +57,7 @@ def test_mlflow_holds_metrics_params_artifacts_and_the_registered_model(tracked)
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # the second command continued it
     run = runs[0]
-    assert run.data.params["optim.lr"] == "0.003" and run.data.params["train.epochs"] == "2"
+    assert run.data.params["optim.lr"] == "0.002" and run.data.params["train.epochs"] == "2"
     history = client.get_metric_history(run.info.run_id, "validation/accuracy")
     expected = [(r["step"], r["accuracy"]) for r in records if r["split"] == "validation"]
     assert sorted({(m.step, m.value) for m in history}) == expected
@@ -116,7 +118,7 @@ def test_wandb_offline_run_holds_metrics_config_and_artifacts(tracked):
         elif kind == "artifact":
             artifacts[record.artifact.type] = {c.path for c in record.artifact.manifest.contents}
     assert sorted(logged.items()) == [(r["step"], r["accuracy"]) for r in records if r["split"] == "validation"]
-    assert config["optim"]["lr"] == 0.003, sorted(config)
+    assert config["optim"]["lr"] == 0.002, sorted(config)
     assert summary["best/test/accuracy"] == pytest.approx(results["metrics"]["test"]["accuracy"])
     assert {"model.safetensors", "config.json"} <= artifacts["model"]
     assert {"learning_curves.png", "results.json", "validation/report.json"} <= artifacts["evaluation"]
