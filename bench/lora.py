@@ -23,10 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-SHAPES = {
-    "B/16": dict(patch_size=16, hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072),
-    "tiny": dict(patch_size=8, hidden_size=64, num_layers=2, num_heads=2, mlp_dim=128),
-}
+from bench.train_throughput import MODELS as SHAPES  # noqa: E402  (ViT shapes by name: "B/16", "tiny", ...)
+
 # name -> (optim.freeze, lora.targets, lora.rank, lora.base_dtype)
 VARIANTS = {
     "full": ("full", "", 16, "float32"),
