@@ -192,3 +192,18 @@ def test_lora_config_errors_name_the_key(base, colours, tmp_path):
     config.lora.targets = "backbone/.*/attention/qkv"
     with pytest.raises(ValueError, match=r"lora.targets=.*matches no Dense layer.*attention/query"):
         setup.build_run(config, str(tmp_path))
+
+
+def test_bench_lora_prints_its_table():
+    """`python bench/lora.py --tiny`: the README's benchmark runs and LoRA trains fewer parameters
+    with less optimizer state than full fine-tuning."""
+    out = subprocess.run([sys.executable, "bench/lora.py", "--tiny", "--steps", "1", "--repeats", "1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in out.stdout.splitlines() if line.startswith("| ") and "variant" not in line}
+    trained = {name: int(row[0].replace(",", "")) for name, row in rows.items()}
+    assert trained["head_only"] < trained["lora16_qv"] < trained["full"]
+    assert float(rows["lora16_qv"][2]) < float(rows["full"][2])  # optimizer state MiB
+    assert float(rows["lora16_bf16"][3]) < float(rows["lora16_qv"][3])  # params MiB: bf16 base
