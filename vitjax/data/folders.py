@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from vitjax.data.sources import SPLIT_ALIASES, RecordSource
+from vitjax.data.records import SPLIT_ALIASES, RecordSource
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                               ".pgm", ".pbm", ".jfif", ".jp2", ".ico"})

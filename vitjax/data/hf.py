@@ -12,23 +12,24 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vitjax.data.sources import RecordSource
+from vitjax.data import splits as splits_lib
+from vitjax.data.records import RecordSource
+from vitjax.data.source_spec import SourceSpec
 
 IMAGE_NAMES = ("image", "img")
 LABEL_NAMES = ("label", "labels")
 
 
-def load_hf(spec: str, data_cfg) -> tuple[dict[str, RecordSource], list[str]]:
-    """Loads `NAME[:CONFIG]` with `datasets.load_dataset` (hub cache or download) and wraps its splits."""
+def load_dataset_dict(spec: SourceSpec):
+    """`datasets.load_dataset` of an "hf:NAME[:CONFIG]" source (hub cache or download); every task's
+    hf: source goes through here, so a failure always names the source and the fix."""
     import datasets
-    name, _, config_name = spec.partition(":")
     try:
-        dsd = datasets.load_dataset(name, config_name or None)
+        return datasets.load_dataset(spec.name, spec.config)
     except Exception as e:  # the hub raises many kinds; keep the cause, add the fix.
-        raise ValueError(f"config.data.source 'hf:{spec}': datasets.load_dataset({name!r}"
-                         f"{', ' + repr(config_name) if config_name else ''}) failed: {e}. Check the dataset "
+        raise ValueError(f"config.data.source {spec.text!r}: datasets.load_dataset({spec.name!r}"
+                         f"{', ' + repr(spec.config) if spec.config else ''}) failed: {e}. Check the dataset "
                          "name/config on the Hub, your network or HF_HUB_OFFLINE, or use a local folder.") from e
-    return from_hf(dsd, data_cfg, name=f"hf:{spec}")
 
 
 def from_hf(dataset, data_cfg, *, name: str = "hf") -> tuple[dict[str, RecordSource], list[str]]:
@@ -39,9 +40,9 @@ def from_hf(dataset, data_cfg, *, name: str = "hf") -> tuple[dict[str, RecordSou
     if not isinstance(dataset, datasets.DatasetDict) or not dataset:
         raise ValueError(f"{name}: expected a datasets.Dataset or a non-empty DatasetDict, got {type(dataset)}.")
     first = next(iter(dataset.values()))
-    image_col = _pick_column(first, data_cfg.get("image_column"), IMAGE_NAMES, datasets.Image,
+    image_col = _pick_column(first, data_cfg.image_column, IMAGE_NAMES, datasets.Image,
                              "image", name)
-    label_col = _pick_column(first, data_cfg.get("label_column"), LABEL_NAMES, datasets.ClassLabel,
+    label_col = _pick_column(first, data_cfg.label_column, LABEL_NAMES, datasets.ClassLabel,
                              "label", name)
     feature = first.features[label_col]
     string_names = None
@@ -123,6 +124,5 @@ class HFSource:
 
 def open_hf_dataset(dataset, data_cfg):
     """`open_source` for an in-memory `datasets.Dataset`/`DatasetDict` (no hub access)."""
-    from vitjax.data import splits as splits_lib
     raw, class_names = from_hf(dataset, data_cfg, name="hf:<in-memory>")
     return splits_lib.resolve_splits("hf:<in-memory>", raw, class_names, data_cfg)

@@ -18,8 +18,9 @@ from vitjax import config as config_lib
 from vitjax import parallel
 from vitjax.checkpoints.hf_export import export_hf
 from vitjax.checkpoints.native import export_native
+from vitjax import report
 from vitjax.lora import run as lora_run
-from vitjax.train import evaluation, report
+from vitjax.train import evaluation
 
 log = logging.getLogger(__name__)
 
@@ -97,25 +98,3 @@ def export(run, params, directory: str, metrics: dict | None = None) -> str:
     })
     log.info("exported the model in Hugging Face format to %s", path)
     return path
-
-
-def export_from_checkpoint(config, workdir: str, output: str | None) -> str:
-    """The `export` mode: the best orbax checkpoint of `workdir` written in Hugging Face format (or
-    vitjax's own format for tasks without a transformers class) to `output`, by default where
-    training exports (`export_dir`)."""
-    from vitjax.train import setup
-    from vitjax.train.checkpointing import Checkpointer
-
-    run = setup.build_run(config, workdir)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), metric=config.train.best_metric,
-                        mode=config.train.best_mode, keep_best=config.train.keep_best)
-    step = ckpt.best_step()
-    if step is None:
-        raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint; train first.")
-    state, _, _ = ckpt.restore(step, run.init_state())
-    ckpt.close()
-    output = output or export_dir(run)
-    params = parallel.to_host(run.eval_params(state), run.mesh)
-    if jax.process_index() != 0:
-        return output
-    return export(run, params, output)
