@@ -48,10 +48,11 @@ def tracked(tmp_path_factory):
     return root, json.load(open(root / "run" / "results.json")), records
 
 
-def test_mlflow_holds_metrics_params_artifacts_and_the_registered_model(tracked):
+def test_mlflow_holds_metrics_params_artifacts_and_the_registered_model(tracked, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     root, results, records = tracked
     uri = f"sqlite:///{root}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # MLflow's default would be ./mlflow.db here
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.get_experiment_by_name("vitjax")
     runs = client.search_runs([experiment.experiment_id])
@@ -66,7 +67,6 @@ def test_mlflow_holds_metrics_params_artifacts_and_the_registered_model(tracked)
     assert {"learning_curves.png", "results.json", "config.json", "validation", "test", "best"} <= listed
     version = client.get_model_version("colours", "1")
     assert version.run_id == run.info.run_id
-    mlflow.set_registry_uri(uri)
     downloaded = mlflow.artifacts.download_artifacts("models:/colours/1", dst_path=str(root / "registered"),
                                                      tracking_uri=uri)
     x = pixels(2, 16, 16)
