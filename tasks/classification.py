@@ -28,12 +28,11 @@ import numpy as np
 import optax
 from clu import metrics as clu_metrics
 from ml_collections import config_dict
-from sklearn import metrics as sklearn_metrics
 
 from vitjax.data.multilabel import MultiHotTransforms, open_multilabel
 from vitjax.data.pipeline import RecordTransforms
 from vitjax.metrics import ConfusionMatrix
-from vitjax.models.heads import POOLINGS
+from vitjax.models.heads import DEFAULT_POOLING, POOLINGS
 from vitjax.registry import Task, register_task
 from vitjax.report import plot_confusion_matrix, write_evaluation_report
 
@@ -144,8 +143,9 @@ class Classification(Task):
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
         config = ml_collections.ConfigDict()
-        # Head pooling: "cls", "cls_distillation" (DeiT) or "cls_mean" (CLS concatenated with the mean
-        # patch token). None picks what transformers' classifier does: "cls_mean" for DINOv2, else "cls".
+        # Head pooling: "cls", "cls_distillation" (DeiT), "cls_mean" (CLS concatenated with the mean
+        # patch token), "mean" (patch tokens) or "pooled" (the backbone's pooling: timm, SigLIP's MAP).
+        # None picks what the family's own classifier does (`vitjax.models.heads.DEFAULT_POOLING`).
         config.pooling = config_dict.placeholder(str)
         # Label smoothing epsilon: targets become (1 - eps) * y + eps / C (eps / 2 per label in multi-label).
         config.label_smoothing = 0.0
@@ -200,7 +200,7 @@ class Classification(Task):
     def make_head(self, spec: Any):
         from vitjax.models.heads import ClassificationHead  # The core room's head; HF export maps it.
 
-        pooling = self.config.pooling or ("cls_mean" if spec.family == "dinov2" else "cls")
+        pooling = self.config.pooling or DEFAULT_POOLING[spec.family]
         return ClassificationHead(num_labels=self.num_classes, pooling=pooling)
 
     def _targets(self, labels) -> jnp.ndarray:
@@ -305,6 +305,8 @@ class Classification(Task):
         valid = scores["mask"].astype(bool)
         targets = scores["targets"][valid] >= 0.5
         logits = scores["logits"][valid]
+        from sklearn import metrics as sklearn_metrics  # ~1 s to import: not on the way to a first step
+
         return np.array([
             sklearn_metrics.average_precision_score(column, logits[:, i]) if column.any() else np.nan
             for i, column in enumerate(targets.T)
@@ -390,6 +392,28 @@ class Classification(Task):
                                   title=f"Confusion matrix ({split})")
         write_evaluation_report(outdir, split, summary, rows, result)
         return result
+
+    def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
+        """The `top_k` most probable classes per image: {"indices": int [B, k], "probabilities": [B, k]}
+        (softmax probabilities, or per-label sigmoid probabilities in multi-label mode)."""
+        logits = outputs.astype(jnp.float32)
+        probabilities = jax.nn.sigmoid(logits) if self.config.multilabel else jax.nn.softmax(logits, axis=-1)
+        values, indices = jax.lax.top_k(probabilities, min(top_k, self.num_classes))
+        return {"indices": indices, "probabilities": values}
+
+    def prediction_records(self, predictions: dict, sources: Sequence[str], outdir: str | os.PathLike) -> list[dict]:
+        """{"image", "label", "probability", "top_k": [{"label", "probability"}, ...]} per image; in
+        multi-label mode "labels" (those at or above 0.5 among the top k) replaces "label"/"probability"."""
+        records = []
+        for source, indices, values in zip(sources, np.asarray(predictions["indices"]),
+                                           np.asarray(predictions["probabilities"])):
+            top = [{"label": self.class_names[i], "probability": float(p)} for i, p in zip(indices, values)]
+            if self.config.multilabel:
+                chosen = [entry["label"] for entry in top if entry["probability"] >= MULTILABEL_THRESHOLD]
+                records.append({"image": source, "labels": chosen, "top_k": top})
+            else:
+                records.append({"image": source, **top[0], "top_k": top})
+        return records
 
     def hf_config(self) -> dict:
         """id2label/label2id and the problem type for transformers' *ForImageClassification config."""

@@ -6,12 +6,18 @@ the position embeddings with `torch.nn.functional.interpolate(mode="bicubic", al
 antialiasing when shrinking), so the interpolation is written here as two small matrices built with
 numpy (PyTorch's cubic convolution, a=-0.75, border taps clamped), applied along each grid axis. The
 same code runs on numpy arrays (checkpoint loading) and inside jit (the backbone's forward).
+
+Methods (`METHODS`): "bicubic" and "bilinear" as above; "bicubic_aa" is `antialias=True` bicubic (timm's
+`resample_abs_pos_embed`, DINOv2 with registers): PIL's separable filter (cubic a=-0.5, support widened
+when shrinking, taps outside the input dropped and the weights renormalised).
 """
 from __future__ import annotations
 
 import numpy as np
 
 _CUBIC_A = -0.75  # PyTorch's bicubic coefficient.
+_CUBIC_A_ANTIALIAS = -0.5  # PyTorch's antialiased bicubic (as PIL).
+METHODS = ("bicubic", "bilinear", "bicubic_aa")
 
 
 def _cubic_weights(t: np.ndarray) -> np.ndarray:
@@ -46,8 +52,32 @@ def interpolation_matrix(in_size: int, out_size: int, method: str = "bicubic") -
         frac = src - lo
         np.add.at(matrix, (rows, lo), 1.0 - frac)
         np.add.at(matrix, (rows, hi), frac)
+    elif method == "bicubic_aa":
+        matrix = _antialias_matrix(in_size, out_size)
     else:
-        raise ValueError(f"posemb resize method={method!r}; use 'bicubic' or 'bilinear'")
+        raise ValueError(f"posemb resize method={method!r}; use one of {METHODS}")
+    return matrix
+
+
+def _antialias_cubic(x: np.ndarray) -> np.ndarray:
+    a, x = _CUBIC_A_ANTIALIAS, np.abs(x)
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return np.where(x < 1, near, np.where(x < 2, far, 0.0))
+
+
+def _antialias_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """PyTorch's `_upsample_bicubic2d_aa` weights (PIL's `precompute_coeffs`) as an [out, in] matrix."""
+    scale = in_size / out_size
+    support = 2.0 * max(scale, 1.0)
+    inv = 1.0 / max(scale, 1.0)
+    matrix = np.zeros((out_size, in_size), dtype=np.float64)
+    for i in range(out_size):
+        center = scale * (i + 0.5)
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), in_size)
+        weights = _antialias_cubic((np.arange(lo, hi) - center + 0.5) * inv)
+        matrix[i, lo:hi] = weights / weights.sum()
     return matrix
 
 

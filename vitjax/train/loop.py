@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from vitjax import optim, trackers
 from vitjax.tracking import tracked_value
-from vitjax.train import evaluation, outputs, setup
+from vitjax.train import evaluation, feature_cache, outputs, setup
 from vitjax.train.checkpointing import Checkpointer
 from vitjax.train.early_stopping import EarlyStopping
 from vitjax.train.progress import Progress
@@ -41,7 +41,7 @@ class Interrupted(KeyboardInterrupt):
 def train(config, workdir: str, sinks=()) -> dict:
     """Runs (or resumes) training in `workdir`; returns the results dict (also results.json).
     `sinks` receive every logged record too (`MetricWriter`)."""
-    run = setup.build_run(config, workdir)
+    run = feature_cache.cached_run(setup.build_run(config, workdir))
     setup.write_run_files(run)
     cfg = config.train
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), metric=cfg.best_metric,

@@ -16,7 +16,7 @@ import jax
 
 from vitjax import config as config_lib
 from vitjax import parallel
-from vitjax.checkpoints.hf_export import export_hf
+from vitjax.checkpoints.families import export_pretrained
 from vitjax.checkpoints.native import export_native
 from vitjax import report
 from vitjax.lora import run as lora_run
@@ -85,7 +85,7 @@ def export(run, params, directory: str, metrics: dict | None = None) -> str:
         log.info("task %r has no transformers class: exported in vitjax's format to %s", run.task.name, path)
         return path
     id2label = {int(k): v for k, v in hf["id2label"].items()}
-    path = export_hf(directory, run.spec, params, id2label, run.preprocessing)
+    path = export_pretrained(directory, run.spec, params, id2label, run.preprocessing)
     report.write_model_card(path, {
         "base_checkpoint": run.base if run.base != "scratch" else None,
         "dataset": run.dataset.source,
