@@ -39,6 +39,8 @@ _RENAMES = {
                ("mlp.weights_out", "mlp.down_proj"), ("mlp.weights_in", None)],
 }
 _RENAMES["deit"] = _RENAMES["vit"]
+_RENAMES["dinov2_with_registers"] = _RENAMES["dinov2"]
+FAMILIES = tuple(_RENAMES)  # the families whose adapters PEFT's format holds here
 
 
 def installed_layout() -> str:
@@ -61,16 +63,21 @@ def _rename(name: str, family: str, layout: str) -> str | None:
     return name
 
 
-def parameter_names(spec: ViTSpec, pooling: str, layout: str) -> dict[str, tuple[str, str]]:
-    """vitjax parameter path -> (torch parameter name in the classifier, layout kind), for `layout`."""
-    prefix = hf_names.BACKBONES[spec.family][0]
-    rows = [(prefix + hf, "backbone/" + path, kind) for hf, path, kind in hf_names.backbone_rows(spec)]
-    rows += [(hf, "head/" + path, kind) for hf, path, kind in hf_names.head_rows(pooling)]
+def parameter_names(spec: ViTSpec, pooling: str, layout: str) -> dict[str, tuple[str, hf_names.Kind]]:
+    """vitjax parameter path -> (torch parameter name in the classifier, layout `Kind`), for `layout`;
+    tensors split from a fused torch module have no name of their own and are left out."""
+    if spec.family not in _RENAMES:
+        raise ValueError(f"PEFT adapters of {spec.family} models are not supported; vitjax reads and writes "
+                         f"them for {sorted(_RENAMES)} (a {spec.family} LoRA run still exports best/ merged).")
+    family = hf_names.FAMILIES[spec.family]
+    rows = [(r, "backbone/" + r.flax) for r in family.backbone_rows(spec, family.prefixes[0])]
+    rows += [(r, "head/" + r.flax) for r in family.head_rows(pooling)]
     names = {}
-    for hf, path, kind in rows:
-        module, _, leaf = hf.rpartition(".")
-        renamed = _rename(module, spec.family, layout) if leaf in ("weight", "bias") else hf.rpartition(".")[0]
-        if renamed is not None:
+    for row, path in rows:
+        module, _, leaf = row.hf.rpartition(".")
+        renamed = _rename(module, spec.family, layout) if leaf in ("weight", "bias") else module
+        if renamed is not None and row.part is None:
+            kind = hf_names.KINDS[row.kind] if isinstance(row.kind, str) else row.kind
             names[path] = (f"{renamed}.{leaf}", kind)
     return names
 
@@ -105,8 +112,7 @@ def save_adapter(directory: str, spec: ViTSpec, pooling: str, params: dict, lora
                              f"without adapters only; export merged (best/) or freeze it.")
         name, kind = names[path]
         saved.setdefault(_module(name), set()).add(path)
-        tensors[PREFIX + name] = np.ascontiguousarray(
-            hf_names.KINDS[kind].to_hf(np.asarray(flat[path], np.float32)))
+        tensors[PREFIX + name] = np.ascontiguousarray(kind.to_hf(np.asarray(flat[path], np.float32)))
     for module, paths in saved.items():
         whole = {p for p, (n, _) in names.items() if _module(n) == module}
         if whole - paths:
@@ -163,7 +169,7 @@ def load_adapter(directory: str, spec: ViTSpec, pooling: str, params: dict) -> t
             flat[f"{layer}/lora_{match.group(2).lower()}"] = np.asarray(value, np.float32).T
         elif name in by_name:
             path, kind = by_name[name]
-            new = hf_names.KINDS[kind].to_flax(np.asarray(value, np.float32))
+            new = kind.to_flax(np.asarray(value, np.float32))
             if new.shape != np.shape(flat[path]):
                 raise ValueError(f"{directory}/{WEIGHTS}: {key} has shape {value.shape}, which does not fit "
                                  f"{path} {np.shape(flat[path])}; load the base with the adapter's labels.")

@@ -54,7 +54,9 @@ def export_adapter(run, params, directory: str) -> dict:
     if not isinstance(run.model, LoRAModel):
         return params
     pooling = getattr(run.model.head, "pooling", None)  # tasks without a transformers class: merge only
-    if pooling is None or run.task.hf_config() is None:
+    if pooling is None or run.task.hf_config() is None or run.spec.family not in peft_format.FAMILIES:
+        log.info("LoRA: no PEFT adapter for a %s %s model; best/ holds the adapters merged",
+                 run.spec.family, run.task.name)
         return merge(params, run.model.lora)
     trained = [p for p, t in zip(jax.tree.leaves(groups.path_tree(params)),
                                  jax.tree.leaves(run.optimizer.trainable_mask)) if t]
