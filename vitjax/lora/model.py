@@ -45,31 +45,45 @@ class LoRASpec:
 
 
 class LoRAModel(Model):
-    """`Model` with LoRA adapters on the Dense layers `lora.targets` names (see the module docstring)."""
+    """`Model` with LoRA adapters on the Dense layers `lora.targets` names (see the module docstring).
+
+    The interceptor is installed around `init_with_output` (and so `init`) and `apply`, whatever
+    method they run (the whole model, or the backbone alone as the trainer's init does); dropout
+    on the adapters' input runs in `apply(..., train=True)` with a 'dropout' rng."""
 
     lora: LoRASpec = None
 
-    def __call__(self, images, *, train: bool, frozen_backbone: bool = False):
-        spec = self.lora
-        targets = re.compile(spec.targets)
+    @nn.nowrap
+    def init_with_output(self, rngs, *args, **kwargs):
+        with nn.intercept_methods(_adapter(self.lora, train=False)):
+            return super().init_with_output(rngs, *args, **kwargs)
 
-        def adapter(next_fun, args, kwargs, context):
-            out = next_fun(*args, **kwargs)
-            layer = context.module
-            if (context.method_name != "__call__" or not isinstance(layer, nn.Dense)
-                    or not targets.fullmatch("/".join(layer.path))):
-                return out
-            x = args[0]
-            a = layer.param("lora_a", _A_INIT, (x.shape[-1], spec.rank), jnp.float32)
-            b = layer.param("lora_b", nn.initializers.zeros, (spec.rank, layer.features), jnp.float32)
-            if spec.dropout > 0 and train and layer.has_rng("dropout"):
-                keep = jax.random.bernoulli(layer.make_rng("dropout"), 1.0 - spec.dropout, x.shape)
-                x = jnp.where(keep, x / (1.0 - spec.dropout), 0).astype(x.dtype)
-            low = (x @ a.astype(out.dtype)) @ b.astype(out.dtype)
-            return out + (spec.scale * low).astype(out.dtype)
+    @nn.nowrap
+    def apply(self, variables, *args, **kwargs):
+        with nn.intercept_methods(_adapter(self.lora, train=bool(kwargs.get("train", False)))):
+            return super().apply(variables, *args, **kwargs)
 
-        with nn.intercept_methods(adapter):
-            return super().__call__(images, train=train, frozen_backbone=frozen_backbone)
+
+def _adapter(spec: LoRASpec, train: bool):
+    """The method interceptor: a targeted Dense layer's output plus its low-rank update."""
+    targets = re.compile(spec.targets)
+
+    def adapter(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        layer = context.module
+        if (context.method_name != "__call__" or not isinstance(layer, nn.Dense)
+                or not targets.fullmatch("/".join(layer.path))):
+            return out
+        x = args[0]
+        a = layer.param("lora_a", _A_INIT, (x.shape[-1], spec.rank), jnp.float32)
+        b = layer.param("lora_b", nn.initializers.zeros, (spec.rank, layer.features), jnp.float32)
+        if spec.dropout > 0 and train and layer.has_rng("dropout"):
+            keep = jax.random.bernoulli(layer.make_rng("dropout"), 1.0 - spec.dropout, x.shape)
+            x = jnp.where(keep, x / (1.0 - spec.dropout), 0).astype(x.dtype)
+        low = (x @ a.astype(out.dtype)) @ b.astype(out.dtype)
+        return out + (spec.scale * low).astype(out.dtype)
+
+    return adapter
 
 
 def adapted_layers(params) -> list[str]:
