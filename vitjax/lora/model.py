@@ -1,8 +1,9 @@
 """Low-rank adapters on a vitjax `Model` without forking the model code.
 
 `LoRAModel` is the usual `Model` (backbone + head, the same parameter paths) whose `init` and
-`apply` run under a flax method interceptor (`nn.intercept_methods`): every `nn.Dense` whose path (`backbone/encoder/layer_07/attention/query`)
-fully matches `LoRASpec.targets` gets two extra parameters beside its `kernel` and `bias`,
+`apply` run under a flax method interceptor (`nn.intercept_methods`): every `nn.Dense` whose path
+(`backbone/encoder/layer_07/attention/query`) fully matches `LoRASpec.targets` gets two extra
+parameters beside its `kernel` and `bias`,
 
     lora_a [in, rank]   initialised as PEFT does (uniform ±1/sqrt(in), torch's kaiming_uniform(a=√5))
     lora_b [rank, out]  zeros, so a fresh adapter leaves the function unchanged
