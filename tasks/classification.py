@@ -152,7 +152,8 @@ class Classification(Task):
         # Multi-label: sigmoid binary cross-entropy on float multi-hot labels [B, C] instead of softmax.
         config.multilabel = False
         # k of the top-k accuracy metric, reported as "top{k}_accuracy" when there are more than k
-        # classes (single-label only); 0 turns it off.
+        # classes (single-label only), and labels listed per image by --mode predict; 0 turns the
+        # metric off (predict then lists every label).
         config.top_k = 5
         # Warn when one class receives at least this fraction of an evaluation's predictions (a sign
         # of a too-high learning rate); None turns the warning off. Single-label only.
@@ -202,6 +203,12 @@ class Classification(Task):
 
         pooling = self.config.pooling or DEFAULT_POOLING[spec.family]
         return ClassificationHead(num_labels=self.num_classes, pooling=pooling)
+
+    def head_from_checkpoint(self) -> tuple[str, ...]:
+        """The classifier: the checkpoint loader (`vitjax.checkpoints.hf_load`) provides the
+        checkpoint's classifier only when it was trained on this label set (same names, or generic
+        LABEL_i names of the same count); other label sets start from zeros."""
+        return (r"head/(distillation_)?classifier/.*",)
 
     def _targets(self, labels) -> jnp.ndarray:
         """Float [B, C] targets from int [B] labels or float [B, C] (soft or multi-hot) labels."""
@@ -392,6 +399,25 @@ class Classification(Task):
                                   title=f"Confusion matrix ({split})")
         write_evaluation_report(outdir, split, summary, rows, result)
         return result
+
+    def write_predictions(self, outputs, images, names, outdir) -> list[dict]:
+        """Per image, the `top_k` most probable labels with their probabilities (softmax; sigmoid
+        per label in multi-label, whose record also lists the labels at or above the threshold)."""
+        from scipy import special
+
+        logits = np.asarray(outputs, np.float64)
+        probabilities = special.expit(logits) if self.config.multilabel else special.softmax(logits, -1)
+        k = self.config.top_k or self.num_classes
+        records = []
+        for row in probabilities:
+            order = np.argsort(-row, kind="stable")[:k]
+            record = {"predictions": [{"label": self.class_names[i], "probability": float(row[i])}
+                                      for i in order]}
+            if self.config.multilabel:
+                record["labels"] = [name for name, p in zip(self.class_names, row)
+                                    if p >= MULTILABEL_THRESHOLD]
+            records.append(record)
+        return records
 
     def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
         """The `top_k` most probable classes per image: {"indices": int [B, k], "probabilities": [B, k]}

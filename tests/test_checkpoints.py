@@ -11,7 +11,8 @@ from hf_oracle import TINY, make
 from vitjax.api import load_pretrained
 from vitjax.checkpoints import hf_names
 from vitjax.checkpoints.hf_load import load_hf
-from vitjax.checkpoints.posemb import interpolation_matrix, resize_posemb
+from vitjax.checkpoints.posemb import resize_posemb
+from vitjax.models.interpolation import interpolation_matrix
 from vitjax.models.vit import ViTSpec
 
 VIT = dict(TINY, image_size=32, intermediate_size=64)

@@ -2,13 +2,15 @@
 
     python -m vitjax.main --config configs/digits.py --workdir runs/digits
     python -m vitjax.main --config configs/beans.py --config.optim.lr=3e-5 --workdir runs/beans
-    python -m vitjax.main --mode evaluate --config configs/beans.py --workdir runs/beans --split test
+    python -m vitjax.main --mode evaluate --workdir runs/beans --split test
     python -m vitjax.main --mode predict --workdir runs/beans --inputs photos/ --top_k 3
-    python -m vitjax.main --mode export --config configs/beans.py --workdir runs/beans --output model/
+    python -m vitjax.main --mode export --workdir runs/beans --output model/
     python -m vitjax.main --mode export --workdir runs/beans --format onnx --output deploy/
     vitjax serve --model deploy/        (or: python -m vitjax.serve --model deploy/)
     python -m vitjax.main --mode robustness --workdir runs/digits
     python -m vitjax.main --mode sweep --config configs/digits_sweep.py --workdir runs/digits_sweep
+
+Modes after train read the workdir's saved config.json unless --config is given.
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "exp
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Start afresh in a workdir that holds another run.")
 _SPLIT = flags.DEFINE_string("split", "test", "evaluate/robustness: the data split to evaluate.")
-_MODEL = flags.DEFINE_string("model", None, "evaluate/predict/robustness: a Hugging Face format folder "
-                             "(default: <workdir>/best).")
+_MODEL = flags.DEFINE_string("model", None, "evaluate/predict/robustness: an exported model folder "
+                             "(default: <workdir>/best, else <workdir>/best_vitjax).")
 _INPUTS = flags.DEFINE_list("inputs", [], "predict: image files and/or folders.")
-_TOP_K = flags.DEFINE_integer("top_k", 5, "predict: labels shown per image.")
+_TOP_K = flags.DEFINE_integer("top_k", None, "predict: labels listed per image (classification; "
+                              "default config.task.top_k).")
 _SWEEP_STORAGE = flags.DEFINE_string("sweep_storage", None, "sweep: an Optuna storage URL shared by "
                                      "several machines (default: sqlite <workdir>/sweep.db).")
-_OUTPUT = flags.DEFINE_string("output", None, "export: target folder; predict: JSON file.")
+_OUTPUT = flags.DEFINE_string("output", None, "export: target folder; predict: folder for "
+                              "predictions.json and the task's files (default <workdir>/predictions).")
 _FORMAT = flags.DEFINE_enum("format", "hf", ["hf", "onnx", "onnx-int8", "stablehlo"],
                             "export: hf = the best checkpoint in Hugging Face / vitjax format; onnx, "
                             "onnx-int8, stablehlo = a deployable model of <workdir>/best (or --model).")
@@ -89,8 +93,10 @@ def main(argv) -> None:
             modes.robustness(_CONFIG.value, _WORKDIR.value, _MODEL.value, _SPLIT.value,
                              _ROBUSTNESS.value)
             return
-        if _CONFIG.value is None or _WORKDIR.value is None:
-            sys.exit(f"vitjax: --mode {_MODE.value} needs --config and --workdir.")
+        needs_config = _MODE.value in ("train", "sweep")
+        if _WORKDIR.value is None or (_CONFIG.value is None and needs_config):
+            sys.exit(f"vitjax: --mode {_MODE.value} needs --workdir"
+                     f"{' and --config' if needs_config else ''}.")
         if _MODE.value == "train":
             modes.train(_CONFIG.value, _WORKDIR.value, _OVERWRITE.value)
         elif _MODE.value == "sweep":

@@ -11,6 +11,7 @@ runs any task by calling only the methods below (and every one of them is called
     task = task_class(config.task, dataset.class_names)
     transforms = task.data_transforms(preprocessing, config.data)  # None: image + class-label records
     model = Model(backbone, task.make_head(spec))
+    task.head_from_checkpoint()                                # head tensors the checkpoint may fill
     loss, aux = task.loss(outputs, batch)                      # inside the jitted train/eval step
     update = task.metrics(training).single_from_model_output(  # the loss's aux feeds the metrics
         **task.metric_inputs(outputs, batch, aux))
@@ -19,6 +20,7 @@ runs any task by calling only the methods below (and every one of them is called
     task.summarize(computed), task.warnings(computed)          # logs, early stopping, best checkpoint
     task.report(computed, outdir, split)                       # evaluation report files
     task.hf_config()                                           # export
+    task.write_predictions(outputs, images, names, outdir)     # predict: records and files
 
 Updates are merged on the host, outside jit, so a plugin may use clu's `CollectingMetric` for
 metrics that need every prediction (average precision, COCO mAP).
@@ -47,6 +49,7 @@ from typing import Any, ClassVar
 
 import flax.linen as nn
 import ml_collections
+import numpy as np
 from clu import metrics as clu_metrics
 
 BUILTIN_PLUGINS = ("vitjax.tasks.classification", "vitjax.tasks.segmentation", "vitjax.tasks.detection")
@@ -113,6 +116,14 @@ class Task(abc.ABC):
     def make_head(self, spec: Any) -> nn.Module:
         """The head: a linen module from the backbone's output dict to this task's `outputs`."""
 
+    def head_from_checkpoint(self) -> Sequence[str]:
+        """Regexes (full match) over the head's parameter paths ("head/classifier/kernel", ...) that may
+        take the checkpoint's tensor of the same path and shape; every other head tensor keeps
+        `make_head`'s initialisation. The backbone always loads. The default, none, suits any head
+        that is not a transformers classifier over the same labels (like big_vision's `dont_load`
+        of the head)."""
+        return ()
+
     @abc.abstractmethod
     def loss(self, outputs: Any, batch: dict) -> tuple[Any, dict[str, Any]]:
         """(the scalar the optimizer minimises, over valid examples; `aux`: per-example values, such as
@@ -164,6 +175,18 @@ class Task(abc.ABC):
         """Fields the Hugging Face `config.json` needs (id2label, ...), or None when no transformers
         class fits the task, in which case the model is exported in vitjax's own format."""
         return None
+
+    def write_predictions(self, outputs: Any, images: list, names: list[str],
+                          outdir: str | os.PathLike) -> list[dict]:
+        """What `--mode predict` gives for one batch: one JSON-able record per image (gathered into
+        `predictions.json`), plus any files the task writes under `outdir` (masks, drawings).
+        `outputs`: the head's outputs as host numpy arrays; `images`: the RGB PIL images as read
+        (original size); `names`: a file stem per image, unique within the run. The default records
+        each image's head outputs as nested lists."""
+        import jax
+
+        return [{"outputs": jax.tree.map(lambda x, i=i: np.asarray(x[i]).tolist(), outputs)}
+                for i in range(len(names))]
 
 
 def _resolve_config(cls: type[Task], config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -1,8 +1,11 @@
 """From a checkpoint's tensors to vitjax params, whatever the format: `Source` (what a format reader found)
 -> `assemble` -> `Checkpoint` (float32 params `{"backbone": ..., "head": ...}`, labels, preprocessing).
 
-`assemble` decides the head: kept when the checkpoint has one of the requested size, else freshly
-initialised for the new label set (with a warning naming those tensors, as transformers does). Another
+`assemble` decides the head: kept when the checkpoint has one for the requested label set, else freshly
+initialised (zeros) for the new label set, with a warning naming those tensors, as transformers does.
+The trainer passes `fill_head=False`: it gets only the tensors read from the checkpoint, and its task's
+head keeps its own initialisation wherever the task takes no checkpoint tensor
+(`Task.head_from_checkpoint`). Another
 `image_size` resizes the position embeddings with the family's own interpolation. `to_tensors` is the
 inverse of the row conversion, for exports (fused tensors such as timm's qkv are concatenated back).
 """
@@ -48,7 +51,7 @@ class Checkpoint:
     spec: ViTSpec
     pooling: str
     params: dict
-    id2label: dict[int, str]
+    id2label: dict[int, str] | None  # None only with fill_head=False: no head and no labels asked
     preprocessing: Preprocessing
     initialised: list[str]  # Flax paths of tensors not taken from the checkpoint
 
@@ -115,8 +118,10 @@ def _target_labels(ckpt_labels: dict[int, str] | None, num_labels: int | None,
     return ckpt_labels
 
 
-def _choose_head(source: Source, num_labels, id2label, name) -> tuple[str, dict[int, str], bool]:
-    """(pooling, id2label, keep_head): keep the checkpoint's head for the requested label set."""
+def _choose_head(source: Source, num_labels, id2label, name,
+                 need_labels: bool = True) -> tuple[str, dict[int, str] | None, bool]:
+    """(pooling, id2label, keep_head): keep the checkpoint's head for the requested label set.
+    Without `need_labels`, a checkpoint without a head and no labels asked for gives id2label None."""
     ckpt_labels = None
     if source.head_pooling is not None:
         bias = next(r for r in source.head_rows if r.flax == "classifier/bias")
@@ -125,12 +130,12 @@ def _choose_head(source: Source, num_labels, id2label, name) -> tuple[str, dict[
         if len(ckpt_labels) != head_size:
             ckpt_labels = {i: f"LABEL_{i}" for i in range(head_size)}
     labels = _target_labels(ckpt_labels, num_labels, id2label)
-    if labels is None:
+    if labels is None and need_labels:
         raise ValueError(f"{name} has no classification head (its weights hold only the backbone); pass "
                          "num_labels=... or id2label={0: 'cat', ...} to add a new head.")
     # Keep the checkpoint's head for the same label set; a head of the right size whose classes
     # have other names (e.g. digits 0-4 -> 5-9) knows nothing of the new classes: start afresh.
-    same_size = source.head_pooling is not None and len(labels) == len(ckpt_labels)
+    same_size = source.head_pooling is not None and labels is not None and len(labels) == len(ckpt_labels)
     generic = ckpt_labels is not None and all(v == f"LABEL_{k}" for k, v in ckpt_labels.items())
     keep_head = same_size and (id2label is None or generic or labels == ckpt_labels)
     pooling = source.head_pooling if keep_head else source.default_pooling
@@ -138,10 +143,12 @@ def _choose_head(source: Source, num_labels, id2label, name) -> tuple[str, dict[
 
 
 def assemble(source: Source, name, num_labels: int | None = None, id2label: dict | None = None,
-             image_size: int | tuple[int, int] | None = None) -> Checkpoint:
-    """The `Checkpoint` for the requested label set and image size; see the module docstring."""
+             image_size: int | tuple[int, int] | None = None, fill_head: bool = True) -> Checkpoint:
+    """The `Checkpoint` for the requested label set and image size; see the module docstring.
+    `fill_head=False`: `params` hold only the tensors read from the checkpoint (no new head, no
+    warning; `initialised` still lists what a classifier would lack) and no label set is required."""
     spec = source.spec
-    pooling, labels, keep_head = _choose_head(source, num_labels, id2label, name)
+    pooling, labels, keep_head = _choose_head(source, num_labels, id2label, name, need_labels=fill_head)
     rows = [dataclasses.replace(r, flax="backbone/" + r.flax) for r in source.backbone_rows]
     if keep_head:
         rows += [dataclasses.replace(r, flax="head/" + r.flax) for r in source.head_rows]
@@ -153,7 +160,7 @@ def assemble(source: Source, name, num_labels: int | None = None, id2label: dict
     if ignored:
         log.info("ignored %d tensors of %s not used by vitjax: %s", len(ignored), source.weights, ignored)
 
-    model = build_model(spec, len(labels), pooling)
+    model = build_model(spec, len(labels or [None]), pooling)
     dummy = np.zeros((1, *spec.image_size, spec.num_channels), np.float32)
     shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy, train=False))["params"]
     expected = flatten_dict(shapes, sep="/")
@@ -164,9 +171,10 @@ def assemble(source: Source, name, num_labels: int | None = None, id2label: dict
     if missing:
         raise ValueError(f"{source.weights} lacks the backbone parameters {missing}; the checkpoint does not "
                          f"match its config ({spec.family}).")
-    for path in initialised:  # a new head starts at zero (as big_vision); HF draws N(0, 0.02)
-        params[path] = np.zeros(expected[path].shape, np.float32)
-    if initialised:
+    if fill_head:
+        for path in initialised:  # a new head starts at zero (as big_vision); HF draws N(0, 0.02)
+            params[path] = np.zeros(expected[path].shape, np.float32)
+    if initialised and fill_head:
         log.warning("Some weights of %s were not initialized from the checkpoint at %s and are newly "
                     "initialized for %d labels: %s. Train this model on a down-stream task before using it "
                     "for predictions.", source.architecture, name, len(labels), initialised)

@@ -29,8 +29,9 @@ def supported() -> str:
 
 
 def load_checkpoint(name_or_path, num_labels: int | None = None, id2label: dict | None = None,
-                    image_size: int | tuple[int, int] | None = None) -> Checkpoint:
-    """Any supported checkpoint -> vitjax params, labels and preprocessing (`convert.assemble`)."""
+                    image_size: int | tuple[int, int] | None = None, fill_head: bool = True) -> Checkpoint:
+    """Any supported checkpoint -> vitjax params, labels and preprocessing (`convert.assemble`;
+    `fill_head=False` for the trainer, whose task initialises the head tensors it does not reuse)."""
     name = os.fspath(name_or_path)
     if name.endswith(".npz"):
         if not os.path.isfile(name):
@@ -46,11 +47,12 @@ def load_checkpoint(name_or_path, num_labels: int | None = None, id2label: dict 
         else:
             raise ValueError(f"{files[hf_load.CONFIG]} has neither `model_type` (transformers) nor `architecture` "
                              f"(timm); vitjax loads {supported()}.")
-    return assemble(source, name, num_labels, id2label, image_size)
+    return assemble(source, name, num_labels, id2label, image_size, fill_head)
 
 
 def export_pretrained(directory, spec: ViTSpec, params: dict, id2label: dict[int, str],
-                      preprocessing: Preprocessing, pooling: str | None = None) -> str:
+                      preprocessing: Preprocessing, pooling: str | None = None,
+                      task_fields: dict | None = None) -> str:
     """Write the model in its family's format; `pooling` defaults to the family's usual head (or DeiT's
     teacher head when the params have one)."""
     if pooling is None:
@@ -58,4 +60,4 @@ def export_pretrained(directory, spec: ViTSpec, params: dict, id2label: dict[int
         pooling = "cls_distillation" if has_distillation else DEFAULT_POOLING[spec.family]
     if spec.family == "timm":
         return export_timm(directory, spec, params, id2label, preprocessing, pooling)
-    return export_hf(directory, spec, params, id2label, preprocessing, pooling)
+    return export_hf(directory, spec, params, id2label, preprocessing, pooling, task_fields)

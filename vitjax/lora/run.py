@@ -58,6 +58,10 @@ def export_adapter(run, params, directory: str) -> dict:
         log.info("LoRA: no PEFT adapter for a %s %s model; best/ holds the adapters merged",
                  run.spec.family, run.task.name)
         return merge(params, run.model.lora)
+    if run.optimizer is None:  # the export mode's run knows no parameter groups
+        log.info("LoRA: exporting the adapters merged; the PEFT adapter is written by training "
+                 "(<workdir>/best_adapter)")
+        return merge(params, run.model.lora)
     trained = [p for p, t in zip(jax.tree.leaves(groups.path_tree(params)),
                                  jax.tree.leaves(run.optimizer.trainable_mask)) if t]
     path = peft_format.save_adapter(directory.rstrip("/") + "_adapter", run.spec, pooling,

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vitjax.checkpoints.posemb import resize_grid
+from vitjax.models.interpolation import resize_grid
 
 FAMILIES = ("vit", "deit", "dinov2", "dinov2_with_registers", "siglip", "clip", "timm")
 POSEMB_PREFIXES = ("all", "cls", "none")
@@ -99,7 +99,7 @@ class ViTSpec:
     class_token: bool = True
     num_registers: int = 0  # register tokens after CLS/distillation (DINOv2 with registers, timm reg*)
     posemb_prefix: str = "all"  # prefix tokens with a position embedding: "all", "cls" or "none"
-    posemb_interpolation: str = "bicubic"  # resize of the posemb to another grid (`posemb.METHODS`)
+    posemb_interpolation: str = "bicubic"  # resize of the posemb to another grid (`vitjax.models.interpolation.METHODS`)
     patch_bias: bool = True
     pre_norm: bool = False  # a layer norm before the encoder (CLIP)
     final_norm: bool = True  # the layer norm over all tokens after the encoder

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 from vitjax import durations
-from vitjax.optim import groups as groups_lib
+import vitjax.optim.groups as groups_lib
 from vitjax.optim.transforms import clip_by_active_global_norm, scale_by_group_lr
 
 OPTIMIZERS = ("adamw", "sgd", "lion")

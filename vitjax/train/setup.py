@@ -8,16 +8,18 @@
   step counts;
 - the steps: `Run.jit_train_step`, `Run.jit_eval_step`.
 
-`build_run` composes all of them (the train and export modes); `build_eval_run` composes all but the
-optimizer (the evaluate mode).
+`build_run` composes all of them (the train mode); `build_eval_run` the data and a trained model
+(the evaluate mode); `build_export_run` the model over the classes the run recorded, no data (export).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -207,7 +209,7 @@ def build_model(config, task_class: type[registry.Task], dataset: ImageDataset) 
     spec, params, preprocessing, base = load_backbone(config, dataset.class_names)
     model = lora_run.build_model(config.lora, Model(ViT(spec, **backbone_options(config.model)),
                                                     task.make_head(spec)))
-    params = _with_task_head(model, spec, params, config.seed)
+    params = _with_task_head(model, spec, params, config.seed, task.head_from_checkpoint(), base)
     return Built(task=task, spec=spec, model=model, preprocessing=preprocessing, init_params=params,
                  base=base)
 
@@ -231,12 +233,37 @@ def build_training(config, params: dict, spec: ViTSpec, dataset: ImageDataset) -
                 eval_every_steps=max(1, min(eval_every, total_steps)))
 
 
-def build_eval_run(config, workdir: str) -> Run:
-    """A run that evaluates only: data, model and parameters, no optimizer."""
+def build_eval_run(config, workdir: str, trained) -> Run:
+    """A run that evaluates a trained model (`vitjax.predictor.Predictor`) on `config.data`: data,
+    model and parameters, no optimizer, no base checkpoint."""
     mesh = make_mesh(config)
-    task_class, dataset = open_data(config)
-    built = build_model(config, task_class, dataset)
-    return Run(config=config, workdir=workdir, mesh=mesh, dataset=dataset, **vars(built))
+    _, dataset = open_data(config)
+    task = trained.task
+    if task.has_classes and dataset.class_names != task.class_names:
+        raise ValueError(f"the model's classes {task.class_names} are not the classes "
+                         f"{dataset.class_names} of config.data.source={config.data.source!r}.")
+    return Run(config=config, workdir=workdir, mesh=mesh, dataset=dataset, task=task,
+               spec=trained.spec, model=trained.model, preprocessing=trained.preprocessing,
+               init_params=trained.params, base=config.model.checkpoint or "scratch")
+
+
+def recorded_dataset(workdir: str) -> ImageDataset:
+    """The source and class names the run in `workdir` recorded in data_split.json, without records
+    (what export needs, without opening the data)."""
+    path = os.path.join(workdir, splits_lib.SPLIT_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: {workdir} holds no training run; train first.")
+    with open(path, encoding="utf-8") as f:
+        recorded = json.load(f)
+    return ImageDataset(source=recorded["source"], splits={}, class_names=recorded["class_names"])
+
+
+def build_export_run(config, workdir: str) -> Run:
+    """A run that exports: the task and model over the recorded classes, no data, no optimizer."""
+    registry.load_plugins(config.task.plugins)
+    dataset = recorded_dataset(workdir)
+    built = build_model(config, registry.get_task(config.task.name), dataset)
+    return Run(config=config, workdir=workdir, mesh=make_mesh(config), dataset=dataset, **vars(built))
 
 
 def build_run(config, workdir: str, dataset: ImageDataset | None = None) -> Run:
@@ -275,7 +302,8 @@ def load_backbone(config, class_names):
     id2label = dict(enumerate(class_names)) or None  # None: a task without classes
     overrides = dict(hidden_dropout=m.dropout_rate, drop_path_rate=m.drop_path_rate)
     if m.checkpoint:
-        ckpt = load_checkpoint(m.checkpoint, id2label=id2label, image_size=m.image_size or None)
+        ckpt = load_checkpoint(m.checkpoint, id2label=id2label, image_size=m.image_size or None,
+                               fill_head=False)
         return ckpt.spec.replace(**overrides), ckpt.params, ckpt.preprocessing, m.checkpoint
     spec = ViTSpec(**m.spec.to_dict()).replace(**overrides)
     if m.image_size:
@@ -283,8 +311,11 @@ def load_backbone(config, class_names):
     return spec, None, Preprocessing.default(spec.image_size), "scratch"
 
 
-def _with_task_head(model: Model, spec: ViTSpec, loaded: dict | None, seed: int) -> dict:
-    """Parameters for `model`: every loaded tensor of the same path and shape, the rest fresh.
+def _with_task_head(model: Model, spec: ViTSpec, loaded: dict | None, seed: int,
+                    head_from_checkpoint=(), base: str = "scratch") -> dict:
+    """Parameters for `model`: the checkpoint's (`loaded`) backbone, every tensor of which must fit,
+    and those of its head tensors of the same path and shape that a `head_from_checkpoint` regex
+    matches; the rest fresh, the task's head tensors among them named in a warning.
 
     When the loaded checkpoint lacks only the head, only the head is initialised (same values as
     in the whole model's init): compiling and running the whole init costs a ViT-B a minute on a CPU.
@@ -297,14 +328,22 @@ def _with_task_head(model: Model, spec: ViTSpec, loaded: dict | None, seed: int)
     features, shapes = jax.eval_shape(functools.partial(model.init_with_output, method=_features_and_head),
                                       key, dummy)
     shapes = traverse_util.flatten_dict(shapes["params"], sep="/")
+    reusable = [re.compile(pattern) for pattern in head_from_checkpoint]
     kept = {}
     for path, value in traverse_util.flatten_dict(loaded, sep="/").items():
-        if path in shapes and shapes[path].shape == value.shape:
+        fits = path in shapes and shapes[path].shape == value.shape
+        if path.startswith("backbone/"):
+            if not fits:
+                raise ValueError(f"checkpoint tensor {path} {value.shape} does not fit the model "
+                                 f"({shapes[path].shape if path in shapes else (0,)}).")
             kept[path] = value
-        elif path.startswith("backbone/"):
-            raise ValueError(f"checkpoint tensor {path} {value.shape} does not fit the model "
-                             f"({shapes[path].shape if path in shapes else (0,)}).")
+        elif fits and any(pattern.fullmatch(path) for pattern in reusable):
+            kept[path] = value
     missing = [path for path in shapes if path not in kept]
+    if missing:
+        log.warning("Some weights of the model were not initialized from the checkpoint at %s and are "
+                    "newly initialized by the task's head: %s. Train this model on a down-stream task "
+                    "before using it for predictions.", base, sorted(missing))
     if any(not path.startswith("head/") for path in missing):
         fresh = init(key, dummy)
     elif missing:
