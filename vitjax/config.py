@@ -13,8 +13,9 @@ import os
 
 import ml_collections
 
-from vitjax import optim
+from vitjax import optim, sweep, trackers
 from vitjax.data import config as data_config
+from vitjax.lora import config as lora_config
 from vitjax.models.vit import ViTSpec
 
 
@@ -47,6 +48,8 @@ def base_config(task: str = "classification", plugins=()) -> ml_collections.Conf
 
     c.optim = optim.default_config()
 
+    c.lora = lora_config.default_config()  # low-rank adapters (vitjax/lora/config.py); off by default
+
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 64          # global batch, split over all devices and hosts
     c.train.eval_batch_size = 0      # 0 = batch_size
@@ -71,6 +74,11 @@ def base_config(task: str = "classification", plugins=()) -> ml_collections.Conf
     c.train.feature_cache = "off"
     c.train.feature_cache_views = 1  # augmented views of each training image, computed once; each
                                      # epoch draws one per image at random
+    c.train.report_to = "tensorboard"  # any of tensorboard, mlflow, wandb (comma-separated); see config.trackers
+
+    c.trackers = trackers.default_config()  # MLflow / W&B destinations (vitjax/trackers)
+
+    c.sweep = sweep.default_config()  # --mode sweep: the search space and study (vitjax/sweep.py)
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1                 # data-parallel size; -1 = all devices / fsdp
@@ -168,6 +176,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not config.model.checkpoint and not config.model.spec:
         raise ValueError("set config.model.checkpoint (a hub id or a save_pretrained folder) or "
                          "config.model.spec (a from-scratch ViT) — neither is set.")
+    lora_config.validate(config)
+    trackers.validate(config)
     depth = known_depth(config.model)
     if config.optim.freeze == "last_n_blocks" and depth is not None \
             and not 0 <= config.optim.last_n_blocks <= depth:
@@ -203,20 +213,22 @@ RUN_NEUTRAL = {"train.log_every", "train.progress", "data.workers", "data.prefet
                "train.resume", "compilation_cache", "distributed.mode", "distributed.coordinator",
                "distributed.num_processes", "distributed.process_id", "mesh.data", "mesh.fsdp",
                "mesh.fsdp_min_size", "train.eval_batch_size", "train.keep_best",
-               "train.test_split", "train.export",
+               "train.test_split", "train.export", "train.report_to", "trackers.experiment",
+               "trackers.run_name", "trackers.mlflow_tracking_uri", "trackers.registered_model",
                # fast paths: other kernels for the same function
                "model.attention", "model.attention_pad", "model.patch_embed", "model.remat_policy"}
 
 
 def differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts (run-neutral keys ignored)."""
+    """Dotted keys whose values differ between two config dicts (run-neutral keys and the sweep's,
+    which a trial does not read, ignored)."""
     out = []
     for key in sorted(set(a) | set(b)):
         name = f"{prefix}{key}"
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
             out += differences(va, vb, name + ".")
-        elif va != vb and name not in RUN_NEUTRAL:
+        elif va != vb and name not in RUN_NEUTRAL and not name.startswith("sweep."):
             out.append(f"{name}: {va!r} -> {vb!r}")
     return out
 

@@ -8,6 +8,7 @@
     python -m vitjax.main --mode export --workdir runs/beans --format onnx --output deploy/
     vitjax serve --model deploy/        (or: python -m vitjax.serve --model deploy/)
     python -m vitjax.main --mode robustness --workdir runs/digits
+    python -m vitjax.main --mode sweep --config configs/digits_sweep.py --workdir runs/digits_sweep
 
 Modes after train read the workdir's saved config.json unless --config is given.
 """
@@ -25,7 +26,8 @@ from vitjax.robustness.options import default_options
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A python config file with get_config().")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, outputs.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export", "robustness"],
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export", "robustness",
+                                          "sweep"],
                           "What to do.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Start afresh in a workdir that holds another run.")
@@ -35,6 +37,8 @@ _MODEL = flags.DEFINE_string("model", None, "evaluate/predict/robustness: an exp
 _INPUTS = flags.DEFINE_list("inputs", [], "predict: image files and/or folders.")
 _TOP_K = flags.DEFINE_integer("top_k", None, "predict: labels listed per image (classification; "
                               "default config.task.top_k).")
+_SWEEP_STORAGE = flags.DEFINE_string("sweep_storage", None, "sweep: an Optuna storage URL shared by "
+                                     "several machines (default: sqlite <workdir>/sweep.db).")
 _OUTPUT = flags.DEFINE_string("output", None, "export: target folder; predict: folder for "
                               "predictions.json and the task's files (default <workdir>/predictions).")
 _FORMAT = flags.DEFINE_enum("format", "hf", ["hf", "onnx", "onnx-int8", "stablehlo"],
@@ -89,11 +93,14 @@ def main(argv) -> None:
             modes.robustness(_CONFIG.value, _WORKDIR.value, _MODEL.value, _SPLIT.value,
                              _ROBUSTNESS.value)
             return
-        if _WORKDIR.value is None or (_CONFIG.value is None and _MODE.value == "train"):
+        needs_config = _MODE.value in ("train", "sweep")
+        if _WORKDIR.value is None or (_CONFIG.value is None and needs_config):
             sys.exit(f"vitjax: --mode {_MODE.value} needs --workdir"
-                     f"{' and --config' if _MODE.value == 'train' else ''}.")
+                     f"{' and --config' if needs_config else ''}.")
         if _MODE.value == "train":
             modes.train(_CONFIG.value, _WORKDIR.value, _OVERWRITE.value)
+        elif _MODE.value == "sweep":
+            modes.sweep(_CONFIG.value, _WORKDIR.value, _SWEEP_STORAGE.value, _OVERWRITE.value)
         elif _MODE.value == "evaluate":
             modes.evaluate(_CONFIG.value, _WORKDIR.value, _MODEL.value, _SPLIT.value)
         else:

@@ -1,4 +1,4 @@
-"""The modes of the CLI — train, evaluate, predict, export, robustness — each one short function.
+"""The modes of the CLI — train, evaluate, predict, export, robustness, sweep — each one short function.
 
 Each prepares what every mode shares (the persistent compilation cache, the distributed runtime,
 the workdir check) and builds only what it uses from `vitjax.train.setup`'s builders: train the
@@ -88,11 +88,24 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
 
 
 @_user_errors
-def train(config, workdir: str, overwrite: bool = False) -> dict:
+def train(config, workdir: str, overwrite: bool = False, sinks=()) -> dict:
+    """`sinks`: receivers of every logged record besides the trackers (a sweep's pruning callback)."""
+    from vitjax import trackers
     from vitjax.train import loop
     _prepare(config)
     prepare_workdir(config, workdir, overwrite)
-    return loop.train(config, workdir)
+    with trackers.open_trackers(config, workdir) as tracked:
+        results = loop.train(config, workdir, sinks=[*tracked.sinks, *sinks])
+        tracked.finish(results)
+    return results
+
+
+@_user_errors
+def sweep(config, workdir: str, storage: str | None = None, overwrite: bool = False) -> dict:
+    from vitjax import sweep as sweep_lib
+    _prepare(config)
+    prepare_workdir(config, workdir, overwrite)
+    return sweep_lib.run(config, workdir, storage)
 
 
 def saved_config(config, workdir: str | None):

@@ -107,10 +107,10 @@ def _direction(optim_cfg, decay: Any) -> optax.GradientTransformation:
 
 
 def build_optimizer(optim_cfg, params, *, num_layers: int, steps_per_epoch: int, total_steps: int,
-                    batch_size: int) -> Optimizer:
+                    batch_size: int, extra_rules=()) -> Optimizer:
     """Build the optimizer for `params` (the model's parameter tree, paths `backbone/...`, `head/...`).
 
-    `num_layers` is the backbone depth; `steps_per_epoch`, `total_steps` count train steps (calls of the
+    `num_layers` is the backbone depth; `extra_rules` go ahead of the freeze preset (LoRA's); `steps_per_epoch`, `total_steps` count train steps (calls of the
     train step, one global batch of `batch_size` examples each). Raises ValueError naming the config key
     for anything inconsistent (unknown names, unmatched params, dead regexes, too-long warmup, ...).
     """
@@ -126,7 +126,7 @@ def build_optimizer(optim_cfg, params, *, num_layers: int, steps_per_epoch: int,
     convert = functools.partial(durations.to_steps, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                                 batch_size=batch_size)
     rules = groups_lib.expand_rules(optim_cfg, num_layers,
-                                    lambda value, key: convert(value, bare="epochs", name=key))
+                                    lambda value, key: convert(value, bare="epochs", name=key), extra_rules)
     groups, leaf_groups = groups_lib.resolve(rules, params, num_layers=num_layers,
                                              layer_decay=optim_cfg.layer_decay, end=total_steps)
     trainable = jax.tree.map(lambda g: g.trains, leaf_groups)

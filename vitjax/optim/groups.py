@@ -7,6 +7,7 @@ The first rule whose regex fully matches a path owns that parameter. The list is
     1. `param_groups`   the user's own (regex, lr multiplier or None, [start]) entries
     2. `unfreeze`       (regex, start) entries: these train with multiplier 1 from `start` on
     3. `unfreeze_every` one encoder block every k from the top, then the embeddings
+       (LoRA's adapters: `(.*/)?lora_[ab]` train, when `config.lora` is on)
     4. `freeze`         the preset ("full", "head_only", "last_n_blocks", "none") or a regex to freeze
 
 Every parameter must be owned by some rule, and every rule the user wrote must own some parameter;
@@ -126,8 +127,10 @@ def unfreeze_every_rules(every: int, num_layers: int) -> list[Rule]:
                          name="unfreeze_every.embeddings", required=False)]
 
 
-def expand_rules(cfg, num_layers: int, to_steps: Callable[[Any, str], int]) -> list[Rule]:
-    """The ordered rule list for `config.optim` (see the module docstring).
+def expand_rules(cfg, num_layers: int, to_steps: Callable[[Any, str], int],
+                 extra: Sequence[Rule] = ()) -> list[Rule]:
+    """The ordered rule list for `config.optim` (see the module docstring); `extra` rules (LoRA's
+    adapters) go just ahead of the freeze preset.
 
     `to_steps(duration, key)` converts a start duration (bare numbers are epochs) to train steps.
     """
@@ -152,7 +155,7 @@ def expand_rules(cfg, num_layers: int, to_steps: Callable[[Any, str], int]) -> l
         rules.append(Rule(entry[0], 1.0, to_steps(entry[1], key), name=key))
     if cfg.unfreeze_every:
         rules += unfreeze_every_rules(to_steps(cfg.unfreeze_every, "optim.unfreeze_every"), num_layers)
-    return rules + preset_rules(cfg.freeze, num_layers, cfg.last_n_blocks)
+    return rules + list(extra) + preset_rules(cfg.freeze, num_layers, cfg.last_n_blocks)
 
 
 def resolve(rules: Sequence[Rule], params, *, num_layers: int, layer_decay: float = 1.0,

@@ -112,6 +112,8 @@ def _obstacles(run, cut: int | None) -> list[str]:
     if cut == -1:
         found.append(f"config.optim.freeze={run.config.optim.freeze!r} trains the embeddings, so no "
                      f"lower part stays frozen (use 'head_only' or 'last_n_blocks')")
+    if run.config.lora.targets:
+        found.append("config.lora.targets is set (the cached run's top blocks carry no adapters)")
     if run.record_transforms is not None:
         found.append(f"the {run.task.name!r} task transforms its own records (the cache knows image + "
                      f"class-label records)")

@@ -19,7 +19,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from vitjax import optim
+from vitjax import optim, trackers
 from vitjax.tracking import tracked_value
 from vitjax.train import evaluation, feature_cache, outputs, setup
 from vitjax.train.checkpointing import Checkpointer
@@ -38,8 +38,9 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C stopped training after the checkpoint named in the message was saved."""
 
 
-def train(config, workdir: str) -> dict:
-    """Runs (or resumes) training in `workdir`; returns the results dict (also results.json)."""
+def train(config, workdir: str, sinks=()) -> dict:
+    """Runs (or resumes) training in `workdir`; returns the results dict (also results.json).
+    `sinks` receive every logged record too (`MetricWriter`)."""
     run = feature_cache.cached_run(setup.build_run(config, workdir))
     setup.write_run_files(run)
     cfg = config.train
@@ -61,7 +62,8 @@ def train(config, workdir: str) -> dict:
             plateau = plateau.resumed(host["plateau"])
         log.info("resumed from the checkpoint of step %d in %s/checkpoints", latest, workdir)
 
-    writer = MetricWriter(workdir, start_step=latest or 0)
+    writer = MetricWriter(workdir, start_step=latest or 0, sinks=sinks,
+                          tensorboard="tensorboard" in trackers.reporters(cfg.report_to))
     train_step, eval_step = run.jit_train_step(), run.jit_eval_step()
     if latest is None or latest < run.total_steps:
         evaluation.check_tracked_metrics(run, run.eval_params(state), eval_step, {

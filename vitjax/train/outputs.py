@@ -19,6 +19,7 @@ from vitjax import parallel
 from vitjax.checkpoints.families import export_pretrained
 from vitjax.checkpoints.native import export_native
 from vitjax import report
+from vitjax.lora import run as lora_run
 from vitjax.train import evaluation
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,9 @@ def export_dir(run) -> str:
 
 def export(run, params, directory: str, metrics: dict | None = None) -> str:
     """Writes `params` (host arrays: `parallel.to_host`) in Hugging Face format (+ model card) when
-    the task has a transformers class, else in vitjax's own format."""
+    the task has a transformers class, else in vitjax's own format. LoRA adapters are merged into
+    the weights, and written alone in PEFT's format to `<directory>_adapter`."""
+    params = lora_run.export_adapter(run, params, directory)
     hf = run.task.hf_config()
     if hf is None:
         path = export_native(directory, run.spec, params, run.preprocessing, run.task.name,

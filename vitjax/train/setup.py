@@ -33,6 +33,7 @@ from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.data import pipeline, splits as splits_lib
 from vitjax.data.device_augment import train_transform
 from vitjax.data.records import ImageDataset
+from vitjax.lora import run as lora_run
 from vitjax.models.model import Model
 from vitjax.models.vit import ViT, ViTSpec
 from vitjax.train.fast_paths import backbone_options
@@ -206,7 +207,8 @@ def build_model(config, task_class: type[registry.Task], dataset: ImageDataset) 
     log.info("data %s: %s", dataset.source, {s: len(v) for s, v in dataset.splits.items()})
     task = task_class(config.task, dataset.class_names)
     spec, params, preprocessing, base = load_backbone(config, dataset.class_names)
-    model = Model(ViT(spec, **backbone_options(config.model)), task.make_head(spec))
+    model = lora_run.build_model(config.lora, Model(ViT(spec, **backbone_options(config.model)),
+                                                    task.make_head(spec)))
     params = _with_task_head(model, spec, params, config.seed, task.head_from_checkpoint(), base)
     return Built(task=task, spec=spec, model=model, preprocessing=preprocessing, init_params=params,
                  base=base)
@@ -224,7 +226,8 @@ def build_training(config, params: dict, spec: ViTSpec, dataset: ImageDataset) -
                                     name="config.train.eval_every")
     optimizer = optim.build_optimizer(config.optim, params, num_layers=spec.num_layers,
                                       steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                                      batch_size=config.train.batch_size)
+                                      batch_size=config.train.batch_size,
+                                      extra_rules=lora_run.optimizer_rules(config.lora))
     return dict(optimizer=optimizer, plateau=optim.build_plateau(config.optim),
                 steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                 eval_every_steps=max(1, min(eval_every, total_steps)))
@@ -274,8 +277,10 @@ def build_run(config, workdir: str, dataset: ImageDataset | None = None) -> Run:
         registry.load_plugins(config.task.plugins)
         task_class = registry.get_task(config.task.name)
     built = build_model(config, task_class, dataset)
-    return Run(config=config, workdir=workdir, mesh=mesh, dataset=dataset, **vars(built),
-               **build_training(config, built.init_params, built.spec, dataset))
+    training = build_training(config, built.init_params, built.spec, dataset)
+    built.init_params = lora_run.prepare_params(config.lora, built.init_params,
+                                                training["optimizer"].trainable_mask)
+    return Run(config=config, workdir=workdir, mesh=mesh, dataset=dataset, **vars(built), **training)
 
 
 def write_run_files(run: Run) -> None:

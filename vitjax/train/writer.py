@@ -1,4 +1,5 @@
-"""Metric logging: one JSON line per record in `metrics.jsonl` and TensorBoard event files.
+"""Metric logging: one JSON line per record in `metrics.jsonl`, TensorBoard event files, and any
+other sinks (experiment trackers, a sweep trial's pruning callback) handed every record.
 
 TensorBoard events are written with tensorboardX (clu's writers import TensorFlow). Only
 process 0 writes; the other processes get a writer that does nothing. A run first drops what an
@@ -18,31 +19,40 @@ import jax
 class MetricWriter:
     """Writes scalar metrics to `<workdir>/metrics.jsonl` and `<workdir>/tensorboard/`."""
 
-    def __init__(self, workdir: str, enabled: bool | None = None, start_step: int = 0):
+    def __init__(self, workdir: str, enabled: bool | None = None, start_step: int = 0,
+                 tensorboard: bool = True, sinks=()):
+        """`sinks`: more receivers of every `write` (trackers, a sweep's pruning callback)."""
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
+        self.sinks = list(sinks)
         self._jsonl = self._tb = None
         if self.enabled:
             SummaryWriter = _summary_writer_class()
             path = os.path.join(workdir, "metrics.jsonl")
             _drop_records_after(path, start_step)
             self._jsonl = open(path, "a", encoding="utf-8")
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step + 1)
+            if tensorboard:
+                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step + 1)
 
     def write(self, step: int, scalars: dict[str, float], prefix: str) -> None:
         """Logs `scalars` under `prefix` (e.g. "train", "validation") at `step`."""
-        if not self.enabled:
-            return
+        if self.enabled:
+            self._write(step, scalars, prefix)
+        for sink in self.sinks:  # after the record is on disk: a sink may stop the run (pruning)
+            sink.write(step, scalars, prefix)
+
+    def _write(self, step: int, scalars: dict[str, float], prefix: str) -> None:
         record = {"step": int(step), "split": prefix, "time": time.time(),
                   **{k: float(v) for k, v in scalars.items()}}
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
-        for k, v in scalars.items():
+        for k, v in scalars.items() if self._tb else ():
             self._tb.add_scalar(f"{prefix}/{k}", float(v), int(step))
 
     def close(self) -> None:
         if self.enabled:
             self._jsonl.close()
-            self._tb.close()
+            if self._tb:
+                self._tb.close()
 
 
 def _summary_writer_class():
