@@ -3,7 +3,8 @@
 JAX fixes its device count when it starts, so runs on 8 host devices, or as several processes
 joined by `jax.distributed`, happen in subprocesses running `tests/scale_worker.py`. A job is
 a dict: `workdir`, `data` (an image folder), `overrides` (dotted config keys) and optionally
-`interrupt` (Ctrl-C while the n-th batch is drawn, as a user would stop a run) or `shardings`
+`interrupt` (Ctrl-C while the n-th batch is drawn, as a user would stop a run), `sigterm`
+([process id, n]: that process alone gets a SIGTERM while its n-th batch is drawn) or `shardings`
 (no training: the train state's PartitionSpecs by path go to `<workdir>/shardings.json`).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -48,6 +50,25 @@ def interrupt_at(n: int | None):
         calls["n"] += 1
         if calls["n"] == n:
             raise KeyboardInterrupt
+        return real(local, mesh)
+
+    parallel.global_batch = counting if n else real
+    try:
+        yield
+    finally:
+        parallel.global_batch = real
+
+
+@contextlib.contextmanager
+def sigterm_at(n: int | None):
+    """Sends this process a SIGTERM (a preemption notice) when the n-th batch reaches the devices."""
+    real = parallel.global_batch
+    calls = {"n": 0}
+
+    def counting(local, mesh):
+        calls["n"] += 1
+        if calls["n"] == n:
+            os.kill(os.getpid(), signal.SIGTERM)
         return real(local, mesh)
 
     parallel.global_batch = counting if n else real

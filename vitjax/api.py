@@ -20,6 +20,7 @@ from vitjax.checkpoints.hf_export import export_hf
 from vitjax.checkpoints.hf_load import load_hf
 from vitjax.checkpoints.hf_names import DEFAULT_POOLING
 from vitjax.checkpoints.preprocessing import Preprocessing
+from vitjax.errors import BadValue
 from vitjax.models.model import Model, build_model
 from vitjax.models.vit import ViTSpec
 
@@ -55,8 +56,8 @@ class Classifier:
         """HF-layout float pixels [B, 3, H, W] (the processor's `pixel_values`) -> numpy logits [B, labels]."""
         pixel_values = jnp.asarray(pixel_values, jnp.float32)
         if pixel_values.ndim != 4 or pixel_values.shape[1] != self.spec.num_channels:
-            raise ValueError(f"pixel_values must be [batch, {self.spec.num_channels}, H, W] (HF layout), "
-                             f"got shape {tuple(pixel_values.shape)}")
+            raise BadValue(f"pixel_values must be [batch, {self.spec.num_channels}, H, W] (HF layout), "
+                           f"got shape {tuple(pixel_values.shape)}")
         return np.asarray(self._forward(self.params, pixel_values.transpose(0, 2, 3, 1)))
 
     def predict(self, images: Image.Image | str | os.PathLike | Iterable, top_k: int = 5,

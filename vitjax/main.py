@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 
@@ -77,10 +78,12 @@ def main(argv) -> None:
         else:
             modes.export(_CONFIG.value, _WORKDIR.value, _OUTPUT.value)
     except modes.UserError as e:
+        if os.environ.get("VITJAX_TRACEBACK"):
+            raise
         sys.exit(f"vitjax: {e}")
-    except KeyboardInterrupt as e:  # loop.Interrupted says which checkpoint it saved
+    except KeyboardInterrupt as e:  # preemption.Stopped / loop.Interrupted name the checkpoint
         print(f"vitjax: {str(e) or _INTERRUPTED}", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(getattr(e, "exit_code", 130))
 
 
 def run() -> None:

@@ -6,6 +6,8 @@ runtime, the workdir check) and hands over to the room that does the work.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
@@ -14,15 +16,9 @@ import shutil
 import jax
 
 from vitjax import config as config_lib
-from vitjax import parallel
+from vitjax import errors, parallel, workdir_lock
 
-# Errors a user can fix from the message alone; the CLI prints them without a traceback
-# (set VITJAX_TRACEBACK=1 to see one). OSError: missing files, permissions, a full disk.
-USER_ERRORS = (ValueError, KeyError, OSError, FloatingPointError)
-
-
-class UserError(Exception):
-    pass
+UserError = errors.UserError  # what the CLI prints as one line (VITJAX_TRACEBACK=1: with traceback)
 
 
 def enable_compilation_cache(path: str) -> None:
@@ -39,12 +35,13 @@ def _prepare(config) -> None:
 
 
 def _user_errors(fn):
+    """The mode, with an OSError (a missing file, permissions, a full disk: the user's to fix) as
+    a UserError. Every other exception but a UserError is a bug and keeps its traceback."""
+    @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as e:
-            if os.environ.get("VITJAX_TRACEBACK"):
-                raise
+        except OSError as e:
             raise UserError(f"{type(e).__name__}: {e}") from e
     return wrapped
 
@@ -64,18 +61,21 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
         if overwrite:
             remove = True
         elif diff:
-            raise ValueError(
+            raise errors.BadValue(
                 f"{workdir} holds a run with a different config ({'; '.join(diff[:8])}). "
                 f"Resuming it with this config would mix two runs. Use another --workdir, or "
                 f"pass --overwrite to delete the earlier run and start afresh.")
         elif not config.train.resume and os.path.isdir(os.path.join(workdir, "checkpoints")):
-            raise ValueError(f"{workdir} already holds checkpoints and config.train.resume=False; "
-                             f"pass --overwrite to start afresh, or drop resume=False to resume.")
+            raise errors.BadValue(f"{workdir} already holds checkpoints and config.train.resume=False; "
+                                  f"pass --overwrite to start afresh, or drop resume=False to resume.")
     parallel.sync("vitjax: workdir checked")
     if jax.process_index() == 0:
-        if remove:
+        if remove:  # the caller holds the workdir's lock: no live run's files are deleted
             logging.warning("--overwrite: removing the earlier run in %s", workdir)
-            shutil.rmtree(workdir)
+            for name in os.listdir(workdir):
+                if name != workdir_lock.LOCK:
+                    path = os.path.join(workdir, name)
+                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
         os.makedirs(workdir, exist_ok=True)
         config_lib.save(config, workdir)
     parallel.sync("vitjax: workdir ready")
@@ -85,8 +85,10 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
 def train(config, workdir: str, overwrite: bool = False) -> dict:
     from vitjax.train import loop
     _prepare(config)
-    prepare_workdir(config, workdir, overwrite)
-    return loop.train(config, workdir)
+    lock = workdir_lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:  # process 0 speaks for the run
+        prepare_workdir(config, workdir, overwrite)
+        return loop.train(config, workdir)
 
 
 def _model_dir(workdir: str | None, model: str | None) -> str:

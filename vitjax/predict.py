@@ -6,12 +6,13 @@ import json
 import os
 
 from vitjax.data.folders import IMAGE_EXTENSIONS
+from vitjax.errors import BadValue
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
     """Image paths from files and folders (folders walked recursively, sorted)."""
     if not inputs:
-        raise ValueError("--inputs is empty: pass image files and/or folders, comma-separated.")
+        raise BadValue("--inputs is empty: pass image files and/or folders, comma-separated.")
     paths = []
     for item in inputs:
         if os.path.isdir(item):
@@ -23,7 +24,7 @@ def expand_inputs(inputs: list[str]) -> list[str]:
         else:
             raise FileNotFoundError(f"--inputs: {item!r} is neither a file nor a folder.")
     if not paths:
-        raise ValueError(f"--inputs {inputs} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
+        raise BadValue(f"--inputs {inputs} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
     return paths
 
 

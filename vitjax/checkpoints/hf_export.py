@@ -19,6 +19,7 @@ from safetensors.numpy import save_file
 from vitjax.checkpoints import hf_names
 from vitjax.checkpoints.hf_load import CONFIG, PREPROCESSOR, WEIGHTS
 from vitjax.checkpoints.preprocessing import Preprocessing
+from vitjax.errors import BadValue
 from vitjax.models.vit import ViTSpec
 
 
@@ -42,8 +43,8 @@ def hf_config(spec: ViTSpec, pooling: str, id2label: dict[int, str]) -> dict:
     """The `config.json` dict for the exported classification model."""
     architecture = hf_names.ARCHITECTURES.get((spec.family, pooling))
     if architecture is None:
-        raise ValueError(f"no transformers class for a {spec.family} backbone with a {pooling!r} head; "
-                         f"exportable: {sorted(hf_names.ARCHITECTURES)}")
+        raise BadValue(f"no transformers class for a {spec.family} backbone with a {pooling!r} head; "
+                       f"exportable: {sorted(hf_names.ARCHITECTURES)}")
     labels = {int(k): str(v) for k, v in id2label.items()}
     return {
         "architectures": [architecture],

@@ -22,6 +22,7 @@ from safetensors.numpy import load_file
 from vitjax.checkpoints import hf_names
 from vitjax.checkpoints.posemb import resize_posemb
 from vitjax.checkpoints.preprocessing import Preprocessing
+from vitjax.errors import BadKey, BadValue
 from vitjax.models.model import build_model
 from vitjax.models.vit import FAMILIES, ViTSpec
 
@@ -103,8 +104,8 @@ def _read_config(path: str) -> dict:
     with open(path) as f:
         config = json.load(f)
     if config.get("model_type") not in FAMILIES:
-        raise ValueError(f"{path}: model_type={config.get('model_type')!r} is not supported; vitjax loads "
-                         f"model_type in {list(FAMILIES)} (ViT, DeiT, DINOv2 checkpoints).")
+        raise BadValue(f"{path}: model_type={config.get('model_type')!r} is not supported; vitjax loads "
+                       f"model_type in {list(FAMILIES)} (ViT, DeiT, DINOv2 checkpoints).")
     return config
 
 
@@ -114,10 +115,10 @@ def _target_labels(ckpt_labels: dict[int, str] | None, num_labels: int | None,
     if id2label is not None:
         id2label = {int(k): str(v) for k, v in id2label.items()}
         if sorted(id2label) != list(range(len(id2label))):
-            raise ValueError(f"id2label keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
+            raise BadValue(f"id2label keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
         if num_labels is not None and num_labels != len(id2label):
-            raise ValueError(f"num_labels={num_labels} conflicts with id2label, which has {len(id2label)} "
-                             "labels; pass only id2label (num_labels is then its length).")
+            raise BadValue(f"num_labels={num_labels} conflicts with id2label, which has {len(id2label)} "
+                           "labels; pass only id2label (num_labels is then its length).")
         return id2label
     if num_labels is not None:
         if ckpt_labels is not None and len(ckpt_labels) == num_labels:
@@ -137,8 +138,8 @@ def _choose_head(spec: ViTSpec, tensors: dict, config: dict, num_labels, id2labe
             ckpt_labels = {i: f"LABEL_{i}" for i in range(head_size)}
     labels = _target_labels(ckpt_labels, num_labels, id2label)
     if labels is None:
-        raise ValueError(f"{source} has no classification head (its model.safetensors holds only the "
-                         "backbone); pass num_labels=... or id2label={0: 'cat', ...} to add a new head.")
+        raise BadValue(f"{source} has no classification head (its model.safetensors holds only the "
+                       "backbone); pass num_labels=... or id2label={0: 'cat', ...} to add a new head.")
     # Keep the checkpoint's head for the same label set; a head of the right size whose classes
     # have other names (e.g. digits 0-4 -> 5-9) knows nothing of the new classes: start afresh.
     same_size = ckpt_pooling is not None and len(labels) == len(ckpt_labels)
@@ -153,14 +154,14 @@ def _convert(rows, tensors: dict, expected: dict, weights: str, spec: ViTSpec) -
     params = {}
     for hf, path, kind in rows:
         if hf not in tensors:
-            raise KeyError(f"{weights} has no tensor {hf!r} (needed for {path}); the file does not match its "
-                           f"config.json ({spec.family}, {spec.num_layers} layers, qkv_bias={spec.qkv_bias}). "
-                           "Re-save the checkpoint with transformers' save_pretrained.")
+            raise BadKey(f"{weights} has no tensor {hf!r} (needed for {path}); the file does not match its "
+                         f"config.json ({spec.family}, {spec.num_layers} layers, qkv_bias={spec.qkv_bias}). "
+                         "Re-save the checkpoint with transformers' save_pretrained.")
         value = hf_names.KINDS[kind].to_flax(tensors[hf].astype(np.float32))
         if value.shape != expected[path].shape:
-            raise ValueError(f"{weights}: tensor {hf!r} has shape {tuple(tensors[hf].shape)}, which does not "
-                             f"fit {path} {tuple(expected[path].shape)} implied by config.json; fix config.json "
-                             "(hidden_size, patch_size, image_size, ...) or the file.")
+            raise BadValue(f"{weights}: tensor {hf!r} has shape {tuple(tensors[hf].shape)}, which does not "
+                           f"fit {path} {tuple(expected[path].shape)} implied by config.json; fix config.json "
+                           "(hidden_size, patch_size, image_size, ...) or the file.")
         params[path] = np.ascontiguousarray(value)
     ignored = sorted(set(tensors) - {hf for hf, _, _ in rows})
     if ignored:

@@ -20,6 +20,8 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image, ImageOps
 
+from vitjax.errors import BadValue
+
 IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
 IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
 # Processors whose int `size` means the shortest edge (transformers' default_to_square=False).
@@ -31,8 +33,8 @@ def _hw(value: Any, key: str) -> tuple[int, int]:
         return value, value
     if isinstance(value, dict) and "height" in value and "width" in value:
         return int(value["height"]), int(value["width"])
-    raise ValueError(f"preprocessor_config.json: {key}={value!r} is not supported; expected an int or "
-                     "{'height': H, 'width': W}")
+    raise BadValue(f"preprocessor_config.json: {key}={value!r} is not supported; expected an int or "
+                   "{'height': H, 'width': W}")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -62,9 +64,9 @@ class Preprocessing:
 
     def __post_init__(self):
         if self.do_resize and (self.size is None) == (self.shortest_edge is None):
-            raise ValueError("Preprocessing needs exactly one of size=(H, W) or shortest_edge=N to resize")
+            raise BadValue("Preprocessing needs exactly one of size=(H, W) or shortest_edge=N to resize")
         if self.crop is None and (not self.do_resize or self.shortest_edge is not None):
-            raise ValueError("Preprocessing without a fixed resize size needs crop=(H, W) to fix the input size")
+            raise BadValue("Preprocessing without a fixed resize size needs crop=(H, W) to fix the input size")
 
     # --- construction -------------------------------------------------------------------------------
     @classmethod

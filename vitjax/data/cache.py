@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vitjax.data.transforms import load_rgb
+from vitjax.errors import BadValue
 
 
 class DecodedSource:
@@ -94,10 +95,10 @@ def cache_path(data_cfg, records, kind: str, shape, extra: str) -> str | None:
     if mode == "disk":
         folder = data_cfg.get("cache_dir")
         if not folder:
-            raise ValueError("config.data.cache='disk' needs config.data.cache_dir (a folder for the cache).")
+            raise BadValue("config.data.cache='disk' needs config.data.cache_dir (a folder for the cache).")
         os.makedirs(folder, exist_ok=True)
         return os.path.join(folder, name)
-    raise ValueError(f"config.data.cache={mode!r}: use 'none', 'ram' or 'disk'.")
+    raise BadValue(f"config.data.cache={mode!r}: use 'none', 'ram' or 'disk'.")
 
 
 def _remove(path: str) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from vitjax.data.sources import (CARVE, SPLIT_ALIASES, SPLITS, ImageDataset, RecordSource, SubsetSource,
                                  check_labels)
+from vitjax.errors import BadKey, BadValue
 
 SPLIT_FILE = "data_split.json"
 
@@ -34,8 +35,8 @@ def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) 
     """
     fractions = np.asarray(fractions, np.float64)
     if fractions.ndim != 1 or np.any(fractions < 0) or fractions.sum() <= 0:
-        raise ValueError(f"config.data.split_fractions must be non-negative with a positive sum, got "
-                         f"{fractions.tolist()}.")
+        raise BadValue(f"config.data.split_fractions must be non-negative with a positive sum, got "
+                       f"{fractions.tolist()}.")
     fractions = fractions / fractions.sum()
     labels = np.asarray(labels)
     position = np.zeros(len(labels))
@@ -54,8 +55,8 @@ def _find(raw: dict[str, RecordSource], split: str, configured: str | None, wher
         return None
     if configured is not None:
         if configured not in raw:
-            raise KeyError(f"{where}: config.data.{split}_split={configured!r} is not a split of the source; "
-                           f"its splits are {sorted(raw)}.")
+            raise BadKey(f"{where}: config.data.{split}_split={configured!r} is not a split of the source; "
+                         f"its splits are {sorted(raw)}.")
         return configured
     return next((alias for alias in SPLIT_ALIASES[split] if alias in raw), None)
 
@@ -64,15 +65,15 @@ def resolve_splits(source: str, raw: dict[str, RecordSource], class_names: list[
     """Builds the ImageDataset: named splits, corrupt files dropped if asked, missing splits carved."""
     names = {s: _find(raw, s, data_cfg.get(f"{s}_split"), source) for s in SPLITS}
     if names["train"] is None:
-        raise KeyError(f"{source}: no train split among {sorted(raw)}; set config.data.train_split.")
+        raise BadKey(f"{source}: no train split among {sorted(raw)}; set config.data.train_split.")
     splits: dict[str, RecordSource] = {}
     origin: dict[str, str] = {}
     for split, name in names.items():
         if name is None:
             continue
         if len(raw[name]) == 0:
-            raise ValueError(f"{source}: split '{name}' has no images. Add images or set "
-                             f"config.data.{split}_split to another split.")
+            raise BadValue(f"{source}: split '{name}' has no images. Add images or set "
+                           f"config.data.{split}_split to another split.")
         check_labels(raw[name], name, class_names, source)
         splits[split], origin[split] = raw[name], name
     if data_cfg.get("skip_corrupt", False):
@@ -87,9 +88,9 @@ def resolve_splits(source: str, raw: dict[str, RecordSource], class_names: list[
         train, carved = splits["train"], f"{origin['train']} (carved, seed {data_cfg.get('split_seed', 0)})"
         for split, indices in zip(keep, parts):
             if len(indices) == 0:
-                raise ValueError(f"{source}: carving '{split}' out of {len(train)} training images with "
-                                 f"split_fractions={tuple(fractions.values())} leaves it empty; add images "
-                                 "or raise its fraction.")
+                raise BadValue(f"{source}: carving '{split}' out of {len(train)} training images with "
+                               f"split_fractions={tuple(fractions.values())} leaves it empty; add images "
+                               "or raise its fraction.")
             splits[split] = SubsetSource(train, indices)
             origin[split] = carved
     dataset = ImageDataset(source=source, splits={s: splits[s] for s in SPLITS}, class_names=class_names,
@@ -144,10 +145,10 @@ def write_split(workdir: str, dataset: ImageDataset) -> str:
                     if previous.get("splits", {}).get(name, {}).get("ids") != current["splits"][name]["ids"]
                     or previous["splits"][name].get("labels") != current["splits"][name]["labels"]]
         if changed:
-            raise ValueError(f"The data split differs from the one recorded in {path} ({', '.join(changed)}): "
-                             "the data, config.data.source/split_* or skip_corrupt results changed since this "
-                             "run started. Restore them, or use a new workdir (or delete the file) to start "
-                             "over with the new split.")
+            raise BadValue(f"The data split differs from the one recorded in {path} ({', '.join(changed)}): "
+                           "the data, config.data.source/split_* or skip_corrupt results changed since this "
+                           "run started. Restore them, or use a new workdir (or delete the file) to start "
+                           "over with the new split.")
         return path
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vitjax.checkpoints.posemb import resize_grid
+from vitjax.errors import BadValue
 
 FAMILIES = ("vit", "deit", "dinov2")
 
@@ -56,7 +57,7 @@ REMAT_POLICIES = ("nothing_saveable", "dots_with_no_batch_dims_saveable", "dots_
 def _pair(value: Any) -> tuple[int, int]:
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
-            raise ValueError(f"expected an int or a (height, width) pair, got {value!r}")
+            raise BadValue(f"expected an int or a (height, width) pair, got {value!r}")
         return int(value[0]), int(value[1])
     return int(value), int(value)
 
@@ -87,13 +88,13 @@ class ViTSpec:
     def __post_init__(self):
         object.__setattr__(self, "image_size", _pair(self.image_size))
         if self.family not in FAMILIES:
-            raise ValueError(f"ViTSpec.family={self.family!r}; supported families: {', '.join(FAMILIES)}")
+            raise BadValue(f"ViTSpec.family={self.family!r}; supported families: {', '.join(FAMILIES)}")
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
+            raise BadValue(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
         if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"hidden_act={self.hidden_act!r} is not supported; use one of {sorted(ACTIVATIONS)}")
+            raise BadValue(f"hidden_act={self.hidden_act!r} is not supported; use one of {sorted(ACTIVATIONS)}")
         if min(self.image_size) < self.patch_size:
-            raise ValueError(f"image_size={self.image_size} is smaller than patch_size={self.patch_size}")
+            raise BadValue(f"image_size={self.image_size} is smaller than patch_size={self.patch_size}")
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -118,7 +119,7 @@ class ViTSpec:
         """Build from a transformers `config.json` dict (model_type vit, deit or dinov2)."""
         family = config.get("model_type")
         if family not in FAMILIES:
-            raise ValueError(
+            raise BadValue(
                 f"config.json has model_type={family!r}; vitjax supports model_type in {list(FAMILIES)}. "
                 "Pick a ViT, DeiT or DINOv2 checkpoint."
             )
@@ -302,7 +303,7 @@ class PatchEmbed(nn.Module):
     @nn.compact
     def __call__(self, images):
         if self.impl not in PATCH_EMBEDS:
-            raise ValueError(f"patch_embed={self.impl!r}; use one of {PATCH_EMBEDS}")
+            raise BadValue(f"patch_embed={self.impl!r}; use one of {PATCH_EMBEDS}")
         p, channels = self.patch_size, images.shape[-1]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, channels, self.features),
                             jnp.float32).astype(self.dtype)
@@ -365,7 +366,7 @@ class Encoder(nn.Module):
     def __call__(self, x, deterministic: bool):
         spec = self.spec
         if self.remat_policy not in REMAT_POLICIES:
-            raise ValueError(f"remat_policy={self.remat_policy!r}; use one of {REMAT_POLICIES}")
+            raise BadValue(f"remat_policy={self.remat_policy!r}; use one of {REMAT_POLICIES}")
         policy = getattr(jax.checkpoint_policies, self.remat_policy)
         block = nn.remat(Block, static_argnums=(2,), policy=policy) if self.remat else Block
         for i in range(spec.num_layers):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from vitjax.errors import BadValue
+
 
 @dataclasses.dataclass
 class Plateau:
@@ -34,13 +36,13 @@ class Plateau:
 
     def __post_init__(self):
         if self.mode not in ("min", "max"):
-            raise ValueError(f"optim.plateau.mode={self.mode!r}: use 'min' (losses) or 'max' (accuracies)")
+            raise BadValue(f"optim.plateau.mode={self.mode!r}: use 'min' (losses) or 'max' (accuracies)")
         if not 0 < self.factor < 1:
-            raise ValueError(f"optim.plateau.factor={self.factor}: use a factor in (0, 1) (1.0 turns plateau off)")
+            raise BadValue(f"optim.plateau.factor={self.factor}: use a factor in (0, 1) (1.0 turns plateau off)")
         if self.patience < 1 or self.cooldown < 0 or not 0 <= self.min_scale <= 1 or self.min_delta < 0:
-            raise ValueError(f"optim.plateau: need patience >= 1, cooldown >= 0, 0 <= min_scale <= 1 and "
-                             f"min_delta >= 0 (got patience={self.patience}, cooldown={self.cooldown}, "
-                             f"min_scale={self.min_scale}, min_delta={self.min_delta})")
+            raise BadValue(f"optim.plateau: need patience >= 1, cooldown >= 0, 0 <= min_scale <= 1 and "
+                           f"min_delta >= 0 (got patience={self.patience}, cooldown={self.cooldown}, "
+                           f"min_scale={self.min_scale}, min_delta={self.min_delta})")
 
     def update(self, value: float) -> float:
         """Record one evaluation's metric value and return the learning-rate scale to use next."""

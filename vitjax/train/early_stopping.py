@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from vitjax.errors import BadValue
+
 
 @dataclasses.dataclass
 class EarlyStopping:
@@ -20,7 +22,7 @@ class EarlyStopping:
 
     def __post_init__(self):
         if self.mode not in ("min", "max"):
-            raise ValueError(f"early-stopping mode must be 'min' or 'max', got {self.mode!r}")
+            raise BadValue(f"early-stopping mode must be 'min' or 'max', got {self.mode!r}")
 
     def improved(self, value: float) -> bool:
         if self.best is None:

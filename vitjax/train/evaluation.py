@@ -12,6 +12,7 @@ import os
 import jax
 
 from vitjax import parallel
+from vitjax.errors import BadKey
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,8 @@ def check_tracked_metrics(run, params, eval_step, tracked: dict[str, str]) -> No
     reported = run.task.summarize(jax.device_get(update.compute()))
     for key, metric in unknown.items():
         if metric not in reported:
-            raise KeyError(f"{key}={metric!r} is not a metric of the {run.task.name!r} task; it "
-                           f"produces {sorted(reported)}. Set {key} to one of them.")
+            raise BadKey(f"{key}={metric!r} is not a metric of the {run.task.name!r} task; it "
+                         f"produces {sorted(reported)}. Set {key} to one of them.")
 
 
 def report(run, params, eval_step, split: str, outdir: str) -> dict:
@@ -71,8 +72,8 @@ def evaluate_model(config, workdir: str, split: str) -> dict:
 
     run = setup.build_run(config, workdir)
     if split not in run.dataset.splits:
-        raise KeyError(f"--split {split!r} is not a split of {run.dataset.source}; "
-                       f"choose one of {sorted(run.dataset.splits)}.")
+        raise BadKey(f"--split {split!r} is not a split of {run.dataset.source}; "
+                     f"choose one of {sorted(run.dataset.splits)}.")
     state = run.init_state()
     summary = report(run, state.params, run.jit_eval_step(), split,
                      os.path.join(workdir, f"eval_{split}"))

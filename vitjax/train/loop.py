@@ -4,8 +4,10 @@
 resumes from the latest complete checkpoint when there is one, trains with an evaluation every
 `train.eval_every`, keeps the best and latest checkpoints, stops early when asked, and ends with
 the best checkpoint's validation/test reports and the run outputs (`outputs.finish`).
-Ctrl-C saves a checkpoint before stopping (and raises `Interrupted`, which says how to resume);
-a non-finite loss or non-finite parameters stop the run with the step named, and no checkpoint
+SIGTERM and Ctrl-C finish the step under way, save it and raise `preemption.Stopped` (which says
+where the checkpoint is; every process of a multi-process run stops at the same step); an optional
+`train.checkpoint_every` also saves between evaluations, bounding what a hard kill loses. A second
+Ctrl-C stops at once (`Interrupted`, saving only a state that matches its step); a non-finite loss or non-finite parameters stop the run with the step named, and no checkpoint
 is ever written from such a state, so the last good one stays the latest.
 """
 
@@ -20,16 +22,18 @@ import jax
 import jax.numpy as jnp
 
 from vitjax import optim
+from vitjax.errors import BadKey, UserError
 from vitjax.train import evaluation, outputs, setup
 from vitjax.train.checkpointing import Checkpointer
 from vitjax.train.early_stopping import EarlyStopping
+from vitjax.train.preemption import StopSignals, Stopped, signal_name
 from vitjax.train.progress import Progress
 from vitjax.train.writer import MetricWriter
 
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLoss(FloatingPointError):
+class NonFiniteLoss(UserError, FloatingPointError):
     pass
 
 
@@ -65,7 +69,7 @@ def train(config, workdir: str) -> dict:
         evaluation.check_tracked_metrics(run, run.eval_params(state), eval_step, {
             "config.train.best_metric": cfg.best_metric,
             **({"config.optim.plateau.metric": plateau.metric} if plateau else {})})
-    total, eval_every = run.total_steps, run.eval_every_steps
+    total, eval_every, checkpoint_every = run.total_steps, run.eval_every_steps, run.checkpoint_every_steps
     step = int(jax.device_get(state.step))
     progress = Progress(total, step, enabled=cfg.progress and jax.process_index() == 0)
     window, window_steps, window_start = None, 0, time.time()
@@ -87,42 +91,58 @@ def train(config, workdir: str) -> dict:
         done = host["history"][-1]["step"] if host["history"] else 0
         return step > done and (step % eval_every == 0 or step == total)
 
+    def save_as_is():
+        """Saves the current step, keeping an evaluation's metrics when it already ran."""
+        last = host["history"][-1] if host["history"] else {}
+        save(metrics=_validation_metrics(last) if last.get("step") == step else None)
+
+    signals = StopSignals()
     try:
-        while True:
-            if evaluation_due():
-                val = evaluation.evaluate(run, run.eval_params(state), eval_step, "validation")
-                writer.write(step, val, "validation")
-                record = {"step": step, "epoch": step / run.steps_per_epoch,
-                          **{f"train/{k}": v for k, v in train_summary.items()},
-                          **{f"validation/{k}": v for k, v in val.items()}}
-                host["history"].append(record)
-                stop = stopper.update(_tracked(val, cfg.best_metric, run))
-                host["early_stopping"] = stopper.state()
-                if plateau:
-                    scale = plateau.update(_tracked(val, plateau.metric, run))
-                    state = state.replace(opt_state=optim.set_lr_scale(state.opt_state, scale))
-                    host["plateau"] = plateau.state_dict()
-                save(metrics=_validation_metrics(record))
-                progress.epoch_table(record)
-                window_start = time.time()  # evaluation time is not training throughput
-                if stop:
-                    log.info("early stopping at step %d: no %s improvement in %d evaluations",
-                             step, cfg.best_metric, cfg.early_stopping_patience)
-            if step >= total or stop:
-                break
-            state, (update, grad_norm) = train_step(state, next(train_iter))
-            data_state = train_iter.get_state()
-            window = update if window is None else window.merge(update)
-            step, window_steps = step + 1, window_steps + 1
-            if step % cfg.log_every == 0 or step % eval_every == 0 or step == total:
-                train_summary = run.task.summarize(jax.device_get(window.compute()))
-                _check_finite(train_summary, step, run, ckpt.latest_step())
-                train_summary.update(
-                    lr=run.lr_at(step - 1, state.opt_state), grad_norm=float(grad_norm),
-                    images_per_s=window_steps * cfg.batch_size / max(time.time() - window_start, 1e-9))
-                writer.write(step, train_summary, "train")
-                progress.update(step, train_summary)
-                window, window_steps, window_start = None, 0, time.time()
+        with signals:
+            while True:
+                if signals.requested(step):
+                    save_as_is()
+                    ckpt.close()
+                    raise Stopped(_stopped(signal_name(signals.signum), step, total, ckpt.directory),
+                                  signals.signum)
+                if evaluation_due():
+                    val = evaluation.evaluate(run, run.eval_params(state), eval_step, "validation")
+                    writer.write(step, val, "validation")
+                    record = {"step": step, "epoch": step / run.steps_per_epoch,
+                              **{f"train/{k}": v for k, v in train_summary.items()},
+                              **{f"validation/{k}": v for k, v in val.items()}}
+                    host["history"].append(record)
+                    stop = stopper.update(_tracked(val, cfg.best_metric, run))
+                    host["early_stopping"] = stopper.state()
+                    if plateau:
+                        scale = plateau.update(_tracked(val, plateau.metric, run))
+                        state = state.replace(opt_state=optim.set_lr_scale(state.opt_state, scale))
+                        host["plateau"] = plateau.state_dict()
+                    save(metrics=_validation_metrics(record))
+                    progress.epoch_table(record)
+                    window_start = time.time()  # evaluation time is not training throughput
+                    if stop:
+                        log.info("early stopping at step %d: no %s improvement in %d evaluations",
+                                 step, cfg.best_metric, cfg.early_stopping_patience)
+                if step >= total or stop:
+                    break
+                state, (update, grad_norm) = train_step(state, next(train_iter))
+                data_state = train_iter.get_state()
+                window = update if window is None else window.merge(update)
+                step, window_steps = step + 1, window_steps + 1
+                if step % cfg.log_every == 0 or step % eval_every == 0 or step == total:
+                    train_summary = run.task.summarize(jax.device_get(window.compute()))
+                    _check_finite(train_summary, step, run, ckpt.latest_step())
+                    train_summary.update(
+                        lr=run.lr_at(step - 1, state.opt_state), grad_norm=float(grad_norm),
+                        images_per_s=window_steps * cfg.batch_size / max(time.time() - window_start, 1e-9))
+                    writer.write(step, train_summary, "train")
+                    progress.update(step, train_summary)
+                    window, window_steps, window_start = None, 0, time.time()
+                if checkpoint_every and step % checkpoint_every == 0 and not evaluation_due():
+                    save()
+    except Stopped:
+        raise
     except KeyboardInterrupt:
         try:
             # Nothing to save after Ctrl-C inside a step (jit took the donated state) or just
@@ -131,8 +151,7 @@ def train(config, workdir: str) -> dict:
             # ran is evaluated first thing on resume; one saved after it keeps its metrics.
             if _alive(state) and int(jax.device_get(state.step)) == step:
                 log.warning("interrupted at step %d: saving a checkpoint before stopping", step)
-                last = host["history"][-1] if host["history"] else {}
-                save(metrics=_validation_metrics(last) if last.get("step") == step else None)
+                save_as_is()
             latest = ckpt.latest_step()
         finally:
             ckpt.close()
@@ -169,11 +188,16 @@ def _interrupted(step: int, total: int, latest: int | None, directory: str) -> s
             f"{latest} in {directory}. Run the same command again to resume from it.")
 
 
+def _stopped(what: str, step: int, total: int, directory: str) -> str:
+    return (f"stopped by {what} at step {step} of {total}; saved the checkpoint of step {step} in "
+            f"{directory}. Run the same command again to resume from it.")
+
+
 def _tracked(val: dict, metric: str, run) -> float:
     if metric not in val:
-        raise KeyError(f"the metric {metric!r} (config.train.best_metric or "
-                       f"config.optim.plateau.metric) is not produced by the {run.task.name!r} "
-                       f"task; it produces {sorted(val)}.")
+        raise BadKey(f"the metric {metric!r} (config.train.best_metric or "
+                     f"config.optim.plateau.metric) is not produced by the {run.task.name!r} "
+                     f"task; it produces {sorted(val)}.")
     return float(val[metric])
 
 

@@ -51,6 +51,7 @@ class Run:
     steps_per_epoch: int
     total_steps: int
     eval_every_steps: int
+    checkpoint_every_steps: int = 0  # 0: checkpoints at evaluations only
 
     # ---- sizes -------------------------------------------------------------------------------
     @property
@@ -184,6 +185,9 @@ def build_run(config, workdir: str, dataset: ImageDataset | None = None) -> Run:
     eval_every = durations.to_steps(config.train.eval_every, steps_per_epoch=steps_per_epoch,
                                     total_steps=total_steps, batch_size=config.train.batch_size,
                                     name="config.train.eval_every")
+    checkpoint_every = durations.to_steps(
+        config.train.checkpoint_every, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+        batch_size=config.train.batch_size, name="config.train.checkpoint_every")
     optimizer = optim.build_optimizer(config.optim, params, num_layers=spec.num_layers,
                                       steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                                       batch_size=config.train.batch_size)
@@ -196,7 +200,8 @@ def build_run(config, workdir: str, dataset: ImageDataset | None = None) -> Run:
                model=model, preprocessing=preprocessing, init_params=params, base=base,
                optimizer=optimizer, plateau=optim.build_plateau(config.optim),
                steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-               eval_every_steps=max(1, min(eval_every, total_steps)))
+               eval_every_steps=max(1, min(eval_every, total_steps)),
+               checkpoint_every_steps=checkpoint_every)
 
 
 def load_backbone(config, class_names):
