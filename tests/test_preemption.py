@@ -6,6 +6,7 @@ tests/kill_resume.py (slow).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -32,7 +33,7 @@ def colours(tmp_path_factory):
 def _config(colours, **train):
     # 19 train images -> 2 steps of 8 per epoch, 6 steps; an evaluation every 3 epochs.
     return tiny_config(f"folder:{colours}", **{**dict(batch_size=8, epochs=3, eval_every="3 epochs",
-                                                      test_split=""), **train})
+                                                      log_every=5, test_split=""), **train})
 
 
 def _steps(workdir):
@@ -76,6 +77,14 @@ def test_sigterm_saves_the_step_under_way_and_the_resumed_run_equals_an_uninterr
     theirs = load_file(os.path.join(straight, "best", "model.safetensors"))
     for name in theirs:
         np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
+    assert _logged(workdir) == _logged(straight)  # the train metrics of steps 1-3 carried over
+
+
+def _logged(workdir):
+    """metrics.jsonl without timings."""
+    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+        return [{k: v for k, v in json.loads(line).items() if k not in ("time", "images_per_s")}
+                for line in f]
 
 
 def test_checkpoint_every_bounds_what_a_crash_loses(colours, tmp_path, monkeypatch):

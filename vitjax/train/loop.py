@@ -20,6 +20,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vitjax import optim
 from vitjax.errors import BadKey, UserError
@@ -73,6 +74,7 @@ def train(config, workdir: str) -> dict:
     step = int(jax.device_get(state.step))
     progress = Progress(total, step, enabled=cfg.progress and jax.process_index() == 0)
     window, window_steps, window_start = None, 0, time.time()
+    saved_window = host.get("window")  # merged into the first step's metrics after a resume
     train_summary = host.get("train_summary", {})
     run_start = time.time() - host["elapsed"]
     stop = stopper.patience > 0 and stopper.bad_evals >= stopper.patience
@@ -83,6 +85,7 @@ def train(config, workdir: str) -> dict:
     def save(metrics=None):
         host["elapsed"] = time.time() - run_start
         host["train_summary"] = train_summary  # for an evaluation still due when resumed
+        host["window"] = _window_to_json(window, window_steps)  # train metrics not yet logged
         _check_finite_params(state, step, run, ckpt.latest_step())
         ckpt.save(step, state, data_state, host, metrics=metrics)
 
@@ -128,6 +131,9 @@ def train(config, workdir: str) -> dict:
                     break
                 state, (update, grad_norm) = train_step(state, next(train_iter))
                 data_state = train_iter.get_state()
+                if saved_window:
+                    window, window_steps = _window_from_json(saved_window, update)
+                    saved_window = None
                 window = update if window is None else window.merge(update)
                 step, window_steps = step + 1, window_steps + 1
                 if step % cfg.log_every == 0 or step % eval_every == 0 or step == total:
@@ -168,6 +174,20 @@ def train(config, workdir: str) -> dict:
     best_state = state if best in (None, step) else ckpt.restore(best, state)[0]
     ckpt.close()
     return outputs.finish(run, best_state, eval_step, host, best_step=best or step)
+
+
+def _window_to_json(window, steps: int) -> dict | None:
+    """The train metrics accumulated since the last log line, exactly, as JSON for a checkpoint."""
+    if window is None:
+        return None
+    return {"leaves": [np.asarray(x).tolist() for x in jax.tree.leaves(jax.device_get(window))],
+            "steps": steps}
+
+
+def _window_from_json(saved: dict, like):
+    """(window, steps) from `_window_to_json`'s output, shaped like the metrics `like`."""
+    leaves = [np.asarray(v, np.asarray(x).dtype) for v, x in zip(saved["leaves"], jax.tree.leaves(like))]
+    return jax.tree.unflatten(jax.tree.structure(like), leaves), saved["steps"]
 
 
 def _validation_metrics(record: dict) -> dict[str, float]:
