@@ -186,8 +186,9 @@ def resolve(rules: Sequence[Rule], params, *, num_layers: int, layer_decay: floa
     unmatched = [p for p, i in owner.items() if i is None]
     if unmatched:
         raise BadValue(f"{len(unmatched)} parameter(s) match no rule of optim.param_groups/unfreeze/freeze: "
-                       f"{_sample(unmatched)}. Add a catch-all such as ('.*', 1.0) to optim.param_groups "
-                       f"or choose a freeze preset {PRESETS}")
+                       f"{_sample(unmatched)}. Add a catch-all such as ('.*', 1.0) to optim.param_groups, "
+                       f"or set optim.freeze to a preset that covers every parameter: 'full', 'head_only' "
+                       f"or 'last_n_blocks' (freeze='none' leaves them all to optim.param_groups)")
     used = set(owner.values())
     for i, rule in enumerate(rules):
         if rule.required and i not in used:
