@@ -8,7 +8,18 @@ Hugging Face format. Training runs through `python -m vitjax.main --config <file
 __version__ = "0.1.0"
 
 
-def load_pretrained(*args, **kwargs):
-    """See `vitjax.api.load_pretrained` (imported lazily to keep `import vitjax` cheap)."""
-    from vitjax.api import load_pretrained as _load
-    return _load(*args, **kwargs)
+_PUBLIC = ("load_pretrained", "Classifier")
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str):
+    """`vitjax.load_pretrained` and `vitjax.Classifier` are `vitjax.api`'s own (signature and help
+    included), imported on first use to keep `import vitjax` cheap."""
+    if name in _PUBLIC:
+        from vitjax import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'vitjax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_PUBLIC])

@@ -184,8 +184,12 @@ def known_depth(model_cfg) -> int | None:
     path = os.path.join(os.path.expanduser(model_cfg.checkpoint), "config.json")
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f).get("num_hidden_layers", ViTSpec.num_layers)
+    from vitjax.checkpoints import validate  # the checkpoint's own checks, made early
+    from vitjax.files import read_json
+
+    checkpoint_config = read_json(path, "download or save the checkpoint again")
+    validate.check_model_config(checkpoint_config, path)
+    return checkpoint_config.get("num_hidden_layers", ViTSpec.num_layers)
 
 
 def check_batch_divides(batch_size: int, key: str, devices: int) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import shutil
@@ -17,6 +16,7 @@ import jax
 
 from vitjax import config as config_lib
 from vitjax import errors, parallel, workdir_lock
+from vitjax.files import read_json
 
 UserError = errors.UserError  # what the CLI prints as one line (VITJAX_TRACEBACK=1: with traceback)
 
@@ -55,8 +55,7 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
     saved = os.path.join(workdir, "config.json")
     remove = False
     if os.path.exists(saved):
-        with open(saved, encoding="utf-8") as f:
-            previous = json.load(f)
+        previous = read_json(saved, "pass --overwrite to start afresh, or use another --workdir")
         diff = config_lib.differences(previous, config_lib.to_dict(config))
         if overwrite:
             remove = True

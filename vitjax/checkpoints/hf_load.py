@@ -9,20 +9,17 @@ resizes the position embeddings (bicubic, CLS/distillation kept).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 
 import jax
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
-from safetensors import safe_open
-from safetensors.numpy import load_file
-
-from vitjax.checkpoints import hf_names
+from vitjax.checkpoints import hf_names, validate
 from vitjax.checkpoints.posemb import resize_posemb
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.errors import BadKey, BadValue
+from vitjax.files import read_json
 from vitjax.models.model import build_model
 from vitjax.models.vit import FAMILIES, ViTSpec
 
@@ -91,28 +88,25 @@ def _download(repo_id: str) -> dict[str, str | None]:
     return {CONFIG: fetch(CONFIG, True), WEIGHTS: fetch(WEIGHTS, True), PREPROCESSOR: fetch(PREPROCESSOR, False)}
 
 
-def _read_tensors(path: str) -> dict[str, np.ndarray]:
-    """All tensors of a safetensors file as numpy; bfloat16 files, which numpy cannot read, go through JAX."""
-    try:
-        return load_file(path)
-    except TypeError:
-        with safe_open(path, framework="flax") as f:
-            return {name: np.asarray(f.get_tensor(name).astype(np.float32)) for name in f.keys()}
-
-
 def _read_config(path: str) -> dict:
-    with open(path) as f:
-        config = json.load(f)
+    config = read_json(path, "download or save the checkpoint again")
     if config.get("model_type") not in FAMILIES:
         raise BadValue(f"{path}: model_type={config.get('model_type')!r} is not supported; vitjax loads "
                        f"model_type in {list(FAMILIES)} (ViT, DeiT, DINOv2 checkpoints).")
+    validate.check_model_config(config, path)
     return config
 
 
 def _target_labels(ckpt_labels: dict[int, str] | None, num_labels: int | None,
                    id2label: dict | None) -> dict[int, str] | None:
     """The label set asked for: id2label if given, else num_labels generic names, else the checkpoint's."""
+    if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int)
+                                   or num_labels < 1):
+        raise BadValue(f"num_labels={num_labels!r}: a classifier needs at least one label; pass a whole "
+                       f"number >= 1 (or id2label).")
     if id2label is not None:
+        if not id2label:
+            raise BadValue("id2label is empty: a classifier needs at least one label.")
         id2label = {int(k): str(v) for k, v in id2label.items()}
         if sorted(id2label) != list(range(len(id2label))):
             raise BadValue(f"id2label keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
@@ -145,6 +139,10 @@ def _choose_head(spec: ViTSpec, tensors: dict, config: dict, num_labels, id2labe
     same_size = ckpt_pooling is not None and len(labels) == len(ckpt_labels)
     generic = ckpt_labels is not None and all(v == f"LABEL_{k}" for k, v in ckpt_labels.items())
     keep_head = same_size and (id2label is None or generic or labels == ckpt_labels)
+    if keep_head and labels != ckpt_labels:
+        log.warning("%s: keeping the checkpoint's trained head of %d classes, its generic labels %s "
+                    "renamed to %s; pass id2label of another size (or train) for a fresh head.",
+                    source, len(labels), list(ckpt_labels.values())[:3], list(labels.values())[:3])
     pooling = ckpt_pooling if keep_head else hf_names.DEFAULT_POOLING[spec.family]
     return pooling, labels, keep_head
 
@@ -173,8 +171,9 @@ def _read_preprocessing(path: str | None, spec: ViTSpec, source) -> Preprocessin
     if path is None:
         log.warning("%s has no %s; using ViTImageProcessor defaults at %s", source, PREPROCESSOR, spec.image_size)
         return Preprocessing.default(spec.image_size)
-    with open(path) as f:
-        return Preprocessing.from_hf(json.load(f))
+    config = read_json(path, "download or save the checkpoint again")
+    validate.check_preprocessor_config(config, path)
+    return Preprocessing.from_hf(config)
 
 
 def load_hf(name_or_dir, num_labels: int | None = None, id2label: dict | None = None,
@@ -183,7 +182,7 @@ def load_hf(name_or_dir, num_labels: int | None = None, id2label: dict | None = 
     files = resolve_files(name_or_dir)
     config = _read_config(files[CONFIG])
     spec = ViTSpec.from_hf_config(config)
-    tensors = _read_tensors(files[WEIGHTS])
+    tensors = validate.read_safetensors(files[WEIGHTS])
     pooling, labels, keep_head = _choose_head(spec, tensors, config, num_labels, id2label, name_or_dir)
     preprocessing = _read_preprocessing(files[PREPROCESSOR], spec, name_or_dir)
 

@@ -21,6 +21,7 @@ import numpy as np
 from vitjax.data.sources import (CARVE, SPLIT_ALIASES, SPLITS, ImageDataset, RecordSource, SubsetSource,
                                  check_labels)
 from vitjax.errors import BadKey, BadValue
+from vitjax.files import read_json
 
 SPLIT_FILE = "data_split.json"
 
@@ -137,8 +138,7 @@ def write_split(workdir: str, dataset: ImageDataset) -> str:
     text = json.dumps(payload, indent=1, ensure_ascii=True)  # ascii: non-UTF-8 names stay writable.
     path = os.path.join(workdir, SPLIT_FILE)
     if os.path.exists(path):
-        with open(path) as f:
-            previous = json.load(f)
+        previous = read_json(path, "delete it to record the current split afresh")
         current = json.loads(text)
         changed = [k for k in ("source", "class_names") if previous.get(k) != current[k]]
         changed += [f"splits/{name}" for name in current["splits"]
