@@ -7,6 +7,7 @@ checkpoint stays complete and restorable. `kill -9` at random moments: tests/kil
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import time
 
@@ -170,3 +171,43 @@ def test_ctrl_c_exits_130_with_one_line(monkeypatch, capsys, raised, line):
     assert exit_info.value.code == 130
     err = capsys.readouterr().err
     assert err.startswith(line) and err.count("\n") == 1 and "Traceback" not in err
+
+
+# --- a damaged checkpoint, the exported folder ------------------------------------------------------
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_complete_one(colours, tmp_path, caplog):
+    config = _config(colours, epochs=2, keep_best=2)
+    workdir = str(tmp_path / "run")
+    modes.train(config, workdir)
+    checkpoints = os.path.join(workdir, "checkpoints")
+    assert _steps(checkpoints) == ["2", "4"]
+    data_files = [os.path.join(d, f) for d, _, files in os.walk(os.path.join(checkpoints, "4", "state"))
+                  for f in files if os.path.basename(d) == "d"]
+    assert data_files
+    for path in data_files:  # its array data lost after it was committed
+        os.remove(path)
+    with caplog.at_level(logging.WARNING):
+        results = modes.train(config, workdir)
+    assert f"the checkpoint of step 4 in {checkpoints} is damaged" in caplog.text
+    assert "resuming from the previous complete checkpoint" in caplog.text
+    assert results["steps"] == 4 and _steps(checkpoints) == ["2", "4"]  # step 4 trained and saved again
+    assert os.path.isdir(os.path.join(checkpoints, ".damaged-4"))
+    assert _all_finite(_state(checkpoints, 4)["params"])
+
+
+def test_the_exported_folder_is_readable_by_all_and_export_mode_keeps_the_model_card(colours, tmp_path):
+    config = _config(colours, epochs=1, export=True, test_split="")
+    workdir = str(tmp_path / "run")
+    modes.train(config, workdir)
+    best = os.path.join(workdir, "best")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert {name: os.stat(os.path.join(best, name)).st_mode & 0o777 for name in os.listdir(best)} == {
+        name: 0o666 & ~mask for name in os.listdir(best)}
+    with open(os.path.join(best, "README.md"), encoding="utf-8") as f:
+        card = f.read()
+    assert "| validation |" in card
+    modes.export(config, workdir, None)  # into best/ again, from the checkpoint
+    with open(os.path.join(best, "README.md"), encoding="utf-8") as f:
+        assert f.read() == card

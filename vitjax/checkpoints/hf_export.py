@@ -73,7 +73,11 @@ def export_hf(directory: str | os.PathLike, spec: ViTSpec, params: dict, id2labe
         for name, content in ((CONFIG, config), (PREPROCESSOR, preprocessing.to_hf())):
             with open(os.path.join(staging, name), "w") as f:
                 json.dump(content, f, indent=2)
-        os.chmod(staging, 0o755)
+        mask = os.umask(0)
+        os.umask(mask)
+        for name in os.listdir(staging):  # safetensors writes 0600; the folder is shared like any other
+            os.chmod(os.path.join(staging, name), 0o666 & ~mask)
+        os.chmod(staging, 0o777 & ~mask)
         old = None
         if os.path.exists(directory):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.old.", dir=parent)

@@ -55,9 +55,10 @@ def train(config, workdir: str) -> dict:
             "plateau": plateau.state_dict() if plateau else None}
     state = run.init_state()
     train_iter = run.train_iterator()
-    latest = ckpt.latest_step() if cfg.resume else None
-    if latest is not None:
-        state, data_state, host = ckpt.restore(latest, state)
+    restored = ckpt.restore_latest(state) if cfg.resume else None
+    latest = restored[0] if restored else None
+    if restored:
+        _, state, data_state, host = restored
         train_iter.set_state(data_state)
         stopper.restore(host["early_stopping"])
         if plateau:
