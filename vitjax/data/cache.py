@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from vitjax.data.leftovers import remove_dead_ram_caches
 from vitjax.data.transforms import load_rgb
 from vitjax.errors import BadValue
 
@@ -89,6 +90,7 @@ def cache_path(data_cfg, records, kind: str, shape, extra: str) -> str | None:
     name = f"vitjax-{kind}-{shape[0]}x{shape[1]}-{_fingerprint(records, kind, shape, extra)}.u8"
     if mode == "ram":
         folder = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+        remove_dead_ram_caches(folder)
         path = os.path.join(folder, f"{os.getpid()}-{name}")
         atexit.register(_remove, path)
         return path

@@ -33,7 +33,7 @@ from absl import flags
 import numpy as np
 from PIL import Image
 
-from vitjax.data import transforms
+from vitjax.data import leftovers, transforms
 from vitjax.data.cache import DecodedSource, cache_path
 from vitjax.errors import BadValue
 
@@ -66,7 +66,8 @@ def _parallel(ds: grain.MapDataset, data_cfg, workers: int) -> grain.IterDataset
             # they are taken with their defaults. vitjax.main parses the command line first.
             flags.FLAGS.mark_as_parsed()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
-            num_workers=workers, per_worker_buffer_size=max(1, data_cfg.get("prefetch", 4))))
+            num_workers=workers, per_worker_buffer_size=max(1, data_cfg.get("prefetch", 4))),
+            worker_init_fn=leftovers.die_with_parent)
     return it_ds
 
 

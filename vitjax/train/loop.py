@@ -167,6 +167,7 @@ def train(config, workdir: str) -> dict:
         ckpt.close()  # a save under way completes: the last good checkpoint stays whole
         raise
     finally:
+        train_iter.close()  # its worker processes end here, not after the final evaluation
         progress.close()
         writer.close()
     host["elapsed"] = time.time() - run_start
