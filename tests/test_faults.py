@@ -211,3 +211,31 @@ def test_the_exported_folder_is_readable_by_all_and_export_mode_keeps_the_model_
     modes.export(config, workdir, None)  # into best/ again, from the checkpoint
     with open(os.path.join(best, "README.md"), encoding="utf-8") as f:
         assert f.read() == card
+
+
+def test_a_real_write_failure_is_one_message_without_orbax_tracebacks(tmp_path, caplog):
+    """The file-size limit makes the kernel refuse the write (EFBIG) as a full disk would (ENOSPC):
+    tensorstore reports it as a ValueError in orbax's background thread."""
+    import resource
+    import signal
+
+    directory = str(tmp_path / "checkpoints")
+    ckpt = Checkpointer(directory, metric="accuracy", mode="max")
+    ckpt.save(1, {"w": jnp.zeros(4)}, {}, {}, metrics={"accuracy": 0.5})
+    ckpt.wait()
+    big = {"w": jnp.asarray(np.random.default_rng(0).random(1_000_000), jnp.float32)}  # 4 MB, incompressible
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))
+    try:
+        with caplog.at_level(logging.INFO), pytest.raises(
+                CheckpointWriteError, match=r"could not write the checkpoint of step 2 to .*File too large.*"
+                                            r"intact \(latest: step 1\)\. Free disk space"):
+            ckpt.save(2, big, {}, {}, metrics={"accuracy": 0.6})
+            ckpt.wait()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+        ckpt.close()
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage()[:200] for r in caplog.records]
+    assert _steps(directory)[:1] == ["1"] and "2" not in _steps(directory)

@@ -39,6 +39,25 @@ class CheckpointWriteError(OSError):
     pass
 
 
+def _write_failure(e: BaseException) -> bool:
+    """A failure to write files: an OSError, or tensorstore's report of one (a ValueError)."""
+    return isinstance(e, OSError) or (isinstance(e, ValueError) and "os_error_code=" in str(e))
+
+
+class _ReportedHere(logging.Filter):
+    """Drops orbax's logged tracebacks of what this module reports itself in one message (a write
+    failure, as CheckpointWriteError) and of Ctrl-C, which is no failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or not (_write_failure(error) or isinstance(error, KeyboardInterrupt))
+
+
+_ORBAX_LOG = logging.getLogger("absl")  # orbax logs through absl.logging
+if not any(isinstance(f, _ReportedHere) for f in _ORBAX_LOG.filters):
+    _ORBAX_LOG.addFilter(_ReportedHere())
+
+
 class Checkpointer:
     """Keeps the latest checkpoint and the `keep_best` best by `metric` (mode "max"/"min")."""
 
@@ -108,8 +127,8 @@ class Checkpointer:
         """Turns an OSError of the save under way into a `CheckpointWriteError` saying what to do."""
         try:
             yield
-        except OSError as e:
-            if self._writing is None or isinstance(e, CheckpointWriteError):
+        except (OSError, ValueError) as e:
+            if self._writing is None or isinstance(e, CheckpointWriteError) or not _write_failure(e):
                 raise
             step, self._writing = self._writing, None
             self._manager.reload()  # what is on disk, not the failed step it had listed
