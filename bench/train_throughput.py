@@ -140,7 +140,7 @@ def measure(v: Variant, steps: int, warmup: int, repeats: int) -> dict:
     from vitjax import modes, parallel
     from vitjax.checkpoints.preprocessing import Preprocessing
     from vitjax.data import pipeline
-    from vitjax.data.sources import ArraySource, ImageDataset
+    from vitjax.data.records import ArraySource, ImageDataset
     from vitjax.train import setup
 
     if v.cache_dir:

@@ -10,7 +10,7 @@ Metrics (clu): loss, accuracy (exact-match accuracy for multi-label), top-k accu
 more than k classes, and, in evaluations, a summed confusion matrix (single-label) or per-label true
 positive, false positive and false negative counts plus the collected scores for average precision
 (multi-label), from which per-class and macro/weighted (micro) precision, recall and F1 are derived
-on the host. `ConfusionMatrix` also counts per-pixel labels with an ignore index, for segmentation.
+on the host. The confusion matrix is `vitjax.metrics.ConfusionMatrix`.
 """
 from __future__ import annotations
 
@@ -32,52 +32,15 @@ from sklearn import metrics as sklearn_metrics
 
 from vitjax.data.multilabel import MultiHotTransforms, open_multilabel
 from vitjax.data.pipeline import RecordTransforms
+from vitjax.errors import BadValue
+from vitjax.metrics import ConfusionMatrix
+from vitjax.models.heads import POOLINGS
 from vitjax.registry import Task, register_task
-from vitjax.train.report import plot_confusion_matrix, write_evaluation_report
+from vitjax.report import plot_confusion_matrix, write_evaluation_report
 
 # Multi-label predictions: a label is predicted when its sigmoid probability reaches this.
 MULTILABEL_THRESHOLD = 0.5
-POOLINGS = ("cls", "cls_distillation", "cls_mean")
 _STATS = ("precision", "recall", "f1")
-
-
-@flax.struct.dataclass
-class ConfusionMatrix(clu_metrics.Metric):
-    """Sums a [C, C] count matrix over batches and devices: rows are true classes, columns predicted.
-
-    Takes `logits` [B, ..., C], int `labels` [B, ...] and an optional bool `mask` [B] (or [B, ...]);
-    labels outside [0, C) (an ignore index such as 255 or -1) are not counted, so per-pixel labels
-    work as well as per-image ones. Build the class for C classes with `ConfusionMatrix.of_size(C)`.
-    """
-
-    counts: jnp.ndarray
-    num_classes: ClassVar[int] = 0
-
-    @classmethod
-    @functools.cache
-    def of_size(cls, num_classes: int) -> type[ConfusionMatrix]:
-        subclass = type(f"ConfusionMatrix{num_classes}", (cls,), {"num_classes": num_classes})
-        return flax.struct.dataclass(subclass)
-
-    @classmethod
-    def empty(cls) -> ConfusionMatrix:
-        return cls(counts=jnp.zeros((cls.num_classes, cls.num_classes), jnp.int32))
-
-    @classmethod
-    def from_model_output(cls, *, logits, labels, mask=None, **_) -> ConfusionMatrix:
-        counted = (labels >= 0) & (labels < cls.num_classes)
-        if mask is not None:
-            counted &= mask.astype(bool).reshape(mask.shape + (1,) * (labels.ndim - mask.ndim))
-        predicted = jnp.argmax(logits, axis=-1)
-        rows = jnp.where(counted, labels, 0).ravel()
-        counts = cls.empty().counts.at[rows, predicted.ravel()].add(counted.ravel().astype(jnp.int32))
-        return cls(counts=counts)
-
-    def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
-        return type(self)(counts=self.counts + other.counts)
-
-    def compute(self) -> jnp.ndarray:
-        return self.counts
 
 
 @flax.struct.dataclass
@@ -177,7 +140,6 @@ def precision_recall_f1(true_positives, false_positives, false_negatives) -> dic
 class Classification(Task):
     """Image classification over the backbone's pooled tokens with vitjax's `ClassificationHead`."""
 
-    label_fields = ("label",)
     best_metric = ("accuracy", "max")
 
     @classmethod
@@ -202,16 +164,16 @@ class Classification(Task):
     def __init__(self, config: ml_collections.ConfigDict, class_names: Sequence[str]):
         super().__init__(config, class_names)
         if not self.config.multilabel and self.num_classes < 2:
-            raise ValueError(
+            raise BadValue(
                 f"Single-label classification needs at least 2 classes; got {self.class_names}. "
                 f"Check the dataset's labels, or set config.task.multilabel=True."
             )
         if self.config.pooling not in (None, *POOLINGS):
-            raise ValueError(
+            raise BadValue(
                 f"config.task.pooling must be one of {POOLINGS} or None; got {self.config.pooling!r}."
             )
         if not 0.0 <= self.config.label_smoothing < 1.0:
-            raise ValueError(
+            raise BadValue(
                 f"config.task.label_smoothing must be in [0, 1); got {self.config.label_smoothing}."
             )
         self._metrics = {training: self._collection(training) for training in (False, True)}
@@ -246,13 +208,13 @@ class Classification(Task):
         """Float [B, C] targets from int [B] labels or float [B, C] (soft or multi-hot) labels."""
         if labels.ndim == 1 and jnp.issubdtype(labels.dtype, jnp.integer):
             if self.config.multilabel:
-                raise ValueError(
+                raise BadValue(
                     f"config.task.multilabel=True needs float multi-hot batch['label'] "
                     f"[B, {self.num_classes}]; got int labels of shape {labels.shape}."
                 )
             return jax.nn.one_hot(labels, self.num_classes, dtype=jnp.float32)
         if labels.shape[-1:] != (self.num_classes,):
-            raise ValueError(
+            raise BadValue(
                 f"batch['label'] has shape {labels.shape}; expected int [B] or float [B, {self.num_classes}]."
             )
         return labels.astype(jnp.float32)
@@ -273,11 +235,11 @@ class Classification(Task):
         return jnp.ones((batch_size,), bool) if valid is None else jnp.asarray(valid, bool)
 
     def loss(self, outputs, batch: dict) -> tuple[jnp.ndarray, dict]:
-        """Mean loss over valid rows (0 for a batch without any); no extra diagnostics."""
+        """Mean loss over valid rows (0 for a batch without any); aux: the per-example loss."""
         per_example = self._per_example_loss(outputs, batch["label"])
         valid = self._mask(batch, per_example.shape[0])
         total = jnp.sum(jnp.where(valid, per_example, 0.0))
-        return total / jnp.maximum(jnp.sum(valid), 1).astype(jnp.float32), {}
+        return total / jnp.maximum(jnp.sum(valid), 1).astype(jnp.float32), {"loss": per_example}
 
     def metrics(self, training: bool = False) -> type[clu_metrics.Collection]:
         """Evaluation: loss, accuracy, top-k, confusion matrix (single-label) or per-label counts and
@@ -299,11 +261,11 @@ class Classification(Task):
                 fields["confusion_matrix"] = ConfusionMatrix.of_size(self.num_classes)
         return clu_metrics.Collection.create(**fields)
 
-    def metric_inputs(self, outputs, batch: dict) -> dict[str, jnp.ndarray]:
+    def metric_inputs(self, outputs, batch: dict, aux: dict) -> dict[str, jnp.ndarray]:
         logits = outputs.astype(jnp.float32)
         labels = batch["label"]
         inputs = {
-            "loss": self._per_example_loss(logits, labels),
+            "loss": aux["loss"],
             "logits": logits,
             "mask": self._mask(batch, logits.shape[0]),
         }
@@ -429,30 +391,6 @@ class Classification(Task):
                                   title=f"Confusion matrix ({split})")
         write_evaluation_report(outdir, split, summary, rows, result)
         return result
-
-    def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
-        """The `top_k` most probable classes per image: {"indices": int [B, k], "probabilities": [B, k]}
-        (softmax probabilities, or per-label sigmoid probabilities in multi-label mode)."""
-        logits = outputs.astype(jnp.float32)
-        probabilities = jax.nn.sigmoid(logits) if self.config.multilabel else jax.nn.softmax(logits, axis=-1)
-        values, indices = jax.lax.top_k(probabilities, min(top_k, self.num_classes))
-        return {"indices": indices, "probabilities": values}
-
-    def prediction_records(
-        self, predictions: dict, sources: Sequence[str], outdir: str | os.PathLike
-    ) -> list[dict]:
-        """{"image", "label", "probability", "top_k": [{"label", "probability"}, ...]} per image; in
-        multi-label mode "labels" (those at or above 0.5 among the top k) replaces "label"/"probability"."""
-        records = []
-        for source, indices, values in zip(sources, np.asarray(predictions["indices"]),
-                                           np.asarray(predictions["probabilities"])):
-            top = [{"label": self.class_names[i], "probability": float(p)} for i, p in zip(indices, values)]
-            if self.config.multilabel:
-                chosen = [entry["label"] for entry in top if entry["probability"] >= MULTILABEL_THRESHOLD]
-                records.append({"image": source, "labels": chosen, "top_k": top})
-            else:
-                records.append({"image": source, **top[0], "top_k": top})
-        return records
 
     def hf_config(self) -> dict:
         """id2label/label2id and the problem type for transformers' *ForImageClassification config."""

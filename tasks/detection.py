@@ -44,12 +44,14 @@ import optax
 from clu import metrics as clu_metrics
 from ml_collections import config_dict
 
-from vitjax.data import paired, splits as splits_lib
+from vitjax.data import hf, paired, splits as splits_lib
 from vitjax.data.pipeline import RecordTransforms
-from vitjax.data.sources import SPLIT_ALIASES, ImageDataset
+from vitjax.data.records import SPLIT_ALIASES, ImageDataset
+from vitjax.data.source_spec import parse_source
 from vitjax.data.transforms import load_rgb
+from vitjax.errors import BadKey, BadValue
 from vitjax.registry import Task, register_task
-from vitjax.train.report import write_evaluation_report
+from vitjax.report import write_evaluation_report
 
 IOU_THRESHOLDS = np.round(np.arange(0.5, 0.951, 0.05), 2)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
@@ -195,14 +197,14 @@ def read_coco(path: Path) -> tuple[BoxSource, list[str]]:
         categories = sorted(data["categories"], key=lambda c: c["id"])
         images = data["images"]
     except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"{path} is not a COCO annotations file with 'images' and 'categories': {e}.") from e
+        raise BadValue(f"{path} is not a COCO annotations file with 'images' and 'categories': {e}.") from e
     index = {c["id"]: i for i, c in enumerate(categories)}
     boxes: dict[Any, list] = {image["id"]: [] for image in images}
     for annotation in data.get("annotations", []):
         if annotation.get("iscrowd", 0):
             continue
         if annotation["category_id"] not in index or annotation["image_id"] not in boxes:
-            raise ValueError(f"{path}: annotation {annotation.get('id')} names an unknown category or image.")
+            raise BadValue(f"{path}: annotation {annotation.get('id')} names an unknown category or image.")
         x, y, w, h = annotation["bbox"]
         boxes[annotation["image_id"]].append((x, y, x + w, y + h, index[annotation["category_id"]]))
     folder = path.parent
@@ -241,7 +243,7 @@ def scan_coco(root: str) -> tuple[dict[str, BoxSource], list[str]]:
     for split, file in files.items():
         splits[split], names[split] = read_coco(file)
     if len({tuple(n) for n in names.values()}) > 1:
-        raise ValueError(f"The COCO files under {path} have different categories: {names}.")
+        raise BadValue(f"The COCO files under {path} have different categories: {names}.")
     return splits, next(iter(names.values()))
 
 
@@ -264,19 +266,19 @@ def from_hf(dataset, data_cfg, task_cfg,
     if isinstance(dataset, datasets.Dataset):
         dataset = datasets.DatasetDict({"train": dataset})
     first = next(iter(dataset.values()))
-    image_col = data_cfg.get("image_column") or next(
+    image_col = data_cfg.image_column or next(
         (c for c in ("image", "img") if c in first.column_names), None)
     objects_col = task_cfg.get("objects_column") or "objects"
     for column, key in ((image_col, "config.data.image_column"), (objects_col, "config.task.objects_column")):
         if column not in first.column_names:
-            raise KeyError(f"{name}: no column {column!r} ({key}); the columns are {first.column_names}.")
+            raise BadKey(f"{name}: no column {column!r} ({key}); the columns are {first.column_names}.")
     objects = first.features[objects_col]
     fields = objects.feature if isinstance(objects, (datasets.Sequence, datasets.LargeList, datasets.List)) \
         else objects
     class_names = task_cfg.get("class_names") or _class_label_names(fields.get("category"))
     if not class_names:
-        raise ValueError(f"{name}: {objects_col}['category'] is not a ClassLabel; "
-                         "set config.task.class_names.")
+        raise BadValue(f"{name}: {objects_col}['category'] is not a ClassLabel; "
+                       "set config.task.class_names.")
     xywh = (task_cfg.get("box_format") or "xywh") == "xywh"
     splits = {}
     for split_name, split in dataset.items():
@@ -313,8 +315,8 @@ class BoxTransforms:
         boxes, kept = paired.apply_to_boxes(record["boxes"], view, self.size)
         boxes, classes = boxes[kept], record["classes"][kept]
         if len(boxes) > self.max_boxes:
-            raise ValueError(f"{record['name']} has {len(boxes)} boxes, more than config.task.max_boxes="
-                             f"{self.max_boxes}; raise it.")
+            raise BadValue(f"{record['name']} has {len(boxes)} boxes, more than config.task.max_boxes="
+                           f"{self.max_boxes}; raise it.")
         padded = np.zeros((self.max_boxes, 4), np.float32)
         padded[:len(boxes)] = boxes
         return {"image": paired.apply_to_image(image, view, self.size, self.resample), "boxes": padded,
@@ -342,7 +344,6 @@ def _valid_rows(batch: dict, batch_size: int) -> jnp.ndarray:
 class Detection(Task):
     """Object detection with a dense anchor-free head (see the module docstring)."""
 
-    label_fields = ("boxes", "classes", "box_valid")
     best_metric = ("map", "max")
 
     @classmethod
@@ -372,11 +373,11 @@ class Detection(Task):
     def __init__(self, config: ml_collections.ConfigDict, class_names: Sequence[str]):
         super().__init__(config, class_names)
         if self.config.box_format not in BOX_FORMATS:
-            raise ValueError(f"config.task.box_format must be one of {BOX_FORMATS}; "
-                             f"got {self.config.box_format!r}.")
+            raise BadValue(f"config.task.box_format must be one of {BOX_FORMATS}; "
+                           f"got {self.config.box_format!r}.")
         for key in ("max_boxes", "max_detections"):
             if self.config[key] < 1:
-                raise ValueError(f"config.task.{key} must be >= 1; got {self.config[key]}.")
+                raise BadValue(f"config.task.{key} must be >= 1; got {self.config[key]}.")
         fields = {name: clu_metrics.Average.from_output(name) for name in ("loss", "class_loss", "box_loss")}
         collected = clu_metrics.CollectingMetric.from_outputs(
             ("pred_boxes", "pred_scores", "pred_classes", "true_boxes", "true_classes", "true_valid", "mask"))
@@ -386,22 +387,15 @@ class Detection(Task):
     # ---- data ----------------------------------------------------------------------------------
     @classmethod
     def open_source(cls, data_cfg, task_cfg) -> ImageDataset:
-        source = data_cfg.source
-        kind, _, rest = source.partition(":")
-        if kind == "hf" and rest:
-            import datasets
-
-            name, _, config_name = rest.partition(":")
-            raw, class_names = from_hf(datasets.load_dataset(name, config_name or None), data_cfg, task_cfg,
-                                       name=source)
-        elif kind in ("coco", "folder") and rest or os.path.exists(os.path.expanduser(source)):
-            raw, class_names = scan_coco(rest if kind in ("coco", "folder") and rest else source)
+        spec = parse_source(data_cfg.source, ("hf", "coco", "folder", "path"),
+                            "'coco:PATH' (a COCO annotations file or folder) or 'hf:NAME[:CONFIG]' (a dataset "
+                            "with an objects column)")
+        if spec.kind == "hf":
+            raw, class_names = from_hf(hf.load_dataset_dict(spec), data_cfg, task_cfg, name=spec.text)
         else:
-            raise ValueError(f"config.data.source={source!r}: detection reads 'coco:PATH' (a COCO "
-                             "annotations file or folder) or 'hf:NAME[:CONFIG]' (a dataset with an objects "
-                             "column).")
+            raw, class_names = scan_coco(spec.name)
         class_names = list(task_cfg.get("class_names") or class_names)
-        return splits_lib.resolve_splits(source, raw, class_names, data_cfg)
+        return splits_lib.resolve_splits(spec.text, raw, class_names, data_cfg)
 
     def data_transforms(self, preprocessing, data_cfg) -> RecordTransforms:
         size = tuple(preprocessing.input_size)
@@ -457,25 +451,26 @@ class Detection(Task):
         return class_loss, box_loss, positive.sum(axis=1).astype(jnp.float32)
 
     def loss(self, outputs, batch: dict) -> tuple[jnp.ndarray, dict]:
-        """(class loss + box loss) summed over the batch, over the number of positive cells."""
+        """(class loss + box loss) summed over the batch, over the number of positive cells; aux: the
+        per-image loss, class loss and box loss (each over the image's positive cells), which the
+        metrics average into the logs."""
         class_loss, box_loss, positives = self._per_image_losses(outputs, batch)
         scale = 1.0 / jnp.maximum(positives.sum(), 1.0)
-        return (class_loss.sum() + box_loss.sum()) * scale, {"class_loss": class_loss.sum() * scale,
-                                                             "box_loss": box_loss.sum() * scale}
+        per_image = 1.0 / jnp.maximum(positives, 1.0)
+        aux = {"loss": (class_loss + box_loss) * per_image, "class_loss": class_loss * per_image,
+               "box_loss": box_loss * per_image}
+        return (class_loss.sum() + box_loss.sum()) * scale, aux
 
     def metrics(self, training: bool = False) -> type[clu_metrics.Collection]:
         """Training: loss, class_loss, box_loss (per-image, averaged). Evaluation: those and the
         collected detections and truths for the host-side mAP."""
         return self._metrics[training]
 
-    def metric_inputs(self, outputs, batch: dict) -> dict[str, jnp.ndarray]:
-        class_loss, box_loss, positives = self._per_image_losses(outputs, batch)
-        scale = 1.0 / jnp.maximum(positives, 1.0)
-        mask = _valid_rows(batch, positives.shape[0])
+    def metric_inputs(self, outputs, batch: dict, aux: dict) -> dict[str, jnp.ndarray]:
+        mask = _valid_rows(batch, aux["loss"].shape[0])
         boxes, classes, valid = self._normalised_truth(batch)
-        detections = self.predict(outputs, self.config.max_detections)
-        return {"loss": (class_loss + box_loss) * scale, "class_loss": class_loss * scale,
-                "box_loss": box_loss * scale, "mask": mask,
+        detections = self.detections(outputs, self.config.max_detections)
+        return {**aux, "mask": mask,
                 "pred_boxes": detections["boxes"], "pred_scores": detections["scores"],
                 "pred_classes": detections["classes"], "true_boxes": boxes, "true_classes": classes,
                 "true_valid": valid}
@@ -523,7 +518,7 @@ class Detection(Task):
         return result
 
     # ---- prediction ----------------------------------------------------------------------------
-    def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
+    def detections(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
         """The `top_k` best detections per image among the cells that are a 3x3 local maximum of their
         class score: {"boxes": [B, k, 4] normalised xyxy, "scores": [B, k], "classes": int32 [B, k]}."""
         scores = jax.nn.sigmoid(outputs["class_logits"])
@@ -536,16 +531,3 @@ class Detection(Task):
         boxes = jnp.take_along_axis(outputs["boxes"].reshape(batch_size, -1, 4), cells[..., None], axis=1)
         return {"boxes": jnp.clip(boxes, 0.0, 1.0), "scores": best,
                 "classes": (index % num_classes).astype(jnp.int32)}
-
-    def prediction_records(self, predictions: dict, sources: Sequence[str],
-                           outdir: str | os.PathLike) -> list[dict]:
-        """{"image", "detections": [{"label", "score", "box": normalised [x0, y0, x1, y1]}]} per image,
-        the detections at or above `score_threshold`."""
-        records = []
-        for source, boxes, scores, classes in zip(sources, *(np.asarray(predictions[key])
-                                                             for key in ("boxes", "scores", "classes"))):
-            keep = scores >= self.config.score_threshold
-            records.append({"image": str(source), "detections": [
-                {"label": self.class_names[c], "score": float(s), "box": [float(v) for v in b]}
-                for b, s, c in zip(boxes[keep], scores[keep], classes[keep])]})
-        return records

@@ -6,8 +6,9 @@ logits are upsampled bilinearly to the label mask's size for the loss and the me
 
 Loss: per-pixel cross-entropy averaged over the labelled pixels of valid rows; pixels equal to
 `ignore_index` (and labels outside the classes) do not count. Metrics: a summed confusion matrix
-(classification's `ConfusionMatrix`, which takes per-pixel labels), from which mean IoU (over classes
-present in the labels or predictions), per-class IoU and accuracy, and pixel accuracy are derived.
+(`vitjax.metrics.ConfusionMatrix`, which takes per-pixel labels), from which mean IoU and mean Dice
+(over classes present in the labels or predictions), per-class IoU, Dice and accuracy, and pixel
+accuracy are derived (`vitjax.metrics.iou_stats`).
 
 Data (`open_source`): "folder:ROOT" (or a plain folder) holding `images/` and `masks/` with the same
 file stems — or split folders `ROOT/{train,validation,test}/{images,masks}` — with the class names
@@ -39,14 +40,16 @@ from clu import metrics as clu_metrics
 from ml_collections import config_dict
 from PIL import Image
 
-from tasks.classification import ConfusionMatrix
-from vitjax.data import paired, splits as splits_lib
+from vitjax.errors import BadKey, BadValue
+from vitjax.metrics import ConfusionMatrix, iou_stats
+from vitjax.data import hf, paired, splits as splits_lib
 from vitjax.data.folders import IMAGE_EXTENSIONS
 from vitjax.data.pipeline import RecordTransforms
-from vitjax.data.sources import SPLIT_ALIASES, ImageDataset
+from vitjax.data.records import SPLIT_ALIASES, ImageDataset
+from vitjax.data.source_spec import parse_source
 from vitjax.data.transforms import load_rgb
 from vitjax.registry import Task, register_task
-from vitjax.train.report import plot_confusion_matrix, write_evaluation_report
+from vitjax.report import plot_confusion_matrix, write_evaluation_report
 
 IMAGE_COLUMNS = ("image", "img", "pixel_values")
 MASK_COLUMNS = ("annotation", "mask", "segmentation", "semantic_map", "label")
@@ -113,8 +116,8 @@ def _stems(folder: Path) -> dict[str, Path]:
         if path.name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
             continue
         if path.stem in found:
-            raise ValueError(f"{folder} holds two files with the stem {path.stem!r}: {found[path.stem].name} "
-                             f"and {path.name}; keep one.")
+            raise BadValue(f"{folder} holds two files with the stem {path.stem!r}: {found[path.stem].name} "
+                           f"and {path.name}; keep one.")
         found[path.stem] = path
     return found
 
@@ -129,10 +132,10 @@ def scan_pairs(root: Path) -> list[tuple[str, str]]:
     image_files, mask_files = _stems(images), _stems(masks)
     unmatched = sorted(set(image_files) ^ set(mask_files))
     if unmatched:
-        raise ValueError(f"{root}: {len(unmatched)} file stem(s) appear in only one of images/ and masks/, "
-                         f"e.g. {unmatched[:5]}; every image needs a mask with the same stem.")
+        raise BadValue(f"{root}: {len(unmatched)} file stem(s) appear in only one of images/ and masks/, "
+                       f"e.g. {unmatched[:5]}; every image needs a mask with the same stem.")
     if not image_files:
-        raise ValueError(f"{images} holds no images.")
+        raise BadValue(f"{images} holds no images.")
     return [(str(image_files[stem]), str(mask_files[stem])) for stem in image_files]
 
 
@@ -153,11 +156,11 @@ def _column(columns: Sequence[str], configured: str | None, names: Sequence[str]
     """The configured column, else the first of `names` present."""
     if configured is not None:
         if configured not in columns:
-            raise KeyError(f"{where}: {key}={configured!r} is not a column; the columns are {list(columns)}.")
+            raise BadKey(f"{where}: {key}={configured!r} is not a column; the columns are {list(columns)}.")
         return configured
     found = next((name for name in names if name in columns), None)
     if found is None:
-        raise KeyError(f"{where}: none of the columns {list(columns)} is one of {list(names)}; set {key}.")
+        raise BadKey(f"{where}: none of the columns {list(columns)} is one of {list(names)}; set {key}.")
     return found
 
 
@@ -170,7 +173,7 @@ def from_hf(dataset, data_cfg, task_cfg, name: str = "hf:<in-memory>") -> dict[s
         dataset = datasets.DatasetDict({"train": dataset})
     splits = {}
     for split_name, split in dataset.items():
-        columns = (_column(split.column_names, data_cfg.get("image_column"), IMAGE_COLUMNS,
+        columns = (_column(split.column_names, data_cfg.image_column, IMAGE_COLUMNS,
                            "config.data.image_column", name),
                    _column(split.column_names, task_cfg.get("mask_column"), MASK_COLUMNS,
                            "config.task.mask_column", name))
@@ -191,9 +194,9 @@ def class_names_of(source_root: str | None, task_cfg) -> list[str]:
         path = Path(source_root).expanduser() / CLASSES_FILE
         if path.is_file():
             return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    raise ValueError("Segmentation needs its class names (mask value i is class i): set "
-                     "config.task.class_names, or write a classes.txt (one name per line) in the data "
-                     "folder.")
+    raise BadValue("Segmentation needs its class names (mask value i is class i): set "
+                   "config.task.class_names, or write a classes.txt (one name per line) in the data "
+                   "folder.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,8 +213,8 @@ class PairTransforms:
         image = load_rgb(record["image"], record["name"])
         mask = paired.load_mask(record["mask"], record["name"])
         if mask.shape != (image.height, image.width):
-            raise ValueError(f"{record['name']}: the mask is {mask.shape[1]}x{mask.shape[0]} but the image "
-                             f"is {image.width}x{image.height}; a mask has one label per image pixel.")
+            raise BadValue(f"{record['name']}: the mask is {mask.shape[1]}x{mask.shape[0]} but the image "
+                           f"is {image.width}x{image.height}; a mask has one label per image pixel.")
         if self.reduce_labels:  # 0 is "unlabelled"; class i + 1 becomes class i.
             mask = np.where(mask == 0, self.ignore_index, mask - 1)
         return image, mask
@@ -231,22 +234,6 @@ class PairTransforms:
         return self._example(image, mask, paired.full_view(image.height, image.width))
 
 
-def iou_stats(matrix: np.ndarray) -> dict[str, np.ndarray | float]:
-    """From a [C, C] confusion matrix (rows true, columns predicted): per-class IoU and accuracy (NaN
-    for a class absent from both labels and predictions / from the labels), mean IoU over the classes
-    with an IoU, pixel accuracy (NaN without labelled pixels)."""
-    matrix = np.asarray(matrix, np.float64)
-    true_positives = np.diag(matrix)
-    labelled, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
-    union = labelled + predicted - true_positives
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, true_positives / union, np.nan)
-        accuracy = np.where(labelled > 0, true_positives / labelled, np.nan)
-        pixel_accuracy = true_positives.sum() / matrix.sum() if matrix.sum() else np.nan
-    mean_iou = float(np.nanmean(iou)) if np.isfinite(iou).any() else np.nan
-    return {"iou": iou, "accuracy": accuracy, "mean_iou": mean_iou, "pixel_accuracy": float(pixel_accuracy)}
-
-
 def _none_if_nan(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
@@ -255,7 +242,6 @@ def _none_if_nan(value: float) -> float | None:
 class Segmentation(Task):
     """Semantic segmentation: per-pixel classes from the patch tokens (see the module docstring)."""
 
-    label_fields = ("mask",)
     best_metric = ("mean_iou", "max")
 
     @classmethod
@@ -279,36 +265,31 @@ class Segmentation(Task):
     def __init__(self, config: ml_collections.ConfigDict, class_names: Sequence[str]):
         super().__init__(config, class_names)
         if 0 <= self.config.ignore_index < self.num_classes:
-            raise ValueError(f"config.task.ignore_index={self.config.ignore_index} is one of the "
-                             f"{self.num_classes} classes; use a value outside 0..{self.num_classes - 1} "
-                             "(255).")
+            raise BadValue(f"config.task.ignore_index={self.config.ignore_index} is one of the "
+                           f"{self.num_classes} classes; use a value outside 0..{self.num_classes - 1} "
+                           "(255).")
         if self.config.upsample_steps < 0:
-            raise ValueError(f"config.task.upsample_steps must be >= 0; got {self.config.upsample_steps}.")
+            raise BadValue(f"config.task.upsample_steps must be >= 0; got {self.config.upsample_steps}.")
         self._metrics = clu_metrics.Collection.create(
             loss=clu_metrics.Average.from_output("loss"),
             confusion_matrix=ConfusionMatrix.of_size(self.num_classes))
-        self._output_size: tuple[int, int] | None = None
 
     # ---- data ----------------------------------------------------------------------------------
     @classmethod
     def open_source(cls, data_cfg, task_cfg) -> ImageDataset:
-        source = data_cfg.source
-        kind, _, rest = source.partition(":")
-        if kind == "hf" and rest:
-            import datasets
-
-            name, _, config_name = rest.partition(":")
-            raw = from_hf(datasets.load_dataset(name, config_name or None), data_cfg, task_cfg, name=source)
+        spec = parse_source(data_cfg.source, ("hf", "folder", "path"),
+                            "'folder:PATH' (images/ + masks/) or 'hf:NAME[:CONFIG]' (an image and an annotation "
+                            "column)")
+        if spec.kind == "hf":
+            raw = from_hf(hf.load_dataset_dict(spec), data_cfg, task_cfg, name=spec.text)
             class_names = class_names_of(None, task_cfg)
         else:
-            root = rest if kind == "folder" and rest else source
-            if not os.path.isdir(os.path.expanduser(root)):
-                raise ValueError(f"config.data.source={source!r}: segmentation reads 'folder:PATH' "
-                                 "(images/ + masks/) or 'hf:NAME[:CONFIG]' (an image and an annotation "
-                                 "column).")
-            raw = scan_folder(root)
-            class_names = class_names_of(root, task_cfg)
-        return splits_lib.resolve_splits(source, raw, class_names, data_cfg)
+            if not os.path.isdir(spec.path):
+                raise BadValue(f"config.data.source={spec.text!r}: segmentation reads a folder holding "
+                               "images/ and masks/; this is not a folder.")
+            raw = scan_folder(spec.name)
+            class_names = class_names_of(spec.name, task_cfg)
+        return splits_lib.resolve_splits(spec.text, raw, class_names, data_cfg)
 
     def data_transforms(self, preprocessing, data_cfg) -> RecordTransforms:
         size = tuple(preprocessing.input_size)
@@ -320,7 +301,6 @@ class Segmentation(Task):
 
     # ---- model, loss, metrics ------------------------------------------------------------------
     def make_head(self, spec: Any) -> nn.Module:
-        self._output_size = tuple(spec.image_size)
         return SegmentationHead(self.num_classes, self.config.upsample_steps, self.config.head_channels)
 
     @staticmethod
@@ -346,33 +326,34 @@ class Segmentation(Task):
         return jnp.sum(jnp.where(counted, losses, 0.0), axis=(1, 2)), jnp.sum(counted, axis=(1, 2))
 
     def loss(self, outputs, batch: dict) -> tuple[jnp.ndarray, dict]:
-        """Cross-entropy averaged over every counted pixel of the batch."""
-        total, count = self._per_image_loss(*self._pixels(outputs, batch))
-        return jnp.sum(total) / jnp.maximum(jnp.sum(count), 1).astype(jnp.float32), {}
+        """Cross-entropy averaged over every counted pixel of the batch; aux: each image's mean over
+        its counted pixels ("loss"), the logits at mask size, the labels and the images counted."""
+        logits, labels, counted = self._pixels(outputs, batch)
+        total, count = self._per_image_loss(logits, labels, counted)
+        aux = {"loss": total / jnp.maximum(count, 1), "logits": logits, "labels": labels, "mask": count > 0}
+        return jnp.sum(total) / jnp.maximum(jnp.sum(count), 1).astype(jnp.float32), aux
 
     def metrics(self, training: bool = False) -> type[clu_metrics.Collection]:
         """Loss (per-image mean, averaged over images) and the pixel confusion matrix, in training too
         (it is a [C, C] sum, cheap)."""
         return self._metrics
 
-    def metric_inputs(self, outputs, batch: dict) -> dict[str, jnp.ndarray]:
-        logits, labels, counted = self._pixels(outputs, batch)
-        total, count = self._per_image_loss(logits, labels, counted)
-        return {"loss": total / jnp.maximum(count, 1), "logits": logits, "labels": labels, "mask": count > 0}
+    def metric_inputs(self, outputs, batch: dict, aux: dict) -> dict[str, jnp.ndarray]:
+        return aux
 
     def summarize(self, computed: dict) -> dict[str, float]:
-        """loss, mean_iou, pixel_accuracy and mean_accuracy (the mean per-class accuracy)."""
+        """loss, mean_iou, mean_dice, pixel_accuracy and mean_accuracy (the mean per-class accuracy)."""
         stats = iou_stats(computed["confusion_matrix"])
         accuracy = stats["accuracy"]
-        return {"loss": float(computed["loss"]), "mean_iou": stats["mean_iou"],
+        return {"loss": float(computed["loss"]), "mean_iou": stats["mean_iou"], "mean_dice": stats["mean_dice"],
                 "pixel_accuracy": stats["pixel_accuracy"],
                 "mean_accuracy": float(np.nanmean(accuracy)) if np.isfinite(accuracy).any() else np.nan}
 
     def per_class_rows(self, computed: dict) -> list[dict]:
-        """One row per class: IoU, accuracy (recall), labelled and predicted pixels."""
+        """One row per class: IoU, Dice, accuracy (recall), labelled and predicted pixels."""
         matrix = np.asarray(computed["confusion_matrix"])
         stats = iou_stats(matrix)
-        return [{"class": name, "iou": _none_if_nan(stats["iou"][i]),
+        return [{"class": name, "iou": _none_if_nan(stats["iou"][i]), "dice": _none_if_nan(stats["dice"][i]),
                  "accuracy": _none_if_nan(stats["accuracy"][i]), "pixels": int(matrix[i].sum()),
                  "predicted_pixels": int(matrix[:, i].sum())}
                 for i, name in enumerate(self.class_names)]
@@ -391,24 +372,3 @@ class Segmentation(Task):
         return result
 
     # ---- prediction ----------------------------------------------------------------------------
-    def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
-        """{"mask": int32 [B, H, W] most probable class per input pixel, "probability": its softmax}."""
-        size = self._output_size or outputs.shape[1:3]
-        probabilities = jax.nn.softmax(self._upsampled(outputs.astype(jnp.float32), size), axis=-1)
-        return {"mask": jnp.argmax(probabilities, axis=-1).astype(jnp.int32),
-                "probability": jnp.max(probabilities, axis=-1)}
-
-    def prediction_records(self, predictions: dict, sources: Sequence[str],
-                           outdir: str | os.PathLike) -> list[dict]:
-        """Writes each predicted mask as `outdir/masks/<i>_<stem>.png` (mode I) and returns
-        {"image", "mask" (the PNG's path), "classes": {name: pixel fraction}} per image."""
-        folder = Path(outdir) / "masks"
-        folder.mkdir(parents=True, exist_ok=True)
-        records = []
-        for i, (source, mask) in enumerate(zip(sources, np.asarray(predictions["mask"]))):
-            path = folder / f"{i:05d}_{Path(str(source)).stem}.png"
-            Image.fromarray(mask.astype(np.int32)).save(path)
-            shares = np.bincount(mask.ravel(), minlength=self.num_classes) / mask.size
-            present = {self.class_names[c]: float(shares[c]) for c in np.flatnonzero(shares)}
-            records.append({"image": str(source), "mask": str(path), "classes": present})
-        return records

@@ -12,7 +12,7 @@ import optax
 import pytest
 from sklearn import metrics as skm
 
-from tasks.classification import ConfusionMatrix
+from vitjax.metrics import ConfusionMatrix
 from vitjax import registry
 
 registry.load_plugins()
@@ -35,7 +35,7 @@ def run_metrics(task, batches):
 
     @jax.jit
     def step(outputs, batch):
-        return collection.single_from_model_output(**task.metric_inputs(outputs, batch))
+        return collection.single_from_model_output(**task.metric_inputs(outputs, batch, task.loss(outputs, batch)[1]))
 
     merged = collection.empty()
     for logits, batch in batches:
@@ -68,7 +68,8 @@ def test_loss_matches_numpy_with_smoothing_and_ignores_padding():
     expected = -(targets * log_softmax(logits))[:6].sum(axis=-1).mean()
     loss, aux = task.loss(jnp.asarray(logits), {"label": labels, "valid": valid})
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
-    assert aux == {}
+    # aux: the per-example loss the metrics reuse (padding rows are the metrics' mask to drop).
+    np.testing.assert_allclose(aux["loss"][:6], -(targets * log_softmax(logits))[:6].sum(axis=-1), rtol=1e-5)
 
 
 def test_soft_targets_match_optax():
@@ -148,7 +149,7 @@ def test_merged_batches_equal_one_big_batch_and_device_reduce():
     merged = run_metrics(task, halves)
     whole = run_metrics(task, [(logits, {"label": labels})])
     collection = task.metrics()
-    per_device = [collection.single_from_model_output(**task.metric_inputs(o, b)) for o, b in halves]
+    per_device = [collection.single_from_model_output(**task.metric_inputs(o, b, task.loss(o, b)[1])) for o, b in halves]
     reduced = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *per_device).reduce().compute()
     for computed in (merged, reduced):
         assert computed.keys() == whole.keys()
@@ -210,7 +211,7 @@ def test_training_metrics_are_the_cheap_subset():
     labels = rng.integers(0, 6, size=12).astype(np.int32)
     task = make_task(num_classes=6)
     collection = task.metrics(training=True)
-    computed = collection.single_from_model_output(**task.metric_inputs(logits, {"label": labels})).compute()
+    computed = collection.single_from_model_output(**task.metric_inputs(logits, {"label": labels}, task.loss(logits, {"label": labels})[1])).compute()
     assert set(task.summarize(computed)) == {"loss", "accuracy", "top5_accuracy"}
     assert task.warnings(computed) == []
     multilabel = make_task(num_classes=3, multilabel=True)
@@ -283,23 +284,6 @@ def test_multilabel_report_has_average_precision(tmp_path):
     assert written == ["per_class.csv", "per_class.md", "report.json"]
 
 
-def test_predict_and_records():
-    task = make_task(num_classes=4)
-    logits = jnp.array([[0.0, 2.0, 1.0, -1.0]])
-    predictions = task.predict(logits, top_k=3)
-    np.testing.assert_array_equal(predictions["indices"], [[1, 2, 0]])
-    softmax = np.exp(logits) / np.exp(logits).sum()
-    np.testing.assert_allclose(predictions["probabilities"], softmax[:, [1, 2, 0]], rtol=1e-6)
-    (record,) = task.prediction_records(predictions, ["cat.jpg"], "unused")
-    assert record["image"] == "cat.jpg" and record["label"] == "class_1"
-    assert [entry["label"] for entry in record["top_k"]] == ["class_1", "class_2", "class_0"]
-    assert task.predict(logits, top_k=10)["indices"].shape == (1, 4)
-
-    multilabel = make_task(num_classes=3, multilabel=True)
-    (record,) = multilabel.prediction_records(multilabel.predict(jnp.array([[2.0, -2.0, 0.5]]), 3), ["x"], "")
-    assert record["labels"] == ["class_0", "class_2"]
-
-
 def test_hf_config():
     config = make_task(num_classes=3).hf_config()
     assert config["id2label"] == {0: "class_0", 1: "class_1", 2: "class_2"}
@@ -369,7 +353,7 @@ def test_a_jitted_loop_over_the_interface_learns():
 
         (_, outputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, state = optimizer.update(grads, state)
-        update = task.metrics(training=True).single_from_model_output(**task.metric_inputs(outputs, batch))
+        update = task.metrics(training=True).single_from_model_output(**task.metric_inputs(outputs, batch, task.loss(outputs, batch)[1]))
         return optax.apply_updates(params, updates), state, update
 
     history = []

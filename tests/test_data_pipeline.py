@@ -6,7 +6,8 @@ import pytest
 
 from test_data_fakes import FakePreprocessing, data_config, make_folder
 from vitjax.data import pipeline
-from vitjax.data.sources import ArraySource, open_source
+from vitjax.data.records import ArraySource
+from vitjax.data.sources import open_source
 
 PRE = FakePreprocessing((16, 16))
 

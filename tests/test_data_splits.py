@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from test_data_fakes import data_config, make_folder
-from vitjax.data.sources import ArraySource, open_source
+from vitjax.data.records import ArraySource
+from vitjax.data.sources import open_source
 from vitjax.data.splits import SPLIT_FILE, resolve_splits, stratified_split, write_split
 
 

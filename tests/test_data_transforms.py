@@ -6,7 +6,9 @@ import pytest
 from PIL import Image
 
 from test_data_fakes import data_config, write_image
+from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.data import policies, transforms
+from vitjax.images import to_rgb
 
 
 def _image(mode: str) -> Image.Image:
@@ -28,15 +30,30 @@ def _palette_t() -> Image.Image:
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "P+t", "RGBA", "CMYK", "I;16", "I", "F", "1", "YCbCr"])
 def test_every_mode_becomes_rgb(mode):
-    img = transforms.to_rgb(_image(mode))
+    img = to_rgb(_image(mode))
     assert img.mode == "RGB" and img.size == (7, 6)
 
 
 def test_alpha_on_white_and_16_bit_scaling():
     transparent = Image.new("RGBA", (2, 2), (0, 0, 0, 0))
-    assert np.asarray(transforms.to_rgb(transparent)).min() == 255
+    assert np.asarray(to_rgb(transparent)).min() == 255
     deep = Image.fromarray(np.full((2, 2), 65535, np.uint16))
-    assert np.asarray(transforms.to_rgb(deep)).min() == 255
+    assert np.asarray(to_rgb(deep)).min() == 255
+
+
+def test_16_bit_pixels_scale_the_same_in_training_and_prediction():
+    """A 16-bit PNG pixel of 40000 is 40000/65535 of full scale: 156 of 255, where PIL's own
+    convert("RGB") clips it to 255. Training decodes through `load_rgb`, evaluation and prediction
+    through `Preprocessing.to_uint8`; both must agree."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((4, 4), 40000, np.uint16)).save(buffer, format="PNG")
+    assert np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")).max() == 255  # PIL clips
+    expected = round(40000 / 65535 * 255)
+    trained = np.asarray(transforms.load_rgb(buffer.getvalue(), "deep.png"))
+    predicted = Preprocessing(size=(4, 4)).to_uint8(Image.open(io.BytesIO(buffer.getvalue())))
+    assert expected == 156
+    np.testing.assert_array_equal(trained, np.full((4, 4, 3), expected, np.uint8))
+    np.testing.assert_array_equal(predicted, trained)
 
 
 def test_load_rgb_inputs_and_exif_orientation(tmp_path):

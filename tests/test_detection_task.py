@@ -18,7 +18,7 @@ from vitjax import registry
 from vitjax.data.config import default_config as data_default_config
 
 registry.load_plugins()
-from tasks import detection  # noqa: E402 - registered by load_plugins above
+from vitjax.tasks import detection  # noqa: E402 - registered by load_plugins above
 
 CLASSES = ("red", "green", "blue")
 NONE = (np.zeros((0, 4)), np.zeros(0), np.zeros(0, int))
@@ -92,7 +92,7 @@ def test_targets_go_to_the_centre_cell_and_the_smallest_box_wins():
 def test_decoding_keeps_local_peaks_only():
     task = registry.get_task("detection")(ml_collections.ConfigDict(), CLASSES)
     logits = jnp.full((1, 4, 4, 3), -9.0).at[0, 1, 1, 0].set(3.0).at[0, 1, 2, 0].set(2.0).at[0, 3, 3, 1].set(1.0)
-    out = task.predict({"class_logits": logits, "boxes": jnp.zeros((1, 4, 4, 4))}, top_k=2)
+    out = task.detections({"class_logits": logits, "boxes": jnp.zeros((1, 4, 4, 4))}, top_k=2)
     np.testing.assert_allclose(out["scores"][0], jax.nn.sigmoid(jnp.array([3.0, 1.0])))
     assert out["classes"][0].tolist() == [0, 1]  # (1, 2) is next to the stronger (1, 1): not a peak
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.train_helpers import tiny_config
 from vitjax import optim
-from vitjax.data.sources import ArraySource, ImageDataset
+from vitjax.data.records import ArraySource, ImageDataset
 from vitjax.models.model import Model, build_model
 from vitjax.models.vit import ViT, ViTSpec, padded_attention
 from vitjax.train import setup

@@ -31,7 +31,15 @@ def test_matches_transformers_processor(name):
     hf = PROCESSORS[name]()
     ours = Preprocessing.from_hf(hf.to_dict())
     for image in _images():
-        expected = hf(image, return_tensors="np", do_convert_rgb=True)["pixel_values"]
+        reference = image
+        if image.mode == "I;16":
+            # transformers (PIL's convert) clips 16-bit pixels to 255, a white image; vitjax scales them
+            # to 8 bits (vitjax.images.to_rgb), so the reference is transformers on the scaled image.
+            white = hf(Image.new("RGB", image.size, (255, 255, 255)), return_tensors="np")["pixel_values"]
+            clipped = hf(image, return_tensors="np", do_convert_rgb=True)["pixel_values"]
+            assert np.isclose(clipped, white).mean() > 0.95
+            reference = Image.fromarray(np.round(np.asarray(image, np.float64) / 257).astype(np.uint8))
+        expected = hf(reference, return_tensors="np", do_convert_rgb=True)["pixel_values"]
         np.testing.assert_allclose(ours(image), expected, atol=1e-5, err_msg=f"{name} {image.mode} {image.size}")
     assert ours.input_size == expected.shape[-2:]
 

@@ -16,10 +16,8 @@ TOY_PLUGIN = textwrap.dedent('''
 
     @register_task("{name}")
     class Toy(Task):
-        label_fields = ("label",)
         best_metric = ("loss", "min")
         make_head = loss = metrics = metric_inputs = summarize = report = None
-        predict = prediction_records = None
 ''')
 
 
@@ -71,7 +69,7 @@ def test_plugin_from_a_file_path(tmp_path):
     path = tmp_path / "my_task.py"
     path.write_text(TOY_PLUGIN.format(name="toy_file"))
     registry.load_plugins([str(path)])
-    assert registry.get_task("toy_file").label_fields == ("label",)
+    assert registry.get_task("toy_file").best_metric == ("loss", "min")
     registry.load_plugins([str(path)])  # A second load of the same file is a no-op, not a clash.
 
 
@@ -127,3 +125,93 @@ def test_missing_knobs_take_the_defaults():
     task = registry.get_task("classification")(ml_collections.ConfigDict({"top_k": 3}), ["a", "b"])
     assert task.config.top_k == 3
     assert task.config.label_smoothing == 0.0
+
+
+def test_a_task_without_classes_says_so_and_gets_no_class_warnings(caplog):
+    """A regression-like task: `has_classes = False`, its source passes class_names=None, its records'
+    labels are only strata; no class checks, no "split has no images of class X" warnings."""
+    import numpy as np
+
+    from vitjax.data.config import default_config
+    from vitjax.data.records import ArraySource
+    from vitjax.data.splits import resolve_splits
+
+    @registry.register_task("no_classes")
+    class NoClasses(registry.Task):
+        has_classes = False
+        best_metric = ("loss", "min")
+        make_head = loss = metrics = metric_inputs = summarize = report = None
+
+    strata = np.repeat(np.arange(5), 8)  # e.g. binned targets, far more strata than "classes"
+    images = np.zeros((len(strata), 4, 4, 3), np.uint8)
+    with caplog.at_level("WARNING"):
+        dataset = resolve_splits("toy", {"train": ArraySource("toy", images, strata)}, None, default_config())
+    assert dataset.class_names == [] and sum(len(s) for s in dataset.splits.values()) == 40
+    assert not [r for r in caplog.records if "no images of the classes" in r.getMessage()]
+    assert NoClasses(registry.ml_collections.ConfigDict(), dataset.class_names).class_names == []
+    with pytest.raises(ValueError, match="needs at least one class name.*has_classes = False"):
+        registry.get_task("classification")(registry.task_config("classification"), [])
+    with caplog.at_level("WARNING"):  # the same records with one class name do warn: the check is live
+        resolve_splits("toy", {"train": ArraySource("toy", images, np.zeros_like(strata))}, ["a", "b"],
+                       default_config())
+    assert [r for r in caplog.records if "no images of the classes" in r.getMessage()]
+
+
+WORKER_PLUGIN = textwrap.dedent('''
+    """A plugin file whose record transforms grain's worker processes must unpickle."""
+    import dataclasses
+
+    import numpy as np
+
+    from vitjax.data.pipeline import RecordTransforms
+    from vitjax.registry import Task, register_task
+
+
+    @dataclasses.dataclass(frozen=True)
+    class Brightness:
+        def train(self, record, rng):
+            return {"image": np.full((4, 4, 3), record["label"], np.uint8),
+                    "target": np.float32(record["label"])}
+
+        def eval(self, record):
+            return self.train(record, None)
+
+
+    @register_task("worker_toy")
+    class WorkerToy(Task):
+        best_metric = ("loss", "min")
+        has_classes = False
+        make_head = loss = metrics = metric_inputs = summarize = report = None
+
+        def data_transforms(self, preprocessing, data_cfg):
+            pad = {"image": np.zeros((4, 4, 3), np.uint8), "target": np.float32(0)}
+            return RecordTransforms(train=Brightness().train, eval=Brightness().eval, padding=pad)
+''')
+
+
+def test_plugin_file_transforms_reach_data_worker_processes(tmp_path):
+    """A plugin named by file path, its transforms pickled into 2 grain worker processes (the default
+    config.data.workers): the workers import the same file by its stable module name."""
+    import ml_collections
+    import numpy as np
+
+    from vitjax.checkpoints.preprocessing import Preprocessing
+    from vitjax.data import pipeline
+    from vitjax.data.config import default_config
+    from vitjax.data.records import ArraySource
+
+    path = tmp_path / "worker toy.py"  # a space: any file name works
+    path.write_text(WORKER_PLUGIN)
+    registry.load_plugins([str(path)])
+    task_class = registry.get_task("worker_toy")
+    assert task_class.__module__.startswith("vitjax.plugin_files.")
+    transforms = task_class(ml_collections.ConfigDict(), []).data_transforms(None, None)
+    data_cfg = default_config()
+    data_cfg.workers = 2
+    split = ArraySource("toy", np.zeros((8, 4, 4, 3), np.uint8), np.arange(8))
+    iterator = pipeline.train_iterator(split, Preprocessing.default(4), data_cfg, batch_size=4, seed=0,
+                                       record_transforms=transforms)
+    batches = [next(iterator) for _ in range(4)]
+    targets = np.concatenate([batch["target"] for batch in batches])
+    assert sorted(targets.tolist()) == sorted(list(range(8)) * 2)
+    assert all((batch["image"][:, 0, 0, 0] == batch["target"]).all() for batch in batches)

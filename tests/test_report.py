@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vitjax.train.report import format_table, plot_confusion_matrix, plot_learning_curves, write_model_card
+from vitjax.report import format_table, plot_confusion_matrix, plot_learning_curves, write_model_card
 
 
 def assert_png(path):

@@ -26,7 +26,7 @@ from test_data_fakes import FakePreprocessing, data_config
 from train_helpers import colour_folder
 from vitjax import modes, parallel
 from vitjax.data import pipeline
-from vitjax.data.sources import ArraySource
+from vitjax.data.records import ArraySource
 from vitjax.train import setup
 from vitjax.train.checkpointing import Checkpointer
 

@@ -17,10 +17,11 @@ from vitjax import registry
 from vitjax.checkpoints.native import load_native
 from vitjax.data import pipeline
 from vitjax.data.config import default_config as data_default_config
+from vitjax.metrics import iou_stats
 from vitjax.train import setup
 
 registry.load_plugins()
-from tasks import segmentation  # noqa: E402 - registered by load_plugins above
+from vitjax.tasks import segmentation  # noqa: E402 - registered by load_plugins above
 
 CLASSES = ("background", "red", "green")
 
@@ -38,7 +39,7 @@ def test_miou_and_pixel_accuracy_match_a_hand_computed_case():
     labels = np.array([[[0, 0], [1, 255]], [[2, 2], [1, 0]], [[1, 1], [1, 1]]], np.int32)
     predicted = np.array([[[0, 1], [1, 2]], [[2, 0], [1, 0]], [[0, 0], [0, 0]]])
     batch = {"mask": labels, "valid": np.array([True, True, False])}  # the third row is padding
-    metrics = task.metrics().single_from_model_output(**task.metric_inputs(onehot_logits(predicted), batch))
+    metrics = task.metrics().single_from_model_output(**task.metric_inputs(onehot_logits(predicted), batch, task.loss(onehot_logits(predicted), batch)[1]))
     computed = jax.device_get(metrics.compute())
     # Rows true, columns predicted: true 0 -> (2, 1, 0), true 1 -> (0, 2, 0), true 2 -> (1, 0, 1).
     np.testing.assert_array_equal(computed["confusion_matrix"], [[2, 1, 0], [0, 2, 0], [1, 0, 1]])
@@ -49,8 +50,27 @@ def test_miou_and_pixel_accuracy_match_a_hand_computed_case():
     rows = task.per_class_rows(computed)
     assert [row["iou"] for row in rows] == pytest.approx(iou)
     # A class absent from labels and predictions has no IoU and stays out of the mean.
-    stats = segmentation.iou_stats(np.array([[3, 1, 0], [0, 0, 0], [0, 0, 0]]))
+    stats = iou_stats(np.array([[3, 1, 0], [0, 0, 0], [0, 0, 0]]))
     assert np.isnan(stats["iou"][2]) and stats["mean_iou"] == pytest.approx((3 / 4 + 0) / 2)
+
+
+def test_dice_and_iou_match_scikit_learn_on_random_pixels():
+    """Dice is the per-class F1 of the pixels and IoU their Jaccard index: scikit-learn's, from the
+    confusion matrix our clu metric sums."""
+    from sklearn import metrics as sk
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, (2, 8, 8)).astype(np.int32)
+    logits = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
+    task = make_task()
+    computed = jax.device_get(task.metrics().single_from_model_output(
+        **task.metric_inputs(jnp.asarray(logits), {"mask": labels},
+                             task.loss(jnp.asarray(logits), {"mask": labels})[1])).compute())
+    truth, predicted = labels.ravel(), logits.argmax(-1).ravel()
+    stats = iou_stats(computed["confusion_matrix"])
+    np.testing.assert_allclose(stats["dice"], sk.f1_score(truth, predicted, average=None), rtol=1e-12)
+    np.testing.assert_allclose(stats["iou"], sk.jaccard_score(truth, predicted, average=None), rtol=1e-12)
+    assert task.summarize(computed)["mean_dice"] == pytest.approx(sk.f1_score(truth, predicted, average="macro"))
 
 
 def test_loss_skips_ignored_pixels_and_padding_rows():
@@ -67,7 +87,8 @@ def test_head_upsamples_and_logits_follow_the_mask_size():
     out, _ = jax.jit(head.init_with_output)(jax.random.key(0), features)
     assert out.shape == (2, 16, 16, 3)
     task = make_task(upsample_steps=2)
-    inputs = task.metric_inputs(out, {"mask": np.zeros((2, 32, 32), np.int32)})
+    batch = {"mask": np.zeros((2, 32, 32), np.int32)}
+    inputs = task.metric_inputs(out, batch, task.loss(out, batch)[1])
     assert inputs["logits"].shape == (2, 32, 32, 3)
 
 

@@ -66,7 +66,7 @@ def test_a_task_plugin_from_a_file_trains(colours, tmp_path):
     plugin = tmp_path / "odd_even_task.py"
     plugin.write_text(textwrap.dedent('''
         """A toy plugin: classification whose reported metric is renamed, registered from a file."""
-        from tasks.classification import Classification
+        from vitjax.tasks.classification import Classification
         from vitjax.registry import register_task
 
         @register_task("toy_colours")

@@ -1,7 +1,7 @@
 """Errors the user can fix from the message alone: the command line prints them as one line.
 
-Checks of configs, files and data raise these; any other exception is a bug of vitjax (or of a task
-plugin) and keeps its traceback. Each also is the builtin it refines (`BadValue` a ValueError,
+Checks of configs, files and data raise these (task plugins too: `from vitjax.errors import
+BadValue`); any other exception is a bug of vitjax or of a plugin and keeps its traceback. Each also is the builtin it refines (`BadValue` a ValueError,
 `BadKey` a KeyError), so callers catching the builtin still catch it.
 """
 

@@ -1,13 +1,16 @@
-"""The four modes of the CLI — train, evaluate, predict, export — as plain functions.
+"""The four modes of the CLI — train, evaluate, predict, export — each one short function, here.
 
-Each prepares what every mode shares (the persistent compilation cache, the distributed
-runtime, the workdir check) and hands over to the room that does the work.
+Each prepares what every mode shares (the persistent compilation cache, the distributed runtime,
+the workdir check) and builds only what it uses from `vitjax.train.setup`'s builders: train the
+whole run (`vitjax.train.loop`), evaluate data + model (no optimizer), export the run whose best
+checkpoint it restores, predict the exported model (`vitjax.api`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import shutil
@@ -16,6 +19,8 @@ import jax
 
 from vitjax import config as config_lib
 from vitjax import errors, parallel, workdir_lock
+from vitjax.data.folders import IMAGE_EXTENSIONS
+from vitjax.errors import BadKey, BadValue
 from vitjax.files import read_json
 
 UserError = errors.UserError  # what the CLI prints as one line (VITJAX_TRACEBACK=1: with traceback)
@@ -103,26 +108,84 @@ def _model_dir(workdir: str | None, model: str | None) -> str:
 
 @_user_errors
 def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
-    from vitjax.train import evaluation
+    """The model at --model (or <workdir>/best) on one split of the data; reports in eval_<split>/."""
+    from vitjax.train import evaluation, setup
     _prepare(config)
     config = config.copy_and_resolve_references()
     config.model.checkpoint = _model_dir(workdir, model)
     config.model.image_size = 0
+    run = setup.build_eval_run(config, workdir)
+    if split not in run.dataset.splits:
+        raise BadKey(f"--split {split!r} is not a split of {run.dataset.source}; "
+                     f"choose one of {sorted(run.dataset.splits)}.")
     os.makedirs(workdir, exist_ok=True)
-    return evaluation.evaluate_model(config, workdir, split)
+    summary = evaluation.report(run, run.placed_params(), run.jit_eval_step(), split,
+                                os.path.join(workdir, f"eval_{split}"))
+    for k, v in sorted(summary.items()):
+        print(f"{split} {k:<24} {v:.4f}")
+    return summary
 
 
 @_user_errors
 def predict(config, workdir: str | None, model: str | None, inputs: list[str], top_k: int,
             output: str | None) -> list[dict]:
-    from vitjax.predict import predict_files
+    """Top-k labels with probabilities for every image of `inputs` (files and folders); prints a
+    table, writes JSON to `output` if given."""
+    from vitjax.api import load_pretrained
     if config is not None:
         _prepare(config)
-    return predict_files(_model_dir(workdir, model), inputs, top_k, output)
+    classifier = load_pretrained(_model_dir(workdir, model))
+    paths = expand_inputs(inputs)
+    results = [{"file": path, "predictions": [{"label": l, "probability": p} for l, p in preds]}
+               for path, preds in zip(paths, classifier.predict(paths, top_k=top_k))]
+    width = max(len(r["file"]) for r in results)
+    for r in results:
+        shown = "  ".join(f"{p['label']} {p['probability']:.3f}" for p in r["predictions"])
+        print(f"{r['file']:<{width}}  {shown}")
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Image paths from files and folders (folders walked recursively, sorted)."""
+    if not inputs:
+        raise BadValue("--inputs is empty: pass image files and/or folders, comma-separated.")
+    paths = []
+    for item in inputs:
+        if os.path.isdir(item):
+            for root, _, files in sorted(os.walk(item)):
+                paths += [os.path.join(root, f) for f in sorted(files)
+                          if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+        elif os.path.isfile(item):
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"--inputs: {item!r} is neither a file nor a folder.")
+    if not paths:
+        raise BadValue(f"--inputs {inputs} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
+    return paths
 
 
 @_user_errors
 def export(config, workdir: str, output: str | None) -> str:
-    from vitjax.train import outputs
+    """The best orbax checkpoint of `workdir` in Hugging Face format (or vitjax's own format for
+    tasks without a transformers class) to `output`, by default where training exports."""
+    from vitjax.train import outputs, setup
+    from vitjax.train.checkpointing import Checkpointer
     _prepare(config)
-    return outputs.export_from_checkpoint(config, workdir, output)
+    run = setup.build_run(config, workdir)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), metric=config.train.best_metric,
+                        mode=config.train.best_mode, keep_best=config.train.keep_best)
+    step = ckpt.best_step()
+    if step is None:
+        ckpt.close()
+        raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint; train first.")
+    state, _, _ = ckpt.restore(step, run.init_state())
+    checkpoint_metrics = ckpt.metrics(step)
+    ckpt.close()
+    output = output or outputs.export_dir(run)
+    params = parallel.to_host(run.eval_params(state), run.mesh)
+    if jax.process_index() != 0:
+        return output
+    return outputs.export(run, params, output, outputs.metrics_of(workdir, step, checkpoint_metrics))

@@ -14,7 +14,6 @@ import importlib.util
 import logging
 import math
 import os
-import re
 
 import jax
 import numpy as np
@@ -130,24 +129,12 @@ def _fsdp_spec(shape, fsdp: int, min_size: int) -> P:
     return P()
 
 
-def param_shardings(params, mesh: Mesh, rules=(), min_size: int = 2**16):
-    """NamedShardings for a parameter pytree, chosen by parameter path.
-
-    `rules` is an ordered list of (regex, PartitionSpec) over slash-joined paths; the first
-    full match wins. Paths that match no rule are split over the `fsdp` axis along their
-    largest divisible dimension when they hold at least `min_size` elements, else replicated.
-    """
+def param_shardings(params, mesh: Mesh, min_size: int = 2**16):
+    """NamedShardings for a parameter pytree: a parameter of at least `min_size` elements is split
+    over the `fsdp` axis along its largest divisible dimension, every other one is replicated."""
     fsdp = mesh.shape["fsdp"]
-    compiled = [(re.compile(rx), spec) for rx, spec in rules]
-
-    def choose(path, leaf):
-        name = path_str(path)
-        for rx, spec in compiled:
-            if rx.fullmatch(name):
-                return NamedSharding(mesh, spec)
-        return NamedSharding(mesh, _fsdp_spec(np.shape(leaf), fsdp, min_size))
-
-    return jax.tree_util.tree_map_with_path(choose, params)
+    return jax.tree.map(lambda leaf: NamedSharding(mesh, _fsdp_spec(np.shape(leaf), fsdp, min_size)),
+                        params)
 
 
 def shardings_like_params(tree, params, shardings, mesh: Mesh):

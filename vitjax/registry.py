@@ -1,9 +1,9 @@
 """The task-plugin registry: the `Task` interface, `@register_task`, lookup and plugin discovery.
 
 A task plugin is one class deriving from `Task`, registered under a name with `@register_task(name)`.
-It owns everything task-specific — the head over the backbone's output dict, the loss, the clu
-metrics, which label fields it needs from the data, the evaluation report, predictions and what the
-Hugging Face export needs — so the trainer runs any task by calling only the methods below:
+It owns everything task-specific — its data source, the head over the backbone's output dict, the
+loss, the clu metrics, the evaluation report and what the Hugging Face export needs — so the trainer
+runs any task by calling only the methods below (and every one of them is called):
 
     load_plugins(config.task.plugins)
     task_class = get_task(config.task.name)
@@ -11,14 +11,13 @@ Hugging Face export needs — so the trainer runs any task by calling only the m
     task = task_class(config.task, dataset.class_names)
     transforms = task.data_transforms(preprocessing, config.data)  # None: image + class-label records
     model = Model(backbone, task.make_head(spec))
-    loss, aux = task.loss(outputs, batch)                      # inside the jitted train step
-    update = task.metrics(training).single_from_model_output(  # inside the jitted train/eval step
-        **task.metric_inputs(outputs, batch))
+    loss, aux = task.loss(outputs, batch)                      # inside the jitted train/eval step
+    update = task.metrics(training).single_from_model_output(  # the loss's aux feeds the metrics
+        **task.metric_inputs(outputs, batch, aux))
     merged = merged.merge(jax.device_get(update))              # on the host, between steps
     computed = merged.compute()
     task.summarize(computed), task.warnings(computed)          # logs, early stopping, best checkpoint
     task.report(computed, outdir, split)                       # evaluation report files
-    task.prediction_records(task.predict(outputs, top_k), sources, outdir)  # predict mode
     task.hf_config()                                           # export
 
 Updates are merged on the host, outside jit, so a plugin may use clu's `CollectingMetric` for
@@ -27,10 +26,10 @@ metrics that need every prediction (average precision, COCO mAP).
 The data hooks default to image classification: `open_source` reads `config.data.source` into
 {"image", "label"} records and `data_transforms` returns None, which keeps the pipeline's own
 decode/augment/cache path. A task with other targets (masks, boxes) overrides both: its records carry
-what it needs, and its `RecordTransforms` turn a record into the batch fields (`label_fields`) with
-augmentation applied to image and targets together, plus the padding example of eval batches.
+what it needs, and its `RecordTransforms` turn a record into the batch fields with augmentation applied to image and targets together, plus the padding example of eval batches.
 
-Plugins come from three places, all imported by `load_plugins`: the built-ins (`tasks.*`), module
+Plugins come from three places, all imported by `load_plugins`: the built-ins (`vitjax.tasks.*`,
+  the repo's `tasks/` folder), module
 paths or `.py` file paths listed in `config.task.plugins`, and the `vitjax.tasks` entry-point group
 of installed distributions.
 """
@@ -39,10 +38,8 @@ from __future__ import annotations
 import abc
 import difflib
 import importlib
-import importlib.util
 import logging
 import os
-import sys
 from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -52,7 +49,9 @@ import flax.linen as nn
 import ml_collections
 from clu import metrics as clu_metrics
 
-BUILTIN_PLUGINS = ("tasks.classification", "tasks.segmentation", "tasks.detection")
+from vitjax.errors import BadKey, BadValue
+
+BUILTIN_PLUGINS = ("vitjax.tasks.classification", "vitjax.tasks.segmentation", "vitjax.tasks.detection")
 ENTRY_POINT_GROUP = "vitjax.tasks"
 # Keys of `config.task` read by the registry itself rather than by the plugin.
 REGISTRY_KEYS = ("name", "plugins")
@@ -65,22 +64,27 @@ class Task(abc.ABC):
     """The interface every task plugin implements; the trainer calls nothing else.
 
     `outputs` below is whatever the module from `make_head` returns (logits for classification,
-    a dict for detection); `batch` is the data batch dict holding `label_fields` and `valid`
-    (bool [B], False on padding rows that must never count in losses or metrics).
+    a dict for detection); `batch` is the data batch dict: "image" plus the fields the task's
+    transforms produce, and in evaluation `valid` (bool [B], False on padding rows that must never
+    count in losses or metrics).
     """
 
     name: ClassVar[str]  # set by @register_task
-    label_fields: ClassVar[tuple[str, ...]]  # batch keys the data pipeline must provide
     # The metric (a key of `summarize`'s result) that picks the best checkpoint by default, and
     # whether higher ("max") or lower ("min") is better.
     best_metric: ClassVar[tuple[str, str]]
+    # False for a task without classes (regression, ...): its source passes `class_names=None` to
+    # `vitjax.data.splits.resolve_splits` (its `labels()` are then only strata for carving splits),
+    # it gets `class_names == []`, and no per-class checks or warnings.
+    has_classes: ClassVar[bool] = True
 
     def __init__(self, config: ml_collections.ConfigDict, class_names: Sequence[str]):
-        """Takes `config.task` and the dataset's class names (index i names label i)."""
+        """Takes `config.task` and the dataset's class names (index i names label i; [] without classes)."""
         self.config = _resolve_config(type(self), config)
         self.class_names = list(class_names)
-        if not self.class_names:
-            raise ValueError(f"Task {self.name!r} needs at least one class name; got none.")
+        if self.has_classes and not self.class_names:
+            raise BadValue(f"Task {self.name!r} needs at least one class name; got none. A task "
+                           f"without classes sets `has_classes = False`.")
 
     @property
     def num_classes(self) -> int:
@@ -94,7 +98,7 @@ class Task(abc.ABC):
     @classmethod
     def open_source(cls, data_cfg: ml_collections.ConfigDict,
                     task_cfg: ml_collections.ConfigDict) -> Any:
-        """The `vitjax.data.sources.ImageDataset` (train/validation/test record sources and class
+        """The `vitjax.data.records.ImageDataset` (train/validation/test record sources and class
         names) of `data_cfg.source`; called before the task exists, with the unresolved `config.task`.
         The default reads image-classification sources into {"image", "label"} records."""
         from vitjax.data.sources import open_source
@@ -103,7 +107,7 @@ class Task(abc.ABC):
 
     def data_transforms(self, preprocessing: Any, data_cfg: ml_collections.ConfigDict) -> Any:
         """A `vitjax.data.pipeline.RecordTransforms` turning this task's records into batches of
-        "image" plus `label_fields` at `preprocessing.input_size`, or None (the default) for the
+        "image" (at `preprocessing.input_size`) plus the task's target fields, or None (the default) for the
         pipeline's own image-classification transforms."""
         return None
 
@@ -113,7 +117,10 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def loss(self, outputs: Any, batch: dict) -> tuple[Any, dict[str, Any]]:
-        """(scalar loss averaged over valid examples, dict of scalar diagnostics to log). Jit-able."""
+        """(the scalar the optimizer minimises, over valid examples; `aux`: per-example values, such as
+        the per-example loss and its parts, that `metric_inputs` receives so the metrics — and with
+        them the logs and metrics.jsonl — reuse them instead of recomputing). Jit-able; called in
+        the train and the eval step alike."""
 
     @abc.abstractmethod
     def metrics(self, training: bool = False) -> type[clu_metrics.Collection]:
@@ -125,8 +132,9 @@ class Task(abc.ABC):
         """
 
     @abc.abstractmethod
-    def metric_inputs(self, outputs: Any, batch: dict) -> dict[str, Any]:
-        """Keyword arguments for `metrics().single_from_model_output`, including `mask`. Jit-able."""
+    def metric_inputs(self, outputs: Any, batch: dict, aux: dict[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for `metrics().single_from_model_output`, including `mask`, from the
+        outputs, the batch and `loss`'s aux. Jit-able."""
 
     @abc.abstractmethod
     def summarize(self, computed: dict[str, Any]) -> dict[str, float]:
@@ -140,20 +148,6 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def report(self, computed: dict[str, Any], outdir: str | os.PathLike, split: str) -> dict:
         """Writes the evaluation report files of `split` under `outdir`; returns a JSON-able summary."""
-
-    @abc.abstractmethod
-    def predict(self, outputs: Any, top_k: int) -> dict[str, Any]:
-        """Turns `outputs` into prediction arrays (jit-able), e.g. top-k indices and probabilities."""
-
-    @abc.abstractmethod
-    def prediction_records(
-        self, predictions: dict[str, Any], sources: Sequence[str], outdir: str | os.PathLike
-    ) -> list[dict]:
-        """One JSON-able record per source image from `predict`'s arrays (host side).
-
-        Plugins whose predictions are not scalars (segmentation masks) write them under `outdir`
-        and reference the files in the records.
-        """
 
     def hf_config(self) -> dict | None:
         """Fields the Hugging Face `config.json` needs (id2label, ...), or None when no transformers
@@ -169,7 +163,7 @@ def _resolve_config(cls: type[Task], config: ml_collections.ConfigDict) -> ml_co
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise KeyError(
+            raise BadKey(
                 f"config.task.{key} is not a knob of task {cls.name!r}.{hint} "
                 f"Its knobs are: {', '.join(sorted(resolved.keys())) or '(none)'}."
             )
@@ -188,7 +182,7 @@ def register_task(name: str):
             )
         existing = _TASKS.get(name)
         if existing is not None and existing is not cls:
-            raise ValueError(
+            raise BadValue(
                 f"Task name {name!r} is already registered by {existing.__module__}.{existing.__qualname__}; "
                 f"{cls.__module__}.{cls.__qualname__} must use another name."
             )
@@ -211,7 +205,7 @@ def get_task(name: str) -> type[Task]:
     except KeyError:
         close = difflib.get_close_matches(name, available_tasks(), n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise KeyError(
+        raise BadKey(
             f"Unknown task {name!r} (config.task.name).{hint} Available tasks: "
             f"{', '.join(available_tasks()) or '(none)'}. A third-party task must be listed in "
             f"config.task.plugins (a module path or .py file) or installed under the "
@@ -253,19 +247,14 @@ def load_plugins(modules: Iterable[str] = ()) -> None:
 
 
 def _import_file(path: Path) -> None:
-    """Imports a plugin from a `.py` file once per resolved path."""
+    """Imports a plugin from a `.py` file once per resolved path, under a name that grain's worker
+    processes can import too (`vitjax.plugin_files`)."""
+    from vitjax import plugin_files
+
     resolved = path.expanduser().resolve()
     if resolved in _LOADED_FILES:
         return
     if not resolved.is_file():
         raise FileNotFoundError(f"Task plugin file {str(path)!r} (config.task.plugins) does not exist.")
-    module_name = f"vitjax_plugin_{resolved.stem}_{len(_LOADED_FILES)}"
-    spec = importlib.util.spec_from_file_location(module_name, resolved)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
-    _LOADED_FILES[resolved] = module_name
+    plugin_files.import_file(resolved)
+    _LOADED_FILES[resolved] = plugin_files.module_name(resolved)

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from vitjax.errors import BadValue
+from vitjax.images import to_rgb
 
 IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
 IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
@@ -35,15 +36,6 @@ def _hw(value: Any, key: str) -> tuple[int, int]:
         return int(value["height"]), int(value["width"])
     raise BadValue(f"preprocessor_config.json: {key}={value!r} is not supported; expected an int or "
                    "{'height': H, 'width': W}")
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB; transparency is composited onto white, as transformers' `convert_to_rgb`."""
-    if "A" in image.getbands() or image.info.get("transparency") is not None:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 @dataclasses.dataclass(frozen=True)

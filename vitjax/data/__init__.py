@@ -1,6 +1,8 @@
 """Data sources, seeded splits, transforms and the grain input pipeline.
 
 - `config.default_config()`: the `config.data` subtree.
+- `records`: the record model (`RecordSource`, `ArraySource`, `SubsetSource`, `ImageDataset`); imports
+  nothing from vitjax. `source_spec.parse_source`: the one parser of `config.data.source` strings.
 - `sources.open_source(data_cfg) -> ImageDataset` (hf: / folder: / tfds: / demo:digits), with
   `hf.open_hf_dataset(dataset, data_cfg)` for an in-memory `datasets.Dataset`/`DatasetDict`.
 - `splits.write_split(workdir, dataset)`: the audit file of the split used.

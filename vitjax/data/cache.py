@@ -84,7 +84,7 @@ def _fingerprint(records, kind: str, shape, extra: str) -> str:
 
 def cache_path(data_cfg, records, kind: str, shape, extra: str) -> str | None:
     """The cache file for `records` prepared as `kind` (None when `data_cfg.cache == "none"`)."""
-    mode = data_cfg.get("cache", "none")
+    mode = data_cfg.cache
     if mode == "none":
         return None
     name = f"vitjax-{kind}-{shape[0]}x{shape[1]}-{_fingerprint(records, kind, shape, extra)}.u8"
@@ -95,7 +95,7 @@ def cache_path(data_cfg, records, kind: str, shape, extra: str) -> str | None:
         atexit.register(_remove, path)
         return path
     if mode == "disk":
-        folder = data_cfg.get("cache_dir")
+        folder = data_cfg.cache_dir
         if not folder:
             raise BadValue("config.data.cache='disk' needs config.data.cache_dir (a folder for the cache).")
         os.makedirs(folder, exist_ok=True)

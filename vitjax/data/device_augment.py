@@ -106,7 +106,7 @@ def train_transform(data_cfg, input_size: tuple[int, int], num_classes: int) -> 
     "label" int32 [B] into soft targets float32 [B, num_classes]) when an alpha is > 0. jit-able.
     """
     aug = data_cfg.augment
-    crop = bool(data_cfg.get("device_augment", False))
+    crop = bool(data_cfg.device_augment)
     mix = aug.mixup_alpha > 0 or aug.cutmix_alpha > 0
     if not crop and not mix:
         return None

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from vitjax.data.problems import Problems
-from vitjax.data.sources import SPLIT_ALIASES, RecordSource
+from vitjax.data.records import SPLIT_ALIASES, RecordSource
 from vitjax.data.transforms import is_readable
 from vitjax.errors import BadValue
 

@@ -12,23 +12,25 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vitjax.data.sources import RecordSource
+from vitjax.data import splits as splits_lib
+from vitjax.data.records import RecordSource
+from vitjax.data.source_spec import SourceSpec
+from vitjax.errors import BadKey, BadValue
 
 IMAGE_NAMES = ("image", "img")
 LABEL_NAMES = ("label", "labels")
 
 
-def load_hf(spec: str, data_cfg) -> tuple[dict[str, RecordSource], list[str]]:
-    """Loads `NAME[:CONFIG]` with `datasets.load_dataset` (hub cache or download) and wraps its splits."""
+def load_dataset_dict(spec: SourceSpec):
+    """`datasets.load_dataset` of an "hf:NAME[:CONFIG]" source (hub cache or download); every task's
+    hf: source goes through here, so a failure always names the source and the fix."""
     import datasets
-    name, _, config_name = spec.partition(":")
     try:
-        dsd = datasets.load_dataset(name, config_name or None)
+        return datasets.load_dataset(spec.name, spec.config)
     except Exception as e:  # the hub raises many kinds; keep the cause, add the fix.
-        raise ValueError(f"config.data.source 'hf:{spec}': datasets.load_dataset({name!r}"
-                         f"{', ' + repr(config_name) if config_name else ''}) failed: {e}. Check the dataset "
-                         "name/config on the Hub, your network or HF_HUB_OFFLINE, or use a local folder.") from e
-    return from_hf(dsd, data_cfg, name=f"hf:{spec}")
+        raise BadValue(f"config.data.source {spec.text!r}: datasets.load_dataset({spec.name!r}"
+                       f"{', ' + repr(spec.config) if spec.config else ''}) failed: {e}. Check the dataset "
+                       "name/config on the Hub, your network or HF_HUB_OFFLINE, or use a local folder.") from e
 
 
 def from_hf(dataset, data_cfg, *, name: str = "hf") -> tuple[dict[str, RecordSource], list[str]]:
@@ -37,11 +39,11 @@ def from_hf(dataset, data_cfg, *, name: str = "hf") -> tuple[dict[str, RecordSou
     if isinstance(dataset, datasets.Dataset):
         dataset = datasets.DatasetDict({"train": dataset})
     if not isinstance(dataset, datasets.DatasetDict) or not dataset:
-        raise ValueError(f"{name}: expected a datasets.Dataset or a non-empty DatasetDict, got {type(dataset)}.")
+        raise BadValue(f"{name}: expected a datasets.Dataset or a non-empty DatasetDict, got {type(dataset)}.")
     first = next(iter(dataset.values()))
-    image_col = _pick_column(first, data_cfg.get("image_column"), IMAGE_NAMES, datasets.Image,
+    image_col = _pick_column(first, data_cfg.image_column, IMAGE_NAMES, datasets.Image,
                              "image", name)
-    label_col = _pick_column(first, data_cfg.get("label_column"), LABEL_NAMES, datasets.ClassLabel,
+    label_col = _pick_column(first, data_cfg.label_column, LABEL_NAMES, datasets.ClassLabel,
                              "label", name)
     feature = first.features[label_col]
     string_names = None
@@ -57,8 +59,8 @@ def from_hf(dataset, data_cfg, *, name: str = "hf") -> tuple[dict[str, RecordSou
     for split_name, split in dataset.items():
         for col in (image_col, label_col):
             if col not in split.column_names:
-                raise KeyError(f"{name}: split '{split_name}' has no column '{col}' (columns: "
-                               f"{split.column_names}). Set config.data.image_column/label_column.")
+                raise BadKey(f"{name}: split '{split_name}' has no column '{col}' (columns: "
+                             f"{split.column_names}). Set config.data.image_column/label_column.")
         splits[split_name] = HFSource(f"{name}/{split_name}", split, image_col, label_col, string_names)
     return splits, class_names
 
@@ -69,7 +71,7 @@ def _pick_column(ds, configured: str | None, names: Sequence[str], feature_type,
     key = f"config.data.{what}_column"
     if configured is not None:
         if configured not in columns:
-            raise KeyError(f"{where}: {key}={configured!r} is not a column; the columns are {columns}.")
+            raise BadKey(f"{where}: {key}={configured!r} is not a column; the columns are {columns}.")
         return configured
     by_name = [c for c in names if c in columns]
     typed = [c for c in columns if isinstance(ds.features[c], feature_type)]
@@ -79,10 +81,10 @@ def _pick_column(ds, configured: str | None, names: Sequence[str], feature_type,
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        raise KeyError(f"{where}: no {what} column found among the columns {columns} (looked for "
-                       f"{list(names)} or a {feature_type.__name__} feature). Set {key} to the right column.")
-    raise ValueError(f"{where}: the {what} column is ambiguous: {candidates} all qualify (columns: "
-                     f"{columns}). Set {key} to the one to use.")
+        raise BadKey(f"{where}: no {what} column found among the columns {columns} (looked for "
+                     f"{list(names)} or a {feature_type.__name__} feature). Set {key} to the right column.")
+    raise BadValue(f"{where}: the {what} column is ambiguous: {candidates} all qualify (columns: "
+                   f"{columns}). Set {key} to the one to use.")
 
 
 class HFSource:
@@ -123,6 +125,5 @@ class HFSource:
 
 def open_hf_dataset(dataset, data_cfg):
     """`open_source` for an in-memory `datasets.Dataset`/`DatasetDict` (no hub access)."""
-    from vitjax.data import splits as splits_lib
     raw, class_names = from_hf(dataset, data_cfg, name="hf:<in-memory>")
     return splits_lib.resolve_splits("hf:<in-memory>", raw, class_names, data_cfg)

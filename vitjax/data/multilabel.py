@@ -19,8 +19,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vitjax.data import splits as splits_lib, transforms
-from vitjax.data.sources import SPLIT_ALIASES, ImageDataset
+from vitjax.data import hf, splits as splits_lib, transforms
+from vitjax.data.source_spec import parse_source
+from vitjax.data.records import SPLIT_ALIASES, ImageDataset
 from vitjax.errors import BadKey, BadValue
 
 LABELS_FILE = "labels.csv"
@@ -100,14 +101,14 @@ def from_hf(dataset, data_cfg, name: str = "hf:<in-memory>") -> tuple[dict[str, 
     def is_label_list(column):
         return isinstance(getattr(first.features[column], "feature", None), datasets.ClassLabel)
 
-    label_col = data_cfg.get("label_column")
+    label_col = data_cfg.label_column
     if label_col is None:
         typed = [c for c in first.column_names if is_label_list(c)]
         label_col = ([c for c in ("labels", "label") if c in typed] or typed or [None])[0]
     if label_col not in first.column_names or not is_label_list(label_col):
         raise BadKey(f"{name}: multi-label classification needs a Sequence(ClassLabel) column; the "
                      f"features are {dict(first.features)}. Set config.data.label_column.")
-    image_col = data_cfg.get("image_column") or next(
+    image_col = data_cfg.image_column or next(
         (c for c in ("image", "img") if c in first.column_names), None)
     if image_col is None:
         raise BadKey(f"{name}: no image column among {first.column_names}; set config.data.image_column.")
@@ -123,20 +124,13 @@ def from_hf(dataset, data_cfg, name: str = "hf:<in-memory>") -> tuple[dict[str, 
 
 def open_multilabel(data_cfg) -> ImageDataset:
     """`open_source` for multi-label records: an "hf:" dataset or a folder with labels.csv."""
-    source = data_cfg.source
-    kind, _, rest = source.partition(":")
-    if kind == "hf" and rest:
-        import datasets
-
-        name, _, config_name = rest.partition(":")
-        raw, class_names = from_hf(datasets.load_dataset(name, config_name or None), data_cfg, name=source)
-    elif kind == "folder" and rest or os.path.isdir(os.path.expanduser(source)):
-        raw, class_names = scan_csv_folder(rest if kind == "folder" and rest else source)
+    spec = parse_source(data_cfg.source, ("hf", "folder", "path"),
+                        f"'hf:NAME[:CONFIG]' (a Sequence(ClassLabel) column) or 'folder:PATH' (with {LABELS_FILE})")
+    if spec.kind == "hf":
+        raw, class_names = from_hf(hf.load_dataset_dict(spec), data_cfg, name=spec.text)
     else:
-        raise BadValue(f"config.data.source={source!r}: multi-label classification reads "
-                       f"'hf:NAME[:CONFIG]' (a Sequence(ClassLabel) column) or 'folder:PATH' (with "
-                       f"{LABELS_FILE}).")
-    return splits_lib.resolve_splits(source, raw, class_names, data_cfg)
+        raw, class_names = scan_csv_folder(spec.name)
+    return splits_lib.resolve_splits(spec.text, raw, class_names, data_cfg)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,26 +35,27 @@ from PIL import Image
 
 from vitjax.data import leftovers, transforms
 from vitjax.data.cache import DecodedSource, cache_path
+from vitjax.data.config import default_config
 from vitjax.errors import BadValue
 
 
 def cached_size(preprocessing, data_cfg) -> tuple[int, int]:
     """(H, W) training images are resized to once (cache, device path): input size * cache_scale."""
-    scale = data_cfg.get("cache_scale", 1.15)
+    scale = data_cfg.cache_scale
     return tuple(int(round(s * scale)) for s in preprocessing.input_size)
 
 
 def train_image_size(preprocessing, data_cfg) -> tuple[int, int]:
     """(H, W) of the training images the host ships: the model input size, or with device_augment
     the cached size the device crops from."""
-    if data_cfg.get("device_augment", False):
+    if data_cfg.device_augment:
         return cached_size(preprocessing, data_cfg)
     return tuple(preprocessing.input_size)
 
 
 def _read_options(data_cfg) -> grain.ReadOptions:
-    return grain.ReadOptions(num_threads=data_cfg.get("read_threads", 4),
-                             prefetch_buffer_size=max(1, data_cfg.get("prefetch", 4)))
+    return grain.ReadOptions(num_threads=data_cfg.read_threads,
+                             prefetch_buffer_size=max(1, data_cfg.prefetch))
 
 
 def _parallel(ds: grain.MapDataset, data_cfg, workers: int) -> grain.IterDataset:
@@ -66,7 +67,7 @@ def _parallel(ds: grain.MapDataset, data_cfg, workers: int) -> grain.IterDataset
             # they are taken with their defaults. vitjax.main parses the command line first.
             flags.FLAGS.mark_as_parsed()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
-            num_workers=workers, per_worker_buffer_size=max(1, data_cfg.get("prefetch", 4))),
+            num_workers=workers, per_worker_buffer_size=max(1, data_cfg.prefetch)),
             worker_init_fn=leftovers.die_with_parent)
     return it_ds
 
@@ -89,10 +90,10 @@ def _check_transforms(record_transforms: RecordTransforms | None, data_cfg) -> N
     """The decode cache and the device-side augmentation only know image + class-label records."""
     if record_transforms is None:
         return
-    augment = data_cfg.get("augment", {})
+    augment = data_cfg.augment
     unsupported = {
-        "config.data.cache": data_cfg.get("cache", "none") != "none",
-        "config.data.device_augment": data_cfg.get("device_augment", False),
+        "config.data.cache": data_cfg.cache != "none",
+        "config.data.device_augment": data_cfg.device_augment,
         "config.data.augment.mixup_alpha": augment.get("mixup_alpha", 0) > 0,
         "config.data.augment.cutmix_alpha": augment.get("cutmix_alpha", 0) > 0,
     }
@@ -160,7 +161,7 @@ def train_iterator(split, preprocessing, data_cfg, *, batch_size: int, seed: int
     # the global batch (process 0's rows first) is the same records in the same order whatever the
     # process count, and `next_index` (batches drawn) resumes on another process count.
     ds = ds.batch(batch_size, drop_remainder=True)[shard_index::shard_count]
-    iterator = iter(_parallel(ds, data_cfg, data_cfg.get("workers", 0)))
+    iterator = iter(_parallel(ds, data_cfg, data_cfg.workers))
     if start_state is not None:
         iterator.set_state(start_state)
     return iterator
@@ -168,8 +169,8 @@ def train_iterator(split, preprocessing, data_cfg, *, batch_size: int, seed: int
 
 def _classification_train(split, preprocessing, data_cfg) -> tuple[DecodedSource, TrainAugment]:
     """The decoded (or decoded, resized, cached) source and the augmentation of image + label records."""
-    device_side = data_cfg.get("device_augment", False)
-    cached = data_cfg.get("cache", "none") != "none"
+    device_side = data_cfg.device_augment
+    cached = data_cfg.cache != "none"
     resample = preprocessing.resample
     if device_side or cached:
         # Decode and resize once (the cache stores this); random crops are then taken from it.
@@ -237,13 +238,13 @@ def eval_batches(split, preprocessing, *, batch_size: int, shard_index: int = 0,
 
     Every process yields ceil(ceil(N / shard_count) / batch_size) batches, so hosts stay in step and
     each of the N records is valid in exactly one row across all shards. `data_cfg` (optional) supplies
-    read_threads/prefetch and the decode cache (None: 4 threads, no cache). Evaluation decodes in
+    read_threads/prefetch and the decode cache (None: `vitjax.data.config.default_config()`'s). Evaluation decodes in
     threads of this process (PIL releases the GIL), not worker processes, which would be started
     anew on every pass. With `record_transforms`, rows are its `eval(record)` and padding rows its
     `padding`.
     """
     _check_batch(batch_size, shard_index, shard_count)
-    data_cfg = data_cfg if data_cfg is not None else {"workers": 0, "cache": "none"}
+    data_cfg = data_cfg if data_cfg is not None else default_config()
     _check_transforms(record_transforms, data_cfg)
     n = len(split)
     if n == 0:

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from vitjax.data.sources import (CARVE, SPLIT_ALIASES, SPLITS, ImageDataset, RecordSource, SubsetSource,
+from vitjax.data.records import (CARVE, SPLIT_ALIASES, SPLITS, ImageDataset, RecordSource, SubsetSource,
                                  check_labels)
 from vitjax.errors import BadKey, BadValue
 from vitjax.files import read_json
@@ -62,9 +62,13 @@ def _find(raw: dict[str, RecordSource], split: str, configured: str | None, wher
     return next((alias for alias in SPLIT_ALIASES[split] if alias in raw), None)
 
 
-def resolve_splits(source: str, raw: dict[str, RecordSource], class_names: list[str], data_cfg) -> ImageDataset:
-    """Builds the ImageDataset: named splits, corrupt files dropped if asked, missing splits carved."""
-    names = {s: _find(raw, s, data_cfg.get(f"{s}_split"), source) for s in SPLITS}
+def resolve_splits(source: str, raw: dict[str, RecordSource], class_names: list[str] | None,
+                   data_cfg) -> ImageDataset:
+    """Builds the ImageDataset: named splits, corrupt files dropped if asked, missing splits carved.
+
+    `class_names=None`: the records have no classes (their `labels()` only stratify the carving);
+    the dataset's class list is then empty and nothing checks or warns about classes."""
+    names = {s: _find(raw, s, data_cfg[f"{s}_split"], source) for s in SPLITS}
     if names["train"] is None:
         raise BadKey(f"{source}: no train split among {sorted(raw)}; set config.data.train_split.")
     splits: dict[str, RecordSource] = {}
@@ -75,18 +79,19 @@ def resolve_splits(source: str, raw: dict[str, RecordSource], class_names: list[
         if len(raw[name]) == 0:
             raise BadValue(f"{source}: split '{name}' has no images. Add images or set "
                            f"config.data.{split}_split to another split.")
-        check_labels(raw[name], name, class_names, source)
+        if class_names is not None:
+            check_labels(raw[name], name, class_names, source)
         splits[split], origin[split] = raw[name], name
-    if data_cfg.get("skip_corrupt", False):
+    if data_cfg.skip_corrupt:
         from vitjax.data.transforms import without_corrupt
         splits = {s: without_corrupt(records, f"{source}/{origin[s]}") for s, records in splits.items()}
     missing = [s for s in SPLITS if s not in splits]
     if missing:
-        fractions = dict(zip(SPLITS, data_cfg.get("split_fractions", (0.8, 0.1, 0.1))))
+        fractions = dict(zip(SPLITS, data_cfg.split_fractions))
         keep = ["train"] + missing
         parts = stratified_split(splits["train"].labels(), [fractions[s] for s in keep],
-                                 data_cfg.get("split_seed", 0))
-        train, carved = splits["train"], f"{origin['train']} (carved, seed {data_cfg.get('split_seed', 0)})"
+                                 data_cfg.split_seed)
+        train, carved = splits["train"], f"{origin['train']} (carved, seed {data_cfg.split_seed})"
         for split, indices in zip(keep, parts):
             if len(indices) == 0:
                 raise BadValue(f"{source}: carving '{split}' out of {len(train)} training images with "
@@ -94,9 +99,10 @@ def resolve_splits(source: str, raw: dict[str, RecordSource], class_names: list[
                                "or raise its fraction.")
             splits[split] = SubsetSource(train, indices)
             origin[split] = carved
-    dataset = ImageDataset(source=source, splits={s: splits[s] for s in SPLITS}, class_names=class_names,
-                           origin=origin)
-    _warn_missing_classes(dataset)
+    dataset = ImageDataset(source=source, splits={s: splits[s] for s in SPLITS},
+                           class_names=list(class_names or []), origin=origin)
+    if class_names is not None:
+        _warn_missing_classes(dataset)
     return dataset
 
 
@@ -116,9 +122,10 @@ def split_summary(dataset: ImageDataset) -> dict:
     """Per split: origin, size and per-class counts (for logs and the audit file)."""
     summary = {}
     for name, split in dataset.splits.items():
-        counts = np.bincount(split.labels(), minlength=dataset.num_classes)
-        summary[name] = {"origin": dataset.origin.get(name, name), "size": len(split),
-                         "per_class": {c: int(n) for c, n in zip(dataset.class_names, counts)}}
+        summary[name] = {"origin": dataset.origin.get(name, name), "size": len(split)}
+        if dataset.class_names:
+            counts = np.bincount(split.labels(), minlength=dataset.num_classes)
+            summary[name]["per_class"] = {c: int(n) for c, n in zip(dataset.class_names, counts)}
     return summary
 
 

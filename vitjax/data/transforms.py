@@ -22,30 +22,8 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from vitjax.data import policies
 from vitjax.errors import BadValue
-
-_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """8-bit RGB for any PIL mode: alpha composited on white, 16-bit/32-bit/float scaled to 0..255."""
-    if img.mode == "RGB":
-        return img
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in _ALPHA_MODES:
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if img.mode.startswith("I") or img.mode == "F":
-        x = np.asarray(img, dtype=np.float64)
-        if img.mode.startswith("I;16") or (img.mode == "I" and x.max(initial=0) > 255):
-            x = x / 257.0
-        elif img.mode == "F" and x.max(initial=0) <= 1.0:
-            x = x * 255.0
-        grey = np.clip(np.round(x), 0, 255).astype(np.uint8)
-        return Image.fromarray(np.repeat(grey[..., None], 3, axis=-1))
-    return img.convert("RGB")
-
+from vitjax.images import to_rgb
+from vitjax.data.records import SubsetSource
 
 def open_image(value: Any) -> Any:
     """A lazily opened PIL image from encoded bytes, an HF {"bytes", "path"} dict or a path;
@@ -100,7 +78,6 @@ def is_readable(record_source, index: int) -> bool:
 
 def without_corrupt(records, where: str, threads: int = 8):
     """`records` minus the images that do not decode, with a warning listing the skipped ones."""
-    from vitjax.data.sources import SubsetSource
     with futures.ThreadPoolExecutor(threads) as pool:
         ok = np.fromiter(pool.map(lambda i: is_readable(records, i), range(len(records))), bool, len(records))
     if ok.all():

@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from vitjax.errors import BadValue
+from vitjax.parallel import path_str
 
 PRESETS = ("full", "head_only", "last_n_blocks", "none")
 _LAYER = re.compile(r"backbone/encoder/layer_(\d+)/")
@@ -72,15 +73,8 @@ class Group:
 
 
 def path_tree(params) -> Any:
-    """The pytree of slash-joined path strings for `params` (dict keys, attribute names, indices)."""
-    return jax.tree_util.tree_map_with_path(lambda path, _: "/".join(_key(k) for k in path), params)
-
-
-def _key(entry) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(entry, attr):
-            return str(getattr(entry, attr))
-    return str(entry)
+    """The pytree of slash-joined path strings for `params` (`vitjax.parallel.path_str` of each leaf)."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: path_str(path), params)
 
 
 def layer_index(path: str, num_layers: int) -> int:

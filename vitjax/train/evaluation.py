@@ -12,7 +12,7 @@ import os
 import jax
 
 from vitjax import parallel
-from vitjax.errors import BadKey
+from vitjax.tracking import tracked_value
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,7 @@ def check_tracked_metrics(run, params, eval_step, tracked: dict[str, str]) -> No
     update = eval_step(params, parallel.global_batch(local, run.mesh))
     reported = run.task.summarize(jax.device_get(update.compute()))
     for key, metric in unknown.items():
-        if metric not in reported:
-            raise BadKey(f"{key}={metric!r} is not a metric of the {run.task.name!r} task; it "
-                         f"produces {sorted(reported)}. Set {key} to one of them.")
+        tracked_value(reported, metric, run.task.name, key)
 
 
 def report(run, params, eval_step, split: str, outdir: str) -> dict:
@@ -63,20 +61,4 @@ def report(run, params, eval_step, split: str, outdir: str) -> dict:
     if jax.process_index() == 0:
         os.makedirs(outdir, exist_ok=True)
         run.task.report(computed, outdir, split)
-    return summary
-
-
-def evaluate_model(config, workdir: str, split: str) -> dict:
-    """The `evaluate` mode: the model at `config.model.checkpoint` on one split of the data."""
-    from vitjax.train import setup
-
-    run = setup.build_run(config, workdir)
-    if split not in run.dataset.splits:
-        raise BadKey(f"--split {split!r} is not a split of {run.dataset.source}; "
-                     f"choose one of {sorted(run.dataset.splits)}.")
-    state = run.init_state()
-    summary = report(run, state.params, run.jit_eval_step(), split,
-                     os.path.join(workdir, f"eval_{split}"))
-    for k, v in sorted(summary.items()):
-        print(f"{split} {k:<24} {v:.4f}")
     return summary

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vitjax import optim
-from vitjax.errors import BadKey, UserError
+from vitjax.errors import UserError
+from vitjax.tracking import tracked_value
 from vitjax.train import evaluation, outputs, setup
 from vitjax.train.checkpointing import Checkpointer
 from vitjax.train.early_stopping import EarlyStopping
@@ -45,13 +46,14 @@ class Interrupted(KeyboardInterrupt):
 def train(config, workdir: str) -> dict:
     """Runs (or resumes) training in `workdir`; returns the results dict (also results.json)."""
     run = setup.build_run(config, workdir)
+    setup.write_run_files(run)
     cfg = config.train
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), metric=cfg.best_metric,
                         mode=cfg.best_mode, keep_best=cfg.keep_best)
     stopper = EarlyStopping(mode=cfg.best_mode, patience=cfg.early_stopping_patience,
                             min_delta=cfg.early_stopping_min_delta)
     plateau = run.plateau
-    host = {"history": [], "elapsed": 0.0, "early_stopping": stopper.state(),
+    host = {"history": [], "elapsed": 0.0, "early_stopping": stopper.state_dict(),
             "plateau": plateau.state_dict() if plateau else None}
     state = run.init_state()
     train_iter = run.train_iterator()
@@ -60,9 +62,9 @@ def train(config, workdir: str) -> dict:
     if restored:
         _, state, data_state, host = restored
         train_iter.set_state(data_state)
-        stopper.restore(host["early_stopping"])
+        stopper = stopper.resumed(host["early_stopping"])
         if plateau:
-            plateau = optim.Plateau.from_state_dict(host["plateau"])
+            plateau = plateau.resumed(host["plateau"])
         log.info("resumed from the checkpoint of step %d in %s/checkpoints", latest, workdir)
 
     writer = MetricWriter(workdir, start_step=latest or 0)
@@ -78,7 +80,7 @@ def train(config, workdir: str) -> dict:
     saved_window = host.get("window")  # merged into the first step's metrics after a resume
     train_summary = host.get("train_summary", {})
     run_start = time.time() - host["elapsed"]
-    stop = stopper.patience > 0 and stopper.bad_evals >= stopper.patience
+    stop = stopper.should_stop()
     # The iterator's state as of the last completed step: an interruption between `next()` and
     # the end of a step must not skip the batch it had already drawn.
     data_state = train_iter.get_state()
@@ -116,10 +118,12 @@ def train(config, workdir: str) -> dict:
                               **{f"train/{k}": v for k, v in train_summary.items()},
                               **{f"validation/{k}": v for k, v in val.items()}}
                     host["history"].append(record)
-                    stop = stopper.update(_tracked(val, cfg.best_metric, run))
-                    host["early_stopping"] = stopper.state()
+                    stop = stopper.update(tracked_value(val, cfg.best_metric, run.task.name,
+                                                        "config.train.best_metric"))
+                    host["early_stopping"] = stopper.state_dict()
                     if plateau:
-                        scale = plateau.update(_tracked(val, plateau.metric, run))
+                        scale = plateau.update(tracked_value(val, plateau.metric, run.task.name,
+                                                             "config.optim.plateau.metric"))
                         state = state.replace(opt_state=optim.set_lr_scale(state.opt_state, scale))
                         host["plateau"] = plateau.state_dict()
                     save(metrics=_validation_metrics(record))
@@ -213,14 +217,6 @@ def _interrupted(step: int, total: int, latest: int | None, directory: str) -> s
 def _stopped(what: str, step: int, total: int, directory: str) -> str:
     return (f"stopped by {what} at step {step} of {total}; saved the checkpoint of step {step} in "
             f"{directory}. Run the same command again to resume from it.")
-
-
-def _tracked(val: dict, metric: str, run) -> float:
-    if metric not in val:
-        raise BadKey(f"the metric {metric!r} (config.train.best_metric or "
-                     f"config.optim.plateau.metric) is not produced by the {run.task.name!r} "
-                     f"task; it produces {sorted(val)}.")
-    return float(val[metric])
 
 
 def _check_finite(scalars: dict, step: int, run, kept: int | None) -> None:

@@ -18,8 +18,9 @@ from vitjax import config as config_lib
 from vitjax import parallel
 from vitjax.checkpoints.hf_export import export_hf
 from vitjax.checkpoints.native import export_native
+from vitjax import report
 from vitjax.files import read_json
-from vitjax.train import evaluation, report
+from vitjax.train import evaluation
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def export(run, params, directory: str, metrics: dict | None = None) -> str:
     return path
 
 
-def _metrics_of(workdir: str, step: int, checkpoint_metrics: dict | None) -> dict:
+def metrics_of(workdir: str, step: int, checkpoint_metrics: dict | None) -> dict:
     """The metrics of the checkpoint of `step` for its model card: the finished run's results
     (validation and test) when they are of that step, else the validation metrics it was saved with."""
     path = os.path.join(workdir, "results.json")
@@ -106,26 +107,3 @@ def _metrics_of(workdir: str, step: int, checkpoint_metrics: dict | None) -> dic
         if results.get("best_step") == step:
             return results.get("metrics", {})
     return {"validation": checkpoint_metrics} if checkpoint_metrics else {}
-
-
-def export_from_checkpoint(config, workdir: str, output: str | None) -> str:
-    """The `export` mode: the best orbax checkpoint of `workdir` written in Hugging Face format (or
-    vitjax's own format for tasks without a transformers class) to `output`, by default where
-    training exports (`export_dir`)."""
-    from vitjax.train import setup
-    from vitjax.train.checkpointing import Checkpointer
-
-    run = setup.build_run(config, workdir)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), metric=config.train.best_metric,
-                        mode=config.train.best_mode, keep_best=config.train.keep_best)
-    step = ckpt.best_step()
-    if step is None:
-        raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint; train first.")
-    state, _, _ = ckpt.restore(step, run.init_state())
-    checkpoint_metrics = ckpt.metrics(step)
-    ckpt.close()
-    output = output or export_dir(run)
-    params = parallel.to_host(run.eval_params(state), run.mesh)
-    if jax.process_index() != 0:
-        return output
-    return export(run, params, output, _metrics_of(workdir, step, checkpoint_metrics))

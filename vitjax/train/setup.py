@@ -1,8 +1,15 @@
-"""Builds a run from its config: data, task, model and params, optimizer, mesh, jitted steps.
+"""Builds a run from its config with pure builders (none writes a file), in the order data flows:
 
-Everything the loop, the evaluation and the export modes share is assembled here once, in the
-order data flows: source and splits → task (head, loss, metrics) → backbone weights from the
-checkpoint (or from scratch) → optimizer with its parameter groups → sharded train state.
+- `make_mesh(config)`: the device mesh, batch sizes checked against it;
+- `open_data(config)`: the task class and its source's splits (`ImageDataset`);
+- `build_model(config, task_class, dataset)`: the task, the backbone + head `Model`, its start
+  parameters (checkpoint weights + fresh head), preprocessing and where the weights came from;
+- `build_training(config, params, spec, dataset)`: optimizer with its parameter groups, plateau,
+  step counts;
+- the steps: `Run.jit_train_step`, `Run.jit_eval_step`.
+
+`build_run` composes all of them (the train and export modes); `build_eval_run` composes all but the
+optimizer (the evaluate mode).
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from vitjax.checkpoints.hf_load import load_hf
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.data import pipeline, splits as splits_lib
 from vitjax.data.device_augment import train_transform
-from vitjax.data.sources import ImageDataset
+from vitjax.data.records import ImageDataset
+from vitjax.errors import BadValue
 from vitjax.models.model import Model
 from vitjax.models.vit import ViT, ViTSpec
 from vitjax.train.fast_paths import backbone_options
@@ -46,11 +54,12 @@ class Run:
     preprocessing: Preprocessing
     init_params: dict  # float32 host arrays: checkpoint weights + fresh head
     base: str  # where the backbone came from: a hub id, a folder, or "scratch"
-    optimizer: optim.Optimizer
-    plateau: optim.Plateau | None
-    steps_per_epoch: int
-    total_steps: int
-    eval_every_steps: int
+    # From `build_training`; absent (None, 0) in a run built for evaluation only.
+    optimizer: optim.Optimizer | None = None
+    plateau: optim.Plateau | None = None
+    steps_per_epoch: int = 0
+    total_steps: int = 0
+    eval_every_steps: int = 0
     checkpoint_every_steps: int = 0  # 0: checkpoints at evaluations only
 
     # ---- sizes -------------------------------------------------------------------------------
@@ -88,6 +97,12 @@ class Run:
                                                      self.mesh),
             ema_params=None if shapes.ema_params is None else params,
             rng=parallel.replicated(self.mesh))
+
+    def placed_params(self):
+        """`init_params` on the mesh with the parameter shardings (no optimizer needed)."""
+        shapes = jax.eval_shape(lambda params: params, self.init_params)
+        shardings = parallel.param_shardings(shapes, self.mesh, min_size=self.config.mesh.fsdp_min_size)
+        return jax.device_put(self.init_params, shardings)
 
     def init_state(self) -> TrainState:
         """The step-0 train state, placed on the mesh with the parameter shardings."""
@@ -150,37 +165,59 @@ class Run:
         return state.params if state.ema_params is None else state.ema_params
 
 
-def build_run(config, workdir: str, dataset: ImageDataset | None = None) -> Run:
-    """The run of `config` in `workdir`, on `config.data` (opened by the task's `open_source`, its
-    split saved to the workdir) or on a given `dataset` (e.g. the benchmark's synthetic images)."""
+def make_mesh(config) -> jax.sharding.Mesh:
+    """The device mesh of `config.mesh`; the batch sizes must divide over its devices."""
     mesh = parallel.make_mesh(config.mesh)
     devices = jax.device_count()
     config_lib.check_batch_divides(config.train.batch_size, "train.batch_size", devices)
     if config.train.eval_batch_size:
         config_lib.check_batch_divides(config.train.eval_batch_size, "train.eval_batch_size",
                                        devices)
+    return mesh
 
+
+def open_data(config) -> tuple[type[registry.Task], ImageDataset]:
+    """The task class of `config.task` (plugins loaded) and the splits of `config.data` it opens."""
     registry.load_plugins(config.task.plugins)
     task_class = registry.get_task(config.task.name)
-    if dataset is None:
-        dataset = task_class.open_source(config.data, config.task)
-        if config.train.test_split and config.train.test_split not in dataset.splits:
-            raise ValueError(f"config.train.test_split={config.train.test_split!r} is not a split "
-                             f"of {dataset.source}; use one of {sorted(dataset.splits)}, or '' for "
-                             f"none.")
-        if jax.process_index() == 0:
-            splits_lib.write_split(workdir, dataset)
-    log.info("data %s: %s", dataset.source,
-             {s: len(v) for s, v in dataset.splits.items()})
+    dataset = task_class.open_source(config.data, config.task)
+    if config.train.test_split and config.train.test_split not in dataset.splits:
+        raise BadValue(f"config.train.test_split={config.train.test_split!r} is not a split "
+                       f"of {dataset.source}; use one of {sorted(dataset.splits)}, or '' for "
+                       f"none.")
+    return task_class, dataset
+
+
+@dataclasses.dataclass
+class Built:
+    """What `build_model` returns: the task and its model with start parameters."""
+
+    task: registry.Task
+    spec: ViTSpec
+    model: Model
+    preprocessing: Preprocessing
+    init_params: dict
+    base: str
+
+
+def build_model(config, task_class: type[registry.Task], dataset: ImageDataset) -> Built:
+    """The task over `dataset`'s classes, the backbone + task head, and the start parameters:
+    the checkpoint's tensors where they fit, fresh ones elsewhere."""
+    log.info("data %s: %s", dataset.source, {s: len(v) for s, v in dataset.splits.items()})
     task = task_class(config.task, dataset.class_names)
     spec, params, preprocessing, base = load_backbone(config, dataset.class_names)
     model = Model(ViT(spec, **backbone_options(config.model)), task.make_head(spec))
     params = _with_task_head(model, spec, params, config.seed)
+    return Built(task=task, spec=spec, model=model, preprocessing=preprocessing, init_params=params,
+                 base=base)
 
+
+def build_training(config, params: dict, spec: ViTSpec, dataset: ImageDataset) -> dict:
+    """The `Run` fields of training: optimizer (parameter groups), plateau and step counts."""
     steps_per_epoch = len(dataset.splits["train"]) // config.train.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"the train split has {len(dataset.splits['train'])} images, fewer than "
-                         f"config.train.batch_size={config.train.batch_size}; lower the batch size.")
+        raise BadValue(f"the train split has {len(dataset.splits['train'])} images, fewer than "
+                       f"config.train.batch_size={config.train.batch_size}; lower the batch size.")
     total_steps = max(1, round(config.train.epochs * steps_per_epoch))
     eval_every = durations.to_steps(config.train.eval_every, steps_per_epoch=steps_per_epoch,
                                     total_steps=total_steps, batch_size=config.train.batch_size,
@@ -191,17 +228,43 @@ def build_run(config, workdir: str, dataset: ImageDataset | None = None) -> Run:
     optimizer = optim.build_optimizer(config.optim, params, num_layers=spec.num_layers,
                                       steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                                       batch_size=config.train.batch_size)
+    return dict(optimizer=optimizer, plateau=optim.build_plateau(config.optim),
+                steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                eval_every_steps=max(1, min(eval_every, total_steps)),
+                checkpoint_every_steps=checkpoint_every)
+
+
+def build_eval_run(config, workdir: str) -> Run:
+    """A run that evaluates only: data, model and parameters, no optimizer."""
+    mesh = make_mesh(config)
+    task_class, dataset = open_data(config)
+    built = build_model(config, task_class, dataset)
+    return Run(config=config, workdir=workdir, mesh=mesh, dataset=dataset, **vars(built))
+
+
+def build_run(config, workdir: str, dataset: ImageDataset | None = None) -> Run:
+    """The training run of `config` in `workdir`, on `config.data` (opened by the task's
+    `open_source`) or on a given `dataset` (e.g. the benchmark's synthetic images). Writes nothing:
+    the train mode saves the split and the parameter groups (`write_run_files`)."""
+    mesh = make_mesh(config)
+    if dataset is None:
+        task_class, dataset = open_data(config)
+    else:
+        registry.load_plugins(config.task.plugins)
+        task_class = registry.get_task(config.task.name)
+    built = build_model(config, task_class, dataset)
+    return Run(config=config, workdir=workdir, mesh=mesh, dataset=dataset, **vars(built),
+               **build_training(config, built.init_params, built.spec, dataset))
+
+
+def write_run_files(run: Run) -> None:
+    """Process 0 writes the audit file of the split and the parameter-group table to the workdir."""
     if jax.process_index() == 0:
-        table = optimizer.describe()
+        table = run.optimizer.describe()
         log.info("parameter groups:\n%s", table)
-        with open(os.path.join(workdir, "param_groups.txt"), "w", encoding="utf-8") as f:
+        splits_lib.write_split(run.workdir, run.dataset)
+        with open(os.path.join(run.workdir, "param_groups.txt"), "w", encoding="utf-8") as f:
             f.write(table + "\n")
-    return Run(config=config, workdir=workdir, mesh=mesh, dataset=dataset, task=task, spec=spec,
-               model=model, preprocessing=preprocessing, init_params=params, base=base,
-               optimizer=optimizer, plateau=optim.build_plateau(config.optim),
-               steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-               eval_every_steps=max(1, min(eval_every, total_steps)),
-               checkpoint_every_steps=checkpoint_every)
 
 
 def load_backbone(config, class_names):
@@ -210,7 +273,7 @@ def load_backbone(config, class_names):
     The spec carries the run's regularisation (dropout, stochastic depth) over the checkpoint's.
     """
     m = config.model
-    id2label = dict(enumerate(class_names))
+    id2label = dict(enumerate(class_names)) or None  # None: a task without classes
     overrides = dict(hidden_dropout=m.dropout_rate, drop_path_rate=m.drop_path_rate)
     if m.checkpoint:
         ckpt = load_hf(m.checkpoint, id2label=id2label, image_size=m.image_size or None)
@@ -231,8 +294,8 @@ def _with_task_head(model: Model, spec: ViTSpec, loaded: dict | None, seed: int)
             if path in fresh and fresh[path].shape == value.shape:
                 fresh[path] = value
             elif path.startswith("backbone/"):
-                raise ValueError(f"checkpoint tensor {path} {value.shape} does not fit the model "
-                                 f"({fresh.get(path, np.zeros(0)).shape}).")
+                raise BadValue(f"checkpoint tensor {path} {value.shape} does not fit the model "
+                               f"({fresh.get(path, np.zeros(0)).shape}).")
     return traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, v in fresh.items()},
                                         sep="/")
 

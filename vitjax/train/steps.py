@@ -64,10 +64,10 @@ def make_train_step(model, task, tx: optax.GradientTransformation, normalize: Ca
         def loss_fn(trainable_params):
             outputs = model.apply({"params": merge(trainable_params, frozen)}, images, train=True,
                                   frozen_backbone=backbone_frozen, rngs={"dropout": dropout_rng})
-            loss, _ = task.loss(outputs, batch)
-            return loss, outputs
+            loss, aux = task.loss(outputs, batch)
+            return loss, (outputs, aux)
 
-        (loss, outputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+        (loss, (outputs, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
         grad_norm = optax.global_norm(grads)
         grads = merge(grads, jax.tree.map(jnp.zeros_like, frozen))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -76,7 +76,7 @@ def make_train_step(model, task, tx: optax.GradientTransformation, normalize: Ca
         if ema is not None:
             ema = optax.incremental_update(params, ema, 1.0 - ema_decay)
         metrics = task.metrics(training=True).single_from_model_output(
-            **task.metric_inputs(outputs, batch))
+            **task.metric_inputs(outputs, batch, aux))
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                                   ema_params=ema)
         return new_state, (metrics, grad_norm)
@@ -89,15 +89,7 @@ def make_eval_step(model, task, normalize: Callable):
 
     def step(params, batch):
         outputs = model.apply({"params": params}, normalize(batch["image"]), train=False)
-        return task.metrics().single_from_model_output(**task.metric_inputs(outputs, batch))
-
-    return step
-
-
-def make_predict_step(model, normalize: Callable):
-    """Returns `step(params, images_uint8) -> outputs` for prediction."""
-
-    def step(params, images):
-        return model.apply({"params": params}, normalize(images), train=False)
+        _, aux = task.loss(outputs, batch)
+        return task.metrics().single_from_model_output(**task.metric_inputs(outputs, batch, aux))
 
     return step
