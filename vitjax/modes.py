@@ -130,22 +130,50 @@ def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
 def predict(config, workdir: str | None, model: str | None, inputs: list[str], top_k: int,
             output: str | None) -> list[dict]:
     """Top-k labels with probabilities for every image of `inputs` (files and folders); prints a
-    table, writes JSON to `output` if given."""
+    table, writes JSON to `output` if given. An image that cannot be read gets an "error" naming it
+    instead of predictions; the others are predicted all the same."""
     from vitjax.api import load_pretrained
     if config is not None:
         _prepare(config)
     classifier = load_pretrained(_model_dir(workdir, model))
     paths = expand_inputs(inputs)
-    results = [{"file": path, "predictions": [{"label": l, "probability": p} for l, p in preds]}
-               for path, preds in zip(paths, classifier.predict(paths, top_k=top_k))]
+    results = []
+    for start in range(0, len(paths), _PREDICT_CHUNK):
+        read = {path: _read_image(path) for path in paths[start:start + _PREDICT_CHUNK]}
+        good = [path for path, (image, _) in read.items() if image is not None]
+        predicted = dict(zip(good, classifier.predict([read[p][0] for p in good], top_k=top_k) if good else []))
+        results += [{"file": path, "predictions": [{"label": l, "probability": p} for l, p in predicted[path]]}
+                    if path in predicted else {"file": path, "error": read[path][1]} for path in read]
     width = max(len(r["file"]) for r in results)
     for r in results:
-        shown = "  ".join(f"{p['label']} {p['probability']:.3f}" for p in r["predictions"])
+        shown = ("  ".join(f"{p['label']} {p['probability']:.3f}" for p in r["predictions"])
+                 if "predictions" in r else f"ERROR {r['error']}")
         print(f"{r['file']:<{width}}  {shown}")
+    failed = sum("error" in r for r in results)
+    if failed:
+        logging.warning("%d of %d input(s) could not be read; each is listed with its error%s", failed,
+                        len(results), f" in {output}" if output else " above")
     if output:
         with open(output, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
     return results
+
+
+_PREDICT_CHUNK = 64  # images decoded and held at once
+
+
+def _read_image(path: str):
+    """(the decoded image, None), or (None, what went wrong, naming `path`)."""
+    from PIL import Image
+
+    try:
+        image = Image.open(path)
+        image.load()
+        return image, None
+    except Image.DecompressionBombError as e:
+        return None, f"{path}: refused as a possible decompression bomb ({e})"
+    except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, ... for bad files
+        return None, f"{path}: cannot decode the image ({type(e).__name__}: {e})"
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
