@@ -57,6 +57,8 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
     Every process reads and checks (so all raise the same error); process 0 alone removes and
     writes, after all have read.
     """
+    from vitjax.train.checkpointing import has_checkpoints
+
     saved = os.path.join(workdir, "config.json")
     remove = False
     if os.path.exists(saved):
@@ -64,14 +66,18 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
         diff = config_lib.differences(previous, config_lib.to_dict(config))
         if overwrite:
             remove = True
+        elif diff and not has_checkpoints(os.path.join(workdir, "checkpoints")):
+            remove = True  # nothing trained yet: the corrected config starts the run afresh
+            logging.warning("%s holds no checkpoint yet: replacing its config (%s)", workdir,
+                            "; ".join(diff[:8]))
         elif diff:
-            raise errors.BadValue(
+            raise BadValue(
                 f"{workdir} holds a run with a different config ({'; '.join(diff[:8])}). "
                 f"Resuming it with this config would mix two runs. Use another --workdir, or "
                 f"pass --overwrite to delete the earlier run and start afresh.")
         elif not config.train.resume and os.path.isdir(os.path.join(workdir, "checkpoints")):
-            raise errors.BadValue(f"{workdir} already holds checkpoints and config.train.resume=False; "
-                                  f"pass --overwrite to start afresh, or drop resume=False to resume.")
+            raise BadValue(f"{workdir} already holds checkpoints and config.train.resume=False; "
+                           f"pass --overwrite to start afresh, or drop resume=False to resume.")
     parallel.sync("vitjax: workdir checked")
     if jax.process_index() == 0:
         if remove:  # the caller holds the workdir's lock: no live run's files are deleted

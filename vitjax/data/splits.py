@@ -129,11 +129,13 @@ def split_summary(dataset: ImageDataset) -> dict:
     return summary
 
 
-def write_split(workdir: str, dataset: ImageDataset) -> str:
+def write_split(workdir: str, dataset: ImageDataset, replace: bool = False) -> str:
     """Writes `<workdir>/data_split.json`: source, classes, and per split its summary and record ids.
 
-    When the file is already there (a resumed run), the split must be the same: otherwise a ValueError
+    When the file is already there (a resumed run), the split must be the same: otherwise an error
     says which split changed, so a resumed run never trains or evaluates on a different split.
+    `replace` (the run has no checkpoint yet, so nothing was trained on the old split): the file is
+    rewritten instead.
     """
     os.makedirs(workdir, exist_ok=True)
     summary = split_summary(dataset)
@@ -144,7 +146,7 @@ def write_split(workdir: str, dataset: ImageDataset) -> str:
     # Through JSON and back, so the comparison sees exactly what a file would hold.
     text = json.dumps(payload, indent=1, ensure_ascii=True)  # ascii: non-UTF-8 names stay writable.
     path = os.path.join(workdir, SPLIT_FILE)
-    if os.path.exists(path):
+    if os.path.exists(path) and not replace:
         previous = read_json(path, "delete it to record the current split afresh")
         current = json.loads(text)
         changed = [k for k in ("source", "class_names") if previous.get(k) != current[k]]

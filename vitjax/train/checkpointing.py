@@ -58,6 +58,11 @@ if not any(isinstance(f, _ReportedHere) for f in _ORBAX_LOG.filters):
     _ORBAX_LOG.addFilter(_ReportedHere())
 
 
+def has_checkpoints(directory: str) -> bool:
+    """Whether `directory` holds a committed checkpoint (orbax names each step's folder by its number)."""
+    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
 class Checkpointer:
     """Keeps the latest checkpoint and the `keep_best` best by `metric` (mode "max"/"min")."""
 

@@ -34,6 +34,7 @@ from vitjax.data.records import ImageDataset
 from vitjax.errors import BadValue
 from vitjax.models.model import Model
 from vitjax.models.vit import ViT, ViTSpec
+from vitjax.train.checkpointing import has_checkpoints
 from vitjax.train.fast_paths import backbone_options
 from vitjax.train.steps import TrainState, make_eval_step, make_train_step
 
@@ -262,7 +263,8 @@ def write_run_files(run: Run) -> None:
     if jax.process_index() == 0:
         table = run.optimizer.describe()
         log.info("parameter groups:\n%s", table)
-        splits_lib.write_split(run.workdir, run.dataset)
+        checkpoints = os.path.join(run.workdir, "checkpoints")
+        splits_lib.write_split(run.workdir, run.dataset, replace=not has_checkpoints(checkpoints))
         with open(os.path.join(run.workdir, "param_groups.txt"), "w", encoding="utf-8") as f:
             f.write(table + "\n")
 
