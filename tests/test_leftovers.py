@@ -16,6 +16,7 @@ import pytest
 from train_helpers import colour_folder, tiny_config
 from vitjax import modes
 from vitjax.data import cache, leftovers, pipeline
+from vitjax.data.config import default_config
 from vitjax.train import loop
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -30,9 +31,11 @@ _PARENT = textwrap.dedent("""
     import sys, time
     import grain
     from vitjax.data import pipeline
+    from vitjax.data.config import default_config
     from test_leftovers import worker_pid
-    it = iter(pipeline._parallel(grain.MapDataset.range(10**6).map(worker_pid),
-                                 {"workers": 2, "prefetch": 1, "read_threads": 1}, workers=2))
+    cfg = default_config()
+    cfg.workers, cfg.prefetch, cfg.read_threads = 2, 1, 1
+    it = iter(pipeline._parallel(grain.MapDataset.range(10**6).map(worker_pid), cfg, workers=2))
     pids = {next(it) for _ in range(50)}
     print(" ".join(map(str, sorted(pids))), flush=True)
     time.sleep(600)
@@ -94,7 +97,9 @@ def test_a_ram_cache_start_removes_dead_runs_caches(tmp_path, monkeypatch):
         def ids(self):
             return [0]
 
-    cache.cache_path({"cache": "ram"}, Records(), "train", (16, 16, 3), "")
+    cfg = default_config()
+    cfg.cache = "ram"
+    cache.cache_path(cfg, Records(), "train", (16, 16, 3), "")
     assert removed and os.path.isdir(removed[0])
 
 
