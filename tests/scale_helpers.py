@@ -41,41 +41,36 @@ def scale_config(data: str, overrides: dict):
 
 
 @contextlib.contextmanager
+def _at_batch(n: int | None, action):
+    """Calls `action()` when the n-th batch (train or eval) reaches the devices."""
+    real = parallel.global_batch
+    calls = {"n": 0}
+
+    def counting(local, mesh):
+        calls["n"] += 1
+        if calls["n"] == n:
+            action()
+        return real(local, mesh)
+
+    parallel.global_batch = counting if n else real
+    try:
+        yield
+    finally:
+        parallel.global_batch = real
+
+
+def _ctrl_c():
+    raise KeyboardInterrupt
+
+
 def interrupt_at(n: int | None):
     """Raises KeyboardInterrupt when the n-th batch (train or eval) reaches the devices."""
-    real = parallel.global_batch
-    calls = {"n": 0}
-
-    def counting(local, mesh):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise KeyboardInterrupt
-        return real(local, mesh)
-
-    parallel.global_batch = counting if n else real
-    try:
-        yield
-    finally:
-        parallel.global_batch = real
+    return _at_batch(n, _ctrl_c)
 
 
-@contextlib.contextmanager
 def sigterm_at(n: int | None):
     """Sends this process a SIGTERM (a preemption notice) when the n-th batch reaches the devices."""
-    real = parallel.global_batch
-    calls = {"n": 0}
-
-    def counting(local, mesh):
-        calls["n"] += 1
-        if calls["n"] == n:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real(local, mesh)
-
-    parallel.global_batch = counting if n else real
-    try:
-        yield
-    finally:
-        parallel.global_batch = real
+    return _at_batch(n, lambda: os.kill(os.getpid(), signal.SIGTERM))
 
 
 def _free_port() -> int:

@@ -37,7 +37,8 @@ def test_a_mistyped_override_is_one_clean_line(override, line):
     assert "\n" not in err and "\\n" not in err and "\\'" not in err
 
 
-def _run_main(monkeypatch, raised):
+def run_main_raising(monkeypatch, raised):
+    """`main.main` of a train run whose mode raises `raised`."""
     def train(*args):
         raise raised
 
@@ -51,17 +52,17 @@ def _run_main(monkeypatch, raised):
 
 def test_a_user_error_is_one_line(monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
-        _run_main(monkeypatch, errors.BadValue("config.train.epochs must be a positive number, got 0."))
+        run_main_raising(monkeypatch, errors.BadValue("config.train.epochs must be a positive number, got 0."))
     assert exit_info.value.code == "vitjax: config.train.epochs must be a positive number, got 0."
     with pytest.raises(SystemExit) as exit_info:
-        _run_main(monkeypatch, errors.BadKey("--split 'tset' is not a split"))
+        run_main_raising(monkeypatch, errors.BadKey("--split 'tset' is not a split"))
     assert exit_info.value.code == "vitjax: --split 'tset' is not a split"  # not KeyError's quoted repr
 
 
 @pytest.mark.parametrize("bug", [ValueError("too many values to unpack"), KeyError("logits")])
 def test_a_bug_keeps_its_traceback(monkeypatch, bug):
     with pytest.raises(type(bug)):  # not turned into a one-line SystemExit hiding where it came from
-        _run_main(monkeypatch, bug)
+        run_main_raising(monkeypatch, bug)
 
 
 def test_an_os_error_is_one_line_with_its_kind(monkeypatch):

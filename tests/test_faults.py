@@ -16,12 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from absl import flags
-from absl.testing import flagsaver
 from orbax.checkpoint._src.path import atomicity
 
+from test_cli_errors import run_main_raising
 from train_helpers import colour_folder, tiny_config
-from vitjax import main, modes
+from vitjax import modes
 from vitjax.train import checkpointing, loop, setup
 from vitjax.train.checkpointing import Checkpointer, CheckpointWriteError
 
@@ -158,16 +157,8 @@ def test_a_read_only_directory_fails_at_the_save_at_once(tmp_path, monkeypatch):
     (KeyboardInterrupt(), "vitjax: interrupted by Ctrl-C; run the same command again to resume"),
 ])
 def test_ctrl_c_exits_130_with_one_line(monkeypatch, capsys, raised, line):
-    def train(*args):
-        raise raised
-
-    monkeypatch.setattr(modes, "train", train)
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
-    with flagsaver.flagsaver((main._CONFIG, tiny_config("demo:digits")), (main._WORKDIR, "/w"),
-                             (main._MODE, "train")):
-        with pytest.raises(SystemExit) as exit_info:
-            main.main([])
+    with pytest.raises(SystemExit) as exit_info:
+        run_main_raising(monkeypatch, raised)
     assert exit_info.value.code == 130
     err = capsys.readouterr().err
     assert err.startswith(line) and err.count("\n") == 1 and "Traceback" not in err
