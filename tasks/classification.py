@@ -28,7 +28,6 @@ import numpy as np
 import optax
 from clu import metrics as clu_metrics
 from ml_collections import config_dict
-from sklearn import metrics as sklearn_metrics
 
 from vitjax.data.multilabel import MultiHotTransforms, open_multilabel
 from vitjax.data.pipeline import RecordTransforms
@@ -306,6 +305,8 @@ class Classification(Task):
         valid = scores["mask"].astype(bool)
         targets = scores["targets"][valid] >= 0.5
         logits = scores["logits"][valid]
+        from sklearn import metrics as sklearn_metrics  # ~1 s to import: not on the way to a first step
+
         return np.array([
             sklearn_metrics.average_precision_score(column, logits[:, i]) if column.any() else np.nan
             for i, column in enumerate(targets.T)
@@ -391,6 +392,28 @@ class Classification(Task):
                                   title=f"Confusion matrix ({split})")
         write_evaluation_report(outdir, split, summary, rows, result)
         return result
+
+    def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
+        """The `top_k` most probable classes per image: {"indices": int [B, k], "probabilities": [B, k]}
+        (softmax probabilities, or per-label sigmoid probabilities in multi-label mode)."""
+        logits = outputs.astype(jnp.float32)
+        probabilities = jax.nn.sigmoid(logits) if self.config.multilabel else jax.nn.softmax(logits, axis=-1)
+        values, indices = jax.lax.top_k(probabilities, min(top_k, self.num_classes))
+        return {"indices": indices, "probabilities": values}
+
+    def prediction_records(self, predictions: dict, sources: Sequence[str], outdir: str | os.PathLike) -> list[dict]:
+        """{"image", "label", "probability", "top_k": [{"label", "probability"}, ...]} per image; in
+        multi-label mode "labels" (those at or above 0.5 among the top k) replaces "label"/"probability"."""
+        records = []
+        for source, indices, values in zip(sources, np.asarray(predictions["indices"]),
+                                           np.asarray(predictions["probabilities"])):
+            top = [{"label": self.class_names[i], "probability": float(p)} for i, p in zip(indices, values)]
+            if self.config.multilabel:
+                chosen = [entry["label"] for entry in top if entry["probability"] >= MULTILABEL_THRESHOLD]
+                records.append({"image": source, "labels": chosen, "top_k": top})
+            else:
+                records.append({"image": source, **top[0], "top_k": top})
+        return records
 
     def hf_config(self) -> dict:
         """id2label/label2id and the problem type for transformers' *ForImageClassification config."""

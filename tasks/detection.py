@@ -522,7 +522,7 @@ class Detection(Task):
         """The `top_k` best detections per image among the cells that are a 3x3 local maximum of their
         class score: {"boxes": [B, k, 4] normalised xyxy, "scores": [B, k], "classes": int32 [B, k]}."""
         scores = jax.nn.sigmoid(outputs["class_logits"])
-        peaks = nn.max_pool(scores, (3, 3), strides=(1, 1), padding="SAME")
+        peaks = nn.max_pool(scores, window_shape=(3, 3), strides=(1, 1), padding="SAME")
         scores = jnp.where(scores == peaks, scores, 0.0)
         batch_size, _, _, num_classes = scores.shape
         flat = scores.reshape(batch_size, -1)
@@ -531,3 +531,20 @@ class Detection(Task):
         boxes = jnp.take_along_axis(outputs["boxes"].reshape(batch_size, -1, 4), cells[..., None], axis=1)
         return {"boxes": jnp.clip(boxes, 0.0, 1.0), "scores": best,
                 "classes": (index % num_classes).astype(jnp.int32)}
+
+    def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
+        """The deployed outputs: `detections`."""
+        return self.detections(outputs, top_k)
+
+    def prediction_records(self, predictions: dict, sources: Sequence[str],
+                           outdir: str | os.PathLike) -> list[dict]:
+        """{"image", "detections": [{"label", "score", "box": normalised [x0, y0, x1, y1]}]} per image,
+        the detections at or above `score_threshold`."""
+        records = []
+        for source, boxes, scores, classes in zip(sources, *(np.asarray(predictions[key])
+                                                             for key in ("boxes", "scores", "classes"))):
+            keep = scores >= self.config.score_threshold
+            records.append({"image": str(source), "detections": [
+                {"label": self.class_names[c], "score": float(s), "box": [float(v) for v in b]}
+                for b, s, c in zip(boxes[keep], scores[keep], classes[keep])]})
+        return records

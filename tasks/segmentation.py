@@ -71,7 +71,7 @@ class SegmentationHead(nn.Module):
             x = nn.Conv(self.channels, (3, 3), param_dtype=jnp.float32, name=f"conv_{i}")(x)
             x = nn.gelu(nn.LayerNorm(param_dtype=jnp.float32, name=f"norm_{i}")(x))
             batch, height, width, channels = x.shape
-            x = jax.image.resize(x, (batch, 2 * height, 2 * width, channels), "bilinear")
+            x = jax.image.resize(x, (batch, 2 * height, 2 * width, channels), "bilinear", antialias=False)
         logits = nn.Dense(self.num_classes, param_dtype=jnp.float32, name="classifier")(x)
         return logits.astype(jnp.float32)
 
@@ -301,6 +301,7 @@ class Segmentation(Task):
 
     # ---- model, loss, metrics ------------------------------------------------------------------
     def make_head(self, spec: Any) -> nn.Module:
+        self._output_size = tuple(spec.image_size)  # predicted masks come at the input's size
         return SegmentationHead(self.num_classes, self.config.upsample_steps, self.config.head_channels)
 
     @staticmethod
@@ -308,7 +309,7 @@ class Segmentation(Task):
         """Logits [B, h, w, C] resized bilinearly to [B, *size, C]."""
         if logits.shape[1:3] == tuple(size):
             return logits
-        return jax.image.resize(logits, (logits.shape[0], *size, logits.shape[-1]), "bilinear")
+        return jax.image.resize(logits, (logits.shape[0], *size, logits.shape[-1]), "bilinear", antialias=False)
 
     def _pixels(self, outputs, batch: dict):
         """(logits at mask size, labels with ignored pixels as -1, counted bool [B, H, W])."""
@@ -372,3 +373,25 @@ class Segmentation(Task):
         return result
 
     # ---- prediction ----------------------------------------------------------------------------
+    def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
+        """{"mask": int32 [B, H, W] most probable class per input pixel, "probability": its softmax}."""
+        size = self._output_size
+        probabilities = jax.nn.softmax(self._upsampled(outputs.astype(jnp.float32), size), axis=-1)
+        return {"mask": jnp.argmax(probabilities, axis=-1).astype(jnp.int32),
+                "probability": jnp.max(probabilities, axis=-1)}
+
+    def prediction_records(self, predictions: dict, sources: Sequence[str],
+                           outdir: str | os.PathLike) -> list[dict]:
+        """Writes each predicted mask as `outdir/masks/<i>_<stem>.png` (8-bit; 16-bit past 256
+        classes) and returns {"image", "mask" (the PNG's path), "classes": {name: pixel fraction}}
+        per image."""
+        folder = Path(outdir) / "masks"
+        folder.mkdir(parents=True, exist_ok=True)
+        records = []
+        for i, (source, mask) in enumerate(zip(sources, np.asarray(predictions["mask"]))):
+            path = folder / f"{i:05d}_{Path(str(source)).stem}.png"
+            Image.fromarray(mask.astype(np.uint8 if self.num_classes <= 256 else np.uint16)).save(path)
+            shares = np.bincount(mask.ravel(), minlength=self.num_classes) / mask.size
+            present = {self.class_names[c]: float(shares[c]) for c in np.flatnonzero(shares)}
+            records.append({"image": str(source), "mask": str(path), "classes": present})
+        return records

@@ -66,6 +66,15 @@ def base_config(task: str = "classification", plugins=()) -> ml_collections.Conf
     c.train.test_split = "test"      # evaluated with the best checkpoint at the end ("" = none)
     c.train.export = True            # write best/ in Hugging Face format at the end
     c.train.progress = True          # progress bar on the console
+    # Feature cache (vitjax/train/feature_cache.py): with the backbone, or its lower blocks, frozen
+    # (optim.freeze "head_only" / "last_n_blocks"), the frozen part runs once over the data and the
+    # rest trains on its outputs: a linear probe's epoch costs a matmul. "off"; "on" (an error when
+    # the run cannot: device_augment, mixup/cutmix, tasks with their own records); "auto" (on when
+    # the run can, its training images are not augmented, and it saves work). Features stay in RAM,
+    # or in data.cache_dir when data.cache="disk".
+    c.train.feature_cache = "off"
+    c.train.feature_cache_views = 1  # augmented views of each training image, computed once; each
+                                     # epoch draws one per image at random
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1                 # data-parallel size; -1 = all devices / fsdp

@@ -21,6 +21,7 @@ import re
 from vitjax.errors import BadValue
 
 
+
 UNITS = {
     "step": "steps", "steps": "steps",
     "epoch": "epochs", "epochs": "epochs",

@@ -5,6 +5,9 @@
     python -m vitjax.main --mode evaluate --config configs/beans.py --workdir runs/beans --split test
     python -m vitjax.main --mode predict --workdir runs/beans --inputs photos/ --top_k 3
     python -m vitjax.main --mode export --config configs/beans.py --workdir runs/beans --output model/
+    python -m vitjax.main --mode export --workdir runs/beans --format onnx --output deploy/
+    vitjax serve --model deploy/        (or: python -m vitjax.serve --model deploy/)
+    python -m vitjax.main --mode robustness --workdir runs/digits
 """
 
 from __future__ import annotations
@@ -17,18 +20,25 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from vitjax.robustness.options import default_options
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A python config file with get_config().")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, outputs.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export"],
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export", "robustness"],
                           "What to do.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Start afresh in a workdir that holds another run.")
-_SPLIT = flags.DEFINE_string("split", "test", "evaluate: the data split to evaluate.")
-_MODEL = flags.DEFINE_string("model", None, "evaluate/predict: a Hugging Face format folder "
+_SPLIT = flags.DEFINE_string("split", "test", "evaluate/robustness: the data split to evaluate.")
+_MODEL = flags.DEFINE_string("model", None, "evaluate/predict/robustness: a Hugging Face format folder "
                              "(default: <workdir>/best).")
 _INPUTS = flags.DEFINE_list("inputs", [], "predict: image files and/or folders.")
 _TOP_K = flags.DEFINE_integer("top_k", 5, "predict: labels shown per image.")
 _OUTPUT = flags.DEFINE_string("output", None, "export: target folder; predict: JSON file.")
+_FORMAT = flags.DEFINE_enum("format", "hf", ["hf", "onnx", "onnx-int8", "stablehlo"],
+                            "export: hf = the best checkpoint in Hugging Face / vitjax format; onnx, "
+                            "onnx-int8, stablehlo = a deployable model of <workdir>/best (or --model).")
+_ROBUSTNESS = config_flags.DEFINE_config_dict("robustness", default_options(),
+                                              "robustness: the report's knobs (vitjax/robustness/options.py).")
 
 
 def _parse_flags(argv):
@@ -94,6 +104,13 @@ def main(argv) -> None:
             modes.predict(_CONFIG.value, _WORKDIR.value, _MODEL.value, _INPUTS.value,
                           _TOP_K.value, _OUTPUT.value)
             return
+        if _MODE.value == "export" and _FORMAT.value != "hf":
+            modes.export_deployable(_WORKDIR.value, _MODEL.value, _FORMAT.value, _OUTPUT.value)
+            return
+        if _MODE.value == "robustness" and _WORKDIR.value is not None:
+            modes.robustness(_CONFIG.value, _WORKDIR.value, _MODEL.value, _SPLIT.value,
+                             _ROBUSTNESS.value)
+            return
         if _CONFIG.value is None or _WORKDIR.value is None:
             sys.exit(f"vitjax: --mode {_MODE.value} needs --config and --workdir.")
         if _MODE.value == "train":
@@ -112,7 +129,10 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    """Console-script entry point (`vitjax ...`)."""
+    """Console-script entry point (`vitjax ...`; `vitjax serve ...` starts the prediction service)."""
+    if sys.argv[1:2] == ["serve"]:
+        from vitjax.serve.cli import main as serve
+        sys.exit(serve(sys.argv[2:]))
     app.run(main, flags_parser=_parse_flags)
 
 

@@ -1,9 +1,10 @@
-"""The four modes of the CLI — train, evaluate, predict, export — each one short function, here.
+"""The modes of the CLI — train, evaluate, predict, export, robustness — each one short function.
 
 Each prepares what every mode shares (the persistent compilation cache, the distributed runtime,
 the workdir check) and builds only what it uses from `vitjax.train.setup`'s builders: train the
 whole run (`vitjax.train.loop`), evaluate data + model (no optimizer), export the run whose best
-checkpoint it restores, predict the exported model (`vitjax.api`).
+checkpoint it restores, predict the exported model (`vitjax.api`); the robustness report lives in
+`vitjax.robustness`.
 """
 
 from __future__ import annotations
@@ -101,8 +102,10 @@ def train(config, workdir: str, overwrite: bool = False) -> dict:
         return loop.train(config, workdir)
 
 
-def _model_dir(workdir: str | None, model: str | None) -> str:
+def _model_dir(workdir: str | None, model: str | None, native_ok: bool = False) -> str:
     path = model or (workdir and os.path.join(workdir, "best"))
+    if native_ok and not model and workdir and not os.path.isdir(path):
+        path = os.path.join(workdir, "best_vitjax")
     if not path or not os.path.isdir(path):
         raise FileNotFoundError(
             f"no model folder at {path!r}: pass --model <a Hugging Face format folder>, or a "
@@ -130,6 +133,33 @@ def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
     for k, v in sorted(summary.items()):
         print(f"{split} {k:<24} {v:.4f}")
     return summary
+
+
+def saved_config(workdir: str):
+    """The config a run saved in `workdir` (config.json), for modes run without --config."""
+    import ml_collections
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist: pass --config, or the --workdir of a run.")
+    with open(path, encoding="utf-8") as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+@_user_errors
+def robustness(config, workdir: str, model: str | None, split: str, options) -> dict:
+    from vitjax.robustness.run import robustness_report
+    from vitjax.checkpoints.native import MODEL_FILE
+    config = (config or saved_config(workdir)).copy_and_resolve_references()
+    _prepare(config)
+    native = os.path.join(workdir, "best_vitjax")  # tasks without a transformers class
+    if model is None and not os.path.isdir(os.path.join(workdir, "best")) and os.path.isdir(native):
+        model = native
+    model_dir = _model_dir(workdir, model)
+    if not os.path.isfile(os.path.join(model_dir, MODEL_FILE)):  # else the run's model, its weights
+        config.model.checkpoint = model_dir
+        config.model.image_size = 0
+    return robustness_report(config, workdir, split, options, model_dir)
 
 
 @_user_errors
@@ -223,3 +253,15 @@ def export(config, workdir: str, output: str | None) -> str:
     if jax.process_index() != 0:
         return output
     return outputs.export(run, params, output, outputs.metrics_of(workdir, step, checkpoint_metrics))
+
+
+@_user_errors
+def export_deployable(workdir: str | None, model: str | None, fmt: str, output: str | None) -> str:
+    """`--mode export --format onnx|onnx-int8|stablehlo`: the model folder (`--model`, else
+    <workdir>/best or best_vitjax) as a deployable artifact in `output` (vitjax.deploy)."""
+    from vitjax.deploy.artifacts import export as export_artifact
+    if not output:
+        raise BadValue(f"--mode export --format {fmt} needs --output DIR (the folder to write).")
+    path = export_artifact(_model_dir(workdir, model, native_ok=True), fmt, output)
+    logging.getLogger("vitjax").info("exported %s to %s", fmt, path)
+    return path

@@ -171,10 +171,11 @@ def path_str(path) -> str:
 
 
 def global_batch(local: dict, mesh: Mesh) -> dict:
-    """Assembles the global batch from each process's local rows (sharded over the batch axes)."""
+    """Assembles the global batch from each process's local rows (sharded over the batch axes);
+    `local` is a pytree of arrays (a dict of them, or dicts of dicts)."""
     sharding = batch_sharding(mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-            for k, v in local.items()}
+    return jax.tree.map(lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)),
+                        local)
 
 
 def to_host(tree, mesh: Mesh):

@@ -149,6 +149,19 @@ class Task(abc.ABC):
     def report(self, computed: dict[str, Any], outdir: str | os.PathLike, split: str) -> dict:
         """Writes the evaluation report files of `split` under `outdir`; returns a JSON-able summary."""
 
+    # ---- deployment (vitjax.deploy, vitjax.serve): optional; a task without them is not servable --
+    def predict(self, outputs: Any, top_k: int) -> dict[str, Any]:
+        """`outputs` as the arrays a deployed model returns (jit-able, traced into ONNX/StableHLO),
+        e.g. the top_k classes with their probabilities."""
+        raise NotImplementedError(f"task {self.name!r} defines no predict(outputs, top_k) hook, "
+                                  "so it cannot be exported for serving.")
+
+    def prediction_records(self, predictions: dict[str, Any], sources: Sequence[str],
+                           outdir: str | os.PathLike) -> list[dict]:
+        """One JSON-able record per image from `predict`'s arrays (host side); files it writes under
+        `outdir` (e.g. mask PNGs) are referenced by path and served inline."""
+        raise NotImplementedError(f"task {self.name!r} defines no prediction_records hook.")
+
     def hf_config(self) -> dict | None:
         """Fields the Hugging Face `config.json` needs (id2label, ...), or None when no transformers
         class fits the task, in which case the model is exported in vitjax's own format."""

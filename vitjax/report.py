@@ -2,6 +2,7 @@
 and the model card written next to the exported Hugging Face model. Host-side only (numpy,
 matplotlib); nothing here touches JAX. Figures are drawn on `matplotlib.figure.Figure` objects, which
 render with Agg without pyplot, so importing this module never changes the user's matplotlib backend.
+matplotlib is imported by the plotting functions, at the end of a run, not on the way to its first step.
 """
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from vitjax.errors import BadValue
 
@@ -46,6 +45,9 @@ def plot_learning_curves(
             f"plot_learning_curves: no '<split>/<metric>' values for metrics {list(metrics)} in the history "
             f"({len(history)} epochs); each entry needs e.g. 'train/loss' and an 'epoch'."
         )
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     panels = [metric for metric in metrics if metric in series]
     fig = Figure(figsize=(5 * len(panels), 4), layout="tight")
     axes = fig.subplots(1, len(panels), squeeze=False)
@@ -74,6 +76,8 @@ def plot_confusion_matrix(
         )
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = min(4 + 0.4 * num_classes, 40)
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(size + 1, size), layout="tight")
     ax = fig.subplots()
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)

@@ -14,6 +14,7 @@ import numpy as np
 from vitjax.errors import BadValue
 
 
+
 _CUBIC_A = -0.75  # PyTorch's bicubic coefficient.
 
 

@@ -11,4 +11,6 @@
 - `paired`: one crop/flip view applied to an image and its mask or boxes; `multilabel`: label-list
   sources (HF `Sequence(ClassLabel)`, a folder's labels.csv) and multi-hot transforms.
 - `device_augment.train_transform(data_cfg, input_size, num_classes)`: crop/flip/mixup in the step.
+- `feature_store.filled_arrays(path, layout, fill)`: arrays filled once, in RAM or in files next to
+  the decode cache (the feature cache's storage; `vitjax.train.feature_cache` fills them).
 """

@@ -73,7 +73,7 @@ class DecodedSource:
         return {"image": image, "label": record["label"]}
 
 
-def _fingerprint(records, kind: str, shape, extra: str) -> str:
+def fingerprint(records, kind: str, shape, extra: str) -> str:
     h = hashlib.sha256()
     h.update(repr((kind, tuple(shape), extra, len(records), records.describe(0) if len(records) else "",
                    records.describe(len(records) - 1) if len(records) else "")).encode("utf-8", "replace"))
@@ -87,7 +87,7 @@ def cache_path(data_cfg, records, kind: str, shape, extra: str) -> str | None:
     mode = data_cfg.cache
     if mode == "none":
         return None
-    name = f"vitjax-{kind}-{shape[0]}x{shape[1]}-{_fingerprint(records, kind, shape, extra)}.u8"
+    name = f"vitjax-{kind}-{shape[0]}x{shape[1]}-{fingerprint(records, kind, shape, extra)}.u8"
     if mode == "ram":
         folder = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
         remove_dead_ram_caches(folder)

@@ -58,7 +58,7 @@ def _read_options(data_cfg) -> grain.ReadOptions:
                              prefetch_buffer_size=max(1, data_cfg.prefetch))
 
 
-def _parallel(ds: grain.MapDataset, data_cfg, workers: int) -> grain.IterDataset:
+def parallel_reader(ds: grain.MapDataset, data_cfg, workers: int) -> grain.IterDataset:
     """Threads in this process (data_cfg.read_threads), plus `workers` worker processes when > 0."""
     it_ds = ds.to_iter_dataset(_read_options(data_cfg))
     if workers > 0:
@@ -153,7 +153,7 @@ def train_iterator(split, preprocessing, data_cfg, *, batch_size: int, seed: int
     if record_transforms is not None:
         source, augment = split, _TaskTrain(record_transforms.train)
     else:
-        source, augment = _classification_train(split, preprocessing, data_cfg)
+        source, augment = classification_train(split, preprocessing, data_cfg)
     # One seed for the pipeline; grain derives the shuffle's and the augmentation's seeds from it.
     ds = grain.MapDataset.source(source).seed(seed % 2**32).shuffle().repeat(None)
     ds = ds.random_map(augment)
@@ -161,13 +161,13 @@ def train_iterator(split, preprocessing, data_cfg, *, batch_size: int, seed: int
     # the global batch (process 0's rows first) is the same records in the same order whatever the
     # process count, and `next_index` (batches drawn) resumes on another process count.
     ds = ds.batch(batch_size, drop_remainder=True)[shard_index::shard_count]
-    iterator = iter(_parallel(ds, data_cfg, data_cfg.workers))
+    iterator = iter(parallel_reader(ds, data_cfg, data_cfg.workers))
     if start_state is not None:
         iterator.set_state(start_state)
     return iterator
 
 
-def _classification_train(split, preprocessing, data_cfg) -> tuple[DecodedSource, TrainAugment]:
+def classification_train(split, preprocessing, data_cfg) -> tuple[DecodedSource, TrainAugment]:
     """The decoded (or decoded, resized, cached) source and the augmentation of image + label records."""
     device_side = data_cfg.device_augment
     cached = data_cfg.cache != "none"
@@ -253,13 +253,13 @@ def eval_batches(split, preprocessing, *, batch_size: int, shard_index: int = 0,
     if record_transforms is not None:
         ds = grain.MapDataset.range(num_batches * batch_size).map(
             _TaskEvalRecord(split, shard_index, shard_count, record_transforms)).batch(batch_size)
-        return EvalBatches(_parallel(ds, data_cfg, workers=0), num_batches, n)
+        return EvalBatches(parallel_reader(ds, data_cfg, workers=0), num_batches, n)
     shape = (*preprocessing.input_size, 3)
     path = cache_path(data_cfg, split, "eval", shape, repr(preprocessing))
     source = DecodedSource(split, preprocessing.to_uint8, shape, path)
     ds = grain.MapDataset.range(num_batches * batch_size).map(
         _EvalRecord(source, shard_index, shard_count, shape)).batch(batch_size)
-    return EvalBatches(_parallel(ds, data_cfg, workers=0), num_batches, n)
+    return EvalBatches(parallel_reader(ds, data_cfg, workers=0), num_batches, n)
 
 
 class DevicePrefetch:

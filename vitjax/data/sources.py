@@ -7,6 +7,8 @@ record model is `vitjax.data.records`). Source kinds: "hf:NAME[:CONFIG]" (vitjax
 """
 from __future__ import annotations
 
+import importlib.util
+import os
 from typing import Any
 
 import numpy as np
@@ -20,12 +22,23 @@ USAGE = ("'hf:NAME[:CONFIG]' (a Hugging Face dataset), 'folder:PATH' or an exist
          "'tfds:NAME' (TensorFlow Datasets) or 'demo:digits'")
 
 def demo_digits() -> tuple[dict[str, RecordSource], list[str]]:
-    """scikit-learn's 1,797 8x8 digit scans (grey 0..16) as uint8 RGB images, one "train" split."""
-    from sklearn.datasets import load_digits
-    digits = load_digits()
-    grey = np.round(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    """scikit-learn's 1,797 8x8 digit scans (grey 0..16) as uint8 RGB images, one "train" split.
+
+    Read from the file `sklearn.datasets.load_digits` reads (64 pixels and the label per row),
+    found without importing scikit-learn, which takes seconds; `load_digits` where it is not there.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    path = spec and os.path.join(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
+    if path and os.path.isfile(path):
+        table = np.loadtxt(path, delimiter=",")
+        pixels, labels = table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    else:
+        from sklearn.datasets import load_digits
+        digits = load_digits()
+        pixels, labels = digits.images, digits.target
+    grey = np.round(pixels * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
     images = np.repeat(grey[..., None], 3, axis=-1)
-    return {"train": ArraySource("digits", images, digits.target)}, [str(d) for d in range(10)]
+    return {"train": ArraySource("digits", images, labels)}, [str(d) for d in range(10)]
 
 
 def open_source(data_cfg) -> ImageDataset:

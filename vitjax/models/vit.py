@@ -361,6 +361,8 @@ class Encoder(nn.Module):
     attention_pad: int = 0
     remat: bool = False
     remat_policy: str = "nothing_saveable"
+    start: int = 0  # run blocks start..stop-1 only (a model cut at a block: vitjax/models/split.py)
+    stop: int | None = None  # None = the last block
 
     @nn.compact
     def __call__(self, x, deterministic: bool):
@@ -369,7 +371,7 @@ class Encoder(nn.Module):
             raise BadValue(f"remat_policy={self.remat_policy!r}; use one of {REMAT_POLICIES}")
         policy = getattr(jax.checkpoint_policies, self.remat_policy)
         block = nn.remat(Block, static_argnums=(2,), policy=policy) if self.remat else Block
-        for i in range(spec.num_layers):
+        for i in range(self.start, spec.num_layers if self.stop is None else self.stop):
             rate = spec.drop_path_rate * i / max(spec.num_layers - 1, 1)
             x = block(spec, rate, self.dtype, self.attention_impl, self.attention_pad,
                       name=f"layer_{i:02d}")(x, deterministic)
@@ -401,8 +403,13 @@ class ViT(nn.Module):
         x = Encoder(spec, self.dtype, self.attention_impl, self.attention_pad, self.remat, self.remat_policy,
                     name="encoder")(x, deterministic)
         x = nn.LayerNorm(spec.layer_norm_eps, dtype=self.dtype, param_dtype=jnp.float32, name="layernorm")(x)
-        n_pre = spec.num_prefix_tokens
-        out = {"tokens": x, "cls": x[:, 0], "patches": x[:, n_pre:].reshape(x.shape[0], gh, gw, x.shape[-1])}
-        if spec.distillation_token:
-            out["distillation"] = x[:, 1]
-        return out
+        return token_features(x, spec, (gh, gw))
+
+
+def token_features(x, spec: ViTSpec, grid: tuple[int, int]) -> dict:
+    """The backbone's feature dict from the final-normed tokens [B, T, D] on a patch `grid`."""
+    n_pre = spec.num_prefix_tokens
+    out = {"tokens": x, "cls": x[:, 0], "patches": x[:, n_pre:].reshape(x.shape[0], *grid, x.shape[-1])}
+    if spec.distillation_token:
+        out["distillation"] = x[:, 1]
+    return out

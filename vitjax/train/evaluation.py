@@ -10,6 +10,7 @@ import logging
 import os
 
 import jax
+import numpy as np
 
 from vitjax import parallel
 from vitjax.tracking import tracked_value
@@ -42,14 +43,17 @@ def check_tracked_metrics(run, params, eval_step, tracked: dict[str, str]) -> No
     """Fails before training when a metric the run tracks is not one the task reports.
 
     `tracked` maps config keys to metric names. The task's own `best_metric` is trusted; any
-    other name is looked up in the summary of one validation batch.
+    other name is looked up in the task's summary of the metrics of one validation batch, made
+    of zeros of the shapes the eval step returns: the names without compiling or running the model.
     """
     unknown = {key: m for key, m in tracked.items() if m != run.task.best_metric[0]}
     if not unknown:
         return
     local = next(iter(run.eval_batches("validation")))
-    update = eval_step(params, parallel.global_batch(local, run.mesh))
-    reported = run.task.summarize(jax.device_get(update.compute()))
+    shapes = jax.eval_shape(eval_step, params, parallel.global_batch(local, run.mesh))
+    update = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0 counts
+        reported = run.task.summarize(jax.device_get(update.compute()))
     for key, metric in unknown.items():
         tracked_value(reported, metric, run.task.name, key)
 

@@ -25,7 +25,7 @@ import numpy as np
 from vitjax import optim
 from vitjax.errors import UserError
 from vitjax.tracking import tracked_value
-from vitjax.train import evaluation, outputs, setup
+from vitjax.train import evaluation, feature_cache, outputs, setup
 from vitjax.train.checkpointing import Checkpointer
 from vitjax.train.early_stopping import EarlyStopping
 from vitjax.train.preemption import StopSignals, Stopped, signal_name
@@ -45,7 +45,7 @@ class Interrupted(KeyboardInterrupt):
 
 def train(config, workdir: str) -> dict:
     """Runs (or resumes) training in `workdir`; returns the results dict (also results.json)."""
-    run = setup.build_run(config, workdir)
+    run = feature_cache.cached_run(setup.build_run(config, workdir))
     setup.write_run_files(run)
     cfg = config.train
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), metric=cfg.best_metric,

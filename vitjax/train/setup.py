@@ -287,17 +287,44 @@ def load_backbone(config, class_names):
 
 
 def _with_task_head(model: Model, spec: ViTSpec, loaded: dict | None, seed: int) -> dict:
-    """Fresh parameters for `model`, overlaid with every loaded tensor of the same path and shape."""
-    dummy = jnp.zeros((1, *spec.image_size, spec.num_channels), jnp.float32)
-    fresh = jax.jit(functools.partial(model.init, train=False))(jax.random.key(seed), dummy)
-    fresh = traverse_util.flatten_dict(jax.device_get(fresh["params"]), sep="/")
-    if loaded is not None:
-        for path, value in traverse_util.flatten_dict(loaded, sep="/").items():
-            if path in fresh and fresh[path].shape == value.shape:
-                fresh[path] = value
-            elif path.startswith("backbone/"):
-                raise BadValue(f"checkpoint tensor {path} {value.shape} does not fit the model "
-                               f"({fresh.get(path, np.zeros(0)).shape}).")
-    return traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, v in fresh.items()},
-                                        sep="/")
+    """Parameters for `model`: every loaded tensor of the same path and shape, the rest fresh.
 
+    When the loaded checkpoint lacks only the head, only the head is initialised (same values as
+    in the whole model's init): compiling and running the whole init costs a ViT-B a minute on a CPU.
+    """
+    key = jax.random.key(seed)
+    dummy = jnp.zeros((1, *spec.image_size, spec.num_channels), jnp.float32)
+    init = jax.jit(functools.partial(model.init, train=False))
+    if loaded is None:
+        return jax.tree.map(lambda x: np.asarray(x, np.float32), jax.device_get(init(key, dummy)["params"]))
+    features, shapes = jax.eval_shape(functools.partial(model.init_with_output, method=_features_and_head),
+                                      key, dummy)
+    shapes = traverse_util.flatten_dict(shapes["params"], sep="/")
+    kept = {}
+    for path, value in traverse_util.flatten_dict(loaded, sep="/").items():
+        if path in shapes and shapes[path].shape == value.shape:
+            kept[path] = value
+        elif path.startswith("backbone/"):
+            raise BadValue(f"checkpoint tensor {path} {value.shape} does not fit the model "
+                           f"({shapes[path].shape if path in shapes else (0,)}).")
+    missing = [path for path in shapes if path not in kept]
+    if any(not path.startswith("head/") for path in missing):
+        fresh = init(key, dummy)
+    elif missing:
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), features)
+        fresh = jax.jit(functools.partial(model.init, method=_head))(key, zeros)
+    else:
+        fresh = {"params": {}}
+    fresh = traverse_util.flatten_dict(jax.device_get(fresh["params"]), sep="/")
+    return traverse_util.unflatten_dict(
+        {path: np.asarray(kept[path] if path in kept else fresh[path], np.float32) for path in shapes}, sep="/")
+
+
+def _features_and_head(model: Model, images):
+    features = model.backbone(images, train=False)
+    model.head(features)
+    return features
+
+
+def _head(model: Model, features):
+    return model.head(features)

@@ -22,7 +22,7 @@ class MetricWriter:
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self._jsonl = self._tb = None
         if self.enabled:
-            from tensorboardX import SummaryWriter
+            SummaryWriter = _summary_writer_class()
             path = os.path.join(workdir, "metrics.jsonl")
             _drop_records_after(path, start_step)
             self._jsonl = open(path, "a", encoding="utf-8")
@@ -43,6 +43,22 @@ class MetricWriter:
         if self.enabled:
             self._jsonl.close()
             self._tb.close()
+
+
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without torch: tensorboardX imports torch when it is
+    installed (seconds on the way to the first step) only to accept torch tensors, and we hand it floats."""
+    import sys
+
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+        return SummaryWriter
+    sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX expects
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
 
 
 def _drop_records_after(path: str, step: int) -> None:

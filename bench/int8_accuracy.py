@@ -1,0 +1,100 @@
+"""int8 against float32 on a trained run's test split: model size and accuracy, measured in one run.
+
+    python bench/int8_accuracy.py --workdir runs/digits
+
+Exports <workdir>/best as ONNX float32, ONNX int8 (the `--format onnx-int8` of the CLI: dynamic
+quantization) and, for comparison, ONNX Runtime's static int8 quantization (QDQ, calibrated on 256
+training images), then classifies the test split of the run's saved config with each, and with
+vitjax's JAX model. Goal (issue 13): int8 >= 3.5x smaller and <= 1 point of accuracy lost.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from vitjax import registry
+from vitjax.checkpoints.preprocessing import Preprocessing
+from vitjax.data.transforms import load_rgb
+from vitjax.deploy import artifacts
+from vitjax.deploy.servable import load_servable
+from vitjax.serve.backends import OnnxBackend
+
+
+def split_images(workdir: str, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images and labels of `split` of the run in `workdir` (its saved config's data)."""
+    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    registry.load_plugins(config.task.plugins)
+    dataset = registry.get_task(config.task.name).open_source(config.data, config.task)
+    with open(os.path.join(workdir, "best", "preprocessor_config.json"), encoding="utf-8") as f:
+        preprocessing = Preprocessing.from_hf(json.load(f))
+    source = dataset.splits[split]
+    indices = range(len(source) if limit is None else min(limit, len(source)))
+    images = np.stack([preprocessing.to_uint8(load_rgb(source[i]["image"], source.describe(i))) for i in indices])
+    return images, np.asarray([source[i]["label"] for i in indices])
+
+
+def static_int8(float_dir: str, output: str, calibration: np.ndarray) -> str:
+    """ONNX Runtime's static QDQ quantization calibrated on `calibration` images (for comparison)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{artifacts.INPUT_NAME: calibration[i:i + 32]} for i in range(0, len(calibration), 32)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    os.makedirs(output, exist_ok=True)
+    prepared = os.path.join(output, "prepared.onnx")
+    quant_pre_process(os.path.join(float_dir, "model.onnx"), prepared)
+    quantize_static(prepared, os.path.join(output, "model.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                    op_types_to_quantize=["MatMul"])
+    os.remove(prepared)
+    return output
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--split", default="test")
+    args = parser.parse_args()
+
+    work = tempfile.mkdtemp(prefix="vitjax_int8_")
+    best = os.path.join(args.workdir, "best")
+    images, labels = split_images(args.workdir, args.split)
+    calibration, _ = split_images(args.workdir, "train", limit=256)
+    float_dir = artifacts.export(best, "onnx", os.path.join(work, "onnx"))
+    int8_dir = artifacts.export(best, "onnx-int8", os.path.join(work, "int8"))
+    info = artifacts.read_info(float_dir)
+    static_dir = static_int8(float_dir, os.path.join(work, "static"), calibration)
+    servable = load_servable(best)
+    forward = jax.jit(servable.apply)
+    runs = {"vitjax JAX float32": (lambda x: jax.device_get(forward(servable.params, x)), None)}
+    for name, folder in [("ONNX float32", float_dir), ("ONNX int8 dynamic (--format onnx-int8)", int8_dir),
+                         ("ONNX int8 static (QDQ, 256 calibration images)", static_dir)]:
+        runs[name] = (OnnxBackend(folder, {**info, "model_file": "model.onnx"}).run,
+                      os.path.getsize(os.path.join(folder, "model.onnx")))
+    float_size = runs["ONNX float32"][1]
+    print(f"{args.workdir} {args.split} split: {len(labels)} images")
+    print("| model | size MB | smaller | accuracy | ms / 32 images |")
+    print("|---|---|---|---|---|")
+    for name, (run, size) in runs.items():
+        start = time.perf_counter()
+        top1 = np.concatenate([run(images[i:i + 32])["indices"][:, 0] for i in range(0, len(images), 32)])
+        ms = 1000 * (time.perf_counter() - start) / -(-len(images) // 32)
+        shown = (f"{size / 1e6:.2f} | {float_size / size:.2f}x") if size else "- | -"
+        print(f"| {name} | {shown} | {np.mean(top1 == labels):.4f} | {ms:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

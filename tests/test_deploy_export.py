@@ -1,0 +1,76 @@
+"""Exports: ONNX (run by ONNX Runtime), int8 ONNX and StableHLO (run by plain `jax.export`) give the
+outputs of vitjax's serving function, and of transformers' PyTorch model on the same pixels, for ViT,
+DeiT and DINOv2 backbones, at a batch size other than any traced one; the CLI command writes them."""
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import onnx
+import pytest
+import torch
+import transformers
+
+from deploy_helpers import BACKBONES, LABELS, hf_model_folder, uint8_images
+from hf_oracle import rel_err, report, torch_forward
+from vitjax.deploy import artifacts, onnx_export
+from vitjax.deploy.servable import load_servable
+from vitjax.serve.backends import open_backend
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_exports_match_vitjax_and_transformers(backbone, tmp_path):
+    folder = hf_model_folder(tmp_path, backbone)
+    servable = load_servable(folder)
+    images = uint8_images(3)
+    ours = jax.device_get(jax.jit(servable.apply)(servable.params, images))
+
+    # The oracle: transformers' model on the same normalised pixels, probabilities sorted best first.
+    hf = transformers.AutoModelForImageClassification.from_pretrained(folder).eval()
+    pixels = np.ascontiguousarray(servable.preprocessing.normalize(images).transpose(0, 3, 1, 2))
+    probabilities = torch.softmax(torch_forward(hf, pixels).logits, -1).numpy()
+    np.testing.assert_array_equal(ours["indices"], np.argsort(-probabilities, axis=-1))
+    assert rel_err(ours["probabilities"], -np.sort(-probabilities, axis=-1)) < 1e-4
+
+    for fmt in ("onnx", "stablehlo"):
+        exported = open_backend(artifacts.export(folder, fmt, str(tmp_path / fmt))).run(images)
+        err = rel_err(exported["probabilities"], ours["probabilities"])
+        report(f"export_{fmt}_{backbone}", probabilities=err)
+        assert err < 1e-4
+        np.testing.assert_array_equal(exported["indices"], ours["indices"])
+
+    info = onnx_export.read_info(onnx.load_model(str(tmp_path / "onnx" / "model.onnx")))
+    assert info["class_names"] == list(LABELS.values()) and info["task"] == "classification"
+    assert info["preprocessing"]["image_mean"] == list(servable.preprocessing.mean)
+    assert info["input"] == {"name": "images", "shape": ["batch", 32, 32, 3], "dtype": "uint8"}
+    assert info["ranked"] == ["indices", "probabilities"]
+
+
+def test_int8_export_is_smaller_and_close(tmp_path):
+    folder = hf_model_folder(tmp_path, "vit")
+    float_out, int8_out = artifacts.export(folder, "onnx", str(tmp_path / "f")), artifacts.export(
+        folder, "onnx-int8", str(tmp_path / "q"))
+    images = uint8_images(16, seed=1)
+    reference, quantized = open_backend(float_out).run(images), open_backend(int8_out).run(images)
+    assert np.abs(quantized["probabilities"] - reference["probabilities"]).max() < 0.05
+    assert (quantized["indices"][:, 0] == reference["indices"][:, 0]).mean() >= 0.9
+    model = onnx.load_model(str(tmp_path / "q" / "model.onnx"))
+    assert any(init.data_type == onnx.TensorProto.INT8 for init in model.graph.initializer)
+    assert onnx_export.read_info(model)["class_names"] == list(LABELS.values())
+    info = artifacts.read_info(int8_out)
+    assert info["format"] == "onnx-int8" and info["model_sha256"] == artifacts.sha256(str(tmp_path / "q" / "model.onnx"))
+
+
+def test_export_command_and_its_errors(tmp_path):
+    folder = hf_model_folder(tmp_path, "vit")  # tmp_path/best, where training writes it
+    command = [sys.executable, "-m", "vitjax.main", "--mode", "export", "--workdir", str(tmp_path),
+               "--format", "stablehlo", "--output", str(tmp_path / "shlo")]
+    subprocess.run(command, check=True, capture_output=True)
+    exported = jax.export.deserialize(bytearray((tmp_path / "shlo" / "model.stablehlo").read_bytes()))
+    servable = load_servable(folder)
+    np.testing.assert_allclose(exported.call(uint8_images(2))["probabilities"],
+                               jax.jit(servable.apply)(servable.params, uint8_images(2))["probabilities"],
+                               rtol=1e-6)
+    missing = subprocess.run([*command[:5], "--workdir", str(tmp_path / "nowhere"), "--format", "onnx",
+                              "--output", str(tmp_path / "x")], capture_output=True, text=True)
+    assert missing.returncode == 1 and "no model folder" in missing.stderr and "Traceback" not in missing.stderr

@@ -1,0 +1,54 @@
+"""ONNX export of a `Servable` with jax2onnx: uint8 images [batch, H, W, 3] in (any batch size), the
+task's outputs out, the deploy info (task, labels, preprocessing) in the model's metadata.
+
+jax2onnx converts the jitted serving function's JAX primitives one by one into ONNX operators, so the
+graph is vitjax's own model (no PyTorch round trip); its weights become initializers. A few
+operators (jax2onnx's `jax.image.resize`, used by segmentation heads) convert only with a fixed batch
+size; such models are converted per image, inside an ONNX loop over the batch.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import jax
+import jax.numpy as jnp
+import onnx
+
+from vitjax.deploy.artifacts import INPUT_NAME
+from vitjax.deploy.servable import Servable
+from vitjax.errors import BadValue
+
+log = logging.getLogger(__name__)
+METADATA_KEY = "vitjax"  # metadata_props key holding the deploy info as JSON
+
+
+def to_onnx(servable: Servable, info: dict) -> onnx.ModelProto:
+    """The serving function as an ONNX model with a dynamic batch dimension and `info` as metadata."""
+    from jax2onnx import to_onnx as convert
+
+    logging.getLogger("onnx_ir.serde").setLevel(logging.ERROR)  # harmless notes on shape constants
+    images = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"batch, {', '.join(map(str, servable.input_shape))}"),
+                                  jnp.uint8)
+    names = dict(model_name=f"vitjax_{servable.task.name}", input_names=[INPUT_NAME],
+                 output_names=sorted(info["outputs"]))
+    serve = servable.serving_fn()
+    try:
+        model = convert(serve, [images], **names)
+    except jax.errors.InconclusiveDimensionOperation:
+        log.warning("an operator of the %s model converts only with a fixed batch size: the ONNX graph "
+                    "loops over the images of a batch", servable.task.name)
+        model = convert(lambda x: jax.lax.map(lambda image: jax.tree.map(lambda a: a[0], serve(image[None])), x),
+                        [images], **names)
+    for output in model.graph.output:  # jax2onnx may declare a fixed size; the batch is dynamic
+        output.type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(info)})
+    return model
+
+
+def read_info(model: onnx.ModelProto) -> dict:
+    """The deploy info written by `to_onnx`."""
+    props = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in props:
+        raise BadValue(f"this ONNX model has no {METADATA_KEY!r} metadata: it was not written by vitjax.")
+    return json.loads(props[METADATA_KEY])

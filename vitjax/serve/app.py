@@ -1,0 +1,175 @@
+"""The FastAPI application: `POST /predict`, `GET /health`, `GET /metadata`.
+
+`/predict` takes images as multipart files (field `files`, `?top_k=`) or JSON
+`{"images": [base64, ...], "top_k": k}` and answers `{"predictions": [record, ...]}`, one record per
+image in the task plugin's own format (`Task.prediction_records`; files a plugin writes, such as
+segmentation masks, come back inline as base64). Bad input is a 4xx naming the problem, and the
+server stays up. Request bytes, images per request and pixels per image are bounded by `Limits`;
+with an API key, `/predict` needs `Authorization: Bearer <key>`.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import secrets
+import tempfile
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from PIL import Image, UnidentifiedImageError
+
+from vitjax.checkpoints.preprocessing import Preprocessing
+from vitjax.deploy.servable import make_task
+from vitjax.serve.batching import DynamicBatcher
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    max_request_bytes: int = 20 << 20
+    max_images: int = 64        # images per request
+    max_pixels: int = 40_000_000  # width x height of one image
+    max_batch: int = 32         # images per model call (the largest batch bucket)
+    max_wait_ms: float = 5.0    # how long a batch waits for more requests
+    api_key: str | None = None  # when set, /predict needs "Authorization: Bearer <api_key>"
+
+
+def _bad(status: int, message: str) -> HTTPException:
+    return HTTPException(status_code=status, detail=message)
+
+
+def _inline_files(value, folder: str):
+    """Paths to files under `folder` in a record, replaced by the files' base64 content."""
+    if isinstance(value, dict):
+        return {k: _inline_files(v, folder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_inline_files(v, folder) for v in value]
+    if isinstance(value, str) and value.startswith(folder + os.sep) and os.path.isfile(value):
+        with open(value, "rb") as f:
+            return base64.b64encode(f.read()).decode("ascii")
+    return value
+
+
+class Predictor:
+    """Decodes images, batches them through the backend and turns outputs into the task's records."""
+
+    def __init__(self, backend, limits: Limits):
+        self.backend, self.limits, self.info = backend, limits, backend.info
+        self.preprocessing = Preprocessing.from_hf(self.info["preprocessing"])
+        self.task = make_task(self.info["task_config"], self.info["class_names"])
+        self.batcher = DynamicBatcher(backend.run, self.info["input"]["shape"][1:], limits.max_batch,
+                                      limits.max_wait_ms)
+
+    def decode(self, name: str, data: bytes) -> np.ndarray:
+        if not data:
+            raise _bad(400, f"image {name!r} is empty (0 bytes).")
+        try:
+            image = Image.open(io.BytesIO(data))
+            pixels = image.width * image.height
+            if pixels > self.limits.max_pixels:
+                raise _bad(413, f"image {name!r} has {image.width}x{image.height} = {pixels} pixels, over "
+                                f"the server's limit of {self.limits.max_pixels} (--max_pixels).")
+            return self.preprocessing.to_uint8(image)
+        except UnidentifiedImageError:
+            raise _bad(400, f"{name!r} is not an image (PIL cannot identify it; send PNG, JPEG, ...).") from None
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            raise _bad(400, f"{name!r} is not a readable image ({type(error).__name__}: {error}).") from None
+
+    async def predict(self, named: list[tuple[str, bytes]], top_k: int) -> list[dict]:
+        if not named:
+            raise _bad(400, "no images: send multipart files in the field 'files', or JSON "
+                            '{"images": [<base64>, ...]}.')
+        if len(named) > self.limits.max_images:
+            raise _bad(413, f"{len(named)} images in one request, over the server's limit of "
+                            f"{self.limits.max_images} (--max_images).")
+        if not 1 <= top_k <= self.info["max_top_k"]:
+            raise _bad(422, f"top_k={top_k} must be between 1 and {self.info['max_top_k']}.")
+        images = await run_in_threadpool(lambda: np.stack([self.decode(n, d) for n, d in named]))
+        outputs = await self.batcher.submit(images)
+        outputs = {k: v[:, :top_k] if k in self.info["ranked"] else v for k, v in outputs.items()}
+        with tempfile.TemporaryDirectory() as folder:
+            records = self.task.prediction_records(outputs, [n for n, _ in named], folder)
+            return [_inline_files(r, folder) for r in records]
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _bad(413, f"request of {declared} bytes, over the server's limit of {limit} (--max_request_bytes).")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _bad(413, f"request over the server's limit of {limit} bytes (--max_request_bytes).")
+    return bytes(body)
+
+
+async def _images_from(request: Request, body: bytes, limits: Limits) -> tuple[list, int]:
+    """(name, bytes) per image and top_k, from a multipart or JSON request body."""
+    kind = request.headers.get("content-type", "")
+    top_k = request.query_params.get("top_k", "5")
+    if kind.startswith("multipart/form-data"):
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+        form = await Request(request.scope, receive).form(max_files=limits.max_images + 1)
+        files = form.getlist("files")
+        named = [(f.filename or f"image_{i}", await f.read()) for i, f in enumerate(files)
+                 if hasattr(f, "read")]
+        top_k = form.get("top_k", top_k)
+    elif kind.startswith("application/json"):
+        try:
+            payload = json.loads(body)
+            encoded = payload["images"]
+            named = [(f"image_{i}", base64.b64decode(data, validate=True)) for i, data in enumerate(encoded)]
+            top_k = payload.get("top_k", top_k)
+        except (ValueError, KeyError, TypeError, binascii.Error) as error:
+            raise _bad(400, f'the JSON body must be {{"images": [<base64 image>, ...], "top_k": k}} '
+                            f"({type(error).__name__}: {error}).") from None
+    else:
+        raise _bad(415, f"content-type {kind or '(none)'!r}: send multipart/form-data (field 'files') "
+                        f"or application/json.")
+    try:
+        return named, int(top_k)
+    except (TypeError, ValueError):
+        raise _bad(422, f"top_k={top_k!r} is not an integer.") from None
+
+
+def create_app(backend, limits: Limits = Limits()) -> FastAPI:
+    predictor = Predictor(backend, limits)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_):
+        await run_in_threadpool(predictor.batcher.warm_up)
+        predictor.batcher.start()
+        yield
+        await predictor.batcher.stop()
+
+    app = FastAPI(title="vitjax", lifespan=lifespan)
+    app.state.predictor = predictor
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/metadata")
+    async def metadata():
+        return {**predictor.info, "server": {"batch_sizes": predictor.batcher.sizes,
+                                             **dataclasses.asdict(limits), "api_key": bool(limits.api_key)}}
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        if limits.api_key:
+            given = request.headers.get("authorization", "")
+            if not secrets.compare_digest(given.encode(), f"Bearer {limits.api_key}".encode()):
+                raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <key>'.",
+                                    headers={"WWW-Authenticate": "Bearer"})
+        body = await _read_body(request, limits.max_request_bytes)
+        named, top_k = await _images_from(request, body, limits)
+        return {"predictions": await predictor.predict(named, top_k)}
+
+    return app
