@@ -33,7 +33,7 @@ from vitjax.data.multilabel import MultiHotTransforms, open_multilabel
 from vitjax.data.pipeline import RecordTransforms
 from vitjax.errors import BadValue
 from vitjax.metrics import ConfusionMatrix
-from vitjax.models.heads import POOLINGS
+from vitjax.models.heads import DEFAULT_POOLING, POOLINGS
 from vitjax.registry import Task, register_task
 from vitjax.report import plot_confusion_matrix, write_evaluation_report
 
@@ -144,8 +144,9 @@ class Classification(Task):
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
         config = ml_collections.ConfigDict()
-        # Head pooling: "cls", "cls_distillation" (DeiT) or "cls_mean" (CLS concatenated with the mean
-        # patch token). None picks what transformers' classifier does: "cls_mean" for DINOv2, else "cls".
+        # Head pooling: "cls", "cls_distillation" (DeiT), "cls_mean" (CLS concatenated with the mean
+        # patch token), "mean" (patch tokens) or "pooled" (the backbone's pooling: timm, SigLIP's MAP).
+        # None picks what the family's own classifier does (`vitjax.models.heads.DEFAULT_POOLING`).
         config.pooling = config_dict.placeholder(str)
         # Label smoothing epsilon: targets become (1 - eps) * y + eps / C (eps / 2 per label in multi-label).
         config.label_smoothing = 0.0
@@ -200,8 +201,14 @@ class Classification(Task):
     def make_head(self, spec: Any):
         from vitjax.models.heads import ClassificationHead  # The core room's head; HF export maps it.
 
-        pooling = self.config.pooling or ("cls_mean" if spec.family == "dinov2" else "cls")
+        pooling = self.config.pooling or DEFAULT_POOLING[spec.family]
         return ClassificationHead(num_labels=self.num_classes, pooling=pooling)
+
+    def head_from_checkpoint(self) -> tuple[str, ...]:
+        """The classifier: the checkpoint loader (`vitjax.checkpoints.hf_load`) provides the
+        checkpoint's classifier only when it was trained on this label set (same names, or generic
+        LABEL_i names of the same count); other label sets start from zeros."""
+        return (r"head/(distillation_)?classifier/.*",)
 
     def _targets(self, labels) -> jnp.ndarray:
         """Float [B, C] targets from int [B] labels or float [B, C] (soft or multi-hot) labels."""

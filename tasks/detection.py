@@ -11,10 +11,9 @@ there is a positive). Loss: sigmoid focal loss over all cells and classes, plus 
 losses of the boxes at positive cells, each normalised by the number of positives.
 
 Decoding: per class, cells whose score is a 3x3 local maximum (no NMS), top `max_detections` per
-image. Metrics: COCO-style mAP@[.5:.95] and mAP@.5 (101-point interpolated precision, greedy
-matching by score, at most `max_detections` detections per image and class), computed on the host from
-the collected detections by `average_precision` (our own implementation, checked against
-hand-computed cases; no crowd regions and no area ranges).
+image. Metrics: COCO mAP@[.5:.95] and mAP@.5 by pycocotools' `COCOeval` (the reference detection
+papers report with; one area range, at most `max_detections` detections per image and class), computed
+on the host from the collected detections by `average_precision`.
 
 Data (`open_source`): COCO JSON — "coco:PATH", "folder:PATH" or a plain path, PATH being an
 `annotations.json` file or a folder holding one (images at their `file_name` relative to the json's
@@ -28,7 +27,9 @@ stays in vitjax's orbax checkpoints (`hf_config()` is None).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -53,25 +54,13 @@ from vitjax.errors import BadKey, BadValue
 from vitjax.registry import Task, register_task
 from vitjax.report import write_evaluation_report
 
+# COCO's IoU thresholds of mAP@[.5:.95] (pycocotools' `iouThrs`, in its order).
 IOU_THRESHOLDS = np.round(np.arange(0.5, 0.951, 0.05), 2)
-RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 ANNOTATIONS_FILE = "annotations.json"
 BOX_FORMATS = ("xywh", "xyxy")
 
 
 # ---- boxes ---------------------------------------------------------------------------------------
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU [N, M] of xyxy boxes a [N, 4] and b [M, 4] (0 where the union is empty)."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
 def generalized_iou(a, b) -> jnp.ndarray:
     """Elementwise generalised IoU of xyxy boxes a, b [..., 4] (jit-able)."""
     def area(box):
@@ -85,55 +74,49 @@ def generalized_iou(a, b) -> jnp.ndarray:
     return iou - (enclosing - union) / jnp.maximum(enclosing, 1e-9)
 
 
-# ---- COCO-style average precision ----------------------------------------------------------------
-def _precision_at_recalls(matched: np.ndarray, num_truths: int) -> np.ndarray:
-    """COCO's 101-point interpolated precision of score-ordered detections (`matched` bool)."""
-    if not len(matched):
-        return np.zeros_like(RECALL_POINTS)
-    true_positives = np.cumsum(matched)
-    precision = true_positives / np.arange(1, len(matched) + 1)
-    recall = true_positives / num_truths
-    envelope = np.maximum.accumulate(precision[::-1])[::-1]
-    index = np.searchsorted(recall, RECALL_POINTS, side="left")
-    return np.where(index < len(envelope), envelope[np.minimum(index, len(envelope) - 1)], 0.0)
+# ---- COCO mAP (pycocotools) ---------------------------------------------------------------------
+def _coco_annotations(per_image, scored: bool) -> list[dict]:
+    """COCO annotation dicts (xywh boxes, ids from 1) of per-image (boxes xyxy, [scores,] classes)."""
+    rows = []
+    for image_id, entry in enumerate(per_image, 1):
+        boxes, classes = np.asarray(entry[0], np.float64).reshape(-1, 4), entry[-1]
+        for k, (x0, y0, x1, y1) in enumerate(boxes):
+            row = {"id": len(rows) + 1, "image_id": image_id, "category_id": int(classes[k]) + 1,
+                   "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0}
+            if scored:
+                row["score"] = float(entry[1][k])
+            rows.append(row)
+    return rows
 
 
 def average_precision(detections: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
                       truths: Sequence[tuple[np.ndarray, np.ndarray]], num_classes: int,
                       max_detections: int = 100) -> np.ndarray:
-    """Per-class AP [C, len(IOU_THRESHOLDS)] over a dataset, COCO style; NaN for classes without truths.
+    """Per-class AP [C, len(IOU_THRESHOLDS)] over a dataset by pycocotools' `COCOeval` (bbox, one area
+    range: all, at most `max_detections` per image and class); NaN for classes without truths.
 
     `detections[i]` = (boxes [n, 4] xyxy, scores [n], classes [n]) and `truths[i]` = (boxes [m, 4],
-    classes [m]) of image i. Per image and class, the `max_detections` best-scored detections are matched
-    greedily in score order, each to the unmatched truth of highest IoU at or above the threshold.
+    classes [m]) of image i.
     """
-    result = np.full((num_classes, len(IOU_THRESHOLDS)), np.nan)
-    for c in range(num_classes):
-        scores, matched, num_truths = [], [], 0
-        for (boxes, det_scores, det_classes), (truth_boxes, truth_classes) in zip(detections, truths):
-            mine = np.flatnonzero(det_classes == c)
-            mine = mine[np.argsort(-det_scores[mine], kind="mergesort")][:max_detections]
-            gt = truth_boxes[truth_classes == c]
-            num_truths += len(gt)
-            ious = box_iou(boxes[mine], gt)
-            image_matched = np.zeros((len(mine), len(IOU_THRESHOLDS)), bool)
-            for t, threshold in enumerate(IOU_THRESHOLDS):
-                taken = np.zeros(len(gt), bool)
-                for d in range(len(mine)):
-                    candidates = np.where(taken, -1.0, ious[d])
-                    best = int(np.argmax(candidates)) if len(gt) else -1
-                    if best >= 0 and candidates[best] >= threshold:
-                        taken[best] = image_matched[d, t] = True
-            scores.append(det_scores[mine])
-            matched.append(image_matched)
-        if num_truths == 0:
-            continue
-        all_scores = np.concatenate(scores)
-        order = np.argsort(-all_scores, kind="mergesort")
-        all_matched = np.concatenate(matched)[order]
-        result[c] = [_precision_at_recalls(all_matched[:, t], num_truths).mean()
-                     for t in range(len(IOU_THRESHOLDS))]
-    return result
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def api(annotations):
+        coco = COCO()
+        coco.dataset = {"images": [{"id": i} for i in range(1, len(truths) + 1)],
+                        "categories": [{"id": c + 1} for c in range(num_classes)], "annotations": annotations}
+        coco.createIndex()
+        return coco
+
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        evaluator = COCOeval(api(_coco_annotations(truths, False)), api(_coco_annotations(detections, True)),
+                             "bbox")
+        evaluator.params.maxDets = [max_detections]
+        evaluator.params.areaRng, evaluator.params.areaRngLbl = [[0.0, 1e10]], ["all"]
+        evaluator.evaluate()
+        evaluator.accumulate()
+    precision = evaluator.eval["precision"][:, :, :, 0, 0]  # [thresholds, recall points, classes]; -1: no truth
+    return np.where((precision < 0).all(axis=1), np.nan, precision.mean(axis=1)).T
 
 
 # ---- model ---------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from hf_oracle import TINY, make
 from vitjax.api import load_pretrained
 from vitjax.checkpoints import hf_names
 from vitjax.checkpoints.hf_load import load_hf
-from vitjax.checkpoints.posemb import interpolation_matrix, resize_posemb
+from vitjax.checkpoints.posemb import resize_posemb
+from vitjax.models.interpolation import interpolation_matrix
 from vitjax.models.vit import ViTSpec
 
 VIT = dict(TINY, image_size=32, intermediate_size=64)
@@ -55,15 +56,15 @@ def test_new_label_set_replaces_head_with_warning(vit_dir, caplog):
 def test_param_paths_are_readable_and_complete():
     spec = ViTSpec(family="dinov2", image_size=32, patch_size=8, hidden_size=32, num_layers=12, num_heads=4,
                    mlp_dim=64, layer_scale_init=1.0, use_mask_token=True)
-    paths = [path for _, path, _ in hf_names.backbone_rows(spec)]
+    paths = [row.flax for row in hf_names.FAMILIES["dinov2"].backbone_rows(spec)]
     assert "encoder/layer_07/attention/query/kernel" in paths and "layernorm/scale" in paths
     assert "embeddings/patch_embeddings/kernel" in paths and len(paths) == len(set(paths))
 
 
 def test_table_kinds_invert():
     x = np.random.default_rng(0).standard_normal((4, 3, 2, 5))
-    for kind in hf_names.KINDS.values():
-        y = x if kind is hf_names.KINDS["conv"] else x[0, 0]
+    for name, kind in hf_names.KINDS.items():
+        y = {"conv": x, "token": x[0, 0, 0]}.get(name, x[0, 0])
         np.testing.assert_array_equal(kind.to_hf(kind.to_flax(y)), y)
 
 
@@ -107,7 +108,7 @@ def test_unsupported_model_type(tmp_path, vit_dir):
     config["model_type"] = "swin"
     (tmp_path / "config.json").write_text(json.dumps(config))
     (tmp_path / "model.safetensors").write_bytes((vit_dir / "model.safetensors").read_bytes())
-    with pytest.raises(ValueError, match=r"model_type='swin' is not supported.*\['vit', 'deit', 'dinov2'\]"):
+    with pytest.raises(ValueError, match=r"model_type='swin' is not supported.*'dinov2_with_registers'.*timm"):
         load_pretrained(tmp_path)
 
 

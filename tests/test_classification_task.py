@@ -297,7 +297,7 @@ def test_invalid_knobs_are_rejected():
     with pytest.raises(ValueError, match="at least 2 classes"):
         make_task(num_classes=1)
     with pytest.raises(ValueError, match="config.task.pooling"):
-        make_task(pooling="mean")
+        make_task(pooling="max")
     with pytest.raises(ValueError, match="config.task.label_smoothing"):
         make_task(label_smoothing=1.5)
 

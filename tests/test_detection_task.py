@@ -36,6 +36,10 @@ def truths(*rows):
 
 
 def test_average_precision_matches_hand_computed_cases():
+    """pycocotools computes it; these cases check what we hand it (boxes, ids, one area range)."""
+    from pycocotools.cocoeval import COCOeval
+
+    np.testing.assert_allclose(detection.IOU_THRESHOLDS, COCOeval(iouType="bbox").params.iouThrs)
     # Two truths; by score: hit, miss, hit. Precision 1 up to recall 1/2, then 2/3 (101-point COCO).
     ap = detection.average_precision(
         [dets((0, 0, 10, 10, .9, 0), (40, 40, 50, 50, .8, 0), (20, 20, 30, 30, .7, 0))],
@@ -71,8 +75,7 @@ def test_summary_averages_present_classes_and_skips_padding_rows():
     assert summary["map"] == pytest.approx(0.5) and summary["map50"] == pytest.approx(0.5)
 
 
-def test_box_overlaps():
-    np.testing.assert_allclose(detection.box_iou([[0, 0, 2, 2]], [[1, 1, 3, 3], [4, 4, 5, 5]]), [[1 / 7, 0]])
+def test_generalized_iou():
     giou = detection.generalized_iou(jnp.array([0., 0, 2, 2]), jnp.array([3., 0, 4, 2]))
     assert float(giou) == pytest.approx(0 - (8 - 6) / 8)
 

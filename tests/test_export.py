@@ -64,7 +64,9 @@ def test_pipeline_top_label_matches_predict(tmp_path):
          num_labels=4).save_pretrained(tmp_path / "src")
     clf = _randomise_head(load_pretrained(tmp_path / "src", id2label=LABELS), seed=3)
     clf.save_pretrained(tmp_path / "export")
-    pipe = transformers.pipeline("image-classification", model=str(tmp_path / "export"))
+    # vitjax follows transformers' PIL backend; with torchvision installed the default backend differs slightly.
+    processor = transformers.AutoImageProcessor.from_pretrained(tmp_path / "export", backend="pil")
+    pipe = transformers.pipeline("image-classification", model=str(tmp_path / "export"), image_processor=processor)
     images = _images(4)
     ours = clf.predict(images, top_k=2)
     for image, predicted in zip(images, ours):

@@ -15,6 +15,9 @@ PROCESSORS = {
                                                        crop_size={"height": 32, "width": 32}),
     "dinov2_bit": lambda: transformers.BitImageProcessorPil(size={"shortest_edge": 37},
                                                             crop_size={"height": 33, "width": 35}),
+    "siglip": lambda: transformers.SiglipImageProcessorPil(size={"height": 36, "width": 28}),
+    "clip": lambda: transformers.CLIPImageProcessorPil(size={"shortest_edge": 37},
+                                                       crop_size={"height": 32, "width": 30}),
 }
 
 
@@ -48,7 +51,7 @@ def test_matches_transformers_processor(name):
 def test_to_hf_reloads_in_transformers(name, tmp_path):
     ours = Preprocessing.from_hf(PROCESSORS[name]().to_dict())
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(ours.to_hf()))
-    hf = transformers.AutoImageProcessor.from_pretrained(tmp_path)
+    hf = transformers.AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
     image = _images()[0]
     np.testing.assert_allclose(ours(image), hf(image, return_tensors="np")["pixel_values"], atol=1e-5)
     assert Preprocessing.from_hf(ours.to_hf()) == ours

@@ -16,11 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from vitjax.checkpoints.hf_export import export_hf
-from vitjax.checkpoints.hf_load import load_hf
-from vitjax.checkpoints.hf_names import DEFAULT_POOLING
+from vitjax.checkpoints.families import export_pretrained, load_checkpoint
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.errors import BadValue
+from vitjax.models.heads import DEFAULT_POOLING
 from vitjax.models.model import Model, build_model
 from vitjax.models.vit import ViTSpec
 
@@ -88,14 +87,16 @@ class Classifier:
         return results
 
     def save_pretrained(self, directory: str | os.PathLike) -> str:
-        """Write a Hugging Face folder (config, safetensors, preprocessor) that transformers loads."""
-        return export_hf(directory, self.spec, self.params, self.id2label, self.preprocessing, self.pooling)
+        """Write the model in its family's format: a Hugging Face folder (config, safetensors, preprocessor)
+        that transformers loads, or for timm / `.npz` weights a timm folder that timm loads."""
+        return export_pretrained(directory, self.spec, self.params, self.id2label, self.preprocessing, self.pooling)
 
 
 def load_pretrained(name_or_dir: str | os.PathLike, num_labels: int | None = None, id2label: dict | None = None,
                     image_size: int | tuple[int, int] | None = None, dtype: str = "float32",
                     **backbone_kwargs) -> Classifier:
-    """Load a hub id or local save_pretrained folder of a ViT/DeiT/DINOv2 model as a `Classifier`.
+    """Load a checkpoint as a `Classifier`: a transformers hub id or folder (ViT, DeiT, DINOv2 (+registers),
+    SigLIP, CLIP), a timm hub id or folder, or a big_vision `.npz` (`vitjax.checkpoints.families`).
 
     num_labels / id2label: the label set. The checkpoint's head is kept when it has these labels, or
     `num_labels` of its size, or `id2label` of its size while its own labels are the generic
@@ -104,6 +105,6 @@ def load_pretrained(name_or_dir: str | os.PathLike, num_labels: int | None = Non
     image_size: fine-tune resolution (position embeddings resized). dtype: compute dtype ("bfloat16" on
     accelerators); params stay float32. backbone_kwargs: `attention_impl`, `remat`.
     """
-    ckpt = load_hf(name_or_dir, num_labels=num_labels, id2label=id2label, image_size=image_size)
+    ckpt = load_checkpoint(name_or_dir, num_labels=num_labels, id2label=id2label, image_size=image_size)
     model = build_model(ckpt.spec, len(ckpt.id2label), ckpt.pooling, dtype, **backbone_kwargs)
     return Classifier(model, ckpt.params, ckpt.preprocessing, ckpt.spec, ckpt.id2label)

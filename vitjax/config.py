@@ -28,7 +28,7 @@ def base_config(task: str = "classification", plugins=()) -> ml_collections.Conf
     c.seed = 0
 
     c.model = ml_collections.ConfigDict()
-    c.model.checkpoint = ""          # hub id or local save_pretrained folder; "" = from scratch
+    c.model.checkpoint = ""          # hub id or folder (transformers or timm), or a .npz; "" = from scratch
     c.model.image_size = 0           # fine-tune resolution; 0 = the checkpoint's
     c.model.dtype = "bfloat16"       # compute dtype; parameters and optimizer state stay float32
     c.model.spec = ml_collections.ConfigDict()  # ViTSpec fields for from-scratch models

@@ -11,6 +11,7 @@ runs any task by calling only the methods below (and every one of them is called
     task = task_class(config.task, dataset.class_names)
     transforms = task.data_transforms(preprocessing, config.data)  # None: image + class-label records
     model = Model(backbone, task.make_head(spec))
+    task.head_from_checkpoint()                                # head tensors the checkpoint may fill
     loss, aux = task.loss(outputs, batch)                      # inside the jitted train/eval step
     update = task.metrics(training).single_from_model_output(  # the loss's aux feeds the metrics
         **task.metric_inputs(outputs, batch, aux))
@@ -114,6 +115,14 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def make_head(self, spec: Any) -> nn.Module:
         """The head: a linen module from the backbone's output dict to this task's `outputs`."""
+
+    def head_from_checkpoint(self) -> Sequence[str]:
+        """Regexes (full match) over the head's parameter paths ("head/classifier/kernel", ...) that may
+        take the checkpoint's tensor of the same path and shape; every other head tensor keeps
+        `make_head`'s initialisation. The backbone always loads. The default, none, suits any head
+        that is not a transformers classifier over the same labels (like big_vision's `dont_load`
+        of the head)."""
+        return ()
 
     @abc.abstractmethod
     def loss(self, outputs: Any, batch: dict) -> tuple[Any, dict[str, Any]]:

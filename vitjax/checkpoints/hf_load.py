@@ -1,58 +1,55 @@
-"""Load Hugging Face ViT/DeiT/DINOv2 checkpoints (hub id or local `save_pretrained` folder) without torch.
+"""Load transformers checkpoints (hub id or local `save_pretrained` folder) without torch.
 
-`load_hf` reads `config.json`, `model.safetensors` and `preprocessor_config.json`, converts the tensors
-through the name table (`hf_names.py`) into a float32 param tree `{"backbone": ..., "head": ...}` and
-decides the head: kept when the checkpoint has one of the requested size, else freshly initialised for
-the new label set (with a warning naming those tensors, as transformers does). Another `image_size`
-resizes the position embeddings (bicubic, CLS/distillation kept).
+`read_hf` reads `config.json`, `model.safetensors` (or the shards listed in `model.safetensors.index.json`)
+and `preprocessor_config.json`, picks the family by `model_type` (`HF_FAMILIES`: ViT, DeiT, DINOv2 and
+DINOv2 with registers in `hf_names.py`, SigLIP in `siglip.py`, CLIP in `clip.py`) and returns a `Source`;
+`load_hf` then builds the params and decides the head with `convert.assemble`.
 """
 from __future__ import annotations
 
-import dataclasses
+import json
 import logging
 import os
 
-import jax
 import numpy as np
-from flax.traverse_util import flatten_dict, unflatten_dict
-from vitjax.checkpoints import hf_names, validate
-from vitjax.checkpoints.posemb import resize_posemb
+
+from vitjax.checkpoints import clip, hf_names, siglip, validate
+from vitjax.checkpoints.convert import Checkpoint, Source, assemble
+from vitjax.checkpoints.hf_names import HFFamily
 from vitjax.checkpoints.preprocessing import Preprocessing
-from vitjax.errors import BadKey, BadValue
+from vitjax.errors import BadValue
 from vitjax.files import read_json
-from vitjax.models.model import build_model
-from vitjax.models.vit import FAMILIES, ViTSpec
+from vitjax.models.heads import DEFAULT_POOLING
+from vitjax.models.vit import ViTSpec
 
 log = logging.getLogger(__name__)
 
 CONFIG, WEIGHTS, PREPROCESSOR = "config.json", "model.safetensors", "preprocessor_config.json"
+INDEX = "model.safetensors.index.json"  # sharded checkpoints: {"weight_map": {tensor: shard file}}
+
+HF_FAMILIES: dict[str, HFFamily] = {**hf_names.FAMILIES, "siglip": siglip.FAMILY, "clip": clip.FAMILY}
+MODEL_TYPES = {model_type: family for family in HF_FAMILIES.values() for model_type in family.model_types}
 
 
-@dataclasses.dataclass
-class HFCheckpoint:
-    """Everything `load_hf` read: architecture, head pooling, float32 params, labels, preprocessing."""
-
-    spec: ViTSpec
-    pooling: str
-    params: dict
-    id2label: dict[int, str]
-    preprocessing: Preprocessing
-    initialised: list[str]  # Flax paths of tensors not taken from the checkpoint
-
-
-def resolve_files(name_or_dir: str | os.PathLike) -> dict[str, str | None]:
-    """Local paths of config/weights/preprocessor for a folder or a hub id (downloaded via huggingface_hub).
-    The preprocessor config is optional (None when absent); the others raise FileNotFoundError."""
+def resolve_files(name_or_dir: str | os.PathLike) -> dict:
+    """Local paths of config, weights and preprocessor for a folder or a hub id (downloaded via
+    huggingface_hub). WEIGHTS maps to the list of safetensors files (one, or the shards of the index);
+    the preprocessor config is optional (None when absent); the others raise FileNotFoundError."""
     name = os.fspath(name_or_dir)
     if os.path.isdir(name):
-        files = {f: os.path.join(name, f) for f in (CONFIG, WEIGHTS, PREPROCESSOR)}
-        for required in (CONFIG, WEIGHTS):
-            if not os.path.isfile(files[required]):
-                hint = (" (a sharded or PyTorch .bin checkpoint: re-save it with "
-                        "`model.save_pretrained(dir, safe_serialization=True)` as one file)"
-                        if required == WEIGHTS else "")
-                raise FileNotFoundError(f"{files[required]} not found: {name} is not a complete Hugging Face "
-                                        f"save_pretrained folder{hint}.")
+        files = {f: os.path.join(name, f) for f in (CONFIG, PREPROCESSOR)}
+        if not os.path.isfile(files[CONFIG]):
+            raise FileNotFoundError(f"{files[CONFIG]} not found: {name} is not a complete Hugging Face "
+                                    "save_pretrained folder.")
+        single, index = os.path.join(name, WEIGHTS), os.path.join(name, INDEX)
+        if os.path.isfile(single):
+            files[WEIGHTS] = [single]
+        elif os.path.isfile(index):
+            files[WEIGHTS] = [os.path.join(name, shard) for shard in _shards(index)]
+        else:
+            raise FileNotFoundError(f"{single} not found: {name} is not a complete Hugging Face save_pretrained "
+                                    f"folder (nor a sharded one with {INDEX}); a PyTorch .bin checkpoint must be "
+                                    "re-saved with `model.save_pretrained(dir, safe_serialization=True)`.")
         if not os.path.isfile(files[PREPROCESSOR]):
             files[PREPROCESSOR] = None
         return files
@@ -62,7 +59,16 @@ def resolve_files(name_or_dir: str | os.PathLike) -> dict[str, str | None]:
     return _download(name)
 
 
-def _download(repo_id: str) -> dict[str, str | None]:
+def _shards(index_path: str) -> list[str]:
+    """The shard files an index lists, in first-use order."""
+    with open(index_path) as f:
+        weight_map = json.load(f).get("weight_map")
+    if not weight_map:
+        raise BadValue(f"{index_path} has no weight_map; re-save the checkpoint with save_pretrained.")
+    return list(dict.fromkeys(weight_map.values()))
+
+
+def _download(repo_id: str) -> dict:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
@@ -79,92 +85,41 @@ def _download(repo_id: str) -> dict[str, str | None]:
         except EntryNotFoundError:
             if required:
                 raise FileNotFoundError(f"the hub repo {repo_id} has no {filename}; vitjax needs config.json "
-                                        "and model.safetensors") from None
+                                        "and model.safetensors (or its shards)") from None
             return None
         except HfHubHTTPError as e:
             raise FileNotFoundError(f"cannot fetch {filename} of hub repo {repo_id!r} ({e}); check the id "
                                     "(e.g. google/vit-base-patch16-224), or log in for private repos") from e
 
-    return {CONFIG: fetch(CONFIG, True), WEIGHTS: fetch(WEIGHTS, True), PREPROCESSOR: fetch(PREPROCESSOR, False)}
+    config = fetch(CONFIG, True)
+    weights = fetch(WEIGHTS, False)
+    if weights is not None:
+        weights = [weights]
+    else:
+        index = fetch(INDEX, False)
+        if index is None:
+            fetch(WEIGHTS, True)  # raises the error that names the missing file
+        weights = [fetch(shard, True) for shard in _shards(index)]
+    return {CONFIG: config, WEIGHTS: weights, PREPROCESSOR: fetch(PREPROCESSOR, False)}
 
 
-def _read_config(path: str) -> dict:
-    config = read_json(path, "download or save the checkpoint again")
-    if config.get("model_type") not in FAMILIES:
-        raise BadValue(f"{path}: model_type={config.get('model_type')!r} is not supported; vitjax loads "
-                       f"model_type in {list(FAMILIES)} (ViT, DeiT, DINOv2 checkpoints).")
-    validate.check_model_config(config, path)
-    return config
+def read_tensors(paths: list[str]) -> dict[str, np.ndarray]:
+    """All tensors of safetensors files as numpy; bfloat16 files, which numpy cannot read, go through JAX."""
+    tensors = {}
+    for path in paths:
+        tensors.update(validate.read_safetensors(path))  # a truncated or corrupt file is named
+    return tensors
 
 
-def _target_labels(ckpt_labels: dict[int, str] | None, num_labels: int | None,
-                   id2label: dict | None) -> dict[int, str] | None:
-    """The label set asked for: id2label if given, else num_labels generic names, else the checkpoint's."""
-    if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int)
-                                   or num_labels < 1):
-        raise BadValue(f"num_labels={num_labels!r}: a classifier needs at least one label; pass a whole "
-                       f"number >= 1 (or id2label).")
-    if id2label is not None:
-        if not id2label:
-            raise BadValue("id2label is empty: a classifier needs at least one label.")
-        id2label = {int(k): str(v) for k, v in id2label.items()}
-        if sorted(id2label) != list(range(len(id2label))):
-            raise BadValue(f"id2label keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
-        if num_labels is not None and num_labels != len(id2label):
-            raise BadValue(f"num_labels={num_labels} conflicts with id2label, which has {len(id2label)} "
-                           "labels; pass only id2label (num_labels is then its length).")
-        return id2label
-    if num_labels is not None:
-        if ckpt_labels is not None and len(ckpt_labels) == num_labels:
-            return ckpt_labels
-        return {i: f"LABEL_{i}" for i in range(num_labels)}
-    return ckpt_labels
+def family_of(config: dict, path: str) -> HFFamily:
+    model_type = config.get("model_type")
+    if model_type not in MODEL_TYPES:
+        from vitjax.checkpoints.families import supported  # the dispatcher lists every format
 
-
-def _choose_head(spec: ViTSpec, tensors: dict, config: dict, num_labels, id2label, source) -> tuple:
-    """(pooling, id2label, keep_head): keep the checkpoint's head for the requested label set."""
-    ckpt_pooling = hf_names.checkpoint_pooling(spec.family, tensors)
-    ckpt_labels = None
-    if ckpt_pooling is not None:
-        ckpt_labels = {int(k): v for k, v in config.get("id2label", {}).items()}
-        head_size = tensors[hf_names.head_rows(ckpt_pooling)[0][0]].shape[0]
-        if len(ckpt_labels) != head_size:
-            ckpt_labels = {i: f"LABEL_{i}" for i in range(head_size)}
-    labels = _target_labels(ckpt_labels, num_labels, id2label)
-    if labels is None:
-        raise BadValue(f"{source} has no classification head (its model.safetensors holds only the "
-                       "backbone); pass num_labels=... or id2label={0: 'cat', ...} to add a new head.")
-    # Keep the checkpoint's head for the same label set; a head of the right size whose classes
-    # have other names (e.g. digits 0-4 -> 5-9) knows nothing of the new classes: start afresh.
-    same_size = ckpt_pooling is not None and len(labels) == len(ckpt_labels)
-    generic = ckpt_labels is not None and all(v == f"LABEL_{k}" for k, v in ckpt_labels.items())
-    keep_head = same_size and (id2label is None or generic or labels == ckpt_labels)
-    if keep_head and labels != ckpt_labels:
-        log.warning("%s: keeping the checkpoint's trained head of %d classes, its generic labels %s "
-                    "renamed to %s; pass id2label of another size (or train) for a fresh head.",
-                    source, len(labels), list(ckpt_labels.values())[:3], list(labels.values())[:3])
-    pooling = ckpt_pooling if keep_head else hf_names.DEFAULT_POOLING[spec.family]
-    return pooling, labels, keep_head
-
-
-def _convert(rows, tensors: dict, expected: dict, weights: str, spec: ViTSpec) -> dict[str, np.ndarray]:
-    """HF tensors -> {flax path: float32 array} through the table rows, checking names and shapes."""
-    params = {}
-    for hf, path, kind in rows:
-        if hf not in tensors:
-            raise BadKey(f"{weights} has no tensor {hf!r} (needed for {path}); the file does not match its "
-                         f"config.json ({spec.family}, {spec.num_layers} layers, qkv_bias={spec.qkv_bias}). "
-                         "Re-save the checkpoint with transformers' save_pretrained.")
-        value = hf_names.KINDS[kind].to_flax(tensors[hf].astype(np.float32))
-        if value.shape != expected[path].shape:
-            raise BadValue(f"{weights}: tensor {hf!r} has shape {tuple(tensors[hf].shape)}, which does not "
-                           f"fit {path} {tuple(expected[path].shape)} implied by config.json; fix config.json "
-                           "(hidden_size, patch_size, image_size, ...) or the file.")
-        params[path] = np.ascontiguousarray(value)
-    ignored = sorted(set(tensors) - {hf for hf, _, _ in rows})
-    if ignored:
-        log.info("ignored %d tensors of %s not used by vitjax: %s", len(ignored), weights, ignored)
-    return params
+        hint = (" SigLIP 2 NaFlex (variable resolution) towers are not supported; the fixed-resolution SigLIP 2 "
+                "repos (model_type siglip) are." if model_type == "siglip2" else "")
+        raise BadValue(f"{path}: model_type={model_type!r} is not supported; vitjax loads {supported()}.{hint}")
+    return MODEL_TYPES[model_type]
 
 
 def _read_preprocessing(path: str | None, spec: ViTSpec, source) -> Preprocessing:
@@ -176,45 +131,36 @@ def _read_preprocessing(path: str | None, spec: ViTSpec, source) -> Preprocessin
     return Preprocessing.from_hf(config)
 
 
+def read_config(path: str) -> dict:
+    return read_json(path, "download or save the checkpoint again")
+
+
+def read_hf(files: dict, name_or_dir) -> Source:
+    """The `Source` of a transformers checkpoint (any family of `HF_FAMILIES`) from its `resolve_files`."""
+    config = read_config(files[CONFIG])
+    family = family_of(config, files[CONFIG])
+    vision = config.get(family.vision_config_key, config) if family.vision_config_key else config
+    validate.check_model_config(vision, files[CONFIG])
+    spec = family.spec_from_config(vision)
+    tensors = read_tensors(files[WEIGHTS])
+    anchor = family.backbone_rows(spec)[0].hf
+    prefix = next((p for p in family.prefixes if p + anchor in tensors), family.prefixes[0])
+    head_pooling = next((pooling for pooling in family.heads
+                         if all(r.hf in tensors for r in family.head_rows(pooling))), None)
+    labels = {int(k): v for k, v in config.get("id2label", {}).items()} if head_pooling else None
+    return Source(
+        spec=spec, tensors=tensors, weights=", ".join(files[WEIGHTS]),
+        backbone_rows=family.backbone_rows(spec, prefix),
+        head_pooling=head_pooling,
+        head_rows=family.head_rows(head_pooling) if head_pooling else [],
+        labels=labels,
+        default_pooling=DEFAULT_POOLING[family.name],
+        preprocessing=_read_preprocessing(files[PREPROCESSOR], spec, name_or_dir),
+        architecture=family.architectures[DEFAULT_POOLING[family.name]],
+    )
+
+
 def load_hf(name_or_dir, num_labels: int | None = None, id2label: dict | None = None,
-            image_size: int | tuple[int, int] | None = None) -> HFCheckpoint:
-    """Read a checkpoint into vitjax params; see the module docstring for how the head is chosen."""
-    files = resolve_files(name_or_dir)
-    config = _read_config(files[CONFIG])
-    spec = ViTSpec.from_hf_config(config)
-    tensors = validate.read_safetensors(files[WEIGHTS])
-    pooling, labels, keep_head = _choose_head(spec, tensors, config, num_labels, id2label, name_or_dir)
-    preprocessing = _read_preprocessing(files[PREPROCESSOR], spec, name_or_dir)
-
-    prefix = hf_names.BACKBONES[spec.family][0]
-    if not any(name.startswith(prefix) for name in tensors):
-        prefix = ""  # a base-model checkpoint (ViTModel, DeiTModel, Dinov2Model)
-    rows = [(hf, "backbone/" + path, kind) for hf, path, kind in hf_names.backbone_rows(spec, prefix)]
-    if keep_head:
-        rows += [(hf, "head/" + path, kind) for hf, path, kind in hf_names.head_rows(pooling)]
-
-    model = build_model(spec, len(labels), pooling)
-    dummy = np.zeros((1, *spec.image_size, spec.num_channels), np.float32)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy, train=False))["params"]
-    expected = flatten_dict(shapes, sep="/")
-    params = _convert(rows, tensors, expected, files[WEIGHTS], spec)
-
-    initialised = sorted(path for path in expected if path not in params)
-    assert all(path.startswith("head/") for path in initialised), f"name table misses {initialised}"
-    for path in initialised:  # a new head starts at zero (as big_vision); HF draws N(0, 0.02)
-        params[path] = np.zeros(expected[path].shape, np.float32)
-    if initialised:
-        log.warning("Some weights of %s were not initialized from the checkpoint at %s and are newly "
-                    "initialized for %d labels: %s. Train this model on a down-stream task before using it "
-                    "for predictions.", hf_names.ARCHITECTURES[(spec.family, pooling)], name_or_dir,
-                    len(labels), initialised)
-
-    if image_size is not None:
-        new_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        if new_size != spec.image_size:
-            new_spec = spec.replace(image_size=new_size)
-            key = "backbone/embeddings/position_embeddings"
-            params[key] = resize_posemb(params[key], spec.num_prefix_tokens, spec.grid, new_spec.grid)
-            spec = new_spec
-        preprocessing = preprocessing.with_input_size(new_size)
-    return HFCheckpoint(spec, pooling, unflatten_dict(params, sep="/"), labels, preprocessing, initialised)
+            image_size: int | tuple[int, int] | None = None) -> Checkpoint:
+    """Read a transformers checkpoint into vitjax params; see `convert.assemble` for the head."""
+    return assemble(read_hf(resolve_files(name_or_dir), name_or_dir), name_or_dir, num_labels, id2label, image_size)

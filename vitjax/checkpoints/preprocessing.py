@@ -53,11 +53,15 @@ class Preprocessing:
     mean: tuple[float, ...] = IMAGENET_STANDARD_MEAN
     std: tuple[float, ...] = IMAGENET_STANDARD_STD
     processor_type: str = "ViTImageProcessor"
+    crop_rounding: str = "floor"  # center-crop offset: "floor" (transformers) or "round" (torchvision, timm)
+
+    cover: tuple[int, int] | None = None  # resize keeping the aspect ratio to just cover (H, W) (timm)
 
     def __post_init__(self):
-        if self.do_resize and (self.size is None) == (self.shortest_edge is None):
-            raise BadValue("Preprocessing needs exactly one of size=(H, W) or shortest_edge=N to resize")
-        if self.crop is None and (not self.do_resize or self.shortest_edge is not None):
+        if self.do_resize and sum(x is not None for x in (self.size, self.shortest_edge, self.cover)) != 1:
+            raise BadValue("Preprocessing needs exactly one of size=(H, W), shortest_edge=N or cover=(H, W) "
+                           "to resize")
+        if self.crop is None and (not self.do_resize or self.size is None):
             raise BadValue("Preprocessing without a fixed resize size needs crop=(H, W) to fix the input size")
 
     # --- construction -------------------------------------------------------------------------------
@@ -100,8 +104,9 @@ class Preprocessing:
         config = {
             "image_processor_type": self.processor_type,
             "do_resize": self.do_resize,
-            "size": ({"shortest_edge": self.shortest_edge} if self.shortest_edge is not None
-                     else {"height": self.size[0], "width": self.size[1]}),
+            "size": ({"height": self.size[0], "width": self.size[1]} if self.size is not None
+                     # `cover` has no transformers equivalent: its shorter side is the nearest one.
+                     else {"shortest_edge": self.shortest_edge or min(self.cover)}),
             "resample": int(self.resample),
             "do_center_crop": self.crop is not None,
             "do_rescale": self.do_rescale,
@@ -124,6 +129,9 @@ class Preprocessing:
         ratio = input_size[0] / self.crop[0]
         if self.shortest_edge is not None:
             return dataclasses.replace(self, crop=input_size, shortest_edge=round(self.shortest_edge * ratio))
+        if self.cover is not None:
+            cover = (round(self.cover[0] * ratio), round(self.cover[1] * input_size[1] / self.crop[1]))
+            return dataclasses.replace(self, crop=input_size, cover=cover)
         size = (round(self.size[0] * ratio), round(self.size[1] * input_size[1] / self.crop[1]))
         return dataclasses.replace(self, crop=input_size, size=size if self.size else None)
 
@@ -137,6 +145,9 @@ class Preprocessing:
         """PIL (width, height) after resizing, as transformers computes it."""
         if self.size is not None:
             return self.size[1], self.size[0]
+        if self.cover is not None:  # timm's ResizeKeepRatio(longest=0)
+            ratio = min(height / self.cover[0], width / self.cover[1])
+            return round(width / ratio), round(height / ratio)
         short, long = (width, height) if width <= height else (height, width)
         new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
         return (new_short, new_long) if width <= height else (new_long, new_short)
@@ -148,7 +159,7 @@ class Preprocessing:
             image = image.resize(self._resize_to(*image.size), resample=self.resample)
         array = np.asarray(image, dtype=np.uint8)
         if self.crop is not None:
-            array = _center_crop(array, self.crop)
+            array = _center_crop(array, self.crop, self.crop_rounding)
         return array
 
     def normalize(self, x):
@@ -174,8 +185,9 @@ class Preprocessing:
         return np.ascontiguousarray(self.normalize(batch).transpose(0, 3, 1, 2))
 
 
-def _center_crop(array: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
-    """transformers' center_crop on HWC: offsets floor((in - out) / 2), zero padding when too small."""
+def _center_crop(array: np.ndarray, crop: tuple[int, int], rounding: str = "floor") -> np.ndarray:
+    """transformers' center_crop on HWC: offsets floor((in - out) / 2), zero padding when too small;
+    rounding="round": torchvision's CenterCrop offsets, int(round((in - out) / 2)) (half to even)."""
     height, width = array.shape[:2]
     ch, cw = crop
     if ch > height or cw > width:
@@ -183,5 +195,8 @@ def _center_crop(array: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
         top, left = -(-(padded.shape[0] - height) // 2), -(-(padded.shape[1] - width) // 2)
         padded[top:top + height, left:left + width] = array
         array, height, width = padded, padded.shape[0], padded.shape[1]
-    top, left = (height - ch) // 2, (width - cw) // 2
+    if rounding == "round":
+        top, left = int(round((height - ch) / 2.0)), int(round((width - cw) / 2.0))
+    else:
+        top, left = (height - ch) // 2, (width - cw) // 2
     return array[top:top + ch, left:left + cw]

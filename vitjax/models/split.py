@@ -14,7 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vitjax.models.vit import Embeddings, Encoder, ViT, ViTSpec, token_features
+from vitjax.models.vit import Embeddings, Encoder, ViT, ViTSpec, final_features
 
 
 class ViTBottom(nn.Module):
@@ -31,13 +31,16 @@ class ViTBottom(nn.Module):
     def __call__(self, images, *, train: bool = False):
         del train  # frozen: always inference mode
         x, _ = Embeddings(self.spec, self.dtype, self.patch_embed, name="embeddings")(images.astype(self.dtype))
+        if self.spec.pre_norm:
+            x = nn.LayerNorm(self.spec.layer_norm_eps, dtype=self.dtype, param_dtype=jnp.float32,
+                             name="pre_layernorm")(x)
         x = Encoder(self.spec, self.dtype, self.attention_impl, self.attention_pad, stop=self.cut,
                     name="encoder")(x, True)
         return {"hidden": x}
 
 
 class ViTTop(nn.Module):
-    """Blocks `cut..` + the final norm: {"hidden": tokens [B, T, D]} -> the backbone's feature dict.
+    """Blocks `cut..` + the final norm and pooling: {"hidden": tokens [B, T, D]} -> the backbone's feature dict.
 
     `grid` is the patch grid of the images the tokens came from. Dropout and stochastic depth of
     these blocks run as in `ViT` (same per-block rates), when `train=True` and a 'dropout' rng is given.
@@ -58,9 +61,7 @@ class ViTTop(nn.Module):
         x = Encoder(self.spec, self.dtype, self.attention_impl, self.attention_pad, self.remat,
                     self.remat_policy, start=self.cut, name="encoder")(inputs["hidden"].astype(self.dtype),
                                                                        deterministic)
-        x = nn.LayerNorm(self.spec.layer_norm_eps, dtype=self.dtype, param_dtype=jnp.float32,
-                         name="layernorm")(x)
-        return token_features(x, self.spec, self.grid)
+        return final_features(x, self.spec, self.grid, self.dtype)
 
 
 class Passthrough(nn.Module):

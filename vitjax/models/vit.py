@@ -8,11 +8,22 @@ Parameter names follow the Hugging Face layout so the name table in
 `vitjax/checkpoints/hf_names.py` stays readable, e.g. `embeddings/patch_embeddings/kernel`,
 `encoder/layer_07/attention/query/kernel`, `layernorm/scale`.
 
-A family is a set of flags on `ViTSpec`:
+A family is a set of flags on `ViTSpec` (the checkpoint modules in `vitjax/checkpoints/` set them):
   * "vit":    CLS token, pre-norm blocks, GELU MLP.
   * "deit":   + a distillation token after CLS (`distillation_token=True`).
   * "dinov2": + layer scale on both residual branches, optional SwiGLU MLP, a mask token in the
               checkpoint (kept as a parameter so exports round-trip; unused for classification).
+  * "dinov2_with_registers": + `num_registers` tokens after CLS that carry no position embedding.
+  * "siglip": no CLS token, tanh-GELU, attention-pooling ("map")
+              head over all tokens (`pool="map"`).
+  * "clip":   CLS token without patch bias, a layer norm before the encoder (`pre_norm`), none after it
+              (`final_norm=False`), the pooled CLS token normed (`fc_norm`), quick-GELU.
+  * "timm":   timm's `VisionTransformer`: any of the above flags, plus global average pooling
+              (`pool="avg"`), register tokens with or without position embeddings, no class token.
+
+Token order: [CLS][distillation][registers][patches]; `posemb_prefix` says which of the prefix tokens
+carry a position embedding ("all", "cls" only, or "none" = timm's no_embed_class). `pool` reduces the
+tokens to the "pooled" feature ("cls", "avg" over patches, "map" attention pooling), `fc_norm` norms it.
 
 Position embeddings are stored for the grid of `spec.image_size`; an input of another size is run with
 the embeddings resized (torch-matching bicubic) to its patch grid, as transformers does with
@@ -33,10 +44,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vitjax.checkpoints.posemb import resize_grid
 from vitjax.errors import BadValue
+from vitjax.models.interpolation import resize_grid
 
-FAMILIES = ("vit", "deit", "dinov2")
+FAMILIES = ("vit", "deit", "dinov2", "dinov2_with_registers", "siglip", "clip", "timm")
+POSEMB_PREFIXES = ("all", "cls", "none")
+POOLS = ("cls", "avg", "map")
 
 # HF `hidden_act` strings -> activation functions. HF "gelu" is the exact (erf) GELU.
 ACTIVATIONS = {
@@ -84,6 +97,15 @@ class ViTSpec:
     layer_scale_init: float | None = None  # DINOv2 layer scale; None = no layer scale
     use_swiglu: bool = False  # DINOv2 giant's SwiGLU MLP
     use_mask_token: bool = False  # DINOv2 checkpoints carry one (unused by classification)
+    class_token: bool = True
+    num_registers: int = 0  # register tokens after CLS/distillation (DINOv2 with registers, timm reg*)
+    posemb_prefix: str = "all"  # prefix tokens with a position embedding: "all", "cls" or "none"
+    posemb_interpolation: str = "bicubic"  # resize of the posemb to another grid (`vitjax.models.interpolation.METHODS`)
+    patch_bias: bool = True
+    pre_norm: bool = False  # a layer norm before the encoder (CLIP)
+    final_norm: bool = True  # the layer norm over all tokens after the encoder
+    pool: str = "cls"  # the "pooled" feature: CLS token, "avg" of patch tokens, "map" attention pooling
+    fc_norm: bool = False  # a layer norm on the pooled feature (timm fc_norm, CLIP post_layernorm)
 
     def __post_init__(self):
         object.__setattr__(self, "image_size", _pair(self.image_size))
@@ -95,6 +117,14 @@ class ViTSpec:
             raise BadValue(f"hidden_act={self.hidden_act!r} is not supported; use one of {sorted(ACTIVATIONS)}")
         if min(self.image_size) < self.patch_size:
             raise BadValue(f"image_size={self.image_size} is smaller than patch_size={self.patch_size}")
+        if self.posemb_prefix not in POSEMB_PREFIXES:
+            raise BadValue(f"posemb_prefix={self.posemb_prefix!r}; use one of {POSEMB_PREFIXES}")
+        if self.pool not in POOLS:
+            raise BadValue(f"pool={self.pool!r}; use one of {POOLS}")
+        if self.pool == "cls" and not self.class_token:
+            raise BadValue("pool='cls' needs class_token=True; use pool='avg' or 'map'")
+        if self.distillation_token and not self.class_token:
+            raise BadValue("a distillation token needs class_token=True")
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -103,8 +133,13 @@ class ViTSpec:
 
     @property
     def num_prefix_tokens(self) -> int:
-        """Tokens before the patches: CLS (+ distillation for DeiT)."""
-        return 2 if self.distillation_token else 1
+        """Tokens before the patches: CLS, distillation (DeiT), registers."""
+        return int(self.class_token) + int(self.distillation_token) + self.num_registers
+
+    @property
+    def num_posemb_prefix(self) -> int:
+        """Prefix tokens that carry a position embedding (the first ones of the prefix)."""
+        return {"all": self.num_prefix_tokens, "cls": int(self.class_token), "none": 0}[self.posemb_prefix]
 
     @property
     def swiglu_dim(self) -> int:
@@ -299,6 +334,7 @@ class PatchEmbed(nn.Module):
     patch_size: int
     dtype: Any = jnp.float32
     impl: str = "conv"
+    use_bias: bool = True
 
     @nn.compact
     def __call__(self, images):
@@ -307,7 +343,8 @@ class PatchEmbed(nn.Module):
         p, channels = self.patch_size, images.shape[-1]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, channels, self.features),
                             jnp.float32).astype(self.dtype)
-        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
+        bias = (self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
+                if self.use_bias else jnp.zeros((), self.dtype))
         images = images.astype(self.dtype)
         if self.impl == "conv":
             x = jax.lax.conv_general_dilated(images, kernel, (p, p), "VALID",
@@ -321,7 +358,7 @@ class PatchEmbed(nn.Module):
 
 
 class Embeddings(nn.Module):
-    """Patch embedding, CLS (+ distillation) tokens and position embeddings."""
+    """Patch embedding, CLS / distillation / register tokens and position embeddings."""
 
     spec: ViTSpec
     dtype: Any = jnp.float32
@@ -333,21 +370,28 @@ class Embeddings(nn.Module):
         d = spec.hidden_size
         init = nn.initializers.truncated_normal(0.02)
         p = spec.patch_size
-        x = PatchEmbed(d, p, self.dtype, self.patch_embed, name="patch_embeddings")(images)
+        x = PatchEmbed(d, p, self.dtype, self.patch_embed, spec.patch_bias, name="patch_embeddings")(images)
         batch, gh, gw, _ = x.shape
         x = x.reshape(batch, gh * gw, d)
-        prefix = [self.param("cls_token", init, (1, 1, d), jnp.float32)]
+        prefix = []
+        if spec.class_token:
+            prefix.append(self.param("cls_token", init, (1, 1, d), jnp.float32))
         if spec.distillation_token:
             prefix.append(self.param("distillation_token", init, (1, 1, d), jnp.float32))
+        if spec.num_registers:
+            prefix.append(self.param("register_tokens", init, (1, spec.num_registers, d), jnp.float32))
         if spec.use_mask_token:
             self.param("mask_token", nn.initializers.zeros, (1, d), jnp.float32)
-        n_pre = len(prefix)
+        n_pos = spec.num_posemb_prefix
         sgh, sgw = spec.grid
-        posemb = self.param("position_embeddings", init, (1, n_pre + sgh * sgw, d), jnp.float32)
+        posemb = self.param("position_embeddings", init, (1, n_pos + sgh * sgw, d), jnp.float32)
+        grid = posemb[:, n_pos:]
         if (gh, gw) != (sgh, sgw):
-            grid = resize_grid(posemb[0, n_pre:].reshape(sgh, sgw, d), (gh, gw), method="bicubic")
-            posemb = jnp.concatenate([posemb[:, :n_pre], grid.reshape(1, gh * gw, d)], axis=1)
-        tokens = [jnp.broadcast_to(t, (batch, 1, d)).astype(x.dtype) for t in prefix]
+            grid = resize_grid(grid[0].reshape(sgh, sgw, d), (gh, gw), method=spec.posemb_interpolation)
+        # The first n_pos prefix tokens carry a position embedding, the others (registers) none.
+        unembedded = jnp.zeros((1, spec.num_prefix_tokens - n_pos, d), jnp.float32)
+        posemb = jnp.concatenate([posemb[:, :n_pos], unembedded, grid.reshape(1, gh * gw, d)], axis=1)
+        tokens = [jnp.broadcast_to(t, (batch, *t.shape[1:])).astype(x.dtype) for t in prefix]
         return jnp.concatenate(tokens + [x], axis=1) + posemb.astype(x.dtype), (gh, gw)
 
 
@@ -378,10 +422,34 @@ class Encoder(nn.Module):
         return x
 
 
+class MAPHead(nn.Module):
+    """Multi-head attention pooling (SigLIP's head, timm's `AttentionPoolLatent`): a learned `probe`
+    attends over the tokens, then a residual MLP on its layer-normed output. Returns [B, D]."""
+
+    spec: ViTSpec
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        spec = self.spec
+        d, heads = spec.hidden_size, spec.num_heads
+        dense = lambda name: nn.Dense(d, dtype=self.dtype, param_dtype=jnp.float32, name=name)
+        split = lambda t: t.reshape(*t.shape[:-1], heads, d // heads)
+        probe = self.param("probe", nn.initializers.truncated_normal(0.02), (1, 1, d), jnp.float32)
+        probe = jnp.broadcast_to(probe, (x.shape[0], 1, d)).astype(x.dtype)
+        out = jax.nn.dot_product_attention(split(dense("query")(probe)), split(dense("key")(x)),
+                                           split(dense("value")(x)))
+        y = dense("out")(out.reshape(x.shape[0], 1, d))
+        norm = nn.LayerNorm(spec.layer_norm_eps, dtype=self.dtype, param_dtype=jnp.float32, name="layernorm")
+        y = y + Mlp(spec, self.dtype, name="mlp")(norm(y))
+        return y[:, 0]
+
+
 class ViT(nn.Module):
     """The backbone. `__call__(images NHWC float, *, train)` returns a dict of features:
 
-    "tokens" [B, T, D] after the final layer norm, "cls" [B, D], "patches" [B, gh, gw, D] and, with a
+    "tokens" [B, T, D] after the final layer norm (if the family has one), "patches" [B, gh, gw, D],
+    "pooled" [B, D] (`spec.pool`, then `spec.fc_norm`), with a class token "cls" [B, D] and, with a
     distillation token (DeiT), "distillation" [B, D]. Dropout and stochastic depth run only when
     `train=True` and a 'dropout' rng is given. Compute runs in `dtype`; parameters stay float32.
     """
@@ -398,18 +466,36 @@ class ViT(nn.Module):
     def __call__(self, images, *, train: bool):
         spec = self.spec
         deterministic = not (train and self.has_rng("dropout"))
+        norm = lambda name: nn.LayerNorm(spec.layer_norm_eps, dtype=self.dtype, param_dtype=jnp.float32, name=name)
         x, (gh, gw) = Embeddings(spec, self.dtype, self.patch_embed, name="embeddings")(images.astype(self.dtype))
         x = nn.Dropout(spec.hidden_dropout)(x, deterministic=deterministic)
+        if spec.pre_norm:
+            x = norm("pre_layernorm")(x)
         x = Encoder(spec, self.dtype, self.attention_impl, self.attention_pad, self.remat, self.remat_policy,
                     name="encoder")(x, deterministic)
-        x = nn.LayerNorm(spec.layer_norm_eps, dtype=self.dtype, param_dtype=jnp.float32, name="layernorm")(x)
-        return token_features(x, spec, (gh, gw))
+        return final_features(x, spec, (gh, gw), self.dtype)
 
 
-def token_features(x, spec: ViTSpec, grid: tuple[int, int]) -> dict:
-    """The backbone's feature dict from the final-normed tokens [B, T, D] on a patch `grid`."""
+def final_features(x, spec: ViTSpec, grid: tuple[int, int], dtype) -> dict:
+    """The backbone's feature dict from the encoder's output tokens [B, T, D] on a patch `grid`.
+
+    Called inside a compact `__call__` (`ViT`, and `split.ViTTop` over cached lower blocks): the final
+    norm, the MAP head and `fc_norm` it creates live in the caller's scope, at the backbone's own paths.
+    """
+    norm = lambda name: nn.LayerNorm(spec.layer_norm_eps, dtype=dtype, param_dtype=jnp.float32, name=name)
+    if spec.final_norm:
+        x = norm("layernorm")(x)
     n_pre = spec.num_prefix_tokens
-    out = {"tokens": x, "cls": x[:, 0], "patches": x[:, n_pre:].reshape(x.shape[0], *grid, x.shape[-1])}
+    out = {"tokens": x, "patches": x[:, n_pre:].reshape(x.shape[0], *grid, x.shape[-1])}
+    if spec.class_token:
+        out["cls"] = x[:, 0]
     if spec.distillation_token:
         out["distillation"] = x[:, 1]
+    if spec.pool == "cls":
+        pooled = x[:, 0]
+    elif spec.pool == "avg":
+        pooled = x[:, n_pre:].mean(axis=1)
+    else:
+        pooled = MAPHead(spec, dtype, name="map_head")(x)
+    out["pooled"] = norm("fc_norm")(pooled) if spec.fc_norm else pooled
     return out

@@ -23,8 +23,8 @@ import numpy as np
 import optax
 
 from vitjax import durations
+import vitjax.optim.groups as groups_lib
 from vitjax.errors import BadValue
-from vitjax.optim import groups as groups_lib
 from vitjax.optim.transforms import clip_by_active_global_norm, scale_by_group_lr
 
 OPTIMIZERS = ("adamw", "sgd", "lion")
@@ -116,7 +116,7 @@ def build_optimizer(optim_cfg, params, *, num_layers: int, steps_per_epoch: int,
     for anything inconsistent (unknown names, unmatched params, dead regexes, too-long warmup, ...).
     """
     if optim_cfg.name not in OPTIMIZERS:
-        raise BadValue(f"optim.name={optim_cfg.name!r}: use one of {OPTIMIZERS}")
+        raise ValueError(f"optim.name={optim_cfg.name!r}: use one of {OPTIMIZERS}")
     if steps_per_epoch < 1 or total_steps < 1 or batch_size < 1:
         raise ValueError(f"build_optimizer: steps_per_epoch={steps_per_epoch}, total_steps={total_steps} and "
                          f"batch_size={batch_size} must all be positive")

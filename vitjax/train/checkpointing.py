@@ -68,7 +68,6 @@ class Checkpointer:
 
     def __init__(self, directory: str, *, metric: str, mode: str, keep_best: int = 1,
                  async_save: bool = True):
-        self.metric = metric
         best = lambda m: m[metric]  # noqa: E731
         policy = policies.AnyPreservationPolicy([
             policies.LatestN(1),
@@ -92,14 +91,12 @@ class Checkpointer:
 
     def save(self, step: int, state, data_state: dict, host_state: dict,
              metrics: dict | None = None) -> None:
-        """Saves asynchronously; `metrics` (scalar floats incl. the tracked one) rank it.
+        """Saves asynchronously; `metrics` (scalar floats incl. the tracked one, which the loop
+        checks with `vitjax.tracking.tracked_value` as each evaluation ends) rank it.
 
         A step already saved is kept as it is, unless it was saved without metrics (an
         interruption before its evaluation) and now comes with them: then it is replaced.
         """
-        if metrics is not None and self.metric not in metrics:
-            raise KeyError(f"checkpoint metrics lack the tracked metric {self.metric!r}; "
-                           f"got {sorted(metrics)}")
         if step in self._manager.all_steps():
             if metrics is None or self._manager.metrics(step) is not None:
                 return

@@ -16,7 +16,7 @@ import jax
 
 from vitjax import config as config_lib
 from vitjax import parallel
-from vitjax.checkpoints.hf_export import export_hf
+from vitjax.checkpoints.families import export_pretrained
 from vitjax.checkpoints.native import export_native
 from vitjax import report
 from vitjax.files import read_json
@@ -58,7 +58,10 @@ def finish(run, best_state, eval_step, host: dict, best_step: int) -> dict:
         with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
         if history:
-            report.plot_learning_curves(history, os.path.join(workdir, "learning_curves.png"))
+            # The loss and the tracked metric (the task's best metric unless the config names another).
+            curves = dict.fromkeys(("loss", cfg.best_metric, run.task.best_metric[0]))
+            report.plot_learning_curves(history, os.path.join(workdir, "learning_curves.png"),
+                                        metrics=tuple(curves))
         if cfg.export:
             export(run, host_params, export_dir(run), metrics)
     for split, values in metrics.items():
@@ -83,7 +86,7 @@ def export(run, params, directory: str, metrics: dict | None = None) -> str:
         log.info("task %r has no transformers class: exported in vitjax's format to %s", run.task.name, path)
         return path
     id2label = {int(k): v for k, v in hf["id2label"].items()}
-    path = export_hf(directory, run.spec, params, id2label, run.preprocessing)
+    path = export_pretrained(directory, run.spec, params, id2label, run.preprocessing)
     report.write_model_card(path, {
         "base_checkpoint": run.base if run.base != "scratch" else None,
         "dataset": run.dataset.source,

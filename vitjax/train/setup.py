@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import logging
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,7 @@ from flax import traverse_util
 
 from vitjax import config as config_lib
 from vitjax import durations, optim, parallel, registry
-from vitjax.checkpoints.hf_load import load_hf
+from vitjax.checkpoints.families import load_checkpoint
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.data import pipeline, splits as splits_lib
 from vitjax.data.device_augment import train_transform
@@ -208,7 +209,7 @@ def build_model(config, task_class: type[registry.Task], dataset: ImageDataset) 
     task = task_class(config.task, dataset.class_names)
     spec, params, preprocessing, base = load_backbone(config, dataset.class_names)
     model = Model(ViT(spec, **backbone_options(config.model)), task.make_head(spec))
-    params = _with_task_head(model, spec, params, config.seed)
+    params = _with_task_head(model, spec, params, config.seed, task.head_from_checkpoint(), base)
     return Built(task=task, spec=spec, model=model, preprocessing=preprocessing, init_params=params,
                  base=base)
 
@@ -278,7 +279,8 @@ def load_backbone(config, class_names):
     id2label = dict(enumerate(class_names)) or None  # None: a task without classes
     overrides = dict(hidden_dropout=m.dropout_rate, drop_path_rate=m.drop_path_rate)
     if m.checkpoint:
-        ckpt = load_hf(m.checkpoint, id2label=id2label, image_size=m.image_size or None)
+        ckpt = load_checkpoint(m.checkpoint, id2label=id2label, image_size=m.image_size or None,
+                               fill_head=False)
         return ckpt.spec.replace(**overrides), ckpt.params, ckpt.preprocessing, m.checkpoint
     spec = ViTSpec(**m.spec.to_dict()).replace(**overrides)
     if m.image_size:
@@ -286,8 +288,11 @@ def load_backbone(config, class_names):
     return spec, None, Preprocessing.default(spec.image_size), "scratch"
 
 
-def _with_task_head(model: Model, spec: ViTSpec, loaded: dict | None, seed: int) -> dict:
-    """Parameters for `model`: every loaded tensor of the same path and shape, the rest fresh.
+def _with_task_head(model: Model, spec: ViTSpec, loaded: dict | None, seed: int,
+                    head_from_checkpoint=(), base: str = "scratch") -> dict:
+    """Parameters for `model`: the checkpoint's (`loaded`) backbone, every tensor of which must fit,
+    and those of its head tensors of the same path and shape that a `head_from_checkpoint` regex
+    matches; the rest fresh, the task's head tensors among them named in a warning.
 
     When the loaded checkpoint lacks only the head, only the head is initialised (same values as
     in the whole model's init): compiling and running the whole init costs a ViT-B a minute on a CPU.
@@ -300,14 +305,22 @@ def _with_task_head(model: Model, spec: ViTSpec, loaded: dict | None, seed: int)
     features, shapes = jax.eval_shape(functools.partial(model.init_with_output, method=_features_and_head),
                                       key, dummy)
     shapes = traverse_util.flatten_dict(shapes["params"], sep="/")
+    reusable = [re.compile(pattern) for pattern in head_from_checkpoint]
     kept = {}
     for path, value in traverse_util.flatten_dict(loaded, sep="/").items():
-        if path in shapes and shapes[path].shape == value.shape:
+        fits = path in shapes and shapes[path].shape == value.shape
+        if path.startswith("backbone/"):
+            if not fits:
+                raise BadValue(f"checkpoint tensor {path} {value.shape} does not fit the model "
+                               f"({shapes[path].shape if path in shapes else (0,)}).")
             kept[path] = value
-        elif path.startswith("backbone/"):
-            raise BadValue(f"checkpoint tensor {path} {value.shape} does not fit the model "
-                           f"({shapes[path].shape if path in shapes else (0,)}).")
+        elif fits and any(pattern.fullmatch(path) for pattern in reusable):
+            kept[path] = value
     missing = [path for path in shapes if path not in kept]
+    if missing:
+        log.warning("Some weights of the model were not initialized from the checkpoint at %s and are "
+                    "newly initialized by the task's head: %s. Train this model on a down-stream task "
+                    "before using it for predictions.", base, sorted(missing))
     if any(not path.startswith("head/") for path in missing):
         fresh = init(key, dummy)
     elif missing:
