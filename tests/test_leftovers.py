@@ -35,7 +35,7 @@ _PARENT = textwrap.dedent("""
     from test_leftovers import worker_pid
     cfg = default_config()
     cfg.workers, cfg.prefetch, cfg.read_threads = 2, 1, 1
-    it = iter(pipeline._parallel(grain.MapDataset.range(10**6).map(worker_pid), cfg, workers=2))
+    it = iter(pipeline.parallel_reader(grain.MapDataset.range(10**6).map(worker_pid), cfg, workers=2))
     pids = {next(it) for _ in range(50)}
     print(" ".join(map(str, sorted(pids))), flush=True)
     time.sleep(600)

@@ -73,7 +73,11 @@ def write_folder(directory: str | os.PathLike, tensors: dict[str, np.ndarray], j
         for name, content in json_files.items():
             with open(os.path.join(staging, name), "w") as f:
                 json.dump(content, f, indent=2)
-        os.chmod(staging, 0o755)
+        mask = os.umask(0)
+        os.umask(mask)
+        for name in os.listdir(staging):  # safetensors writes 0600; the folder is shared like any other
+            os.chmod(os.path.join(staging, name), 0o666 & ~mask)
+        os.chmod(staging, 0o777 & ~mask)
         old = None
         if os.path.exists(directory):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.old.", dir=parent)
