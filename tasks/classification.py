@@ -153,7 +153,8 @@ class Classification(Task):
         # Multi-label: sigmoid binary cross-entropy on float multi-hot labels [B, C] instead of softmax.
         config.multilabel = False
         # k of the top-k accuracy metric, reported as "top{k}_accuracy" when there are more than k
-        # classes (single-label only); 0 turns it off.
+        # classes (single-label only), and labels listed per image by --mode predict; 0 turns the
+        # metric off (predict then lists every label).
         config.top_k = 5
         # Warn when one class receives at least this fraction of an evaluation's predictions (a sign
         # of a too-high learning rate); None turns the warning off. Single-label only.
@@ -399,6 +400,25 @@ class Classification(Task):
                                   title=f"Confusion matrix ({split})")
         write_evaluation_report(outdir, split, summary, rows, result)
         return result
+
+    def write_predictions(self, outputs, images, names, outdir) -> list[dict]:
+        """Per image, the `top_k` most probable labels with their probabilities (softmax; sigmoid
+        per label in multi-label, whose record also lists the labels at or above the threshold)."""
+        from scipy import special
+
+        logits = np.asarray(outputs, np.float64)
+        probabilities = special.expit(logits) if self.config.multilabel else special.softmax(logits, -1)
+        k = self.config.top_k or self.num_classes
+        records = []
+        for row in probabilities:
+            order = np.argsort(-row, kind="stable")[:k]
+            record = {"predictions": [{"label": self.class_names[i], "probability": float(row[i])}
+                                      for i in order]}
+            if self.config.multilabel:
+                record["labels"] = [name for name, p in zip(self.class_names, row)
+                                    if p >= MULTILABEL_THRESHOLD]
+            records.append(record)
+        return records
 
     def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
         """The `top_k` most probable classes per image: {"indices": int [B, k], "probabilities": [B, k]}

@@ -44,6 +44,7 @@ import numpy as np
 import optax
 from clu import metrics as clu_metrics
 from ml_collections import config_dict
+from PIL import ImageDraw
 
 from vitjax.data import hf, paired, splits as splits_lib
 from vitjax.data.pipeline import RecordTransforms
@@ -349,7 +350,7 @@ class Detection(Task):
         config.focal_gamma = 2.0
         config.l1_weight = 5.0
         config.giou_weight = 2.0
-        # Detections at or above this score are listed by `prediction_records`.
+        # Detections at or above this score are listed and drawn by --mode predict.
         config.score_threshold = 0.3
         return config
 
@@ -514,6 +515,28 @@ class Detection(Task):
         boxes = jnp.take_along_axis(outputs["boxes"].reshape(batch_size, -1, 4), cells[..., None], axis=1)
         return {"boxes": jnp.clip(boxes, 0.0, 1.0), "scores": best,
                 "classes": (index % num_classes).astype(jnp.int32)}
+
+    def write_predictions(self, outputs, images, names, outdir) -> list[dict]:
+        """Per image, the detections scoring at least `score_threshold` (label, score, xyxy box in the
+        image's pixels) and `<name>_boxes.png`, the image with those boxes drawn."""
+        found = jax.device_get(self.detections(outputs, self.config.max_detections))
+        records = []
+        for i, (image, name) in enumerate(zip(images, names)):
+            scale = np.asarray([image.width, image.height, image.width, image.height], np.float64)
+            kept = np.flatnonzero(found["scores"][i] >= self.config.score_threshold)
+            boxes = [{"label": self.class_names[int(found["classes"][i, k])],
+                      "score": float(found["scores"][i, k]),
+                      "box": [round(float(v), 2) for v in found["boxes"][i, k] * scale]} for k in kept]
+            drawn = image.copy()
+            draw = ImageDraw.Draw(drawn)
+            for box in boxes:
+                draw.rectangle(box["box"], outline=(255, 0, 0))
+                draw.text((box["box"][0] + 1, box["box"][1] + 1), f"{box['label']} {box['score']:.2f}",
+                          fill=(255, 0, 0))
+            path = os.path.join(outdir, f"{name}_boxes.png")
+            drawn.save(path)
+            records.append({"detections": boxes, "drawn": path})
+        return records
 
     def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
         """The deployed outputs: `detections`."""

@@ -395,3 +395,32 @@ class Segmentation(Task):
             present = {self.class_names[c]: float(shares[c]) for c in np.flatnonzero(shares)}
             records.append({"image": str(source), "mask": str(path), "classes": present})
         return records
+
+
+    def write_predictions(self, outputs, images, names, outdir) -> list[dict]:
+        """Per image, `<name>_mask.png` (the class index of every pixel, at the image's size; mode L,
+        or I for more than 256 classes) and `<name>_overlay.png` (the classes' colours over the image);
+        the record gives both paths and the pixels of each predicted class."""
+        palette = class_colours(self.num_classes)
+        records = []
+        for logits, image, name in zip(np.asarray(outputs), images, names):
+            size = (image.height, image.width)
+            mask = np.asarray(jnp.argmax(self._upsampled(logits[None], size)[0], axis=-1))
+            mask_path = os.path.join(outdir, f"{name}_mask.png")
+            overlay_path = os.path.join(outdir, f"{name}_overlay.png")
+            mode = "L" if self.num_classes <= 256 else "I"
+            Image.fromarray(mask.astype(np.uint8 if mode == "L" else np.int32), mode).save(mask_path)
+            blended = 0.5 * np.asarray(image, np.float32) + 0.5 * palette[mask]
+            Image.fromarray(blended.astype(np.uint8)).save(overlay_path)
+            counts = np.bincount(mask.ravel(), minlength=self.num_classes)
+            records.append({"mask": mask_path, "overlay": overlay_path,
+                            "class_pixels": {self.class_names[c]: int(counts[c])
+                                             for c in np.flatnonzero(counts)}})
+        return records
+
+
+def class_colours(count: int) -> np.ndarray:
+    """float [count, 3] RGB colours (0..255) of classes in overlays: matplotlib's tab20, repeated."""
+    import matplotlib
+
+    return np.asarray(matplotlib.colormaps["tab20"](np.arange(count) % 20))[:, :3] * 255.0

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from dense_helpers import coco_folder, dense_config, shapes_scene, untrained_then_trained
+from train_helpers import export_without_data
 from vitjax import registry
 from vitjax.data.config import default_config as data_default_config
 
@@ -162,3 +163,38 @@ def test_training_raises_map_well_above_untrained(trained):
     assert test["map50"] > 0.6 and test["map"] > 0.3
     report = json.load(open(os.path.join(workdir, "test", "report.json")))
     assert [row["class"] for row in report["per_class"]] == ["red", "green"]
+
+
+def test_evaluate_predict_and_export_modes(trained, tmp_path):
+    """The trained run through every later mode, given only its workdir: evaluate reproduces the test
+    mAP; predict lists boxes above `score_threshold` in the image's pixels that find the true shapes
+    and draws them; export (with the data folder gone) loads back as a predictor like the original."""
+    import vitjax
+    from vitjax import modes
+
+    _, results, workdir = trained
+    summary = modes.evaluate(None, workdir, None, "test")
+    assert summary["map"] == pytest.approx(results["metrics"]["test"]["map"], abs=1e-6)
+    data = json.load(open(os.path.join(workdir, "config.json")))["data"]["source"].removeprefix("coco:")
+    coco = json.load(open(os.path.join(data, "annotations.json")))
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    images = [os.path.join(data, image["file_name"]) for image in coco["images"][:8]]
+    records = modes.predict(None, workdir, None, images, None, str(tmp_path / "out"))
+    found = truths = 0
+    for record, image in zip(records, coco["images"][:8]):
+        assert all(d["score"] >= 0.3 for d in record["detections"])  # the default score_threshold
+        for a in (a for a in coco["annotations"] if a["image_id"] == image["id"]):
+            x, y, w, h = a["bbox"]
+            same = [d["box"] for d in record["detections"] if d["label"] == names[a["category_id"]]]
+            truths += 1
+            found += bool(same) and detection.box_iou(np.array(same), np.array([[x, y, x + w, y + h]])).max() >= 0.5
+        drawn = np.asarray(Image.open(record["drawn"]).convert("RGB"))
+        original = np.asarray(Image.open(record["file"]).convert("RGB"))
+        assert drawn.shape == original.shape
+        assert (drawn != original).any() == bool(record["detections"])
+    assert found / truths > 0.6
+    exported = export_without_data(workdir, data, str(tmp_path / "exported"))
+    ours, theirs = vitjax.load_trained(exported), vitjax.load_trained(os.path.join(workdir, "best_vitjax"))
+    pixels = [Image.open(images[0]).convert("RGB")]
+    for a, b in zip(jax.tree.leaves(ours.outputs(pixels)), jax.tree.leaves(theirs.outputs(pixels))):
+        np.testing.assert_array_equal(a, b)

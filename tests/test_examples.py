@@ -64,8 +64,6 @@ def test_the_regression_example_trains_with_data_workers(trained):
     assert "newly initialized by the task's head" in out.stderr and "head/regressor/kernel" in out.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="evaluate reads best_vitjax/ once #11 item 3 lands (branch "
-                                       "contract2b); then drop this mark")
 def test_the_regression_example_evaluates(trained):
     root, data, checkpoint, _ = trained
     out = cli("evaluate", root / "run", data, checkpoint, "--split=test")

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from dense_helpers import dense_config, segmentation_folder, shapes_scene, untrained_then_trained
+from train_helpers import export_without_data
 from vitjax import registry
 from vitjax.checkpoints.native import load_native
 from vitjax.data import pipeline
@@ -163,3 +164,38 @@ def test_training_raises_miou_well_above_untrained(trained):
     assert info["task"] == "segmentation" and info["class_names"] == list(CLASSES)
     assert info["task_config"]["upsample_steps"] == 1
     assert params["head"]["classifier"]["kernel"].shape == (32, 3)
+
+
+def test_evaluate_predict_and_export_modes(trained, tmp_path):
+    """The trained run through every later mode, given only its workdir: evaluate reproduces the test
+    metrics, predict writes masks at each image's own size that match the true masks, export (with the
+    data folder gone) writes a best_vitjax/ that `vitjax.load_trained` runs like the original."""
+    import json
+
+    import vitjax
+    from vitjax import modes
+
+    _, results, workdir = trained
+    summary = modes.evaluate(None, workdir, None, "test")
+    assert summary["mean_iou"] == pytest.approx(results["metrics"]["test"]["mean_iou"], abs=1e-6)
+    data = json.load(open(os.path.join(workdir, "config.json")))["data"]["source"].removeprefix("folder:")
+    images = [os.path.join(data, "images", f"{i:03d}.jpg") for i in range(6)]
+    big = tmp_path / "big.png"  # not the training size: the mask follows the image, not the model
+    Image.open(images[0]).resize((48, 40), Image.NEAREST).save(big)
+    records = modes.predict(None, workdir, None, [*images, str(big)], None, str(tmp_path / "out"))
+    assert [r["file"] for r in records] == [*images, str(big)]
+    correct = total = 0
+    for record, path in zip(records, images):
+        mask = np.asarray(Image.open(record["mask"]))
+        truth = np.asarray(Image.open(path.replace("images", "masks").replace(".jpg", ".png")))
+        assert mask.shape == truth.shape and set(np.unique(mask)) <= {0, 1, 2}
+        assert Image.open(record["overlay"]).size == Image.open(path).size
+        assert sum(record["class_pixels"].values()) == mask.size
+        correct, total = correct + (mask == truth).sum(), total + mask.size
+    assert correct / total > 0.85  # the trained model's pixel accuracy is above 0.9
+    assert np.asarray(Image.open(records[-1]["mask"])).shape == (40, 48)
+    exported = export_without_data(workdir, data, str(tmp_path / "exported"))
+    ours, theirs = vitjax.load_trained(exported), vitjax.load_trained(os.path.join(workdir, "best_vitjax"))
+    image = [Image.open(images[0]).convert("RGB")]
+    np.testing.assert_array_equal(ours.outputs(image), theirs.outputs(image))
+    assert ours.task.class_names == list(CLASSES) and ours.task.config.upsample_steps == 1

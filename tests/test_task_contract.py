@@ -1,9 +1,10 @@
-"""Every hook of the `Task` interface is called by vitjax: a recording plugin, trained and evaluated
-through the modes, records each hook it is asked for. A hook nothing calls fails here (the hooks are
+"""Every hook of the `Task` interface is called by vitjax: a recording plugin, trained, evaluated and
+predicted through the modes, records each hook it is asked for. A hook nothing calls fails here (the hooks are
 read from `vitjax.registry.Task` itself, so a new hook joins the check)."""
 from __future__ import annotations
 
 import inspect
+import os
 
 import numpy as np
 
@@ -14,7 +15,8 @@ from vitjax.tasks.classification import Classification
 HOOKS = sorted(name for name, value in vars(registry.Task).items()
                if not name.startswith("_") and (inspect.isfunction(value) or isinstance(value, classmethod)))
 CALLED: set[str] = set()
-# Hooks of the deploy/serve modes (`vitjax.deploy`), which this test does not run yet.
+# Hooks of the deploy/serve modes (`vitjax.deploy`, `vitjax.serve`), proven by tests/test_deploy_*.py
+# and tests/test_serve.py, not run here.
 DEPLOY_HOOKS = {"predict", "prediction_records"}
 
 
@@ -50,7 +52,7 @@ def test_the_interface_is_what_the_registry_documents():
             "head_from_checkpoint"} <= set(HOOKS)
 
 
-def test_train_and_evaluate_call_every_task_hook(tmp_path, monkeypatch):
+def test_train_evaluate_and_predict_call_every_task_hook(tmp_path, monkeypatch):
     plotted = []
     plot = report.plot_learning_curves
     monkeypatch.setattr(report, "plot_learning_curves",
@@ -64,6 +66,8 @@ def test_train_and_evaluate_call_every_task_hook(tmp_path, monkeypatch):
     assert plotted == [("loss", "colour_accuracy")]  # the tracked metric, not accuracy, is plotted
     summary = modes.evaluate(config, str(tmp_path / "run"), None, "test")
     assert np.isfinite(summary["colour_accuracy"])
+    red = os.path.join(colours, sorted(os.listdir(colours))[0])
+    modes.predict(None, str(tmp_path / "run"), None, [red], 2, str(tmp_path / "predictions"))
     assert DEPLOY_HOOKS <= set(HOOKS)
     expected = set(HOOKS) - DEPLOY_HOOKS
-    assert CALLED >= expected, f"hooks train/evaluate never called: {sorted(expected - CALLED)}"
+    assert CALLED >= expected, f"hooks train/evaluate/predict never called: {sorted(expected - CALLED)}"

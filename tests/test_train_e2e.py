@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
-from train_helpers import colour_folder, tiny_config
+from train_helpers import colour_folder, export_without_data, tiny_config
 from vitjax import modes
 
 
@@ -74,11 +75,27 @@ def test_same_workdir_different_config_is_refused(finished_run):
         modes.train(changed, workdir)
 
 
-def test_evaluate_and_predict_modes(finished_run, tmp_path):
-    config, workdir, data, results = finished_run
-    summary = modes.evaluate(config, workdir, None, "test")
+def test_evaluate_predict_and_export_modes_read_the_saved_config(finished_run, tmp_path):
+    """evaluate/predict/export given only the workdir (its config.json); export opens no data."""
+    import shutil
+
+    from vitjax.checkpoints.hf_load import load_hf
+
+    _, workdir, data, results = finished_run
+    summary = modes.evaluate(None, workdir, None, "test")
     assert summary["accuracy"] == pytest.approx(results["metrics"]["test"]["accuracy"], abs=1e-6)
-    out = tmp_path / "preds.json"
-    records = modes.predict(None, workdir, None, [os.path.join(data, "red")], 2, str(out))
+    records = modes.predict(None, workdir, None, [os.path.join(data, "red")], 2, str(tmp_path / "preds"))
     assert len(records) == 24 and len(records[0]["predictions"]) == 2
-    assert json.load(open(out)) == records
+    assert json.load(open(tmp_path / "preds" / "predictions.json")) == records
+    probabilities = [p["probability"] for r in records for p in r["predictions"]]
+    assert all(0 <= p <= 1 for p in probabilities)
+    assert sum(r["predictions"][0]["label"] == "red" for r in records) >= 18
+    bare = modes.predict(None, None, os.path.join(workdir, "best"), [os.path.join(data, "red")], 1,
+                         str(tmp_path / "bare"))  # a model folder alone describes its task
+    assert [r["predictions"] for r in bare] == [r["predictions"][:1] for r in records]
+    exported = export_without_data(workdir, data, str(tmp_path / "exported"))
+    ours, best = load_hf(exported), load_hf(os.path.join(workdir, "best"))
+    assert ours.id2label == best.id2label
+    for a, b in zip(jax.tree.leaves(ours.params), jax.tree.leaves(best.params)):
+        np.testing.assert_array_equal(a, b)
+    shutil.rmtree(exported)

@@ -59,3 +59,15 @@ def digits_folder(root: str, classes, per_class: int | None = None) -> str:
             Image.fromarray(grey).resize((16, 16), Image.NEAREST).save(
                 os.path.join(root, str(digit), f"{i:03d}.png"))
     return root
+
+
+def export_without_data(workdir: str, data: str, output: str) -> str:
+    """`modes.export(None, workdir, output)` with the data folder renamed away meanwhile: export
+    must not read training images."""
+    from vitjax import modes
+
+    os.rename(data, data + ".hidden")
+    try:
+        return modes.export(None, workdir, output)
+    finally:
+        os.rename(data + ".hidden", data)

@@ -2,22 +2,24 @@
 
 The public API is small: `load_pretrained` returns a `Classifier` (Flax module + params +
 preprocessing) that predicts, exposes logits in the Hugging Face layout, and saves back to
-Hugging Face format. Training runs through `python -m vitjax.main --config <file>`.
+Hugging Face format; `load_trained` turns a finished run's export (any task) into a `Predictor`.
+Training runs through `python -m vitjax.main --config <file>`.
 """
 
 __version__ = "0.1.0"
 
 
-_PUBLIC = ("load_pretrained", "Classifier")
+_PUBLIC = {"load_pretrained": "vitjax.api", "Classifier": "vitjax.api",
+           "load_trained": "vitjax.predictor", "Predictor": "vitjax.predictor"}
 __all__ = ["__version__", *_PUBLIC]
 
 
 def __getattr__(name: str):
-    """`vitjax.load_pretrained` and `vitjax.Classifier` are `vitjax.api`'s own (signature and help
-    included), imported on first use to keep `import vitjax` cheap."""
+    """`vitjax.load_pretrained`, `vitjax.load_trained` and their classes are their modules' own
+    (signature and help included), imported on first use to keep `import vitjax` cheap."""
     if name in _PUBLIC:
-        from vitjax import api
-        return getattr(api, name)
+        import importlib
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'vitjax' has no attribute {name!r}")
 
 

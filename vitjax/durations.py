@@ -23,6 +23,7 @@ from vitjax.errors import BadValue
 
 
 
+
 UNITS = {
     "step": "steps", "steps": "steps",
     "epoch": "epochs", "epochs": "epochs",

@@ -2,12 +2,14 @@
 
     python -m vitjax.main --config configs/digits.py --workdir runs/digits
     python -m vitjax.main --config configs/beans.py --config.optim.lr=3e-5 --workdir runs/beans
-    python -m vitjax.main --mode evaluate --config configs/beans.py --workdir runs/beans --split test
+    python -m vitjax.main --mode evaluate --workdir runs/beans --split test
     python -m vitjax.main --mode predict --workdir runs/beans --inputs photos/ --top_k 3
-    python -m vitjax.main --mode export --config configs/beans.py --workdir runs/beans --output model/
+    python -m vitjax.main --mode export --workdir runs/beans --output model/
     python -m vitjax.main --mode export --workdir runs/beans --format onnx --output deploy/
     vitjax serve --model deploy/        (or: python -m vitjax.serve --model deploy/)
     python -m vitjax.main --mode robustness --workdir runs/digits
+
+Modes after train read the workdir's saved config.json unless --config is given.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "exp
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Start afresh in a workdir that holds another run.")
 _SPLIT = flags.DEFINE_string("split", "test", "evaluate/robustness: the data split to evaluate.")
-_MODEL = flags.DEFINE_string("model", None, "evaluate/predict/robustness: a Hugging Face format folder "
-                             "(default: <workdir>/best).")
+_MODEL = flags.DEFINE_string("model", None, "evaluate/predict/robustness: an exported model folder "
+                             "(default: <workdir>/best, else <workdir>/best_vitjax).")
 _INPUTS = flags.DEFINE_list("inputs", [], "predict: image files and/or folders.")
-_TOP_K = flags.DEFINE_integer("top_k", 5, "predict: labels shown per image.")
-_OUTPUT = flags.DEFINE_string("output", None, "export: target folder; predict: JSON file.")
+_TOP_K = flags.DEFINE_integer("top_k", None, "predict: labels listed per image (classification; "
+                              "default config.task.top_k).")
+_OUTPUT = flags.DEFINE_string("output", None, "export: target folder; predict: folder for "
+                              "predictions.json and the task's files (default <workdir>/predictions).")
 _FORMAT = flags.DEFINE_enum("format", "hf", ["hf", "onnx", "onnx-int8", "stablehlo"],
                             "export: hf = the best checkpoint in Hugging Face / vitjax format; onnx, "
                             "onnx-int8, stablehlo = a deployable model of <workdir>/best (or --model).")
@@ -111,8 +115,9 @@ def main(argv) -> None:
             modes.robustness(_CONFIG.value, _WORKDIR.value, _MODEL.value, _SPLIT.value,
                              _ROBUSTNESS.value)
             return
-        if _CONFIG.value is None or _WORKDIR.value is None:
-            sys.exit(f"vitjax: --mode {_MODE.value} needs --config and --workdir.")
+        if _WORKDIR.value is None or (_CONFIG.value is None and _MODE.value == "train"):
+            sys.exit(f"vitjax: --mode {_MODE.value} needs --workdir"
+                     f"{' and --config' if _MODE.value == 'train' else ''}.")
         if _MODE.value == "train":
             modes.train(_CONFIG.value, _WORKDIR.value, _OVERWRITE.value)
         elif _MODE.value == "evaluate":

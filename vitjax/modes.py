@@ -2,9 +2,10 @@
 
 Each prepares what every mode shares (the persistent compilation cache, the distributed runtime,
 the workdir check) and builds only what it uses from `vitjax.train.setup`'s builders: train the
-whole run (`vitjax.train.loop`), evaluate data + model (no optimizer), export the run whose best
-checkpoint it restores, predict the exported model (`vitjax.api`); the robustness report lives in
-`vitjax.robustness`.
+whole run (`vitjax.train.loop`); evaluate the data and the exported model (no optimizer); export
+the model and the best checkpoint's params (no data); predict the exported model
+(`vitjax.predictor`); the robustness report lives in `vitjax.robustness`. Modes after train read
+the workdir's saved config when given none.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import shutil
 
 import jax
+import ml_collections
 
 from vitjax import config as config_lib
 from vitjax import errors, parallel, workdir_lock
@@ -102,28 +104,42 @@ def train(config, workdir: str, overwrite: bool = False) -> dict:
         return loop.train(config, workdir)
 
 
-def _model_dir(workdir: str | None, model: str | None, native_ok: bool = False) -> str:
-    path = model or (workdir and os.path.join(workdir, "best"))
-    if native_ok and not model and workdir and not os.path.isdir(path):
-        path = os.path.join(workdir, "best_vitjax")
-    if not path or not os.path.isdir(path):
+def saved_config(config, workdir: str | None):
+    """`config`, or when None the config the run in `workdir` saved (so evaluate, predict and export
+    need no repeated --config or overrides)."""
+    if config is not None:
+        return config
+    path = workdir and os.path.join(workdir, "config.json")
+    if not path or not os.path.isfile(path):
+        raise FileNotFoundError(f"no config: pass --config, or a --workdir holding a run's config.json "
+                                f"(not found at {path!r}).")
+    with open(path, encoding="utf-8") as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def _model_dir(workdir: str | None, model: str | None, native_ok: bool = True) -> str:
+    """--model, else the run's export: <workdir>/best (Hugging Face format), or best_vitjax/ where
+    `native_ok`."""
+    names = ("best", "best_vitjax") if native_ok else ("best",)
+    candidates = [model] if model else [os.path.join(workdir, name) for name in names if workdir]
+    found = next((path for path in candidates if os.path.isdir(path)), None)
+    if found is None:
         raise FileNotFoundError(
-            f"no model folder at {path!r}: pass --model <a Hugging Face format folder>, or a "
-            f"--workdir whose training finished (it writes <workdir>/best). Tasks without a "
-            f"transformers class (segmentation, detection) write best_vitjax/, which these "
-            f"modes do not read yet.")
-    return path
+            f"no model folder at {' or '.join(map(repr, candidates)) or 'None'}: pass --model <an "
+            f"exported model folder>, or a --workdir whose training finished (it writes <workdir>/best, "
+            f"or best_vitjax/ for tasks without a transformers class).")
+    return found
 
 
 @_user_errors
 def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
-    """The model at --model (or <workdir>/best) on one split of the data; reports in eval_<split>/."""
+    """The model at --model (or the run's export) on one split of the data; reports in
+    <workdir>/eval_<split>/. `config` None: the run's saved config."""
+    from vitjax.predictor import load_trained
     from vitjax.train import evaluation, setup
+    config = saved_config(config, workdir)
     _prepare(config)
-    config = config.copy_and_resolve_references()
-    config.model.checkpoint = _model_dir(workdir, model)
-    config.model.image_size = 0
-    run = setup.build_eval_run(config, workdir)
+    run = setup.build_eval_run(config, workdir, load_trained(_model_dir(workdir, model), config.task))
     if split not in run.dataset.splits:
         raise BadKey(f"--split {split!r} is not a split of {run.dataset.source}; "
                      f"choose one of {sorted(run.dataset.splits)}.")
@@ -135,22 +151,11 @@ def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
     return summary
 
 
-def saved_config(workdir: str):
-    """The config a run saved in `workdir` (config.json), for modes run without --config."""
-    import ml_collections
-
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} does not exist: pass --config, or the --workdir of a run.")
-    with open(path, encoding="utf-8") as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
 @_user_errors
 def robustness(config, workdir: str, model: str | None, split: str, options) -> dict:
     from vitjax.robustness.run import robustness_report
     from vitjax.checkpoints.native import MODEL_FILE
-    config = (config or saved_config(workdir)).copy_and_resolve_references()
+    config = saved_config(config, workdir).copy_and_resolve_references()
     _prepare(config)
     native = os.path.join(workdir, "best_vitjax")  # tasks without a transformers class
     if model is None and not os.path.isdir(os.path.join(workdir, "best")) and os.path.isdir(native):
@@ -163,53 +168,35 @@ def robustness(config, workdir: str, model: str | None, split: str, options) -> 
 
 
 @_user_errors
-def predict(config, workdir: str | None, model: str | None, inputs: list[str], top_k: int,
+def predict(config, workdir: str | None, model: str | None, inputs: list[str], top_k: int | None,
             output: str | None) -> list[dict]:
-    """Top-k labels with probabilities for every image of `inputs` (files and folders); prints a
-    table, writes JSON to `output` if given. An image that cannot be read gets an "error" naming it
-    instead of predictions; the others are predicted all the same."""
-    from vitjax.api import load_pretrained
+    """The task's predictions for every image of `inputs` (files and folders), written by the task
+    (`Task.write_predictions`) to `output` (default <workdir>/predictions) with predictions.json;
+    prints one line per image; an image that cannot be read gets an "error" naming it instead, and
+    the others are predicted all the same. `config` None: the run's saved config, if any (a bare --model
+    folder describes itself). `top_k`: labels listed per image (classification's config.task.top_k)."""
+    from vitjax.predictor import load_trained
+    if config is None and workdir and os.path.isfile(os.path.join(workdir, "config.json")):
+        config = saved_config(None, workdir)
     if config is not None:
         _prepare(config)
-    classifier = load_pretrained(_model_dir(workdir, model))
+    predictor = load_trained(_model_dir(workdir, model), None if config is None else config.task)
+    if top_k is not None and "top_k" in predictor.task.config:
+        predictor.task.config.top_k = top_k
     paths = expand_inputs(inputs)
-    results = []
-    for start in range(0, len(paths), _PREDICT_CHUNK):
-        read = {path: _read_image(path) for path in paths[start:start + _PREDICT_CHUNK]}
-        good = [path for path, (image, _) in read.items() if image is not None]
-        predicted = dict(zip(good, classifier.predict([read[p][0] for p in good], top_k=top_k) if good else []))
-        results += [{"file": path, "predictions": [{"label": l, "probability": p} for l, p in predicted[path]]}
-                    if path in predicted else {"file": path, "error": read[path][1]} for path in read]
-    width = max(len(r["file"]) for r in results)
-    for r in results:
-        shown = ("  ".join(f"{p['label']} {p['probability']:.3f}" for p in r["predictions"])
-                 if "predictions" in r else f"ERROR {r['error']}")
-        print(f"{r['file']:<{width}}  {shown}")
-    failed = sum("error" in r for r in results)
+    if not output and not workdir:
+        raise BadValue("--mode predict needs --output (a folder) or --workdir (writes "
+                       "<workdir>/predictions).")
+    records = predictor.predict(paths, output or os.path.join(workdir, "predictions"))
+    failed = sum("error" in r for r in records)
     if failed:
-        logging.warning("%d of %d input(s) could not be read; each is listed with its error%s", failed,
-                        len(results), f" in {output}" if output else " above")
-    if output:
-        with open(output, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2)
-    return results
-
-
-_PREDICT_CHUNK = 64  # images decoded and held at once
-
-
-def _read_image(path: str):
-    """(the decoded image, None), or (None, what went wrong, naming `path`)."""
-    from PIL import Image
-
-    try:
-        image = Image.open(path)
-        image.load()
-        return image, None
-    except Image.DecompressionBombError as e:
-        return None, f"{path}: refused as a possible decompression bomb ({e})"
-    except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, ... for bad files
-        return None, f"{path}: cannot decode the image ({type(e).__name__}: {e})"
+        logging.warning("%d of %d input(s) could not be read; each is listed with its error in "
+                        "predictions.json", failed, len(records))
+    width = max(len(r["file"]) for r in records)
+    for r in records:
+        shown = json.dumps({k: v for k, v in r.items() if k != "file"})
+        print(f"{r['file']:<{width}}  {shown[:200]}")
+    return records
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
@@ -234,22 +221,24 @@ def expand_inputs(inputs: list[str]) -> list[str]:
 @_user_errors
 def export(config, workdir: str, output: str | None) -> str:
     """The best orbax checkpoint of `workdir` in Hugging Face format (or vitjax's own format for
-    tasks without a transformers class) to `output`, by default where training exports."""
+    tasks without a transformers class) to `output`, by default where training exports. Reads no
+    data: the class names come from the run's data_split.json. `config` None: the run's saved config."""
     from vitjax.train import outputs, setup
     from vitjax.train.checkpointing import Checkpointer
+    config = saved_config(config, workdir)
     _prepare(config)
-    run = setup.build_run(config, workdir)
+    run = setup.build_export_run(config, workdir)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), metric=config.train.best_metric,
                         mode=config.train.best_mode, keep_best=config.train.keep_best)
     step = ckpt.best_step()
     if step is None:
         ckpt.close()
         raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint; train first.")
-    state, _, _ = ckpt.restore(step, run.init_state())
+    params = ckpt.restore_params(step, run.placed_params(), ema=config.optim.ema_decay > 0)
     checkpoint_metrics = ckpt.metrics(step)
     ckpt.close()
     output = output or outputs.export_dir(run)
-    params = parallel.to_host(run.eval_params(state), run.mesh)
+    params = parallel.to_host(params, run.mesh)
     if jax.process_index() != 0:
         return output
     return outputs.export(run, params, output, outputs.metrics_of(workdir, step, checkpoint_metrics))

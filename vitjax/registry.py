@@ -20,6 +20,7 @@ runs any task by calling only the methods below (and every one of them is called
     task.summarize(computed), task.warnings(computed)          # logs, early stopping, best checkpoint
     task.report(computed, outdir, split)                       # evaluation report files
     task.hf_config()                                           # export
+    task.write_predictions(outputs, images, names, outdir)     # predict: records and files
 
 Updates are merged on the host, outside jit, so a plugin may use clu's `CollectingMetric` for
 metrics that need every prediction (average precision, COCO mAP).
@@ -48,6 +49,7 @@ from typing import Any, ClassVar
 
 import flax.linen as nn
 import ml_collections
+import numpy as np
 from clu import metrics as clu_metrics
 
 from vitjax.errors import BadKey, BadValue
@@ -175,6 +177,18 @@ class Task(abc.ABC):
         """Fields the Hugging Face `config.json` needs (id2label, ...), or None when no transformers
         class fits the task, in which case the model is exported in vitjax's own format."""
         return None
+
+    def write_predictions(self, outputs: Any, images: list, names: list[str],
+                          outdir: str | os.PathLike) -> list[dict]:
+        """What `--mode predict` gives for one batch: one JSON-able record per image (gathered into
+        `predictions.json`), plus any files the task writes under `outdir` (masks, drawings).
+        `outputs`: the head's outputs as host numpy arrays; `images`: the RGB PIL images as read
+        (original size); `names`: a file stem per image, unique within the run. The default records
+        each image's head outputs as nested lists."""
+        import jax
+
+        return [{"outputs": jax.tree.map(lambda x, i=i: np.asarray(x[i]).tolist(), outputs)}
+                for i in range(len(names))]
 
 
 def _resolve_config(cls: type[Task], config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

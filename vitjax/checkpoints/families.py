@@ -52,7 +52,8 @@ def load_checkpoint(name_or_path, num_labels: int | None = None, id2label: dict 
 
 
 def export_pretrained(directory, spec: ViTSpec, params: dict, id2label: dict[int, str],
-                      preprocessing: Preprocessing, pooling: str | None = None) -> str:
+                      preprocessing: Preprocessing, pooling: str | None = None,
+                      task_fields: dict | None = None) -> str:
     """Write the model in its family's format; `pooling` defaults to the family's usual head (or DeiT's
     teacher head when the params have one)."""
     if pooling is None:
@@ -60,4 +61,4 @@ def export_pretrained(directory, spec: ViTSpec, params: dict, id2label: dict[int
         pooling = "cls_distillation" if has_distillation else DEFAULT_POOLING[spec.family]
     if spec.family == "timm":
         return export_timm(directory, spec, params, id2label, preprocessing, pooling)
-    return export_hf(directory, spec, params, id2label, preprocessing, pooling)
+    return export_hf(directory, spec, params, id2label, preprocessing, pooling, task_fields)

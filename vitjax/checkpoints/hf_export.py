@@ -55,9 +55,11 @@ def hf_config(spec: ViTSpec, pooling: str, id2label: dict[int, str]) -> dict:
 
 
 def export_hf(directory: str | os.PathLike, spec: ViTSpec, params: dict, id2label: dict[int, str],
-              preprocessing: Preprocessing, pooling: str) -> str:
-    """Write the HF folder atomically; `params` is `{"backbone": ..., "head": ...}`. Returns the path."""
+              preprocessing: Preprocessing, pooling: str, task_fields: dict | None = None) -> str:
+    """Write the HF folder atomically; `params` is `{"backbone": ..., "head": ...}`. Returns the path.
+    `task_fields`: the task's `config.json` fields (`Task.hf_config`: problem_type, label2id, ...)."""
     config = hf_config(spec, pooling, id2label)
+    config.update({k: v for k, v in (task_fields or {}).items() if k != "id2label"})
     tensors = hf_tensors(spec, params, pooling)
     return write_folder(directory, tensors, {CONFIG: config, PREPROCESSOR: preprocessing.to_hf()})
 

@@ -9,7 +9,6 @@ and detection get the corruption sweep in mIoU and mAP; attacks and calibration 
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -18,7 +17,6 @@ import jax
 import numpy as np
 
 from vitjax import parallel
-from vitjax.checkpoints import native
 from vitjax.errors import BadKey, BadValue
 from vitjax.robustness import attacks, calibration, corruptions, inputs, report
 
@@ -144,13 +142,13 @@ def robustness_report(config, workdir: str, split: str, options, model_dir: str)
     started = time.perf_counter()
     if options.baseline:
         report.baseline_report(options.baseline)  # a missing one fails before the work
-    run = setup.build_eval_run(config, workdir)
+    from vitjax.predictor import load_trained
+
+    run = setup.build_eval_run(config, workdir, load_trained(model_dir, config.task))
     if split not in run.dataset.splits:
         raise BadKey(f"--split {split!r} is not a split of {run.dataset.source}; "
                      f"choose one of {sorted(run.dataset.splits)}.")
     corruptions.check(options.corruptions, options.severities, run.preprocessing.input_size)
-    if os.path.isfile(os.path.join(model_dir, native.MODEL_FILE)):  # vitjax's own format
-        run = dataclasses.replace(run, init_params=native.load_native(model_dir)[1])
     evaluate = _Evaluator(run, run.placed_params(), options.seed)
     metric = run.task.best_metric[0]
     split_source = run.dataset.splits[split]

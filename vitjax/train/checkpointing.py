@@ -172,6 +172,16 @@ class Checkpointer:
                             self.directory, type(e).__name__, first_line[:300], aside)
         return None
 
+    def restore_params(self, step: int, abstract_params, ema: bool = False):
+        """Only the params (the EMA params with `ema`) of `step`, placed like `abstract_params`:
+        no optimizer needs to be built (export)."""
+        key = "ema_params" if ema else "params"
+        target = {key: jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_params)}
+        restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+        args = ocp.args.Composite(state=ocp.args.PyTreeRestore(target, restore_args=restore_args,
+                                                               partial_restore=True))
+        return self._manager.restore(step, args=args)["state"][key]
+
     def wait(self) -> None:
         with self._reporting_write_errors():
             self._manager.wait_until_finished()

@@ -8,14 +8,15 @@
   step counts;
 - the steps: `Run.jit_train_step`, `Run.jit_eval_step`.
 
-`build_run` composes all of them (the train and export modes); `build_eval_run` composes all but the
-optimizer (the evaluate mode).
+`build_run` composes all of them (the train mode); `build_eval_run` the data and a trained model
+(the evaluate mode); `build_export_run` the model over the classes the run recorded, no data (export).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 import re
@@ -236,12 +237,37 @@ def build_training(config, params: dict, spec: ViTSpec, dataset: ImageDataset) -
                 checkpoint_every_steps=checkpoint_every)
 
 
-def build_eval_run(config, workdir: str) -> Run:
-    """A run that evaluates only: data, model and parameters, no optimizer."""
+def build_eval_run(config, workdir: str, trained) -> Run:
+    """A run that evaluates a trained model (`vitjax.predictor.Predictor`) on `config.data`: data,
+    model and parameters, no optimizer, no base checkpoint."""
     mesh = make_mesh(config)
-    task_class, dataset = open_data(config)
-    built = build_model(config, task_class, dataset)
-    return Run(config=config, workdir=workdir, mesh=mesh, dataset=dataset, **vars(built))
+    _, dataset = open_data(config)
+    task = trained.task
+    if task.has_classes and dataset.class_names != task.class_names:
+        raise BadValue(f"the model's classes {task.class_names} are not the classes "
+                       f"{dataset.class_names} of config.data.source={config.data.source!r}.")
+    return Run(config=config, workdir=workdir, mesh=mesh, dataset=dataset, task=task,
+               spec=trained.spec, model=trained.model, preprocessing=trained.preprocessing,
+               init_params=trained.params, base=config.model.checkpoint or "scratch")
+
+
+def recorded_dataset(workdir: str) -> ImageDataset:
+    """The source and class names the run in `workdir` recorded in data_split.json, without records
+    (what export needs, without opening the data)."""
+    path = os.path.join(workdir, splits_lib.SPLIT_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: {workdir} holds no training run; train first.")
+    with open(path, encoding="utf-8") as f:
+        recorded = json.load(f)
+    return ImageDataset(source=recorded["source"], splits={}, class_names=recorded["class_names"])
+
+
+def build_export_run(config, workdir: str) -> Run:
+    """A run that exports: the task and model over the recorded classes, no data, no optimizer."""
+    registry.load_plugins(config.task.plugins)
+    dataset = recorded_dataset(workdir)
+    built = build_model(config, registry.get_task(config.task.name), dataset)
+    return Run(config=config, workdir=workdir, mesh=make_mesh(config), dataset=dataset, **vars(built))
 
 
 def build_run(config, workdir: str, dataset: ImageDataset | None = None) -> Run:
