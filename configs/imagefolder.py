@@ -9,6 +9,8 @@ single folder of class subfolders; missing validation/test splits are carved out
 the head are fine-tuned, which suits small datasets of a few hundred images per class.
 """
 
+import os
+
 from vitjax.config import base_config
 
 
@@ -22,7 +24,8 @@ def get_config():
     c.data.source = "folder:data"      # set on the command line: --config.data.source=folder:PATH
     c.data.split_fractions = (0.8, 0.1, 0.1)
     c.data.workers = 8
-    c.data.cache = "disk"              # decoded once, reused by later runs on the same folder
+    c.data.cache = "disk"              # decoded once, reused by later runs on the same folder,
+    c.data.cache_dir = os.path.expanduser("~/.cache/vitjax/decoded")  # kept in this folder
     c.data.skip_corrupt = False        # True: skip unreadable files, listing them in a warning
     c.data.augment.crop_scale = (0.35, 1.0)
     c.data.augment.hflip = 0.5

@@ -31,6 +31,7 @@ from ml_collections import config_dict
 
 from vitjax.data.multilabel import MultiHotTransforms, open_multilabel
 from vitjax.data.pipeline import RecordTransforms
+from vitjax.errors import BadValue
 from vitjax.metrics import ConfusionMatrix
 from vitjax.models.heads import DEFAULT_POOLING, POOLINGS
 from vitjax.registry import Task, register_task
@@ -164,16 +165,16 @@ class Classification(Task):
     def __init__(self, config: ml_collections.ConfigDict, class_names: Sequence[str]):
         super().__init__(config, class_names)
         if not self.config.multilabel and self.num_classes < 2:
-            raise ValueError(
+            raise BadValue(
                 f"Single-label classification needs at least 2 classes; got {self.class_names}. "
                 f"Check the dataset's labels, or set config.task.multilabel=True."
             )
         if self.config.pooling not in (None, *POOLINGS):
-            raise ValueError(
+            raise BadValue(
                 f"config.task.pooling must be one of {POOLINGS} or None; got {self.config.pooling!r}."
             )
         if not 0.0 <= self.config.label_smoothing < 1.0:
-            raise ValueError(
+            raise BadValue(
                 f"config.task.label_smoothing must be in [0, 1); got {self.config.label_smoothing}."
             )
         self._metrics = {training: self._collection(training) for training in (False, True)}
@@ -214,13 +215,13 @@ class Classification(Task):
         """Float [B, C] targets from int [B] labels or float [B, C] (soft or multi-hot) labels."""
         if labels.ndim == 1 and jnp.issubdtype(labels.dtype, jnp.integer):
             if self.config.multilabel:
-                raise ValueError(
+                raise BadValue(
                     f"config.task.multilabel=True needs float multi-hot batch['label'] "
                     f"[B, {self.num_classes}]; got int labels of shape {labels.shape}."
                 )
             return jax.nn.one_hot(labels, self.num_classes, dtype=jnp.float32)
         if labels.shape[-1:] != (self.num_classes,):
-            raise ValueError(
+            raise BadValue(
                 f"batch['label'] has shape {labels.shape}; expected int [B] or float [B, {self.num_classes}]."
             )
         return labels.astype(jnp.float32)

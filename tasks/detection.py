@@ -51,6 +51,7 @@ from vitjax.data.pipeline import RecordTransforms
 from vitjax.data.records import SPLIT_ALIASES, ImageDataset
 from vitjax.data.source_spec import parse_source
 from vitjax.data.transforms import load_rgb
+from vitjax.errors import BadKey, BadValue
 from vitjax.registry import Task, register_task
 from vitjax.report import write_evaluation_report
 
@@ -180,14 +181,14 @@ def read_coco(path: Path) -> tuple[BoxSource, list[str]]:
         categories = sorted(data["categories"], key=lambda c: c["id"])
         images = data["images"]
     except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"{path} is not a COCO annotations file with 'images' and 'categories': {e}.") from e
+        raise BadValue(f"{path} is not a COCO annotations file with 'images' and 'categories': {e}.") from e
     index = {c["id"]: i for i, c in enumerate(categories)}
     boxes: dict[Any, list] = {image["id"]: [] for image in images}
     for annotation in data.get("annotations", []):
         if annotation.get("iscrowd", 0):
             continue
         if annotation["category_id"] not in index or annotation["image_id"] not in boxes:
-            raise ValueError(f"{path}: annotation {annotation.get('id')} names an unknown category or image.")
+            raise BadValue(f"{path}: annotation {annotation.get('id')} names an unknown category or image.")
         x, y, w, h = annotation["bbox"]
         boxes[annotation["image_id"]].append((x, y, x + w, y + h, index[annotation["category_id"]]))
     folder = path.parent
@@ -226,7 +227,7 @@ def scan_coco(root: str) -> tuple[dict[str, BoxSource], list[str]]:
     for split, file in files.items():
         splits[split], names[split] = read_coco(file)
     if len({tuple(n) for n in names.values()}) > 1:
-        raise ValueError(f"The COCO files under {path} have different categories: {names}.")
+        raise BadValue(f"The COCO files under {path} have different categories: {names}.")
     return splits, next(iter(names.values()))
 
 
@@ -254,14 +255,14 @@ def from_hf(dataset, data_cfg, task_cfg,
     objects_col = task_cfg.get("objects_column") or "objects"
     for column, key in ((image_col, "config.data.image_column"), (objects_col, "config.task.objects_column")):
         if column not in first.column_names:
-            raise KeyError(f"{name}: no column {column!r} ({key}); the columns are {first.column_names}.")
+            raise BadKey(f"{name}: no column {column!r} ({key}); the columns are {first.column_names}.")
     objects = first.features[objects_col]
     fields = objects.feature if isinstance(objects, (datasets.Sequence, datasets.LargeList, datasets.List)) \
         else objects
     class_names = task_cfg.get("class_names") or _class_label_names(fields.get("category"))
     if not class_names:
-        raise ValueError(f"{name}: {objects_col}['category'] is not a ClassLabel; "
-                         "set config.task.class_names.")
+        raise BadValue(f"{name}: {objects_col}['category'] is not a ClassLabel; "
+                       "set config.task.class_names.")
     xywh = (task_cfg.get("box_format") or "xywh") == "xywh"
     splits = {}
     for split_name, split in dataset.items():
@@ -298,8 +299,8 @@ class BoxTransforms:
         boxes, kept = paired.apply_to_boxes(record["boxes"], view, self.size)
         boxes, classes = boxes[kept], record["classes"][kept]
         if len(boxes) > self.max_boxes:
-            raise ValueError(f"{record['name']} has {len(boxes)} boxes, more than config.task.max_boxes="
-                             f"{self.max_boxes}; raise it.")
+            raise BadValue(f"{record['name']} has {len(boxes)} boxes, more than config.task.max_boxes="
+                           f"{self.max_boxes}; raise it.")
         padded = np.zeros((self.max_boxes, 4), np.float32)
         padded[:len(boxes)] = boxes
         return {"image": paired.apply_to_image(image, view, self.size, self.resample), "boxes": padded,
@@ -356,11 +357,11 @@ class Detection(Task):
     def __init__(self, config: ml_collections.ConfigDict, class_names: Sequence[str]):
         super().__init__(config, class_names)
         if self.config.box_format not in BOX_FORMATS:
-            raise ValueError(f"config.task.box_format must be one of {BOX_FORMATS}; "
-                             f"got {self.config.box_format!r}.")
+            raise BadValue(f"config.task.box_format must be one of {BOX_FORMATS}; "
+                           f"got {self.config.box_format!r}.")
         for key in ("max_boxes", "max_detections"):
             if self.config[key] < 1:
-                raise ValueError(f"config.task.{key} must be >= 1; got {self.config[key]}.")
+                raise BadValue(f"config.task.{key} must be >= 1; got {self.config[key]}.")
         fields = {name: clu_metrics.Average.from_output(name) for name in ("loss", "class_loss", "box_loss")}
         collected = clu_metrics.CollectingMetric.from_outputs(
             ("pred_boxes", "pred_scores", "pred_classes", "true_boxes", "true_classes", "true_valid", "mask"))

@@ -40,6 +40,7 @@ from clu import metrics as clu_metrics
 from ml_collections import config_dict
 from PIL import Image
 
+from vitjax.errors import BadKey, BadValue
 from vitjax.metrics import ConfusionMatrix, iou_stats
 from vitjax.data import hf, paired, splits as splits_lib
 from vitjax.data.folders import IMAGE_EXTENSIONS
@@ -115,8 +116,8 @@ def _stems(folder: Path) -> dict[str, Path]:
         if path.name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
             continue
         if path.stem in found:
-            raise ValueError(f"{folder} holds two files with the stem {path.stem!r}: {found[path.stem].name} "
-                             f"and {path.name}; keep one.")
+            raise BadValue(f"{folder} holds two files with the stem {path.stem!r}: {found[path.stem].name} "
+                           f"and {path.name}; keep one.")
         found[path.stem] = path
     return found
 
@@ -131,10 +132,10 @@ def scan_pairs(root: Path) -> list[tuple[str, str]]:
     image_files, mask_files = _stems(images), _stems(masks)
     unmatched = sorted(set(image_files) ^ set(mask_files))
     if unmatched:
-        raise ValueError(f"{root}: {len(unmatched)} file stem(s) appear in only one of images/ and masks/, "
-                         f"e.g. {unmatched[:5]}; every image needs a mask with the same stem.")
+        raise BadValue(f"{root}: {len(unmatched)} file stem(s) appear in only one of images/ and masks/, "
+                       f"e.g. {unmatched[:5]}; every image needs a mask with the same stem.")
     if not image_files:
-        raise ValueError(f"{images} holds no images.")
+        raise BadValue(f"{images} holds no images.")
     return [(str(image_files[stem]), str(mask_files[stem])) for stem in image_files]
 
 
@@ -155,11 +156,11 @@ def _column(columns: Sequence[str], configured: str | None, names: Sequence[str]
     """The configured column, else the first of `names` present."""
     if configured is not None:
         if configured not in columns:
-            raise KeyError(f"{where}: {key}={configured!r} is not a column; the columns are {list(columns)}.")
+            raise BadKey(f"{where}: {key}={configured!r} is not a column; the columns are {list(columns)}.")
         return configured
     found = next((name for name in names if name in columns), None)
     if found is None:
-        raise KeyError(f"{where}: none of the columns {list(columns)} is one of {list(names)}; set {key}.")
+        raise BadKey(f"{where}: none of the columns {list(columns)} is one of {list(names)}; set {key}.")
     return found
 
 
@@ -193,9 +194,9 @@ def class_names_of(source_root: str | None, task_cfg) -> list[str]:
         path = Path(source_root).expanduser() / CLASSES_FILE
         if path.is_file():
             return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    raise ValueError("Segmentation needs its class names (mask value i is class i): set "
-                     "config.task.class_names, or write a classes.txt (one name per line) in the data "
-                     "folder.")
+    raise BadValue("Segmentation needs its class names (mask value i is class i): set "
+                   "config.task.class_names, or write a classes.txt (one name per line) in the data "
+                   "folder.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,8 +213,8 @@ class PairTransforms:
         image = load_rgb(record["image"], record["name"])
         mask = paired.load_mask(record["mask"], record["name"])
         if mask.shape != (image.height, image.width):
-            raise ValueError(f"{record['name']}: the mask is {mask.shape[1]}x{mask.shape[0]} but the image "
-                             f"is {image.width}x{image.height}; a mask has one label per image pixel.")
+            raise BadValue(f"{record['name']}: the mask is {mask.shape[1]}x{mask.shape[0]} but the image "
+                           f"is {image.width}x{image.height}; a mask has one label per image pixel.")
         if self.reduce_labels:  # 0 is "unlabelled"; class i + 1 becomes class i.
             mask = np.where(mask == 0, self.ignore_index, mask - 1)
         return image, mask
@@ -264,11 +265,11 @@ class Segmentation(Task):
     def __init__(self, config: ml_collections.ConfigDict, class_names: Sequence[str]):
         super().__init__(config, class_names)
         if 0 <= self.config.ignore_index < self.num_classes:
-            raise ValueError(f"config.task.ignore_index={self.config.ignore_index} is one of the "
-                             f"{self.num_classes} classes; use a value outside 0..{self.num_classes - 1} "
-                             "(255).")
+            raise BadValue(f"config.task.ignore_index={self.config.ignore_index} is one of the "
+                           f"{self.num_classes} classes; use a value outside 0..{self.num_classes - 1} "
+                           "(255).")
         if self.config.upsample_steps < 0:
-            raise ValueError(f"config.task.upsample_steps must be >= 0; got {self.config.upsample_steps}.")
+            raise BadValue(f"config.task.upsample_steps must be >= 0; got {self.config.upsample_steps}.")
         self._metrics = clu_metrics.Collection.create(
             loss=clu_metrics.Average.from_output("loss"),
             confusion_matrix=ConfusionMatrix.of_size(self.num_classes))
@@ -284,8 +285,8 @@ class Segmentation(Task):
             class_names = class_names_of(None, task_cfg)
         else:
             if not os.path.isdir(spec.path):
-                raise ValueError(f"config.data.source={spec.text!r}: segmentation reads a folder holding "
-                                 "images/ and masks/; this is not a folder.")
+                raise BadValue(f"config.data.source={spec.text!r}: segmentation reads a folder holding "
+                               "images/ and masks/; this is not a folder.")
             raw = scan_folder(spec.name)
             class_names = class_names_of(spec.name, task_cfg)
         return splits_lib.resolve_splits(spec.text, raw, class_names, data_cfg)

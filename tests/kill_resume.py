@@ -12,8 +12,9 @@ each start is stopped at one of these moments:
     save         inside an asynchronous checkpoint save, its files written, before the commit rename
     delete       while the checkpoints the keep policy dropped are being removed (SIGKILL)
     timer        after a random delay, wherever the run happens to be (SIGKILL)
-    ctrl-c       SIGINT inside a train step: one line naming the latest checkpoint, exit status 130
+    ctrl-c       SIGINT inside a train step: the step finishes and is saved; one line naming it, exit 130
     ctrl-c-eval  the same inside an evaluation
+    sigterm      SIGTERM (a preemption notice) inside a train step: the same, exit status 143
 
 The named moments are reached through a hook this script installs in the child (`--child`: it
 patches the named function to write a marker file and sleep, then runs `vitjax.main`); the parent
@@ -42,8 +43,10 @@ import time
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
-KINDS = ("step", "eval", "save", "delete", "timer", "ctrl-c", "ctrl-c-eval")
+KINDS = ("step", "eval", "save", "delete", "timer", "ctrl-c", "ctrl-c-eval", "sigterm")
 PAUSE_S = 600
+SIGNALLED_PAUSE_S = 3  # a signal is handled once the step ends: a short pause, then the step goes on
+SIGNALS = {"ctrl-c": signal.SIGINT, "ctrl-c-eval": signal.SIGINT, "sigterm": signal.SIGTERM}
 
 
 # --- the child: the CLI with a pause at a named moment -----------------------------------------
@@ -63,9 +66,9 @@ def _child(point: str, occurrence: int, marker: str, cli_args: list[str]) -> Non
         seen["n"] += 1
         if seen["n"] == occurrence:
             open(marker, "w").close()
-            time.sleep(PAUSE_S)
+            time.sleep(SIGNALLED_PAUSE_S if point in SIGNALS else PAUSE_S)
 
-    if point in ("step", "ctrl-c"):
+    if point in ("step", "ctrl-c", "sigterm"):
         jit_train_step = setup.Run.jit_train_step
 
         def paused_train_step(run):
@@ -158,7 +161,8 @@ def _stop_once(kind: str, config: str, workdir: str, rng: random.Random, duratio
         command = [sys.executable, "-m", "vitjax.main", *_cli(config, workdir)]
     else:
         occurrence = {"step": rng.randint(1, 8), "ctrl-c": rng.randint(2, 8), "eval": rng.randint(1, 3),
-                      "save": rng.randint(1, 3), "delete": 1, "ctrl-c-eval": rng.randint(1, 3)}[kind]
+                      "save": rng.randint(1, 3), "delete": 1, "ctrl-c-eval": rng.randint(1, 3),
+                      "sigterm": rng.randint(2, 8)}[kind]
         command = [sys.executable, os.path.abspath(__file__), "--child", kind, str(occurrence), marker,
                    "--", *_cli(config, workdir)]
     with open(log, "w", encoding="utf-8") as err:
@@ -170,22 +174,27 @@ def _stop_once(kind: str, config: str, workdir: str, rng: random.Random, duratio
             if child.returncode != 0:
                 raise SystemExit(f"{kind}: the run failed before it was stopped; see {log}")
             return None
-        if kind.startswith("ctrl-c"):
-            child.send_signal(signal.SIGINT)
+        if kind in SIGNALS:
+            sent = time.time()
+            child.send_signal(SIGNALS[kind])
             code = child.wait(timeout=300)
-            _check_ctrl_c(code, log)
-            return "Ctrl-C: one line, status 130"
+            return check_signalled(kind, code, log, time.time() - sent)
         child.send_signal(signal.SIGKILL)
         child.wait()
     return "killed"
 
 
-def _check_ctrl_c(code: int, log: str) -> None:
+def check_signalled(kind: str, code: int, log: str, seconds: float) -> str:
+    """A signalled run saved the step under way, said where in one last line, and exited with
+    the signal's status within the usual 30 s grace period."""
     with open(log, encoding="utf-8") as f:
         text = f.read()
     last = text.strip().splitlines()[-1] if text.strip() else ""
-    if code != 130 or "Traceback" in text or not (last.startswith("vitjax: ") and "Ctrl-C" in last):
-        raise SystemExit(f"ctrl-c: status {code}, last line {last!r}; see {log}")
+    name, status = ("SIGTERM", 143) if kind == "sigterm" else ("Ctrl-C", 130)
+    saved = last.startswith(f"vitjax: stopped by {name} at step ") and "saved the checkpoint" in last
+    if code != status or "Traceback" in text or not saved or seconds > 30:
+        raise SystemExit(f"{kind}: status {code} after {seconds:.0f} s, last line {last!r}; see {log}")
+    return f"{name}: saved, one line, status {status} after {seconds:.0f} s"
 
 
 def _check_checkpoints(directory: str) -> list[int]:

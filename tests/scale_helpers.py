@@ -3,7 +3,8 @@
 JAX fixes its device count when it starts, so runs on 8 host devices, or as several processes
 joined by `jax.distributed`, happen in subprocesses running `tests/scale_worker.py`. A job is
 a dict: `workdir`, `data` (an image folder), `overrides` (dotted config keys) and optionally
-`interrupt` (Ctrl-C while the n-th batch is drawn, as a user would stop a run) or `shardings`
+`interrupt` (Ctrl-C while the n-th batch is drawn, as a user would stop a run), `sigterm`
+([process id, n]: that process alone gets a SIGTERM while its n-th batch is drawn) or `shardings`
 (no training: the train state's PartitionSpecs by path go to `<workdir>/shardings.json`).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -39,15 +41,15 @@ def scale_config(data: str, overrides: dict):
 
 
 @contextlib.contextmanager
-def interrupt_at(n: int | None):
-    """Raises KeyboardInterrupt when the n-th batch (train or eval) reaches the devices."""
+def _at_batch(n: int | None, action):
+    """Calls `action()` when the n-th batch (train or eval) reaches the devices."""
     real = parallel.global_batch
     calls = {"n": 0}
 
     def counting(local, mesh):
         calls["n"] += 1
         if calls["n"] == n:
-            raise KeyboardInterrupt
+            action()
         return real(local, mesh)
 
     parallel.global_batch = counting if n else real
@@ -55,6 +57,20 @@ def interrupt_at(n: int | None):
         yield
     finally:
         parallel.global_batch = real
+
+
+def _ctrl_c():
+    raise KeyboardInterrupt
+
+
+def interrupt_at(n: int | None):
+    """Raises KeyboardInterrupt when the n-th batch (train or eval) reaches the devices."""
+    return _at_batch(n, _ctrl_c)
+
+
+def sigterm_at(n: int | None):
+    """Sends this process a SIGTERM (a preemption notice) when the n-th batch reaches the devices."""
+    return _at_batch(n, lambda: os.kill(os.getpid(), signal.SIGTERM))
 
 
 def _free_port() -> int:

@@ -15,9 +15,10 @@ import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
-from scale_helpers import interrupt_at, scale_config  # noqa: E402
+from scale_helpers import interrupt_at, scale_config, sigterm_at  # noqa: E402
 from vitjax import modes, parallel  # noqa: E402
 from vitjax.train import setup  # noqa: E402
+from vitjax.train.preemption import Stopped  # noqa: E402
 
 
 def write_shardings(config, workdir: str) -> None:
@@ -40,9 +41,13 @@ def main(jobs: str, coordinator: str, num_processes: str, process_id: str) -> No
         if job.get("shardings"):
             write_shardings(config, job["workdir"])
             continue
-        with interrupt_at(job.get("interrupt")):
+        process, n = job.get("sigterm") or (None, None)
+        with interrupt_at(job.get("interrupt")), sigterm_at(n if process == int(process_id) else None):
             try:
                 modes.train(config, job["workdir"])
+            except Stopped as e:  # each process says where it stopped
+                with open(os.path.join(job["workdir"], f"stopped_{process_id}.txt"), "w") as f:
+                    f.write(f"{e.exit_code} {e}")
             except KeyboardInterrupt:
                 pass
 

@@ -103,7 +103,8 @@ def test_plain_path_single_class_folder_and_odd_names(tmp_path):
 def test_folder_bad_inputs(tmp_path):
     root = make_folder(str(tmp_path / "empty_class"), {"train": {"a": 2}})
     os.makedirs(os.path.join(root, "train", "b"))
-    with pytest.raises(ValueError, match=r"Class folder .*train/b has no images"):
+    with pytest.raises(ValueError, match=r"1 class folders without images \(add their images or delete the "
+                                         r"folders\): .*train/b"):
         open_source(data_config(source=root))
     root = make_folder(str(tmp_path / "no_images"), {"train": {"a": 2}})
     os.makedirs(os.path.join(root, "test"))
@@ -111,11 +112,11 @@ def test_folder_bad_inputs(tmp_path):
         open_source(data_config(source=root))
     root = make_folder(str(tmp_path / "stray"), {"train": {"a": 2}})
     open(os.path.join(root, "train", "a", "notes.txt"), "w").write("hi")
-    with pytest.raises(ValueError, match=r"not image files: \[.*a/notes.txt.*skip_corrupt=True"):
+    with pytest.raises(ValueError, match=r"1 entries that are not image files .*a/notes.txt(.|\n)*skip_corrupt=True"):
         open_source(data_config(source=root))
     root = make_folder(str(tmp_path / "zero"), {"train": {"a": 2}})
     open(os.path.join(root, "train", "a", "zero.jpg"), "wb").close()
-    with pytest.raises(ValueError, match=r"zero-byte image files: \[.*a/zero.jpg"):
+    with pytest.raises(ValueError, match=r"1 zero-byte files \(copy them again\): .*a/zero.jpg"):
         open_source(data_config(source=root))
     with pytest.raises(FileNotFoundError, match="does_not_exist does not exist"):
         open_source(data_config(source=f"folder:{tmp_path}/does_not_exist"))
@@ -132,16 +133,10 @@ def _with_corrupt_files(root):
     return root
 
 
-def test_corrupt_files_fail_at_decode_naming_the_file(tmp_path):
-    root = _with_corrupt_files(str(tmp_path))
-    for name in ("a/zero.jpg", "b/notes.txt"):
-        os.remove(os.path.join(root, name))
-    ds = open_source(data_config(source=root, split_fractions=(1, 0, 0), validation_split="train",
-                                 test_split="train"))
-    train = ds.splits["train"]
-    bad = [i for i in range(len(train)) if "garbage" in train.describe(i)][0]
+def test_a_file_corrupted_after_the_scan_fails_at_decode_naming_it(tmp_path):
+    path = os.path.join(_with_corrupt_files(str(tmp_path)), "b", "garbage.png")
     with pytest.raises(ValueError, match=r"Cannot decode image .*b/garbage.png.*skip_corrupt=True"):
-        load_rgb(train[bad]["image"], train.describe(bad))
+        load_rgb(path, path)
 
 
 def test_skip_corrupt_warns_with_the_list(tmp_path, caplog):
@@ -150,7 +145,7 @@ def test_skip_corrupt_warns_with_the_list(tmp_path, caplog):
         ds = open_source(data_config(source=root, skip_corrupt=True, split_fractions=(1, 0, 0),
                                      validation_split="train", test_split="train"))
     assert len(ds.splits["train"]) == 12
-    assert "skipping 2 unreadable" in caplog.text
+    assert "leaving out 4 problem file(s)/folder(s)" in caplog.text
     assert "truncated.jpg" in caplog.text and "garbage.png" in caplog.text
     assert "zero.jpg" in caplog.text and "notes.txt" in caplog.text
 

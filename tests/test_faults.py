@@ -7,6 +7,7 @@ checkpoint stays complete and restorable. `kill -9` at random moments: tests/kil
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import time
 
@@ -15,12 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from absl import flags
-from absl.testing import flagsaver
 from orbax.checkpoint._src.path import atomicity
 
+from test_cli_errors import run_main_raising
 from train_helpers import colour_folder, tiny_config
-from vitjax import main, modes
+from vitjax import modes
 from vitjax.train import checkpointing, loop, setup
 from vitjax.train.checkpointing import Checkpointer, CheckpointWriteError
 
@@ -157,16 +157,76 @@ def test_a_read_only_directory_fails_at_the_save_at_once(tmp_path, monkeypatch):
     (KeyboardInterrupt(), "vitjax: interrupted by Ctrl-C; run the same command again to resume"),
 ])
 def test_ctrl_c_exits_130_with_one_line(monkeypatch, capsys, raised, line):
-    def train(*args):
-        raise raised
-
-    monkeypatch.setattr(modes, "train", train)
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
-    with flagsaver.flagsaver((main._CONFIG, tiny_config("demo:digits")), (main._WORKDIR, "/w"),
-                             (main._MODE, "train")):
-        with pytest.raises(SystemExit) as exit_info:
-            main.main([])
+    with pytest.raises(SystemExit) as exit_info:
+        run_main_raising(monkeypatch, raised)
     assert exit_info.value.code == 130
     err = capsys.readouterr().err
     assert err.startswith(line) and err.count("\n") == 1 and "Traceback" not in err
+
+
+# --- a damaged checkpoint, the exported folder ------------------------------------------------------
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_complete_one(colours, tmp_path, caplog):
+    config = _config(colours, epochs=2, keep_best=2)
+    workdir = str(tmp_path / "run")
+    modes.train(config, workdir)
+    checkpoints = os.path.join(workdir, "checkpoints")
+    assert _steps(checkpoints) == ["2", "4"]
+    data_files = [os.path.join(d, f) for d, _, files in os.walk(os.path.join(checkpoints, "4", "state"))
+                  for f in files if os.path.basename(d) == "d"]
+    assert data_files
+    for path in data_files:  # its array data lost after it was committed
+        os.remove(path)
+    with caplog.at_level(logging.WARNING):
+        results = modes.train(config, workdir)
+    assert f"the checkpoint of step 4 in {checkpoints} is damaged" in caplog.text
+    assert "resuming from the previous complete checkpoint" in caplog.text
+    assert results["steps"] == 4 and _steps(checkpoints) == ["2", "4"]  # step 4 trained and saved again
+    assert os.path.isdir(os.path.join(checkpoints, ".damaged-4"))
+    assert _all_finite(_state(checkpoints, 4)["params"])
+
+
+def test_the_exported_folder_is_readable_by_all_and_export_mode_keeps_the_model_card(colours, tmp_path):
+    config = _config(colours, epochs=1, export=True, test_split="")
+    workdir = str(tmp_path / "run")
+    modes.train(config, workdir)
+    best = os.path.join(workdir, "best")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert {name: os.stat(os.path.join(best, name)).st_mode & 0o777 for name in os.listdir(best)} == {
+        name: 0o666 & ~mask for name in os.listdir(best)}
+    with open(os.path.join(best, "README.md"), encoding="utf-8") as f:
+        card = f.read()
+    assert "| validation |" in card
+    modes.export(config, workdir, None)  # into best/ again, from the checkpoint
+    with open(os.path.join(best, "README.md"), encoding="utf-8") as f:
+        assert f.read() == card
+
+
+def test_a_real_write_failure_is_one_message_without_orbax_tracebacks(tmp_path, caplog):
+    """The file-size limit makes the kernel refuse the write (EFBIG) as a full disk would (ENOSPC):
+    tensorstore reports it as a ValueError in orbax's background thread."""
+    import resource
+    import signal
+
+    directory = str(tmp_path / "checkpoints")
+    ckpt = Checkpointer(directory, metric="accuracy", mode="max")
+    ckpt.save(1, {"w": jnp.zeros(4)}, {}, {}, metrics={"accuracy": 0.5})
+    ckpt.wait()
+    big = {"w": jnp.asarray(np.random.default_rng(0).random(1_000_000), jnp.float32)}  # 4 MB, incompressible
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))
+    try:
+        with caplog.at_level(logging.INFO), pytest.raises(
+                CheckpointWriteError, match=r"could not write the checkpoint of step 2 to .*File too large.*"
+                                            r"intact \(latest: step 1\)\. Free disk space"):
+            ckpt.save(2, big, {}, {}, metrics={"accuracy": 0.6})
+            ckpt.wait()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+        ckpt.close()
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage()[:200] for r in caplog.records]
+    assert _steps(directory)[:1] == ["1"] and "2" not in _steps(directory)

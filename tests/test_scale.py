@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import jax
@@ -172,6 +173,23 @@ def test_two_processes_stop_and_resume(runs):
     run_jobs([job, {**job, "interrupt": None}], devices=1, processes=2)
     _assert_same_run(job["workdir"], reference)
     assert _records(job["workdir"]) == _records(reference)
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_one_process_stops_every_process_at_the_same_saved_step(runs):
+    """JAX's preemption sync point: process 1 alone is preempted; both save one step and resume."""
+    root, data, reference, _ = runs
+    job = {**_job(root, "2proc_sigterm", data, **{"mesh.fsdp": 2}), "sigterm": [1, 3]}
+    run_jobs([job], devices=1, processes=2)
+    said = [open(os.path.join(job["workdir"], f"stopped_{i}.txt"), encoding="utf-8").read()
+            for i in range(2)]
+    step = int(re.search(r"at step (\d+) of 6", said[0]).group(1))
+    assert all(s.startswith("143 stopped by SIGTERM at step %d of 6; saved" % step) for s in said), said
+    assert 1 <= step < 6  # the step the processes agreed on, before the end
+    assert max(int(n) for n in os.listdir(os.path.join(job["workdir"], "checkpoints"))
+               if n.isdigit()) == step
+    run_jobs([{**job, "sigterm": None}], devices=1, processes=2)
+    _assert_same_run(job["workdir"], reference)
 
 
 def test_distributed_start_up_checks_its_settings(monkeypatch):

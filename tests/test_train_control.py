@@ -114,7 +114,7 @@ def test_cli_reports_a_mistyped_override(tmp_path):
         capture_output=True, text=True, timeout=120,
         cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.returncode != 0
-    assert "lrr" in out.stderr and 'Did you mean "lr"' in out.stderr
+    assert "--config.optim.lrr: config.optim has no key 'lrr'. Did you mean 'lr'" in out.stderr
     assert "Traceback" not in out.stderr
 
 

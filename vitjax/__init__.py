@@ -9,14 +9,19 @@ Training runs through `python -m vitjax.main --config <file>`.
 __version__ = "0.1.0"
 
 
-def load_pretrained(*args, **kwargs):
-    """See `vitjax.api.load_pretrained` (imported lazily to keep `import vitjax` cheap)."""
-    from vitjax.api import load_pretrained as _load
-    return _load(*args, **kwargs)
+_PUBLIC = {"load_pretrained": "vitjax.api", "Classifier": "vitjax.api",
+           "load_trained": "vitjax.predictor", "Predictor": "vitjax.predictor"}
+__all__ = ["__version__", *_PUBLIC]
 
 
-def load_trained(*args, **kwargs):
-    """See `vitjax.predictor.load_trained`: an exported run (`best/` or `best_vitjax/`) as a
-    `Predictor` that turns images into the task's outputs and predictions."""
-    from vitjax.predictor import load_trained as _load
-    return _load(*args, **kwargs)
+def __getattr__(name: str):
+    """`vitjax.load_pretrained`, `vitjax.load_trained` and their classes are their modules' own
+    (signature and help included), imported on first use to keep `import vitjax` cheap."""
+    if name in _PUBLIC:
+        import importlib
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'vitjax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_PUBLIC])

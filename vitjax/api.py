@@ -18,6 +18,7 @@ from PIL import Image
 
 from vitjax.checkpoints.families import export_pretrained, load_checkpoint
 from vitjax.checkpoints.preprocessing import Preprocessing
+from vitjax.errors import BadValue
 from vitjax.models.heads import DEFAULT_POOLING
 from vitjax.models.model import Model, build_model
 from vitjax.models.vit import ViTSpec
@@ -51,12 +52,22 @@ class Classifier:
         return jax.jit(lambda params, images: self.model.apply({"params": params}, images, train=False))
 
     def logits(self, pixel_values) -> np.ndarray:
-        """HF-layout float pixels [B, 3, H, W] (the processor's `pixel_values`) -> numpy logits [B, labels]."""
-        pixel_values = jnp.asarray(pixel_values, jnp.float32)
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.spec.num_channels:
-            raise ValueError(f"pixel_values must be [batch, {self.spec.num_channels}, H, W] (HF layout), "
-                             f"got shape {tuple(pixel_values.shape)}")
-        return np.asarray(self._forward(self.params, pixel_values.transpose(0, 2, 3, 1)))
+        """HF-layout pixels [B, 3, H, W] -> numpy logits [B, labels].
+
+        Floats are taken as the processor's `pixel_values` (already rescaled and normalised);
+        uint8 arrays as raw images of the right size, which are rescaled and normalised here first.
+        """
+        raw = np.asarray(pixel_values) if not isinstance(pixel_values, jax.Array) else pixel_values
+        if raw.ndim != 4 or raw.shape[1] != self.spec.num_channels:
+            raise BadValue(f"pixel_values must be [batch, {self.spec.num_channels}, H, W] (HF layout), "
+                           f"got shape {tuple(raw.shape)}")
+        images = jnp.asarray(raw).transpose(0, 2, 3, 1)
+        if raw.dtype == np.uint8:
+            images = self.preprocessing.normalize(images)
+        elif not jnp.issubdtype(raw.dtype, jnp.floating):
+            raise BadValue(f"pixel_values of dtype {raw.dtype}: pass the processor's float pixel_values, "
+                           f"uint8 images, or PIL images to .predict().")
+        return np.asarray(self._forward(self.params, images.astype(jnp.float32)))
 
     def predict(self, images: Image.Image | str | os.PathLike | Iterable, top_k: int = 5,
                 batch_size: int = 32) -> list[list[tuple[str, float]]]:
@@ -87,7 +98,10 @@ def load_pretrained(name_or_dir: str | os.PathLike, num_labels: int | None = Non
     """Load a checkpoint as a `Classifier`: a transformers hub id or folder (ViT, DeiT, DINOv2 (+registers),
     SigLIP, CLIP), a timm hub id or folder, or a big_vision `.npz` (`vitjax.checkpoints.families`).
 
-    num_labels / id2label: a new label set (a fresh head unless the checkpoint's head has that size).
+    num_labels / id2label: the label set. The checkpoint's head is kept when it has these labels, or
+    `num_labels` of its size, or `id2label` of its size while its own labels are the generic
+    LABEL_0, LABEL_1, ... (the labels are renamed, with a warning); otherwise a fresh (zero) head
+    is made for them, with a warning naming its tensors.
     image_size: fine-tune resolution (position embeddings resized). dtype: compute dtype ("bfloat16" on
     accelerators); params stay float32. backbone_kwargs: `attention_impl`, `remat`.
     """

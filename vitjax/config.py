@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 
 import ml_collections
 
-from vitjax import optim, sweep, trackers
+from vitjax import durations, optim, sweep, trackers
 from vitjax.data import config as data_config
+from vitjax.errors import BadKey, BadValue
 from vitjax.lora import config as lora_config
 from vitjax.models.vit import ViTSpec
 
@@ -55,6 +57,8 @@ def base_config(task: str = "classification", plugins=()) -> ml_collections.Conf
     c.train.eval_batch_size = 0      # 0 = batch_size
     c.train.epochs = 5
     c.train.eval_every = "1 epochs"  # a duration: "N steps", "N epochs", "N examples", "N%"
+    c.train.checkpoint_every = "0 steps"  # also checkpoint this often between evaluations (a duration,
+                                     # e.g. "200 steps"), bounding what a kill -9 loses; "0 steps" = off
     c.train.log_every = 20           # steps between train-metric log lines
     # Tracked for best checkpoints and early stopping; the task's `best_metric` by default.
     c.train.best_metric, c.train.best_mode = registry.get_task(task).best_metric
@@ -111,19 +115,19 @@ def check_keys(config: ml_collections.ConfigDict, reference: ml_collections.Conf
     for key in config.keys():
         name = f"{prefix}.{key}"
         if key not in reference:
-            raise KeyError(f"unknown key {name}.{close_matches(key, reference.keys())} "
-                           f"Known keys under {prefix}: {sorted(reference.keys())}")
+            raise BadKey(f"unknown key {name}.{close_matches(key, reference.keys())} "
+                         f"Known keys under {prefix}: {sorted(reference.keys())}")
         sub, ref = config[key], reference[key]
         if isinstance(ref, ml_collections.ConfigDict) and len(ref) > 0:
             if not isinstance(sub, ml_collections.ConfigDict):
-                raise ValueError(f"{name} must be a group of keys like its default, got {sub!r}.")
+                raise BadValue(f"{name} must be a group of keys like its default, got {sub!r}.")
             check_keys(sub, ref, name)
         else:
             check_kind(name, sub, ref)
     missing = sorted(set(reference.keys()) - set(config.keys()))
     if missing and prefix != "config.task":  # the task plugin fills in its own defaults
-        raise KeyError(f"{prefix} lacks the keys {missing}: set single keys in a config file "
-                       f"({prefix}.<key> = ...) rather than replacing {prefix} as a whole.")
+        raise BadKey(f"{prefix} lacks the keys {missing}: set single keys in a config file "
+                     f"({prefix}.<key> = ...) rather than replacing {prefix} as a whole.")
 
 
 # (kind of the default, kinds accepted, how the message names it); bool before int: True is an int.
@@ -143,8 +147,8 @@ def check_kind(name: str, value, default) -> None:
         if isinstance(default, kind):
             wrong_bool = isinstance(value, bool) and bool not in accepted
             if wrong_bool or not isinstance(value, accepted):
-                raise ValueError(f"{name} must be {words} (its default is {default!r}), got "
-                                 f"{value!r} of type {type(value).__name__}.")
+                raise BadValue(f"{name} must be {words} (its default is {default!r}), got "
+                               f"{value!r} of type {type(value).__name__}.")
             return
 
 
@@ -154,35 +158,41 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check_keys(config, reference)
 
     def positive(key, value, kind=(int, float)):
-        if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, kind) or not 0 < value < math.inf:
             words = "a positive integer" if kind is int else "a positive number"
-            raise ValueError(f"config.{key} must be {words}, got {value!r}.")
+            raise BadValue(f"config.{key} must be {words}, got {value!r}.")
 
     positive("train.batch_size", config.train.batch_size, int)
     positive("train.epochs", config.train.epochs)
     positive("optim.lr", config.optim.lr)
     positive("train.log_every", config.train.log_every, int)
     positive("train.keep_best", config.train.keep_best, int)
+    for key in ("eval_every", "checkpoint_every"):
+        amount, _ = durations.parse(config.train[key], name=f"config.train.{key}")
+        if key == "eval_every" and amount == 0:
+            raise BadValue(f"config.train.eval_every={config.train.eval_every!r} would evaluate and "
+                           f"checkpoint after every step; give a positive duration such as "
+                           f"'1 epochs' or '500 steps'.")
     if config.train.early_stopping_patience < 0:
-        raise ValueError("config.train.early_stopping_patience must be >= 0 (0 = off).")
+        raise BadValue("config.train.early_stopping_patience must be >= 0 (0 = off).")
     if config.train.eval_batch_size < 0:
-        raise ValueError("config.train.eval_batch_size must be >= 0 (0 = train.batch_size).")
+        raise BadValue("config.train.eval_batch_size must be >= 0 (0 = train.batch_size).")
     if config.train.best_mode not in ("min", "max"):
-        raise ValueError(f"config.train.best_mode must be 'min' or 'max', "
-                         f"got {config.train.best_mode!r}.")
+        raise BadValue(f"config.train.best_mode must be 'min' or 'max', "
+                       f"got {config.train.best_mode!r}.")
     if config.model.dtype not in ("float32", "bfloat16", "float16"):
-        raise ValueError(f"config.model.dtype must be float32, bfloat16 or float16, "
-                         f"got {config.model.dtype!r}.")
+        raise BadValue(f"config.model.dtype must be float32, bfloat16 or float16, "
+                       f"got {config.model.dtype!r}.")
     if not config.model.checkpoint and not config.model.spec:
-        raise ValueError("set config.model.checkpoint (a hub id or a save_pretrained folder) or "
-                         "config.model.spec (a from-scratch ViT) — neither is set.")
+        raise BadValue("set config.model.checkpoint (a hub id or a save_pretrained folder) or "
+                       "config.model.spec (a from-scratch ViT) — neither is set.")
     lora_config.validate(config)
     trackers.validate(config)
     depth = known_depth(config.model)
     if config.optim.freeze == "last_n_blocks" and depth is not None \
             and not 0 <= config.optim.last_n_blocks <= depth:
-        raise ValueError(f"config.optim.last_n_blocks={config.optim.last_n_blocks} but the model has "
-                         f"{depth} blocks; use 0..{depth} (or freeze='full' to train them all).")
+        raise BadValue(f"config.optim.last_n_blocks={config.optim.last_n_blocks} but the model has "
+                       f"{depth} blocks; use 0..{depth} (or freeze='full' to train them all).")
 
 
 def known_depth(model_cfg) -> int | None:
@@ -193,14 +203,18 @@ def known_depth(model_cfg) -> int | None:
     path = os.path.join(os.path.expanduser(model_cfg.checkpoint), "config.json")
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f).get("num_hidden_layers", ViTSpec.num_layers)
+    from vitjax.checkpoints import validate  # the checkpoint's own checks, made early
+    from vitjax.files import read_json
+
+    checkpoint_config = read_json(path, "download or save the checkpoint again")
+    validate.check_model_config(checkpoint_config, path)
+    return checkpoint_config.get("num_hidden_layers", ViTSpec.num_layers)
 
 
 def check_batch_divides(batch_size: int, key: str, devices: int) -> None:
     if batch_size % devices:
-        raise ValueError(f"config.{key}={batch_size} is not divisible by the {devices} devices; "
-                         f"use a multiple of {devices}, e.g. {max(devices, batch_size // devices * devices)}.")
+        raise BadValue(f"config.{key}={batch_size} is not divisible by the {devices} devices; "
+                       f"use a multiple of {devices}, e.g. {max(devices, batch_size // devices * devices)}.")
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict:
@@ -213,7 +227,7 @@ RUN_NEUTRAL = {"train.log_every", "train.progress", "data.workers", "data.prefet
                "train.resume", "compilation_cache", "distributed.mode", "distributed.coordinator",
                "distributed.num_processes", "distributed.process_id", "mesh.data", "mesh.fsdp",
                "mesh.fsdp_min_size", "train.eval_batch_size", "train.keep_best",
-               "train.test_split", "train.export", "train.report_to", "trackers.experiment",
+               "train.test_split", "train.export", "train.checkpoint_every", "train.report_to", "trackers.experiment",
                "trackers.run_name", "trackers.mlflow_tracking_uri", "trackers.registered_model",
                # fast paths: other kernels for the same function
                "model.attention", "model.attention_pad", "model.patch_embed", "model.remat_policy"}

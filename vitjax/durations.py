@@ -18,6 +18,12 @@ from __future__ import annotations
 import math
 import re
 
+from vitjax.errors import BadValue
+
+
+
+
+
 UNITS = {
     "step": "steps", "steps": "steps",
     "epoch": "epochs", "epochs": "epochs",
@@ -38,22 +44,22 @@ def parse(value: int | float | str, *, bare: str = "steps", name: str = "duratio
     if bare not in ("steps", "epochs"):
         raise ValueError(f"durations.parse(bare={bare!r}): bare numbers can mean 'steps' or 'epochs'")
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"{name}={value!r} is not a duration; write {_FORMS}")
+        raise BadValue(f"{name}={value!r} is not a duration; write {_FORMS}")
     if isinstance(value, (int, float)):
         amount, unit = float(value), bare
     else:
         match = _PATTERN.match(value)
         if match is None:
-            raise ValueError(f"{name}={value!r} is not a duration; write {_FORMS}")
+            raise BadValue(f"{name}={value!r} is not a duration; write {_FORMS}")
         amount, word = float(match.group(1)), match.group(2).lower()
         if word and word not in UNITS:
-            raise ValueError(f"{name}={value!r}: unknown unit {word!r}; use one of steps, epochs, examples "
-                             f"or a percentage like '10%'")
+            raise BadValue(f"{name}={value!r}: unknown unit {word!r}; use one of steps, epochs, examples "
+                           f"or a percentage like '10%'")
         unit = UNITS[word] if word else bare
     if not math.isfinite(amount) or amount < 0:
-        raise ValueError(f"{name}={value!r}: a duration must be a non-negative number")
+        raise BadValue(f"{name}={value!r}: a duration must be a non-negative number")
     if unit == "percent" and amount > 100:
-        raise ValueError(f"{name}={value!r}: a percentage of training must be at most 100%")
+        raise BadValue(f"{name}={value!r}: a percentage of training must be at most 100%")
     return amount, unit
 
 
@@ -79,6 +85,6 @@ def to_steps(value: int | float | str, *, steps_per_epoch: int | None = None, to
 def _needed(quantity: int | None, what: str, name: str, value) -> int:
     """Return `quantity`, or explain that converting `name=value` needs it."""
     if quantity is None or quantity <= 0:
-        raise ValueError(f"{name}={value!r}: converting this duration to steps needs a positive {what} "
-                         f"(got {quantity!r})")
+        raise BadValue(f"{name}={value!r}: converting this duration to steps needs a positive {what} "
+                       f"(got {quantity!r})")
     return quantity

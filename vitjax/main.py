@@ -16,6 +16,7 @@ Modes after train read the workdir's saved config.json unless --config is given.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 
@@ -53,9 +54,34 @@ def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except (AttributeError, KeyError) as e:
-        sys.exit(f"vitjax: config override error: {str(e).strip(chr(39))}")
+        sys.exit(f"vitjax: {_unknown_override(argv, e)}")
     except flags.Error as e:
         sys.exit(f"vitjax: {_without_traceback(str(e))}\nRun with --helpshort to see the flags.")
+
+
+def _unknown_override(argv, error: Exception) -> str:
+    """An override of a key the config lacks, named with the keys it may have meant."""
+    from vitjax import config as config_lib
+
+    while error.args and isinstance(error.args[0], Exception):  # AttributeError(KeyError(...))
+        error = error.args[0]
+    text = str(error.args[0]) if error.args else str(error)
+    key = text.splitlines()[0].strip().strip("'\"") if text.strip() else ""
+    overrides = [a.split("=", 1)[0].lstrip("-") for a in argv if a.startswith("--config.")]
+    flag = next((o for o in overrides if o.split(".")[-1] == key or f".{key}." in o + "."), None)
+    if flag is None:
+        return f"config override error: {' '.join(text.split())}"
+    *group, _ = flag.split(".")[1:]
+    reference = config_lib.base_config()
+    try:
+        for part in group:
+            reference = reference[part]
+        known = sorted(reference.keys())
+    except (KeyError, AttributeError):
+        return f"--{flag}: config.{'.'.join(group)} is not a group of keys."
+    where = ".".join(["config", *group])
+    return (f"--{flag}: {where} has no key {key!r}.{config_lib.close_matches(key, known)} "
+            f"Known keys under {where}: {known}")
 
 
 def _without_traceback(message: str) -> str:
@@ -106,10 +132,12 @@ def main(argv) -> None:
         else:
             modes.export(_CONFIG.value, _WORKDIR.value, _OUTPUT.value)
     except modes.UserError as e:
+        if os.environ.get("VITJAX_TRACEBACK"):
+            raise
         sys.exit(f"vitjax: {e}")
-    except KeyboardInterrupt as e:  # loop.Interrupted says which checkpoint it saved
+    except KeyboardInterrupt as e:  # preemption.Stopped / loop.Interrupted name the checkpoint
         print(f"vitjax: {str(e) or _INTERRUPTED}", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(getattr(e, "exit_code", 130))
 
 
 def run() -> None:

@@ -10,6 +10,8 @@ the workdir's saved config when given none.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
@@ -19,16 +21,12 @@ import jax
 import ml_collections
 
 from vitjax import config as config_lib
-from vitjax import parallel
+from vitjax import errors, parallel, workdir_lock
 from vitjax.data.folders import IMAGE_EXTENSIONS
+from vitjax.errors import BadKey, BadValue
+from vitjax.files import read_json
 
-# Errors a user can fix from the message alone; the CLI prints them without a traceback
-# (set VITJAX_TRACEBACK=1 to see one). OSError: missing files, permissions, a full disk.
-USER_ERRORS = (ValueError, KeyError, OSError, FloatingPointError)
-
-
-class UserError(Exception):
-    pass
+UserError = errors.UserError  # what the CLI prints as one line (VITJAX_TRACEBACK=1: with traceback)
 
 
 def enable_compilation_cache(path: str) -> None:
@@ -45,12 +43,13 @@ def _prepare(config) -> None:
 
 
 def _user_errors(fn):
+    """The mode, with an OSError (a missing file, permissions, a full disk: the user's to fix) as
+    a UserError. Every other exception but a UserError is a bug and keeps its traceback."""
+    @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as e:
-            if os.environ.get("VITJAX_TRACEBACK"):
-                raise
+        except OSError as e:
             raise UserError(f"{type(e).__name__}: {e}") from e
     return wrapped
 
@@ -61,27 +60,35 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
     Every process reads and checks (so all raise the same error); process 0 alone removes and
     writes, after all have read.
     """
+    from vitjax.train.checkpointing import has_checkpoints
+
     saved = os.path.join(workdir, "config.json")
     remove = False
     if os.path.exists(saved):
-        with open(saved, encoding="utf-8") as f:
-            previous = json.load(f)
+        previous = read_json(saved, "pass --overwrite to start afresh, or use another --workdir")
         diff = config_lib.differences(previous, config_lib.to_dict(config))
         if overwrite:
             remove = True
+        elif diff and not has_checkpoints(os.path.join(workdir, "checkpoints")):
+            remove = True  # nothing trained yet: the corrected config starts the run afresh
+            logging.warning("%s holds no checkpoint yet: replacing its config (%s)", workdir,
+                            "; ".join(diff[:8]))
         elif diff:
-            raise ValueError(
+            raise BadValue(
                 f"{workdir} holds a run with a different config ({'; '.join(diff[:8])}). "
                 f"Resuming it with this config would mix two runs. Use another --workdir, or "
                 f"pass --overwrite to delete the earlier run and start afresh.")
         elif not config.train.resume and os.path.isdir(os.path.join(workdir, "checkpoints")):
-            raise ValueError(f"{workdir} already holds checkpoints and config.train.resume=False; "
-                             f"pass --overwrite to start afresh, or drop resume=False to resume.")
+            raise BadValue(f"{workdir} already holds checkpoints and config.train.resume=False; "
+                           f"pass --overwrite to start afresh, or drop resume=False to resume.")
     parallel.sync("vitjax: workdir checked")
     if jax.process_index() == 0:
-        if remove:
+        if remove:  # the caller holds the workdir's lock: no live run's files are deleted
             logging.warning("--overwrite: removing the earlier run in %s", workdir)
-            shutil.rmtree(workdir)
+            for name in os.listdir(workdir):
+                if name != workdir_lock.LOCK:
+                    path = os.path.join(workdir, name)
+                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
         os.makedirs(workdir, exist_ok=True)
         config_lib.save(config, workdir)
     parallel.sync("vitjax: workdir ready")
@@ -93,19 +100,23 @@ def train(config, workdir: str, overwrite: bool = False, sinks=()) -> dict:
     from vitjax import trackers
     from vitjax.train import loop
     _prepare(config)
-    prepare_workdir(config, workdir, overwrite)
-    with trackers.open_trackers(config, workdir) as tracked:
-        results = loop.train(config, workdir, sinks=[*tracked.sinks, *sinks])
-        tracked.finish(results)
-    return results
+    lock = workdir_lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:  # process 0 speaks for the run
+        prepare_workdir(config, workdir, overwrite)
+        with trackers.open_trackers(config, workdir) as tracked:
+            results = loop.train(config, workdir, sinks=[*tracked.sinks, *sinks])
+            tracked.finish(results)
+        return results
 
 
 @_user_errors
 def sweep(config, workdir: str, storage: str | None = None, overwrite: bool = False) -> dict:
     from vitjax import sweep as sweep_lib
     _prepare(config)
-    prepare_workdir(config, workdir, overwrite)
-    return sweep_lib.run(config, workdir, storage)
+    lock = workdir_lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:  # the sweep's trials run in subfolders; the sweep holds its own folder
+        prepare_workdir(config, workdir, overwrite)
+        return sweep_lib.run(config, workdir, storage)
 
 
 def saved_config(config, workdir: str | None):
@@ -145,8 +156,8 @@ def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
     _prepare(config)
     run = setup.build_eval_run(config, workdir, load_trained(_model_dir(workdir, model), config.task))
     if split not in run.dataset.splits:
-        raise KeyError(f"--split {split!r} is not a split of {run.dataset.source}; "
-                       f"choose one of {sorted(run.dataset.splits)}.")
+        raise BadKey(f"--split {split!r} is not a split of {run.dataset.source}; "
+                     f"choose one of {sorted(run.dataset.splits)}.")
     os.makedirs(workdir, exist_ok=True)
     summary = evaluation.report(run, run.placed_params(), run.jit_eval_step(), split,
                                 os.path.join(workdir, f"eval_{split}"))
@@ -176,7 +187,8 @@ def predict(config, workdir: str | None, model: str | None, inputs: list[str], t
             output: str | None) -> list[dict]:
     """The task's predictions for every image of `inputs` (files and folders), written by the task
     (`Task.write_predictions`) to `output` (default <workdir>/predictions) with predictions.json;
-    prints one line per image. `config` None: the run's saved config, if any (a bare --model
+    prints one line per image; an image that cannot be read gets an "error" naming it instead, and
+    the others are predicted all the same. `config` None: the run's saved config, if any (a bare --model
     folder describes itself). `top_k`: labels listed per image (classification's config.task.top_k)."""
     from vitjax.predictor import load_trained
     if config is None and workdir and os.path.isfile(os.path.join(workdir, "config.json")):
@@ -188,9 +200,13 @@ def predict(config, workdir: str | None, model: str | None, inputs: list[str], t
         predictor.task.config.top_k = top_k
     paths = expand_inputs(inputs)
     if not output and not workdir:
-        raise ValueError("--mode predict needs --output (a folder) or --workdir (writes "
-                         "<workdir>/predictions).")
+        raise BadValue("--mode predict needs --output (a folder) or --workdir (writes "
+                       "<workdir>/predictions).")
     records = predictor.predict(paths, output or os.path.join(workdir, "predictions"))
+    failed = sum("error" in r for r in records)
+    if failed:
+        logging.warning("%d of %d input(s) could not be read; each is listed with its error in "
+                        "predictions.json", failed, len(records))
     width = max(len(r["file"]) for r in records)
     for r in records:
         shown = json.dumps({k: v for k, v in r.items() if k != "file"})
@@ -201,7 +217,7 @@ def predict(config, workdir: str | None, model: str | None, inputs: list[str], t
 def expand_inputs(inputs: list[str]) -> list[str]:
     """Image paths from files and folders (folders walked recursively, sorted)."""
     if not inputs:
-        raise ValueError("--inputs is empty: pass image files and/or folders, comma-separated.")
+        raise BadValue("--inputs is empty: pass image files and/or folders, comma-separated.")
     paths = []
     for item in inputs:
         if os.path.isdir(item):
@@ -213,7 +229,7 @@ def expand_inputs(inputs: list[str]) -> list[str]:
         else:
             raise FileNotFoundError(f"--inputs: {item!r} is neither a file nor a folder.")
     if not paths:
-        raise ValueError(f"--inputs {inputs} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
+        raise BadValue(f"--inputs {inputs} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
     return paths
 
 
@@ -234,12 +250,13 @@ def export(config, workdir: str, output: str | None) -> str:
         ckpt.close()
         raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint; train first.")
     params = ckpt.restore_params(step, run.placed_params(), ema=config.optim.ema_decay > 0)
+    checkpoint_metrics = ckpt.metrics(step)
     ckpt.close()
     output = output or outputs.export_dir(run)
     params = parallel.to_host(params, run.mesh)
     if jax.process_index() != 0:
         return output
-    return outputs.export(run, params, output)
+    return outputs.export(run, params, output, outputs.metrics_of(workdir, step, checkpoint_metrics))
 
 
 @_user_errors
@@ -248,7 +265,7 @@ def export_deployable(workdir: str | None, model: str | None, fmt: str, output: 
     <workdir>/best or best_vitjax) as a deployable artifact in `output` (vitjax.deploy)."""
     from vitjax.deploy.artifacts import export as export_artifact
     if not output:
-        raise ValueError(f"--mode export --format {fmt} needs --output DIR (the folder to write).")
+        raise BadValue(f"--mode export --format {fmt} needs --output DIR (the folder to write).")
     path = export_artifact(_model_dir(workdir, model, native_ok=True), fmt, output)
     logging.getLogger("vitjax").info("exported %s to %s", fmt, path)
     return path

@@ -20,6 +20,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from vitjax.errors import BadValue
+
 log = logging.getLogger(__name__)
 
 BATCH_AXES = ("data", "fsdp")
@@ -36,7 +38,7 @@ def initialize_distributed(cfg) -> None:
     Must run before anything touches a JAX device.
     """
     if cfg.mode not in ("auto", "on", "off"):
-        raise ValueError(f"config.distributed.mode={cfg.mode!r}: use 'auto', 'on' or 'off'.")
+        raise BadValue(f"config.distributed.mode={cfg.mode!r}: use 'auto', 'on' or 'off'.")
     coordinator = cfg.coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
     wanted = cfg.mode == "on" or (cfg.mode == "auto" and bool(
         coordinator or _in_slurm_step() or _on_cloud_tpu_vm()))
@@ -49,7 +51,7 @@ def initialize_distributed(cfg) -> None:
                       process_id=cfg.process_id if cfg.coordinator else
                       int(os.environ.get("JAX_PROCESS_ID", "-1")))
     if kwargs and not 0 <= kwargs["process_id"] < kwargs["num_processes"]:
-        raise ValueError(
+        raise BadValue(
             f"the coordinator {coordinator} is set but num_processes={kwargs['num_processes']}, "
             f"process_id={kwargs['process_id']}: set config.distributed.num_processes to the "
             f"process count and config.distributed.process_id to 0..num_processes-1, different "
@@ -92,12 +94,12 @@ def make_mesh(cfg) -> Mesh:
     n = jax.device_count()
     fsdp = cfg.fsdp
     if fsdp < 1 or n % fsdp:
-        raise ValueError(f"config.mesh.fsdp={fsdp} must be a positive divisor of the "
-                         f"{n} devices; set it to one of {_divisors(n)}.")
+        raise BadValue(f"config.mesh.fsdp={fsdp} must be a positive divisor of the "
+                       f"{n} devices; set it to one of {_divisors(n)}.")
     data = n // fsdp if cfg.data in (-1, None) else cfg.data
     if data * fsdp != n:
-        raise ValueError(f"config.mesh.data={cfg.data} x config.mesh.fsdp={fsdp} must equal the "
-                         f"{n} devices; set config.mesh.data=-1 to use all of them.")
+        raise BadValue(f"config.mesh.data={cfg.data} x config.mesh.fsdp={fsdp} must equal the "
+                       f"{n} devices; set config.mesh.data=-1 to use all of them.")
     return jax.make_mesh((data, fsdp), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2)
 
 

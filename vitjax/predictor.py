@@ -79,13 +79,27 @@ class Predictor:
         records = []
         for start in range(0, len(paths), batch_size):
             chunk = list(paths[start:start + batch_size])
-            images = [load_rgb(path, path) for path in chunk]
-            written = self.task.write_predictions(self.outputs(images), images,
-                                                  names[start:start + batch_size], outdir)
-            records += [{"file": path, **record} for path, record in zip(chunk, written)]
+            decoded = [_read_image(path) for path in chunk]
+            good = [i for i, (image, _) in enumerate(decoded) if image is not None]
+            images = [decoded[i][0] for i in good]
+            written = dict(zip(good, self.task.write_predictions(
+                self.outputs(images), images, [names[start + i] for i in good], outdir) if good else []))
+            records += [{"file": path, **written[i]} if i in written else {"file": path, "error": decoded[i][1]}
+                        for i, path in enumerate(chunk)]
         with open(os.path.join(outdir, PREDICTIONS_FILE), "w", encoding="utf-8") as f:
             json.dump(records, f, indent=2)
         return records
+
+
+def _read_image(path: str):
+    """(the decoded RGB image, None), or (None, what went wrong, naming `path`)."""
+    try:
+        return load_rgb(path, path), None
+    except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, ... for bad files
+        cause = e.__cause__ or e
+        if isinstance(cause, Image.DecompressionBombError):
+            return None, f"{path}: refused as a possible decompression bomb ({cause})"
+        return None, f"{path}: cannot decode the image ({type(cause).__name__}: {cause})"
 
 
 def unique_stems(paths: Sequence[str]) -> list[str]:

@@ -52,6 +52,8 @@ import ml_collections
 import numpy as np
 from clu import metrics as clu_metrics
 
+from vitjax.errors import BadKey, BadValue
+
 BUILTIN_PLUGINS = ("vitjax.tasks.classification", "vitjax.tasks.segmentation", "vitjax.tasks.detection")
 ENTRY_POINT_GROUP = "vitjax.tasks"
 # Keys of `config.task` read by the registry itself rather than by the plugin.
@@ -84,8 +86,8 @@ class Task(abc.ABC):
         self.config = _resolve_config(type(self), config)
         self.class_names = list(class_names)
         if self.has_classes and not self.class_names:
-            raise ValueError(f"Task {self.name!r} needs at least one class name; got none. A task "
-                             f"without classes sets `has_classes = False`.")
+            raise BadValue(f"Task {self.name!r} needs at least one class name; got none. A task "
+                           f"without classes sets `has_classes = False`.")
 
     @property
     def num_classes(self) -> int:
@@ -197,7 +199,7 @@ def _resolve_config(cls: type[Task], config: ml_collections.ConfigDict) -> ml_co
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise KeyError(
+            raise BadKey(
                 f"config.task.{key} is not a knob of task {cls.name!r}.{hint} "
                 f"Its knobs are: {', '.join(sorted(resolved.keys())) or '(none)'}."
             )
@@ -216,7 +218,7 @@ def register_task(name: str):
             )
         existing = _TASKS.get(name)
         if existing is not None and existing is not cls:
-            raise ValueError(
+            raise BadValue(
                 f"Task name {name!r} is already registered by {existing.__module__}.{existing.__qualname__}; "
                 f"{cls.__module__}.{cls.__qualname__} must use another name."
             )
@@ -239,7 +241,7 @@ def get_task(name: str) -> type[Task]:
     except KeyError:
         close = difflib.get_close_matches(name, available_tasks(), n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise KeyError(
+        raise BadKey(
             f"Unknown task {name!r} (config.task.name).{hint} Available tasks: "
             f"{', '.join(available_tasks()) or '(none)'}. A third-party task must be listed in "
             f"config.task.plugins (a module path or .py file) or installed under the "

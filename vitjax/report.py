@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from vitjax.errors import BadValue
+
 # Confusion matrices up to this many classes get a count written in each cell.
 _ANNOTATE_MAX_CLASSES = 30
 
@@ -39,7 +41,7 @@ def plot_learning_curves(
                 xs.append(entry["epoch"])
                 ys.append(float(value))
     if not series:
-        raise ValueError(
+        raise BadValue(
             f"plot_learning_curves: no '<split>/<metric>' values for metrics {list(metrics)} in the history "
             f"({len(history)} epochs); each entry needs e.g. 'train/loss' and an 'epoch'."
         )
@@ -69,7 +71,7 @@ def plot_confusion_matrix(
     matrix = np.asarray(matrix)
     num_classes = len(class_names)
     if matrix.shape != (num_classes, num_classes):
-        raise ValueError(
+        raise BadValue(
             f"plot_confusion_matrix: matrix has shape {matrix.shape} but there are {num_classes} class names."
         )
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+from vitjax.errors import BadKey, BadValue
+
 
 @dataclasses.dataclass
 class MetricTracker:
@@ -24,7 +26,7 @@ class MetricTracker:
 
     def __post_init__(self):
         if self.mode not in ("min", "max"):
-            raise ValueError(f"{self.config_key}={self.mode!r}: use 'min' (losses) or 'max' (accuracies)")
+            raise BadValue(f"{self.config_key}={self.mode!r}: use 'min' (losses) or 'max' (accuracies)")
 
     def record(self, value: float) -> bool:
         """Records one evaluation's value; True when it improved on the best (which it becomes)."""
@@ -49,6 +51,6 @@ class MetricTracker:
 def tracked_value(summary: dict, metric: str, task_name: str, key: str) -> float:
     """`summary[metric]`; a metric the task does not produce is a KeyError naming the config `key`."""
     if metric not in summary:
-        raise KeyError(f"{key}={metric!r} is not a metric of the {task_name!r} task; it produces "
-                       f"{sorted(summary)}. Set {key} to one of them.")
+        raise BadKey(f"{key}={metric!r} is not a metric of the {task_name!r} task; it produces "
+                     f"{sorted(summary)}. Set {key} to one of them.")
     return float(summary[metric])

@@ -21,6 +21,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from vitjax.checkpoints.hf_names import KINDS, Kind, Row
 from vitjax.checkpoints.posemb import resize_posemb
 from vitjax.checkpoints.preprocessing import Preprocessing
+from vitjax.errors import BadKey, BadValue
 from vitjax.models.model import build_model
 from vitjax.models.vit import ViTSpec
 
@@ -73,15 +74,15 @@ def convert(rows: list[Row], source: Source, expected: dict) -> dict[str, np.nda
     spec = source.spec
     for row in rows:
         if row.hf not in source.tensors:
-            raise KeyError(f"{source.weights} has no tensor {row.hf!r} (needed for {row.flax}); the file does not "
-                           f"match its config ({spec.family}, {spec.num_layers} layers, qkv_bias={spec.qkv_bias}). "
-                           "Re-save the checkpoint with its library's own save function.")
+            raise BadKey(f"{source.weights} has no tensor {row.hf!r} (needed for {row.flax}); the file does not "
+                         f"match its config ({spec.family}, {spec.num_layers} layers, qkv_bias={spec.qkv_bias}). "
+                         "Re-save the checkpoint with its library's own save function.")
         value = kind_of(row).to_flax(part_of(source.tensors[row.hf].astype(np.float32), row))
         if row.flax not in expected or value.shape != expected[row.flax].shape:
             want = tuple(expected[row.flax].shape) if row.flax in expected else "no such parameter"
-            raise ValueError(f"{source.weights}: tensor {row.hf!r} has shape {tuple(source.tensors[row.hf].shape)}, "
-                             f"which does not fit {row.flax} {want} implied by the config; fix the config "
-                             "(hidden_size, patch_size, image_size, ...) or the file.")
+            raise BadValue(f"{source.weights}: tensor {row.hf!r} has shape {tuple(source.tensors[row.hf].shape)}, "
+                           f"which does not fit {row.flax} {want} implied by the config; fix the config "
+                           "(hidden_size, patch_size, image_size, ...) or the file.")
         params[row.flax] = np.ascontiguousarray(value)
     return params
 
@@ -103,13 +104,19 @@ def to_tensors(rows: list[Row], flat: dict) -> dict[str, np.ndarray]:
 def _target_labels(ckpt_labels: dict[int, str] | None, num_labels: int | None,
                    id2label: dict | None) -> dict[int, str] | None:
     """The label set asked for: id2label if given, else num_labels generic names, else the checkpoint's."""
+    if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int)
+                                   or num_labels < 1):
+        raise BadValue(f"num_labels={num_labels!r}: a classifier needs at least one label; pass a whole "
+                       f"number >= 1 (or id2label).")
     if id2label is not None:
+        if not id2label:
+            raise BadValue("id2label is empty: a classifier needs at least one label.")
         id2label = {int(k): str(v) for k, v in id2label.items()}
         if sorted(id2label) != list(range(len(id2label))):
-            raise ValueError(f"id2label keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
+            raise BadValue(f"id2label keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
         if num_labels is not None and num_labels != len(id2label):
-            raise ValueError(f"num_labels={num_labels} conflicts with id2label, which has {len(id2label)} "
-                             "labels; pass only id2label (num_labels is then its length).")
+            raise BadValue(f"num_labels={num_labels} conflicts with id2label, which has {len(id2label)} "
+                           "labels; pass only id2label (num_labels is then its length).")
         return id2label
     if num_labels is not None:
         if ckpt_labels is not None and len(ckpt_labels) == num_labels:
@@ -131,13 +138,17 @@ def _choose_head(source: Source, num_labels, id2label, name,
             ckpt_labels = {i: f"LABEL_{i}" for i in range(head_size)}
     labels = _target_labels(ckpt_labels, num_labels, id2label)
     if labels is None and need_labels:
-        raise ValueError(f"{name} has no classification head (its weights hold only the backbone); pass "
-                         "num_labels=... or id2label={0: 'cat', ...} to add a new head.")
+        raise BadValue(f"{name} has no classification head (its weights hold only the backbone); pass "
+                       "num_labels=... or id2label={0: 'cat', ...} to add a new head.")
     # Keep the checkpoint's head for the same label set; a head of the right size whose classes
     # have other names (e.g. digits 0-4 -> 5-9) knows nothing of the new classes: start afresh.
     same_size = source.head_pooling is not None and labels is not None and len(labels) == len(ckpt_labels)
     generic = ckpt_labels is not None and all(v == f"LABEL_{k}" for k, v in ckpt_labels.items())
     keep_head = same_size and (id2label is None or generic or labels == ckpt_labels)
+    if keep_head and labels != ckpt_labels:
+        log.warning("%s: keeping the checkpoint's trained head of %d classes, its generic labels %s "
+                    "renamed to %s; pass id2label of another size (or train) for a fresh head.",
+                    name, len(labels), list(ckpt_labels.values())[:3], list(labels.values())[:3])
     pooling = source.head_pooling if keep_head else source.default_pooling
     return pooling, labels, keep_head
 
@@ -155,8 +166,8 @@ def assemble(source: Source, name, num_labels: int | None = None, id2label: dict
     used = {r.hf for r in rows} | {r.hf for r in source.head_rows}
     ignored = sorted(set(source.tensors) - used)
     if ignored and source.strict:
-        raise ValueError(f"{source.weights} holds tensors vitjax cannot map ({ignored[:8]}{' ...' if len(ignored) > 8 else ''}): "
-                         f"an unsupported {spec.family} variant (qk-norm, SwiGLU, RMSNorm, ...).")
+        raise BadValue(f"{source.weights} holds tensors vitjax cannot map ({ignored[:8]}{' ...' if len(ignored) > 8 else ''}): "
+                       f"an unsupported {spec.family} variant (qk-norm, SwiGLU, RMSNorm, ...).")
     if ignored:
         log.info("ignored %d tensors of %s not used by vitjax: %s", len(ignored), source.weights, ignored)
 
@@ -169,8 +180,8 @@ def assemble(source: Source, name, num_labels: int | None = None, id2label: dict
     initialised = sorted(path for path in expected if path not in params)
     missing = [path for path in initialised if not path.startswith("head/")]
     if missing:
-        raise ValueError(f"{source.weights} lacks the backbone parameters {missing}; the checkpoint does not "
-                         f"match its config ({spec.family}).")
+        raise BadValue(f"{source.weights} lacks the backbone parameters {missing}; the checkpoint does not "
+                       f"match its config ({spec.family}).")
     if fill_head:
         for path in initialised:  # a new head starts at zero (as big_vision); HF draws N(0, 0.02)
             params[path] = np.zeros(expected[path].shape, np.float32)

@@ -17,6 +17,7 @@ from vitjax.checkpoints.convert import Checkpoint, assemble
 from vitjax.checkpoints.hf_export import export_hf
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.checkpoints.timm_export import export_timm
+from vitjax.errors import BadValue
 from vitjax.models.heads import DEFAULT_POOLING
 from vitjax.models.vit import ViTSpec
 
@@ -45,8 +46,8 @@ def load_checkpoint(name_or_path, num_labels: int | None = None, id2label: dict 
         elif "model_type" in config:
             source = hf_load.read_hf(files, name)
         else:
-            raise ValueError(f"{files[hf_load.CONFIG]} has neither `model_type` (transformers) nor `architecture` "
-                             f"(timm); vitjax loads {supported()}.")
+            raise BadValue(f"{files[hf_load.CONFIG]} has neither `model_type` (transformers) nor `architecture` "
+                           f"(timm); vitjax loads {supported()}.")
     return assemble(source, name, num_labels, id2label, image_size, fill_head)
 
 

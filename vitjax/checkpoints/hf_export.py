@@ -20,6 +20,7 @@ from safetensors.numpy import save_file
 from vitjax.checkpoints.convert import to_tensors
 from vitjax.checkpoints.hf_load import CONFIG, HF_FAMILIES, PREPROCESSOR, WEIGHTS
 from vitjax.checkpoints.preprocessing import Preprocessing
+from vitjax.errors import BadValue
 from vitjax.models.vit import ViTSpec
 
 
@@ -27,8 +28,8 @@ def hf_tensors(spec: ViTSpec, params: dict, pooling: str) -> dict[str, np.ndarra
     """vitjax params -> HF safetensors dict of the family's classification model."""
     family = HF_FAMILIES[spec.family]
     if pooling not in family.heads:
-        raise ValueError(f"no transformers class for a {spec.family} backbone with a {pooling!r} head; "
-                         f"exportable heads: {sorted(family.architectures)}")
+        raise BadValue(f"no transformers class for a {spec.family} backbone with a {pooling!r} head; "
+                       f"exportable heads: {sorted(family.architectures)}")
     flat = flatten_dict(params, sep="/")
     rows = [dataclasses.replace(r, flax="backbone/" + r.flax) for r in family.backbone_rows(spec, family.prefixes[0])]
     rows += [dataclasses.replace(r, flax="head/" + r.flax) for r in family.head_rows(pooling)]
@@ -41,8 +42,8 @@ def hf_config(spec: ViTSpec, pooling: str, id2label: dict[int, str]) -> dict:
     architecture = family.architectures.get(pooling) if family else None
     if architecture is None:
         exportable = sorted((name, p) for name, f in HF_FAMILIES.items() for p in f.architectures)
-        raise ValueError(f"no transformers class for a {spec.family} backbone with a {pooling!r} head; "
-                         f"exportable: {exportable}")
+        raise BadValue(f"no transformers class for a {spec.family} backbone with a {pooling!r} head; "
+                       f"exportable: {exportable}")
     labels = {int(k): str(v) for k, v in id2label.items()}
     return {
         "architectures": [architecture],
@@ -74,7 +75,11 @@ def write_folder(directory: str | os.PathLike, tensors: dict[str, np.ndarray], j
         for name, content in json_files.items():
             with open(os.path.join(staging, name), "w") as f:
                 json.dump(content, f, indent=2)
-        os.chmod(staging, 0o755)
+        mask = os.umask(0)
+        os.umask(mask)
+        for name in os.listdir(staging):  # safetensors writes 0600; the folder is shared like any other
+            os.chmod(os.path.join(staging, name), 0o666 & ~mask)
+        os.chmod(staging, 0o777 & ~mask)
         old = None
         if os.path.exists(directory):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.old.", dir=parent)

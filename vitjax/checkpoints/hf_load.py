@@ -12,13 +12,13 @@ import logging
 import os
 
 import numpy as np
-from safetensors import safe_open
-from safetensors.numpy import load_file
 
-from vitjax.checkpoints import clip, hf_names, siglip
+from vitjax.checkpoints import clip, hf_names, siglip, validate
 from vitjax.checkpoints.convert import Checkpoint, Source, assemble
 from vitjax.checkpoints.hf_names import HFFamily
 from vitjax.checkpoints.preprocessing import Preprocessing
+from vitjax.errors import BadValue
+from vitjax.files import read_json
 from vitjax.models.heads import DEFAULT_POOLING
 from vitjax.models.vit import ViTSpec
 
@@ -64,7 +64,7 @@ def _shards(index_path: str) -> list[str]:
     with open(index_path) as f:
         weight_map = json.load(f).get("weight_map")
     if not weight_map:
-        raise ValueError(f"{index_path} has no weight_map; re-save the checkpoint with save_pretrained.")
+        raise BadValue(f"{index_path} has no weight_map; re-save the checkpoint with save_pretrained.")
     return list(dict.fromkeys(weight_map.values()))
 
 
@@ -107,11 +107,7 @@ def read_tensors(paths: list[str]) -> dict[str, np.ndarray]:
     """All tensors of safetensors files as numpy; bfloat16 files, which numpy cannot read, go through JAX."""
     tensors = {}
     for path in paths:
-        try:
-            tensors.update(load_file(path))
-        except TypeError:
-            with safe_open(path, framework="flax") as f:
-                tensors.update({name: np.asarray(f.get_tensor(name).astype(np.float32)) for name in f.keys()})
+        tensors.update(validate.read_safetensors(path))  # a truncated or corrupt file is named
     return tensors
 
 
@@ -122,7 +118,7 @@ def family_of(config: dict, path: str) -> HFFamily:
 
         hint = (" SigLIP 2 NaFlex (variable resolution) towers are not supported; the fixed-resolution SigLIP 2 "
                 "repos (model_type siglip) are." if model_type == "siglip2" else "")
-        raise ValueError(f"{path}: model_type={model_type!r} is not supported; vitjax loads {supported()}.{hint}")
+        raise BadValue(f"{path}: model_type={model_type!r} is not supported; vitjax loads {supported()}.{hint}")
     return MODEL_TYPES[model_type]
 
 
@@ -130,13 +126,13 @@ def _read_preprocessing(path: str | None, spec: ViTSpec, source) -> Preprocessin
     if path is None:
         log.warning("%s has no %s; using ViTImageProcessor defaults at %s", source, PREPROCESSOR, spec.image_size)
         return Preprocessing.default(spec.image_size)
-    with open(path) as f:
-        return Preprocessing.from_hf(json.load(f))
+    config = read_json(path, "download or save the checkpoint again")
+    validate.check_preprocessor_config(config, path)
+    return Preprocessing.from_hf(config)
 
 
 def read_config(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path, "download or save the checkpoint again")
 
 
 def read_hf(files: dict, name_or_dir) -> Source:
@@ -144,6 +140,7 @@ def read_hf(files: dict, name_or_dir) -> Source:
     config = read_config(files[CONFIG])
     family = family_of(config, files[CONFIG])
     vision = config.get(family.vision_config_key, config) if family.vision_config_key else config
+    validate.check_model_config(vision, files[CONFIG])
     spec = family.spec_from_config(vision)
     tensors = read_tensors(files[WEIGHTS])
     anchor = family.backbone_rows(spec)[0].hf

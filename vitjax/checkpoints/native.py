@@ -14,6 +14,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vitjax.files import read_json
+
 MODEL_FILE = "vitjax_model.json"
 PARAMS_DIR = "params"
 
@@ -40,7 +42,6 @@ def load_native(directory: str) -> tuple[dict, dict]:
     path = os.path.join(directory, MODEL_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{directory} is not a vitjax model folder: {MODEL_FILE} is missing.")
-    with open(path, encoding="utf-8") as f:
-        info = json.load(f)
+    info = read_json(path, "export the model again")
     params = ocp.StandardCheckpointer().restore(os.path.join(directory, PARAMS_DIR))
     return info, jax.tree.map(np.asarray, params)

@@ -12,6 +12,7 @@ import numpy as np
 from vitjax.checkpoints.convert import Source
 from vitjax.checkpoints.hf_names import Kind, Row
 from vitjax.checkpoints.timm_names import preprocessing_from_cfg
+from vitjax.errors import BadValue
 from vitjax.models.vit import ViTSpec
 
 SUPPORTED = "vision_transformer/AugReg layout: embedding, cls, Transformer/encoderblock_N, encoder_norm, head"
@@ -61,14 +62,14 @@ def read_npz(path: str) -> Source:
         raw = {name: np.asarray(f[name]) for name in f.files}
     prefix = next((p for p in ("", "opt/target/") if p + "embedding/kernel" in raw), None)
     if prefix is None:
-        raise ValueError(f"{path} has no embedding/kernel; vitjax reads the {SUPPORTED}.")
+        raise BadValue(f"{path} has no embedding/kernel; vitjax reads the {SUPPORTED}.")
     tensors = {name[len(prefix):]: value for name, value in raw.items() if name.startswith(prefix)}
     kernel = tensors["embedding/kernel"]
     patch, channels, hidden = kernel.shape[0], kernel.shape[2], kernel.shape[3]
     positions = tensors["Transformer/posembed_input/pos_embedding"].shape[1] - 1
     side = int(round(positions ** 0.5))
     if side * side != positions:
-        raise ValueError(f"{path}: {positions} position embeddings are not a square grid.")
+        raise BadValue(f"{path}: {positions} position embeddings are not a square grid.")
     depth = len({name.split("/")[1] for name in tensors if name.startswith("Transformer/encoderblock_")})
     spec = ViTSpec(
         family="timm", image_size=side * patch, patch_size=patch, num_channels=channels, hidden_size=hidden,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from vitjax.errors import BadValue
 from vitjax.models.interpolation import resize_grid
 
 
@@ -14,7 +15,7 @@ def resize_posemb(posemb: np.ndarray, num_prefix_tokens: int, old_grid: tuple[in
     """Resize HF-layout position embeddings [1, prefix + gh*gw, D], keeping the prefix (CLS/distillation)."""
     expected = num_prefix_tokens + old_grid[0] * old_grid[1]
     if posemb.ndim != 3 or posemb.shape[1] != expected:
-        raise ValueError(
+        raise BadValue(
             f"position embeddings of shape {tuple(posemb.shape)} do not fit {num_prefix_tokens} prefix token(s) "
             f"+ a {old_grid[0]}x{old_grid[1]} patch grid ({expected} positions); check image_size/patch_size."
         )

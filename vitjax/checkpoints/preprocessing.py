@@ -20,6 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image, ImageOps
 
+from vitjax.errors import BadValue
 from vitjax.images import to_rgb
 
 IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
@@ -33,8 +34,8 @@ def _hw(value: Any, key: str) -> tuple[int, int]:
         return value, value
     if isinstance(value, dict) and "height" in value and "width" in value:
         return int(value["height"]), int(value["width"])
-    raise ValueError(f"preprocessor_config.json: {key}={value!r} is not supported; expected an int or "
-                     "{'height': H, 'width': W}")
+    raise BadValue(f"preprocessor_config.json: {key}={value!r} is not supported; expected an int or "
+                   "{'height': H, 'width': W}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,10 +59,10 @@ class Preprocessing:
 
     def __post_init__(self):
         if self.do_resize and sum(x is not None for x in (self.size, self.shortest_edge, self.cover)) != 1:
-            raise ValueError("Preprocessing needs exactly one of size=(H, W), shortest_edge=N or cover=(H, W) "
-                             "to resize")
+            raise BadValue("Preprocessing needs exactly one of size=(H, W), shortest_edge=N or cover=(H, W) "
+                           "to resize")
         if self.crop is None and (not self.do_resize or self.size is None):
-            raise ValueError("Preprocessing without a fixed resize size needs crop=(H, W) to fix the input size")
+            raise BadValue("Preprocessing without a fixed resize size needs crop=(H, W) to fix the input size")
 
     # --- construction -------------------------------------------------------------------------------
     @classmethod

@@ -9,6 +9,7 @@ tokens (head pooling "mean"), which is also what a new head starts as, so export
 from __future__ import annotations
 
 from vitjax.checkpoints.hf_names import CLASSIFIER, HFFamily, Row, fused, linear, norm
+from vitjax.errors import BadValue
 from vitjax.models.vit import ViTSpec
 
 _LAYER = "encoder.layers.{i}"
@@ -65,7 +66,7 @@ def tower_spec(config: dict, family: str, defaults: dict, **flags) -> ViTSpec:
 def tower_config(spec: ViTSpec, model_type: str) -> dict:
     """spec -> a SigLIP / CLIP vision config dict."""
     if spec.image_size[0] != spec.image_size[1]:
-        raise ValueError(f"{model_type}'s config holds one image_size; {spec.image_size} is not square")
+        raise BadValue(f"{model_type}'s config holds one image_size; {spec.image_size} is not square")
     return {
         "model_type": model_type,
         "image_size": spec.image_size[0],

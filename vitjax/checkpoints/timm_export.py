@@ -17,6 +17,7 @@ from vitjax.checkpoints.hf_export import write_folder
 from vitjax.checkpoints.hf_load import CONFIG
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.checkpoints.timm_names import ACTIVATIONS, HEAD_ROWS, INTERPOLATIONS, POOLS, backbone_rows
+from vitjax.errors import BadValue
 from vitjax.models.vit import ViTSpec
 
 _ACT_NAMES = {hf: timm for timm, hf in ACTIVATIONS.items()}
@@ -39,8 +40,8 @@ def architecture(spec: ViTSpec) -> str:
     if spec.layer_norm_eps not in (1e-5, 1e-6) or spec.hidden_act not in _ACT_NAMES:
         problems.append(f"layer_norm_eps={spec.layer_norm_eps}, hidden_act={spec.hidden_act!r}")
     if problems:
-        raise ValueError(f"a {spec.family} backbone with {'; '.join(problems)} has no timm VisionTransformer "
-                         "equivalent; export it with save_pretrained (transformers) or in vitjax's format.")
+        raise BadValue(f"a {spec.family} backbone with {'; '.join(problems)} has no timm VisionTransformer "
+                       "equivalent; export it with save_pretrained (transformers) or in vitjax's format.")
     if spec.distillation_token:
         return "deit_base_distilled_patch16_224"
     return "vit_base_patch16_clip_224" if spec.layer_norm_eps == 1e-5 else "vit_base_patch16_224"
@@ -82,9 +83,9 @@ def export_timm(directory: str | os.PathLike, spec: ViTSpec, params: dict, id2la
     """Write `directory` in timm's format (atomically, as `hf_export.write_folder`). Returns the path."""
     timm_head = "cls_distillation" if spec.distillation_token else "pooled"
     if pooling != timm_head:
-        raise ValueError(f"timm's {'distilled ' if spec.distillation_token else ''}VisionTransformer classifies "
-                         f"with a {timm_head!r} head; a {pooling!r} head has no timm equivalent (set "
-                         f"config.task.pooling={timm_head!r}).")
+        raise BadValue(f"timm's {'distilled ' if spec.distillation_token else ''}VisionTransformer classifies "
+                       f"with a {timm_head!r} head; a {pooling!r} head has no timm equivalent (set "
+                       f"config.task.pooling={timm_head!r}).")
     arch = architecture(spec)
     rows = [dataclasses.replace(r, flax="backbone/" + r.flax) for r in backbone_rows(spec)]
     rows += [dataclasses.replace(r.resolved(), flax="head/" + r.flax) for r in HEAD_ROWS[pooling]]

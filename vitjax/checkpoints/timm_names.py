@@ -20,6 +20,7 @@ from vitjax.checkpoints.convert import Source
 from vitjax.checkpoints.hf_load import CONFIG, WEIGHTS, read_tensors
 from vitjax.checkpoints.hf_names import Row, fused, linear, norm
 from vitjax.checkpoints.preprocessing import Preprocessing
+from vitjax.errors import BadValue
 from vitjax.models.vit import ViTSpec
 
 SUPPORTED = ("vit_* / deit_* / deit3_* VisionTransformer and deit_*_distilled_* (class token or not, registers, "
@@ -86,24 +87,24 @@ def _num_heads(architecture: str, args: dict, path: str) -> int:
     for size, heads in HEADS.items():
         if f"_{size}_" in f"_{architecture}_":
             return heads
-    raise ValueError(f"{path}: cannot tell the number of attention heads of {architecture!r}; add "
-                     "\"model_args\": {\"num_heads\": N} to its config.json.")
+    raise BadValue(f"{path}: cannot tell the number of attention heads of {architecture!r}; add "
+                   "\"model_args\": {\"num_heads\": N} to its config.json.")
 
 
 def spec_from_timm(config: dict, tensors: dict, path: str) -> ViTSpec:
     """timm's config.json + its tensors -> spec (see the module docstring)."""
     architecture = config["architecture"].split(".")[0]
     if not _ARCHITECTURE.match(architecture):
-        raise ValueError(f"{path}: timm architecture {architecture!r} is not supported; vitjax loads timm's {SUPPORTED}.")
+        raise BadValue(f"{path}: timm architecture {architecture!r} is not supported; vitjax loads timm's {SUPPORTED}.")
     args = config.get("model_args", {})
     unsupported = {k: args[k] for k, default in UNSUPPORTED_ARGS.items() if args.get(k, default) != default}
     if unsupported:
-        raise ValueError(f"{path}: timm model_args {unsupported} are not supported; vitjax loads timm's {SUPPORTED}.")
+        raise BadValue(f"{path}: timm model_args {unsupported} are not supported; vitjax loads timm's {SUPPORTED}.")
     pool = config.get("global_pool", args.get("global_pool", "token"))
     if "attn_pool.latent" in tensors:
         pool = "map"
     if pool not in POOLS:
-        raise ValueError(f"{path}: global_pool={pool!r} is not supported; vitjax pools with {sorted(POOLS)}.")
+        raise BadValue(f"{path}: global_pool={pool!r} is not supported; vitjax pools with {sorted(POOLS)}.")
     kernel = tensors["patch_embed.proj.weight"]
     hidden, channels, patch = kernel.shape[0], kernel.shape[1], kernel.shape[2]
     size = args.get("img_size", config.get("pretrained_cfg", {}).get("input_size", [3, 224, 224])[1:])
@@ -119,11 +120,11 @@ def spec_from_timm(config: dict, tensors: dict, path: str) -> ViTSpec:
     elif positions == patches:
         posemb_prefix = "none"
     else:
-        raise ValueError(f"{path}: pos_embed has {positions} positions, which fits neither {patches} patches of "
-                         f"{size} nor those plus {prefix} prefix tokens; fix img_size in config.json.")
+        raise BadValue(f"{path}: pos_embed has {positions} positions, which fits neither {patches} patches of "
+                       f"{size} nor those plus {prefix} prefix tokens; fix img_size in config.json.")
     act = args.get("act_layer") or ("quick_gelu" if "quickgelu" in architecture else "gelu")
     if act not in ACTIVATIONS:
-        raise ValueError(f"{path}: act_layer={act!r} is not supported; use one of {sorted(ACTIVATIONS)}.")
+        raise BadValue(f"{path}: act_layer={act!r} is not supported; use one of {sorted(ACTIVATIONS)}.")
     depth = len({name.split(".")[1] for name in tensors if name.startswith("blocks.")})
     return ViTSpec(
         family="timm",
@@ -163,8 +164,8 @@ def preprocessing_from_cfg(cfg: dict) -> Preprocessing:
     if mode == "squash":
         return Preprocessing(size=scale, **common)
     if mode != "center":
-        raise ValueError(f"timm crop_mode={mode!r} is not supported; vitjax follows timm's 'center' and "
-                         "'squash' eval transforms.")
+        raise BadValue(f"timm crop_mode={mode!r} is not supported; vitjax follows timm's 'center' and "
+                       "'squash' eval transforms.")
     if scale[0] == scale[1]:
         return Preprocessing(size=None, shortest_edge=scale[0], **common)
     return Preprocessing(size=None, cover=scale, **common)

@@ -18,7 +18,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from vitjax.data.leftovers import remove_dead_ram_caches
 from vitjax.data.transforms import load_rgb
+from vitjax.errors import BadValue
 
 
 class DecodedSource:
@@ -88,16 +90,17 @@ def cache_path(data_cfg, records, kind: str, shape, extra: str) -> str | None:
     name = f"vitjax-{kind}-{shape[0]}x{shape[1]}-{fingerprint(records, kind, shape, extra)}.u8"
     if mode == "ram":
         folder = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+        remove_dead_ram_caches(folder)
         path = os.path.join(folder, f"{os.getpid()}-{name}")
         atexit.register(_remove, path)
         return path
     if mode == "disk":
         folder = data_cfg.cache_dir
         if not folder:
-            raise ValueError("config.data.cache='disk' needs config.data.cache_dir (a folder for the cache).")
+            raise BadValue("config.data.cache='disk' needs config.data.cache_dir (a folder for the cache).")
         os.makedirs(folder, exist_ok=True)
         return os.path.join(folder, name)
-    raise ValueError(f"config.data.cache={mode!r}: use 'none', 'ram' or 'disk'.")
+    raise BadValue(f"config.data.cache={mode!r}: use 'none', 'ram' or 'disk'.")
 
 
 def _remove(path: str) -> None:

@@ -2,22 +2,26 @@
 
 Scanned with `os.scandir`, files sorted by their raw (byte) names so the order is the same on every
 machine and locale; names that are not valid UTF-8 are kept (surrogate-escaped) and opened as they are.
-Hidden entries (".DS_Store", ".ipynb_checkpoints") are ignored. Checked at scan time: an empty class
-folder, a split with no images, a zero-byte image file, a file that is not an image by its
-extension, and class folders whose names differ only by case ("Cat", "cat": two classes here, one
-folder on macOS/Windows) each stop with an error naming them (zero-byte and non-image files are
-skipped with a warning listing them under `config.data.skip_corrupt`). Corrupt image contents are
-found when the image is decoded (the error names the file) or, with `config.data.skip_corrupt`, by a scan before training.
+Hidden entries (".DS_Store", ".ipynb_checkpoints") are ignored. One scan finds every problem of the
+folder and reports them together, grouped with their fixes (`problems.Problems`): files beside the
+class folders, entries that are not images by their extension, zero-byte files, images that do not
+decode (each decoded at reduced size, in threads) and empty class folders. With
+`config.data.skip_corrupt` they are listed in one warning and left out (a class folder left without
+images is dropped). Class folders whose names differ only by case ("Cat", "cat": two classes here,
+one folder on macOS/Windows) and a split with no images stop with an error naming them.
 """
 from __future__ import annotations
 
-import logging
 import os
+from concurrent import futures
 from typing import Any
 
 import numpy as np
 
+from vitjax.data.problems import Problems
 from vitjax.data.records import SPLIT_ALIASES, RecordSource
+from vitjax.data.transforms import is_readable
+from vitjax.errors import BadValue
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                               ".pgm", ".pbm", ".jfif", ".jp2", ".ico"})
@@ -52,56 +56,67 @@ def _entries(folder: str) -> list[os.DirEntry]:
         return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: os.fsencode(e.name))
 
 
-def _scan_classes(split_dir: str, skip_corrupt: bool) -> dict[str, list[str]]:
-    """class name -> sorted image paths, for one folder of class subfolders."""
+def _scan_classes(split_dir: str, problems: Problems) -> dict[str, list[str]]:
+    """class name -> sorted image paths, for one folder of class subfolders; problems are noted."""
     entries = _entries(split_dir)
-    stray = [e.path for e in entries if not e.is_dir()]
-    if stray:
-        raise ValueError(f"{split_dir} should hold only class subfolders, but has files {stray[:5]}"
-                         f"{'...' if len(stray) > 5 else ''}. Move them into a class folder or remove them.")
+    for entry in entries:
+        if not entry.is_dir():
+            problems.add("stray", entry.path)
     classes = {}
-    for class_entry in entries:
+    for class_entry in (e for e in entries if e.is_dir()):
         files = _entries(class_entry.path)
-        bad = [e.path for e in files if not e.is_file()
-               or os.path.splitext(e.name)[1].lower() not in IMAGE_EXTENSIONS]
-        empty = [e.path for e in files if e.path not in bad and e.stat().st_size == 0]
-        if bad or empty:
-            listing = (f"entries that are not image files: {bad} (image extensions: {sorted(IMAGE_EXTENSIONS)})"
-                       if bad else f"zero-byte image files: {empty}")
-            if not skip_corrupt:
-                raise ValueError(f"Class folder {class_entry.path} holds {listing}. Remove or re-copy them, "
-                                 "or set config.data.skip_corrupt=True to skip them with a warning.")
-            logging.warning("skip_corrupt: skipping %d file(s) of %s: %s", len(bad) + len(empty),
-                            class_entry.path, bad + empty)
-            files = [e for e in files if e.path not in bad and e.path not in empty]
+        good = []
+        for entry in files:
+            if not entry.is_file() or os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
+                problems.add("not_image", entry.path)
+            elif entry.stat().st_size == 0:
+                problems.add("zero_byte", entry.path)
+            else:
+                good.append(entry.path)
         if not files:
-            raise ValueError(f"Class folder {class_entry.path} has no images: add its images or delete the folder.")
-        classes[class_entry.name] = [e.path for e in files]
-    if not classes:
-        raise ValueError(f"Split folder {split_dir} has no class subfolders with images: expected "
-                         f"{split_dir}/<class>/<image files>.")
+            problems.add("empty_class", class_entry.path)
+        if good:
+            classes[class_entry.name] = good
     return classes
+
+
+def _undecodable(paths: list[str], threads: int = 8) -> list[str]:
+    records = [{"image": path} for path in paths]
+    with futures.ThreadPoolExecutor(threads) as pool:
+        readable = list(pool.map(lambda i: is_readable(records, i), range(len(records))))
+    return [path for path, ok in zip(paths, readable) if not ok]
 
 
 def scan_folder(root: str, skip_corrupt: bool = False) -> tuple[dict[str, RecordSource], list[str]]:
     """Scans an image folder; class names are the union of the class folders of all splits, sorted.
 
-    With `skip_corrupt`, zero-byte and non-image files are skipped with a warning instead of an error.
+    Every problem of the folder is reported at once; with `skip_corrupt` they are left out with a warning.
     """
     root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isdir(root):
         raise FileNotFoundError(f"Image folder {root} does not exist: check config.data.source.")
+    problems = Problems()
     names = {e.name for e in _entries(root) if e.is_dir()}
     known = {alias for aliases in SPLIT_ALIASES.values() for alias in aliases}
     split_dirs = sorted(names & known)
     if split_dirs:
         other = sorted(names - known)
         if other:
-            raise ValueError(f"{root} mixes split folders {split_dirs} with other folders {other}: put class "
-                             "folders inside the split folders (root/train/<class>/...).")
-        scanned = {s: _scan_classes(os.path.join(root, s), skip_corrupt) for s in split_dirs}
+            raise BadValue(f"{root} mixes split folders {split_dirs} with other folders {other}: put class "
+                           "folders inside the split folders (root/train/<class>/...).")
+        scanned = {s: _scan_classes(os.path.join(root, s), problems) for s in split_dirs}
     else:
-        scanned = {"train": _scan_classes(root, skip_corrupt)}
+        scanned = {"train": _scan_classes(root, problems)}
+    for path in _undecodable([p for classes in scanned.values() for ps in classes.values() for p in ps]):
+        problems.add("unreadable", path)
+    problems.report(f"image folder {root}", skip_corrupt)
+    unreadable = problems.paths("unreadable")
+    scanned = {split: {c: kept for c, paths in classes.items() if (kept := [p for p in paths if p not in unreadable])}
+               for split, classes in scanned.items()}
+    for split, classes in scanned.items():
+        if not classes:
+            raise BadValue(f"Split folder {os.path.join(root, split) if split_dirs else root} has no class "
+                           f"subfolders with images: expected <split>/<class>/<image files>.")
     class_names = sorted({c for classes in scanned.values() for c in classes}, key=os.fsencode)
     _check_case_clashes(root, class_names)
     index = {c: i for i, c in enumerate(class_names)}
@@ -119,6 +134,6 @@ def _check_case_clashes(root: str, class_names: list[str]) -> None:
         by_folded.setdefault(name.casefold(), []).append(name)
     clashes = [names for names in by_folded.values() if len(names) > 1]
     if clashes:
-        raise ValueError(f"{root}: class folders {clashes} differ only by case, so they would be "
-                         "separate classes (and one folder on case-insensitive file systems). Merge "
-                         "each group into one folder, or rename them apart.")
+        raise BadValue(f"{root}: class folders {clashes} differ only by case, so they would be "
+                       "separate classes (and one folder on case-insensitive file systems). Merge "
+                       "each group into one folder, or rename them apart.")

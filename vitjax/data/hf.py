@@ -15,6 +15,7 @@ import numpy as np
 from vitjax.data import splits as splits_lib
 from vitjax.data.records import RecordSource
 from vitjax.data.source_spec import SourceSpec
+from vitjax.errors import BadKey, BadValue
 
 IMAGE_NAMES = ("image", "img")
 LABEL_NAMES = ("label", "labels")
@@ -27,9 +28,9 @@ def load_dataset_dict(spec: SourceSpec):
     try:
         return datasets.load_dataset(spec.name, spec.config)
     except Exception as e:  # the hub raises many kinds; keep the cause, add the fix.
-        raise ValueError(f"config.data.source {spec.text!r}: datasets.load_dataset({spec.name!r}"
-                         f"{', ' + repr(spec.config) if spec.config else ''}) failed: {e}. Check the dataset "
-                         "name/config on the Hub, your network or HF_HUB_OFFLINE, or use a local folder.") from e
+        raise BadValue(f"config.data.source {spec.text!r}: datasets.load_dataset({spec.name!r}"
+                       f"{', ' + repr(spec.config) if spec.config else ''}) failed: {e}. Check the dataset "
+                       "name/config on the Hub, your network or HF_HUB_OFFLINE, or use a local folder.") from e
 
 
 def from_hf(dataset, data_cfg, *, name: str = "hf") -> tuple[dict[str, RecordSource], list[str]]:
@@ -38,7 +39,7 @@ def from_hf(dataset, data_cfg, *, name: str = "hf") -> tuple[dict[str, RecordSou
     if isinstance(dataset, datasets.Dataset):
         dataset = datasets.DatasetDict({"train": dataset})
     if not isinstance(dataset, datasets.DatasetDict) or not dataset:
-        raise ValueError(f"{name}: expected a datasets.Dataset or a non-empty DatasetDict, got {type(dataset)}.")
+        raise BadValue(f"{name}: expected a datasets.Dataset or a non-empty DatasetDict, got {type(dataset)}.")
     first = next(iter(dataset.values()))
     image_col = _pick_column(first, data_cfg.image_column, IMAGE_NAMES, datasets.Image,
                              "image", name)
@@ -58,8 +59,8 @@ def from_hf(dataset, data_cfg, *, name: str = "hf") -> tuple[dict[str, RecordSou
     for split_name, split in dataset.items():
         for col in (image_col, label_col):
             if col not in split.column_names:
-                raise KeyError(f"{name}: split '{split_name}' has no column '{col}' (columns: "
-                               f"{split.column_names}). Set config.data.image_column/label_column.")
+                raise BadKey(f"{name}: split '{split_name}' has no column '{col}' (columns: "
+                             f"{split.column_names}). Set config.data.image_column/label_column.")
         splits[split_name] = HFSource(f"{name}/{split_name}", split, image_col, label_col, string_names)
     return splits, class_names
 
@@ -70,7 +71,7 @@ def _pick_column(ds, configured: str | None, names: Sequence[str], feature_type,
     key = f"config.data.{what}_column"
     if configured is not None:
         if configured not in columns:
-            raise KeyError(f"{where}: {key}={configured!r} is not a column; the columns are {columns}.")
+            raise BadKey(f"{where}: {key}={configured!r} is not a column; the columns are {columns}.")
         return configured
     by_name = [c for c in names if c in columns]
     typed = [c for c in columns if isinstance(ds.features[c], feature_type)]
@@ -80,10 +81,10 @@ def _pick_column(ds, configured: str | None, names: Sequence[str], feature_type,
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        raise KeyError(f"{where}: no {what} column found among the columns {columns} (looked for "
-                       f"{list(names)} or a {feature_type.__name__} feature). Set {key} to the right column.")
-    raise ValueError(f"{where}: the {what} column is ambiguous: {candidates} all qualify (columns: "
-                     f"{columns}). Set {key} to the one to use.")
+        raise BadKey(f"{where}: no {what} column found among the columns {columns} (looked for "
+                     f"{list(names)} or a {feature_type.__name__} feature). Set {key} to the right column.")
+    raise BadValue(f"{where}: the {what} column is ambiguous: {candidates} all qualify (columns: "
+                   f"{columns}). Set {key} to the one to use.")
 
 
 class HFSource:

@@ -22,6 +22,7 @@ import numpy as np
 from vitjax.data import hf, splits as splits_lib, transforms
 from vitjax.data.source_spec import parse_source
 from vitjax.data.records import SPLIT_ALIASES, ImageDataset
+from vitjax.errors import BadKey, BadValue
 
 LABELS_FILE = "labels.csv"
 
@@ -58,7 +59,7 @@ def read_csv_split(folder: Path) -> list[tuple[str, list[str]]]:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if not {"image", "labels"} <= set(reader.fieldnames or ()):
-            raise ValueError(f"{path} needs the columns 'image' and 'labels'; it has {reader.fieldnames}.")
+            raise BadValue(f"{path} needs the columns 'image' and 'labels'; it has {reader.fieldnames}.")
         rows = [(str(folder / row["image"]), [n.strip() for n in row["labels"].split(";") if n.strip()])
                 for row in reader]
     missing = [image for image, _ in rows if not os.path.isfile(image)]
@@ -105,12 +106,12 @@ def from_hf(dataset, data_cfg, name: str = "hf:<in-memory>") -> tuple[dict[str, 
         typed = [c for c in first.column_names if is_label_list(c)]
         label_col = ([c for c in ("labels", "label") if c in typed] or typed or [None])[0]
     if label_col not in first.column_names or not is_label_list(label_col):
-        raise KeyError(f"{name}: multi-label classification needs a Sequence(ClassLabel) column; the "
-                       f"features are {dict(first.features)}. Set config.data.label_column.")
+        raise BadKey(f"{name}: multi-label classification needs a Sequence(ClassLabel) column; the "
+                     f"features are {dict(first.features)}. Set config.data.label_column.")
     image_col = data_cfg.image_column or next(
         (c for c in ("image", "img") if c in first.column_names), None)
     if image_col is None:
-        raise KeyError(f"{name}: no image column among {first.column_names}; set config.data.image_column.")
+        raise BadKey(f"{name}: no image column among {first.column_names}; set config.data.image_column.")
     splits = {}
     for split_name, split in dataset.items():
         split = split.select_columns([image_col, label_col])

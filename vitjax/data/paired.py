@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from vitjax.data import transforms
+from vitjax.errors import BadValue
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,18 +53,18 @@ def load_mask(value: Any, name: str) -> np.ndarray:
         value = transforms.open_image(value)
         if isinstance(value, Image.Image):
             if value.mode not in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L"):
-                raise ValueError(f"mode {value.mode} is not a mask of class indices")
+                raise BadValue(f"mode {value.mode} is not a mask of class indices")
             value = np.asarray(value)
         mask = np.asarray(value)
         if mask.ndim == 3 and mask.shape[-1] == 1:
             mask = mask[..., 0]
         if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer) and mask.dtype != bool:
-            raise ValueError(f"expected a 2-D integer array, got {mask.dtype} {mask.shape}")
+            raise BadValue(f"expected a 2-D integer array, got {mask.dtype} {mask.shape}")
         return mask.astype(np.int32)
     except Exception as e:  # PIL raises many kinds for bad files.
-        raise ValueError(f"Cannot read the label mask {name}: {type(e).__name__}: {e}. A mask is a "
-                         "single-channel PNG (mode L, P or I) of class indices, one pixel per image "
-                         "pixel.") from e
+        raise BadValue(f"Cannot read the label mask {name}: {type(e).__name__}: {e}. A mask is a "
+                       "single-channel PNG (mode L, P or I) of class indices, one pixel per image "
+                       "pixel.") from e
 
 
 def apply_to_image(img: Image.Image, view: View, size: tuple[int, int], resample: int) -> np.ndarray:
@@ -101,8 +102,8 @@ def photometric(x: np.ndarray, rng: np.random.Generator, aug) -> np.ndarray:
     The RandAugment/TrivialAugment policies move pixels (shear, rotate, translate) and would need the
     same move on the targets, so they are refused here."""
     if aug.policy != "none":
-        raise ValueError(f"config.data.augment.policy={aug.policy!r} moves pixels without moving masks or "
-                         "boxes; tasks with dense targets support only 'none' (use color_jitter instead).")
+        raise BadValue(f"config.data.augment.policy={aug.policy!r} moves pixels without moving masks or "
+                       "boxes; tasks with dense targets support only 'none' (use color_jitter instead).")
     if aug.color_jitter > 0:
         x = np.asarray(transforms.color_jitter(Image.fromarray(x), rng, aug.color_jitter), np.uint8)
     if aug.random_erasing > 0:

@@ -33,9 +33,10 @@ from absl import flags
 import numpy as np
 from PIL import Image
 
-from vitjax.data import transforms
+from vitjax.data import leftovers, transforms
 from vitjax.data.cache import DecodedSource, cache_path
 from vitjax.data.config import default_config
+from vitjax.errors import BadValue
 
 
 def cached_size(preprocessing, data_cfg) -> tuple[int, int]:
@@ -66,7 +67,8 @@ def parallel_reader(ds: grain.MapDataset, data_cfg, workers: int) -> grain.IterD
             # they are taken with their defaults. vitjax.main parses the command line first.
             flags.FLAGS.mark_as_parsed()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
-            num_workers=workers, per_worker_buffer_size=max(1, data_cfg.prefetch)))
+            num_workers=workers, per_worker_buffer_size=max(1, data_cfg.prefetch)),
+            worker_init_fn=leftovers.die_with_parent)
     return it_ds
 
 
@@ -97,8 +99,8 @@ def _check_transforms(record_transforms: RecordTransforms | None, data_cfg) -> N
     }
     named = [key for key, used in unsupported.items() if used]
     if named:
-        raise ValueError(f"{', '.join(named)} work with image-classification records only; this task "
-                         "transforms its own records (masks, boxes). Set them back to their defaults.")
+        raise BadValue(f"{', '.join(named)} work with image-classification records only; this task "
+                       "transforms its own records (masks, boxes). Set them back to their defaults.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +149,7 @@ def train_iterator(split, preprocessing, data_cfg, *, batch_size: int, seed: int
     _check_batch(batch_size, shard_index, shard_count)
     _check_transforms(record_transforms, data_cfg)
     if len(split) == 0:
-        raise ValueError("The training split has no images.")
+        raise BadValue("The training split has no images.")
     if record_transforms is not None:
         source, augment = split, _TaskTrain(record_transforms.train)
     else:
@@ -246,7 +248,7 @@ def eval_batches(split, preprocessing, *, batch_size: int, shard_index: int = 0,
     _check_transforms(record_transforms, data_cfg)
     n = len(split)
     if n == 0:
-        raise ValueError("The evaluation split has no images.")
+        raise BadValue("The evaluation split has no images.")
     num_batches = math.ceil(math.ceil(n / shard_count) / batch_size)
     if record_transforms is not None:
         ds = grain.MapDataset.range(num_batches * batch_size).map(

@@ -11,6 +11,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+from vitjax.errors import BadValue
+
 MAX_MAGNITUDE = 30
 _FILL = (128, 128, 128)
 
@@ -54,8 +56,8 @@ def _apply(img: Image.Image, ops: dict, name: str, fraction: float, rng: np.rand
 def rand_augment(img: Image.Image, rng: np.random.Generator, num_ops: int, magnitude: float) -> Image.Image:
     """RandAugment: `num_ops` uniformly drawn operations at `magnitude` (0..30)."""
     if not 0 <= magnitude <= MAX_MAGNITUDE:
-        raise ValueError(f"config.data.augment.randaugment_magnitude must be in 0..{MAX_MAGNITUDE}, "
-                         f"got {magnitude}.")
+        raise BadValue(f"config.data.augment.randaugment_magnitude must be in 0..{MAX_MAGNITUDE}, "
+                       f"got {magnitude}.")
     names = list(RAND_OPS)
     for i in rng.integers(len(names), size=int(num_ops)):
         img = _apply(img, RAND_OPS, names[i], magnitude / MAX_MAGNITUDE, rng)

@@ -11,6 +11,8 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from vitjax.errors import BadValue
+
 SPLITS = ("train", "validation", "test")
 # A split name meaning "do not use the source's split of that kind; carve it out of train".
 CARVE = "carve"
@@ -108,7 +110,7 @@ def check_labels(split: RecordSource, split_name: str, class_names: Sequence[str
     bad = np.flatnonzero((labels < 0) | (labels >= len(class_names)))
     if bad.size:
         i = int(bad[0])
-        raise ValueError(
+        raise BadValue(
             f"{where}: split '{split_name}' has {bad.size} label(s) outside the {len(class_names)} classes "
             f"{list(class_names)[:10]}{'...' if len(class_names) > 10 else ''}; the first is {split.describe(i)} "
             f"with label {int(labels[i])}. Fix the labels, or leave that split out (e.g. an unlabelled test "

@@ -10,6 +10,8 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
+from vitjax.errors import BadValue
+
 KINDS = ("hf", "folder", "coco", "tfds", "demo")
 
 
@@ -33,7 +35,7 @@ def parse_source(source, accepted: Sequence[str], usage: str) -> SourceSpec:
     """Parses `source` (config.data.source); a kind outside `accepted` (KINDS and/or "path") is a
     ValueError that quotes `usage`, e.g. "'folder:PATH' or 'hf:NAME[:CONFIG]'"."""
     if not isinstance(source, str) or not source:
-        raise ValueError(f"config.data.source must be a string such as {usage}; got {source!r}.")
+        raise BadValue(f"config.data.source must be a string such as {usage}; got {source!r}.")
     kind, _, rest = source.partition(":")
     if kind in KINDS and rest:
         name, config = (rest.partition(":")[::2] if kind == "hf" else (rest, ""))
@@ -44,5 +46,5 @@ def parse_source(source, accepted: Sequence[str], usage: str) -> SourceSpec:
         spec = None
     if spec is None or spec.kind not in accepted:
         missing = " (no such file or folder)" if spec is None and kind not in KINDS else ""
-        raise ValueError(f"Unknown config.data.source {source!r}{missing}: this task reads {usage}.")
+        raise BadValue(f"Unknown config.data.source {source!r}{missing}: this task reads {usage}.")
     return spec

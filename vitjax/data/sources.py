@@ -16,6 +16,7 @@ import numpy as np
 from vitjax.data import folders, hf, splits as splits_lib
 from vitjax.data.records import ArraySource, ImageDataset, RecordSource
 from vitjax.data.source_spec import parse_source
+from vitjax.errors import BadKey, BadValue
 
 USAGE = ("'hf:NAME[:CONFIG]' (a Hugging Face dataset), 'folder:PATH' or an existing folder path, "
          "'tfds:NAME' (TensorFlow Datasets) or 'demo:digits'")
@@ -52,7 +53,7 @@ def open_source(data_cfg) -> ImageDataset:
     elif spec.name == "digits":
         raw, class_names = demo_digits()
     else:
-        raise ValueError(f"Unknown demo source {spec.text!r}: the only demo is 'demo:digits'.")
+        raise BadValue(f"Unknown demo source {spec.text!r}: the only demo is 'demo:digits'.")
     return splits_lib.resolve_splits(spec.text, raw, class_names, data_cfg)
 
 
@@ -69,8 +70,8 @@ def open_tfds(spec: str) -> tuple[dict[str, RecordSource], list[str]]:
     image_key = next((k for k in ("image", "img") if k in features), None)
     label_key = next((k for k in ("label", "labels") if k in features), None)
     if image_key is None or label_key is None:
-        raise KeyError(f"TFDS dataset {spec!r} has features {list(features)}; vitjax needs an 'image' "
-                       "and a 'label' feature. Convert it to an image folder or a Hugging Face dataset.")
+        raise BadKey(f"TFDS dataset {spec!r} has features {list(features)}; vitjax needs an 'image' "
+                     "and a 'label' feature. Convert it to an image folder or a Hugging Face dataset.")
     raw = {name: TFDSSource(f"tfds:{spec}/{name}", tfds.data_source(spec, split=name), image_key, label_key)
            for name in builder.info.splits}
     return raw, list(features[label_key].names)

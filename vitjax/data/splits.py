@@ -20,6 +20,8 @@ import numpy as np
 
 from vitjax.data.records import (CARVE, SPLIT_ALIASES, SPLITS, ImageDataset, RecordSource, SubsetSource,
                                  check_labels)
+from vitjax.errors import BadKey, BadValue
+from vitjax.files import read_json
 
 SPLIT_FILE = "data_split.json"
 
@@ -34,8 +36,8 @@ def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) 
     """
     fractions = np.asarray(fractions, np.float64)
     if fractions.ndim != 1 or np.any(fractions < 0) or fractions.sum() <= 0:
-        raise ValueError(f"config.data.split_fractions must be non-negative with a positive sum, got "
-                         f"{fractions.tolist()}.")
+        raise BadValue(f"config.data.split_fractions must be non-negative with a positive sum, got "
+                       f"{fractions.tolist()}.")
     fractions = fractions / fractions.sum()
     labels = np.asarray(labels)
     position = np.zeros(len(labels))
@@ -54,8 +56,8 @@ def _find(raw: dict[str, RecordSource], split: str, configured: str | None, wher
         return None
     if configured is not None:
         if configured not in raw:
-            raise KeyError(f"{where}: config.data.{split}_split={configured!r} is not a split of the source; "
-                           f"its splits are {sorted(raw)}.")
+            raise BadKey(f"{where}: config.data.{split}_split={configured!r} is not a split of the source; "
+                         f"its splits are {sorted(raw)}.")
         return configured
     return next((alias for alias in SPLIT_ALIASES[split] if alias in raw), None)
 
@@ -68,15 +70,15 @@ def resolve_splits(source: str, raw: dict[str, RecordSource], class_names: list[
     the dataset's class list is then empty and nothing checks or warns about classes."""
     names = {s: _find(raw, s, data_cfg[f"{s}_split"], source) for s in SPLITS}
     if names["train"] is None:
-        raise KeyError(f"{source}: no train split among {sorted(raw)}; set config.data.train_split.")
+        raise BadKey(f"{source}: no train split among {sorted(raw)}; set config.data.train_split.")
     splits: dict[str, RecordSource] = {}
     origin: dict[str, str] = {}
     for split, name in names.items():
         if name is None:
             continue
         if len(raw[name]) == 0:
-            raise ValueError(f"{source}: split '{name}' has no images. Add images or set "
-                             f"config.data.{split}_split to another split.")
+            raise BadValue(f"{source}: split '{name}' has no images. Add images or set "
+                           f"config.data.{split}_split to another split.")
         if class_names is not None:
             check_labels(raw[name], name, class_names, source)
         splits[split], origin[split] = raw[name], name
@@ -92,9 +94,9 @@ def resolve_splits(source: str, raw: dict[str, RecordSource], class_names: list[
         train, carved = splits["train"], f"{origin['train']} (carved, seed {data_cfg.split_seed})"
         for split, indices in zip(keep, parts):
             if len(indices) == 0:
-                raise ValueError(f"{source}: carving '{split}' out of {len(train)} training images with "
-                                 f"split_fractions={tuple(fractions.values())} leaves it empty; add images "
-                                 "or raise its fraction.")
+                raise BadValue(f"{source}: carving '{split}' out of {len(train)} training images with "
+                               f"split_fractions={tuple(fractions.values())} leaves it empty; add images "
+                               "or raise its fraction.")
             splits[split] = SubsetSource(train, indices)
             origin[split] = carved
     dataset = ImageDataset(source=source, splits={s: splits[s] for s in SPLITS},
@@ -127,11 +129,13 @@ def split_summary(dataset: ImageDataset) -> dict:
     return summary
 
 
-def write_split(workdir: str, dataset: ImageDataset) -> str:
+def write_split(workdir: str, dataset: ImageDataset, replace: bool = False) -> str:
     """Writes `<workdir>/data_split.json`: source, classes, and per split its summary and record ids.
 
-    When the file is already there (a resumed run), the split must be the same: otherwise a ValueError
+    When the file is already there (a resumed run), the split must be the same: otherwise an error
     says which split changed, so a resumed run never trains or evaluates on a different split.
+    `replace` (the run has no checkpoint yet, so nothing was trained on the old split): the file is
+    rewritten instead.
     """
     os.makedirs(workdir, exist_ok=True)
     summary = split_summary(dataset)
@@ -142,19 +146,18 @@ def write_split(workdir: str, dataset: ImageDataset) -> str:
     # Through JSON and back, so the comparison sees exactly what a file would hold.
     text = json.dumps(payload, indent=1, ensure_ascii=True)  # ascii: non-UTF-8 names stay writable.
     path = os.path.join(workdir, SPLIT_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            previous = json.load(f)
+    if os.path.exists(path) and not replace:
+        previous = read_json(path, "delete it to record the current split afresh")
         current = json.loads(text)
         changed = [k for k in ("source", "class_names") if previous.get(k) != current[k]]
         changed += [f"splits/{name}" for name in current["splits"]
                     if previous.get("splits", {}).get(name, {}).get("ids") != current["splits"][name]["ids"]
                     or previous["splits"][name].get("labels") != current["splits"][name]["labels"]]
         if changed:
-            raise ValueError(f"The data split differs from the one recorded in {path} ({', '.join(changed)}): "
-                             "the data, config.data.source/split_* or skip_corrupt results changed since this "
-                             "run started. Restore them, or use a new workdir (or delete the file) to start "
-                             "over with the new split.")
+            raise BadValue(f"The data split differs from the one recorded in {path} ({', '.join(changed)}): "
+                           "the data, config.data.source/split_* or skip_corrupt results changed since this "
+                           "run started. Restore them, or use a new workdir (or delete the file) to start "
+                           "over with the new split.")
         return path
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

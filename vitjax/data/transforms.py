@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 from vitjax.data import policies
+from vitjax.errors import BadValue
 from vitjax.images import to_rgb
 from vitjax.data.records import SubsetSource
 
@@ -56,7 +57,7 @@ def load_rgb(image: Any, name: str, draft_size: int | None = None) -> Image.Imag
             img = ImageOps.exif_transpose(image)
         return to_rgb(img)
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for bad files.
-        raise ValueError(
+        raise BadValue(
             f"Cannot decode image {name}: {type(e).__name__}: {e}. Fix or remove the file, or set "
             "config.data.skip_corrupt=True to skip unreadable images (they are listed in a warning).") from e
 
@@ -84,7 +85,7 @@ def without_corrupt(records, where: str, threads: int = 8):
     bad = [records.describe(i) for i in np.flatnonzero(~ok)]
     logging.warning("skip_corrupt: skipping %d unreadable image(s) of %s: %s", len(bad), where, bad)
     if not ok.any():
-        raise ValueError(f"{where}: none of its {len(records)} images can be decoded (e.g. {bad[0]}).")
+        raise BadValue(f"{where}: none of its {len(records)} images can be decoded (e.g. {bad[0]}).")
     return SubsetSource(records, np.flatnonzero(ok))
 
 
@@ -153,8 +154,8 @@ def augment(img: Image.Image, rng: np.random.Generator, aug, size: tuple[int, in
     elif aug.policy == "trivialaugment":
         img = policies.trivial_augment(img, rng)
     elif aug.policy != "none":
-        raise ValueError(f"config.data.augment.policy={aug.policy!r}: use 'none', 'randaugment' or "
-                         "'trivialaugment'.")
+        raise BadValue(f"config.data.augment.policy={aug.policy!r}: use 'none', 'randaugment' or "
+                       "'trivialaugment'.")
     if aug.color_jitter > 0:
         img = color_jitter(img, rng, aug.color_jitter)
     x = np.asarray(img, np.uint8)

@@ -10,6 +10,8 @@ import hashlib
 import json
 import os
 
+from vitjax.errors import BadValue
+
 FORMATS = ("onnx", "onnx-int8", "stablehlo")
 INFO_FILE = "deploy.json"
 INPUT_NAME = "images"  # the graph's input: uint8 [batch, H, W, 3]
@@ -39,7 +41,7 @@ def export(model_dir: str, fmt: str, output: str) -> str:
     from vitjax.deploy.servable import deploy_info, load_servable
 
     if fmt not in FORMATS:
-        raise ValueError(f"--format {fmt!r} is not an export format; use one of {', '.join(FORMATS)}.")
+        raise BadValue(f"--format {fmt!r} is not an export format; use one of {', '.join(FORMATS)}.")
     servable = load_servable(model_dir)
     info = deploy_info(servable)
     os.makedirs(output, exist_ok=True)

@@ -17,6 +17,7 @@ import onnx
 
 from vitjax.deploy.artifacts import INPUT_NAME
 from vitjax.deploy.servable import Servable
+from vitjax.errors import BadValue
 
 log = logging.getLogger(__name__)
 METADATA_KEY = "vitjax"  # metadata_props key holding the deploy info as JSON
@@ -49,5 +50,5 @@ def read_info(model: onnx.ModelProto) -> dict:
     """The deploy info written by `to_onnx`."""
     props = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY not in props:
-        raise ValueError(f"this ONNX model has no {METADATA_KEY!r} metadata: it was not written by vitjax.")
+        raise BadValue(f"this ONNX model has no {METADATA_KEY!r} metadata: it was not written by vitjax.")
     return json.loads(props[METADATA_KEY])

@@ -17,6 +17,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vitjax.errors import BadValue
+
 POOLINGS = ("cls", "cls_distillation", "cls_mean", "mean", "pooled")
 # The head each backbone family's own classifier uses, and so the one a new label set gets.
 DEFAULT_POOLING = {"vit": "cls", "deit": "cls", "dinov2": "cls_mean", "dinov2_with_registers": "cls_mean",
@@ -33,19 +35,19 @@ class ClassificationHead(nn.Module):
     @nn.compact
     def __call__(self, features: dict):
         if self.pooling not in POOLINGS:
-            raise ValueError(f"ClassificationHead.pooling={self.pooling!r}; use one of {POOLINGS}")
+            raise BadValue(f"ClassificationHead.pooling={self.pooling!r}; use one of {POOLINGS}")
         dense = lambda name: nn.Dense(self.num_labels, dtype=self.dtype, param_dtype=jnp.float32,
                                       kernel_init=nn.initializers.zeros, name=name)
         if self.pooling in ("cls", "cls_mean", "cls_distillation") and "cls" not in features:
-            raise ValueError(f"pooling={self.pooling!r} needs a class token; this backbone has none: use "
-                             "'mean' or 'pooled'")
+            raise BadValue(f"pooling={self.pooling!r} needs a class token; this backbone has none: use "
+                           "'mean' or 'pooled'")
         if self.pooling == "cls":
             logits = dense("classifier")(features["cls"])
         elif self.pooling == "pooled":
             logits = dense("classifier")(features["pooled"])
         elif self.pooling == "cls_distillation":
             if "distillation" not in features:
-                raise ValueError("pooling='cls_distillation' needs a backbone with a distillation token (DeiT)")
+                raise BadValue("pooling='cls_distillation' needs a backbone with a distillation token (DeiT)")
             logits = (dense("classifier")(features["cls"])
                       + dense("distillation_classifier")(features["distillation"])) / 2
         else:

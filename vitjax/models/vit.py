@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vitjax.errors import BadValue
 from vitjax.models.interpolation import resize_grid
 
 FAMILIES = ("vit", "deit", "dinov2", "dinov2_with_registers", "siglip", "clip", "timm")
@@ -69,7 +70,7 @@ REMAT_POLICIES = ("nothing_saveable", "dots_with_no_batch_dims_saveable", "dots_
 def _pair(value: Any) -> tuple[int, int]:
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
-            raise ValueError(f"expected an int or a (height, width) pair, got {value!r}")
+            raise BadValue(f"expected an int or a (height, width) pair, got {value!r}")
         return int(value[0]), int(value[1])
     return int(value), int(value)
 
@@ -109,21 +110,21 @@ class ViTSpec:
     def __post_init__(self):
         object.__setattr__(self, "image_size", _pair(self.image_size))
         if self.family not in FAMILIES:
-            raise ValueError(f"ViTSpec.family={self.family!r}; supported families: {', '.join(FAMILIES)}")
+            raise BadValue(f"ViTSpec.family={self.family!r}; supported families: {', '.join(FAMILIES)}")
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
+            raise BadValue(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
         if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"hidden_act={self.hidden_act!r} is not supported; use one of {sorted(ACTIVATIONS)}")
+            raise BadValue(f"hidden_act={self.hidden_act!r} is not supported; use one of {sorted(ACTIVATIONS)}")
         if min(self.image_size) < self.patch_size:
-            raise ValueError(f"image_size={self.image_size} is smaller than patch_size={self.patch_size}")
+            raise BadValue(f"image_size={self.image_size} is smaller than patch_size={self.patch_size}")
         if self.posemb_prefix not in POSEMB_PREFIXES:
-            raise ValueError(f"posemb_prefix={self.posemb_prefix!r}; use one of {POSEMB_PREFIXES}")
+            raise BadValue(f"posemb_prefix={self.posemb_prefix!r}; use one of {POSEMB_PREFIXES}")
         if self.pool not in POOLS:
-            raise ValueError(f"pool={self.pool!r}; use one of {POOLS}")
+            raise BadValue(f"pool={self.pool!r}; use one of {POOLS}")
         if self.pool == "cls" and not self.class_token:
-            raise ValueError("pool='cls' needs class_token=True; use pool='avg' or 'map'")
+            raise BadValue("pool='cls' needs class_token=True; use pool='avg' or 'map'")
         if self.distillation_token and not self.class_token:
-            raise ValueError("a distillation token needs class_token=True")
+            raise BadValue("a distillation token needs class_token=True")
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -153,7 +154,7 @@ class ViTSpec:
         """Build from a transformers `config.json` dict (model_type vit, deit or dinov2)."""
         family = config.get("model_type")
         if family not in FAMILIES:
-            raise ValueError(
+            raise BadValue(
                 f"config.json has model_type={family!r}; vitjax supports model_type in {list(FAMILIES)}. "
                 "Pick a ViT, DeiT or DINOv2 checkpoint."
             )
@@ -338,7 +339,7 @@ class PatchEmbed(nn.Module):
     @nn.compact
     def __call__(self, images):
         if self.impl not in PATCH_EMBEDS:
-            raise ValueError(f"patch_embed={self.impl!r}; use one of {PATCH_EMBEDS}")
+            raise BadValue(f"patch_embed={self.impl!r}; use one of {PATCH_EMBEDS}")
         p, channels = self.patch_size, images.shape[-1]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, channels, self.features),
                             jnp.float32).astype(self.dtype)
@@ -411,7 +412,7 @@ class Encoder(nn.Module):
     def __call__(self, x, deterministic: bool):
         spec = self.spec
         if self.remat_policy not in REMAT_POLICIES:
-            raise ValueError(f"remat_policy={self.remat_policy!r}; use one of {REMAT_POLICIES}")
+            raise BadValue(f"remat_policy={self.remat_policy!r}; use one of {REMAT_POLICIES}")
         policy = getattr(jax.checkpoint_policies, self.remat_policy)
         block = nn.remat(Block, static_argnums=(2,), policy=policy) if self.remat else Block
         for i in range(self.start, spec.num_layers if self.stop is None else self.stop):

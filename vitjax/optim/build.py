@@ -24,6 +24,7 @@ import optax
 
 from vitjax import durations
 import vitjax.optim.groups as groups_lib
+from vitjax.errors import BadValue
 from vitjax.optim.transforms import clip_by_active_global_norm, scale_by_group_lr
 
 OPTIMIZERS = ("adamw", "sgd", "lion")
@@ -69,10 +70,10 @@ def base_schedule(optim_cfg, total_updates: int, warmup_updates: int) -> optax.S
     """The base learning rate per optimizer update: linear warmup from 0, then cosine/linear/constant."""
     lr, kind = optim_cfg.lr, optim_cfg.schedule
     if kind not in SCHEDULES:
-        raise ValueError(f"optim.schedule={kind!r}: use one of {SCHEDULES}")
+        raise BadValue(f"optim.schedule={kind!r}: use one of {SCHEDULES}")
     if not 0 <= warmup_updates < total_updates:
-        raise ValueError(f"optim.warmup={optim_cfg.warmup!r} is {warmup_updates} updates but the run has only "
-                         f"{total_updates}; shorten the warmup")
+        raise BadValue(f"optim.warmup={optim_cfg.warmup!r} is {warmup_updates} updates but the run has only "
+                       f"{total_updates}; shorten the warmup")
     decay_updates = total_updates - warmup_updates
     if kind == "cosine":
         main = optax.cosine_decay_schedule(lr, decay_updates, alpha=optim_cfg.end_lr_fraction)
@@ -92,7 +93,7 @@ def _direction(optim_cfg, decay: Any) -> optax.GradientTransformation:
     weight_decay = optax.add_decayed_weights(wd, mask=decay) if wd else optax.identity()
     momentum_dtype = optim_cfg.momentum_dtype
     if momentum_dtype not in MOMENTUM_DTYPES:
-        raise ValueError(f"optim.momentum_dtype={momentum_dtype!r}: use one of {MOMENTUM_DTYPES}")
+        raise BadValue(f"optim.momentum_dtype={momentum_dtype!r}: use one of {MOMENTUM_DTYPES}")
     if optim_cfg.name == "sgd":
         if not optim_cfg.momentum:
             return weight_decay
@@ -121,8 +122,8 @@ def build_optimizer(optim_cfg, params, *, num_layers: int, steps_per_epoch: int,
                          f"batch_size={batch_size} must all be positive")
     accum = optim_cfg.grad_accum_steps
     if not 1 <= accum <= total_steps:
-        raise ValueError(f"optim.grad_accum_steps={accum}: use 1 <= grad_accum_steps <= total_steps "
-                         f"({total_steps})")
+        raise BadValue(f"optim.grad_accum_steps={accum}: use 1 <= grad_accum_steps <= total_steps "
+                       f"({total_steps})")
     convert = functools.partial(durations.to_steps, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                                 batch_size=batch_size)
     rules = groups_lib.expand_rules(optim_cfg, num_layers,
@@ -131,8 +132,8 @@ def build_optimizer(optim_cfg, params, *, num_layers: int, steps_per_epoch: int,
                                              layer_decay=optim_cfg.layer_decay, end=total_steps)
     trainable = jax.tree.map(lambda g: g.trains, leaf_groups)
     if not any(jax.tree.leaves(trainable)):
-        raise ValueError(f"optim: no parameter trains during the run; groups:\n"
-                         f"{groups_lib.describe(groups, steps_per_epoch)}")
+        raise BadValue(f"optim: no parameter trains during the run; groups:\n"
+                       f"{groups_lib.describe(groups, steps_per_epoch)}")
 
     def per_trained_leaf(fn):
         """A pytree like the updates the 'train' branch sees: fn(group) on trained leaves, masked elsewhere."""

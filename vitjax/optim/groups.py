@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from vitjax.errors import BadValue
 from vitjax.parallel import path_str
 
 PRESETS = ("full", "head_only", "last_n_blocks", "none")
@@ -94,15 +95,15 @@ def _block_regex(blocks: Sequence[int]) -> str:
 def preset_rules(freeze, num_layers: int, last_n_blocks: int) -> list[Rule]:
     """Expand `optim.freeze`: a preset name, or else a regex of parameters to freeze (join several with |)."""
     if not isinstance(freeze, str):
-        raise ValueError(f"optim.freeze={freeze!r}: use a preset {PRESETS} or a regex of parameters to freeze")
+        raise BadValue(f"optim.freeze={freeze!r}: use a preset {PRESETS} or a regex of parameters to freeze")
     if freeze == "full":
         return [Rule(".*", 1.0, name="all", required=False)]
     if freeze == "head_only":
         return [Rule("head/.*", 1.0, name="head", required=False), Rule(".*", None, name="rest", required=False)]
     if freeze == "last_n_blocks":
         if not 0 <= last_n_blocks <= num_layers:
-            raise ValueError(f"optim.last_n_blocks={last_n_blocks} but the backbone has depth {num_layers} "
-                             f"(blocks layer_00..layer_{num_layers - 1:02d}); use 0..{num_layers}")
+            raise BadValue(f"optim.last_n_blocks={last_n_blocks} but the backbone has depth {num_layers} "
+                           f"(blocks layer_00..layer_{num_layers - 1:02d}); use 0..{num_layers}")
         rules = [Rule("head/.*", 1.0, name="head", required=False)]
         if last_n_blocks:
             top = range(num_layers - last_n_blocks, num_layers)
@@ -118,7 +119,7 @@ def unfreeze_every_rules(every: int, num_layers: int) -> list[Rule]:
     """Top-down gradual unfreezing: the final norm and the top block train from step `every`, the next
     block from 2·`every`, ..., the embeddings last, from (depth+1)·`every`. The head is left to the preset."""
     if every <= 0:
-        raise ValueError(f"optim.unfreeze_every must be a positive duration (got {every} steps)")
+        raise BadValue(f"optim.unfreeze_every must be a positive duration (got {every} steps)")
     rules = [Rule(_TOP, 1.0, every, name="unfreeze_every.top", required=False)]
     for j, block in enumerate(reversed(range(num_layers))):
         rules.append(Rule(_block_regex([block]), 1.0, (j + 1) * every, name=f"unfreeze_every.layer_{block:02d}",
@@ -138,20 +139,20 @@ def expand_rules(cfg, num_layers: int, to_steps: Callable[[Any, str], int],
     for i, entry in enumerate(cfg.param_groups):
         key = f"optim.param_groups[{i}]"
         if not isinstance(entry, (list, tuple)) or len(entry) not in (2, 3) or not isinstance(entry[0], str):
-            raise ValueError(f"{key}={entry!r}: write (regex, lr multiplier or None) or "
-                             f"(regex, multiplier, start)")
+            raise BadValue(f"{key}={entry!r}: write (regex, lr multiplier or None) or "
+                           f"(regex, multiplier, start)")
         multiplier = entry[1]
         if multiplier is not None and (isinstance(multiplier, bool) or not isinstance(multiplier, (int, float))
                                        or multiplier < 0):
-            raise ValueError(f"{key}: the lr multiplier must be a number >= 0 or None (frozen), "
-                             f"got {multiplier!r}")
+            raise BadValue(f"{key}: the lr multiplier must be a number >= 0 or None (frozen), "
+                           f"got {multiplier!r}")
         start = to_steps(entry[2], key) if len(entry) == 3 else 0
         rules.append(Rule(entry[0], None if multiplier is None else float(multiplier), start, name=key))
     for i, entry in enumerate(cfg.unfreeze):
         key = f"optim.unfreeze[{i}]"
         if not isinstance(entry, (list, tuple)) or len(entry) != 2 or not isinstance(entry[0], str):
-            raise ValueError(f"{key}={entry!r}: write (regex, start) with start a duration like 2 (epochs) "
-                             f"or '500 steps'")
+            raise BadValue(f"{key}={entry!r}: write (regex, start) with start a duration like 2 (epochs) "
+                           f"or '500 steps'")
         rules.append(Rule(entry[0], 1.0, to_steps(entry[1], key), name=key))
     if cfg.unfreeze_every:
         rules += unfreeze_every_rules(to_steps(cfg.unfreeze_every, "optim.unfreeze_every"), num_layers)
@@ -175,21 +176,22 @@ def resolve(rules: Sequence[Rule], params, *, num_layers: int, layer_decay: floa
         try:
             compiled.append(re.compile(rule.regex))
         except re.error as err:
-            raise ValueError(f"{rule.name}: invalid regex {rule.regex!r} ({err})") from None
+            raise BadValue(f"{rule.name}: invalid regex {rule.regex!r} ({err})") from None
     owner = {}
     for path in flat_paths:
         owner[path] = next((i for i, rx in enumerate(compiled) if rx.fullmatch(path)), None)
     unmatched = [p for p, i in owner.items() if i is None]
     if unmatched:
-        raise ValueError(f"{len(unmatched)} parameter(s) match no rule of optim.param_groups/unfreeze/freeze: "
-                         f"{_sample(unmatched)}. Add a catch-all such as ('.*', 1.0) to optim.param_groups "
-                         f"or choose a freeze preset {PRESETS}")
+        raise BadValue(f"{len(unmatched)} parameter(s) match no rule of optim.param_groups/unfreeze/freeze: "
+                       f"{_sample(unmatched)}. Add a catch-all such as ('.*', 1.0) to optim.param_groups, "
+                       f"or set optim.freeze to a preset that covers every parameter: 'full', 'head_only' "
+                       f"or 'last_n_blocks' (freeze='none' leaves them all to optim.param_groups)")
     used = set(owner.values())
     for i, rule in enumerate(rules):
         if rule.required and i not in used:
-            raise ValueError(f"{rule.name}: regex {rule.regex!r} matches no parameter (or only parameters an "
-                             f"earlier rule owns). Freeze presets are {PRESETS}; paths look like "
-                             f"{_patterns(flat_paths)}")
+            raise BadValue(f"{rule.name}: regex {rule.regex!r} matches no parameter (or only parameters an "
+                           f"earlier rule owns). Freeze presets are {PRESETS}; paths look like "
+                           f"{_patterns(flat_paths)}")
     sizes = dict(zip(flat_paths, (int(np.prod(np.shape(x))) for x in jax.tree.leaves(params))))
     members: dict[tuple[int, int | None], list[str]] = {}
     for path in flat_paths:
@@ -215,8 +217,8 @@ def resolve(rules: Sequence[Rule], params, *, num_layers: int, layer_decay: floa
 def _check_depth(paths: Sequence[str], num_layers: int) -> None:
     found = sorted({int(m.group(1)) for m in map(_LAYER.match, paths) if m})
     if found and found != list(range(num_layers)):
-        raise ValueError(f"num_layers={num_layers} but the parameters hold encoder blocks "
-                         f"{[f'layer_{i:02d}' for i in found]}; pass the backbone's depth")
+        raise BadValue(f"num_layers={num_layers} but the parameters hold encoder blocks "
+                       f"{[f'layer_{i:02d}' for i in found]}; pass the backbone's depth")
 
 
 def _patterns(paths: Sequence[str], k: int = 12) -> str:

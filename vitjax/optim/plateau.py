@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from vitjax.errors import BadValue
 from vitjax.tracking import MetricTracker
 
 
@@ -32,11 +33,11 @@ class Plateau(MetricTracker):
     def __post_init__(self):
         super().__post_init__()
         if not 0 < self.factor < 1:
-            raise ValueError(f"optim.plateau.factor={self.factor}: use a factor in (0, 1) (1.0 turns plateau off)")
+            raise BadValue(f"optim.plateau.factor={self.factor}: use a factor in (0, 1) (1.0 turns plateau off)")
         if self.patience < 1 or self.cooldown < 0 or not 0 <= self.min_scale <= 1 or self.min_delta < 0:
-            raise ValueError(f"optim.plateau: need patience >= 1, cooldown >= 0, 0 <= min_scale <= 1 and "
-                             f"min_delta >= 0 (got patience={self.patience}, cooldown={self.cooldown}, "
-                             f"min_scale={self.min_scale}, min_delta={self.min_delta})")
+            raise BadValue(f"optim.plateau: need patience >= 1, cooldown >= 0, 0 <= min_scale <= 1 and "
+                           f"min_delta >= 0 (got patience={self.patience}, cooldown={self.cooldown}, "
+                           f"min_scale={self.min_scale}, min_delta={self.min_delta})")
 
     def update(self, value: float) -> float:
         """Record one evaluation's metric value and return the learning-rate scale to use next."""

@@ -21,6 +21,8 @@ import threading
 
 import numpy as np
 
+from vitjax.errors import BadValue
+
 CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
                "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
                "elastic_transform", "pixelate", "jpeg_compression")
@@ -113,17 +115,17 @@ def check(names, severities, input_size) -> None:
     """Raises ValueError naming the fix for an unknown corruption, severity or a too small input."""
     unknown = [name for name in names if name not in CORRUPTIONS]
     if unknown:
-        raise ValueError(f"unknown corruption(s) {unknown} in --robustness.corruptions; choose from "
-                         f"{list(CORRUPTIONS)}.")
+        raise BadValue(f"unknown corruption(s) {unknown} in --robustness.corruptions; choose from "
+                       f"{list(CORRUPTIONS)}.")
     bad = [s for s in severities if s not in SEVERITIES]
     if bad:
-        raise ValueError(f"--robustness.severities {bad} are not ImageNet-C severities {SEVERITIES}.")
+        raise BadValue(f"--robustness.severities {bad} are not ImageNet-C severities {SEVERITIES}.")
     if names and importlib.util.find_spec("imagecorruptions") is None:
-        raise ValueError("the corruption sweep needs the imagecorruptions package: pip install -e "
-                         "'.[robustness]' (or set --robustness.corruptions='()' to skip it).")
+        raise BadValue("the corruption sweep needs the imagecorruptions package: pip install -e "
+                       "'.[robustness]' (or set --robustness.corruptions='()' to skip it).")
     if names and min(input_size) < MIN_SIZE:
-        raise ValueError(f"the ImageNet-C corruptions need images of at least {MIN_SIZE} px; the model's "
-                         f"input is {tuple(input_size)}. Set --robustness.corruptions='()' to skip them.")
+        raise BadValue(f"the ImageNet-C corruptions need images of at least {MIN_SIZE} px; the model's "
+                       f"input is {tuple(input_size)}. Set --robustness.corruptions='()' to skip them.")
 
 
 def corrupt(image: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray:

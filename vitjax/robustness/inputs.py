@@ -17,6 +17,7 @@ import numpy as np
 from vitjax.data import pipeline
 from vitjax.data.cache import DecodedSource, cache_path
 from vitjax.data.config import default_config
+from vitjax.errors import BadValue
 from vitjax.robustness import corruptions
 
 
@@ -134,9 +135,9 @@ def match_classes(model_classes, source_classes) -> tuple[np.ndarray, dict]:
     where = {name: i for i, name in enumerate(model_classes)}
     mapping = np.array([where.get(name, -1) for name in source_classes], np.int64)
     if not (mapping >= 0).any():
-        raise ValueError(f"the cross-domain source shares no class name with the model: it has "
-                         f"{list(source_classes)[:10]}, the model {list(model_classes)[:10]}. Class "
-                         f"names must match exactly (folder names, the dataset's label names).")
+        raise BadValue(f"the cross-domain source shares no class name with the model: it has "
+                       f"{list(source_classes)[:10]}, the model {list(model_classes)[:10]}. Class "
+                       f"names must match exactly (folder names, the dataset's label names).")
     known = set(source_classes)
     return mapping, {"missing_in_source": [n for n in model_classes if n not in known],
                      "unknown_to_model": [n for n in source_classes if n not in where]}

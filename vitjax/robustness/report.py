@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from vitjax.errors import BadValue
 from vitjax.robustness.calibration import plot_reliability
 from vitjax.report import format_table
 
@@ -56,8 +57,8 @@ def against_baseline(result: dict, baseline_workdir: str) -> dict:
     path, base = baseline_report(baseline_workdir)
     metric = result["metric"]
     if base["metric"] != metric or base["split"] != result["split"]:
-        raise ValueError(f"the baseline report {path} measures {base['metric']!r} on split "
-                         f"{base['split']!r}; this one {metric!r} on {result['split']!r}.")
+        raise BadValue(f"the baseline report {path} measures {base['metric']!r} on split "
+                       f"{base['split']!r}; this one {metric!r} on {result['split']!r}.")
     ce, relative = {}, {}
     clean_error, base_clean_error = 1 - result["clean"][metric], 1 - base["clean"][metric]
     for name, row in result["corruptions"].items():
@@ -71,7 +72,7 @@ def against_baseline(result: dict, baseline_workdir: str) -> dict:
         relative[name] = float((errors - clean_error).sum() / gap) if gap > 0 else None
     missing = sorted(set(result["corruptions"]) - set(ce))
     if missing:
-        raise ValueError(f"the baseline report {path} lacks the corruptions {missing}.")
+        raise BadValue(f"the baseline report {path} lacks the corruptions {missing}.")
 
     def mean(values):
         values = [v for v in values.values() if v is not None]

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from vitjax import parallel
+from vitjax.errors import BadKey, BadValue
 from vitjax.robustness import attacks, calibration, corruptions, inputs, report
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def cross_domain(evaluate: _Evaluator, options) -> dict:
     multilabel = bool(run.task.config.get("multilabel", False))
     source = inputs.RelabeledSource(other.splits.values(), mapping, multilabel)
     if len(source) == 0:
-        raise ValueError(f"--robustness.source={options.source!r} has no image of the model's classes.")
+        raise BadValue(f"--robustness.source={options.source!r} has no image of the model's classes.")
     summary, logits, labels = evaluate.split(source)
     result = {"source": options.source, "images": len(source), **classes, "metrics": summary}
     if logits is not None:
@@ -145,8 +146,8 @@ def robustness_report(config, workdir: str, split: str, options, model_dir: str)
 
     run = setup.build_eval_run(config, workdir, load_trained(model_dir, config.task))
     if split not in run.dataset.splits:
-        raise KeyError(f"--split {split!r} is not a split of {run.dataset.source}; "
-                       f"choose one of {sorted(run.dataset.splits)}.")
+        raise BadKey(f"--split {split!r} is not a split of {run.dataset.source}; "
+                     f"choose one of {sorted(run.dataset.splits)}.")
     corruptions.check(options.corruptions, options.severities, run.preprocessing.input_size)
     evaluate = _Evaluator(run, run.placed_params(), options.seed)
     metric = run.task.best_metric[0]

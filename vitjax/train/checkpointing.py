@@ -10,11 +10,15 @@ Checkpoints the policy drops are first renamed into `.deleted/` and removed from
 the next save, so a kill during a deletion never leaves a half-deleted step that looks complete.
 A save that cannot be written (disk full, read-only or unwritable directory) raises
 `CheckpointWriteError` naming the step, the cause and the checkpoints still intact.
+`restore_latest` skips a damaged newest checkpoint (a file lost or cut short, after it was
+committed): it is moved aside into `.damaged-<step>` with a warning, and the run resumes from the
+previous complete one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -23,12 +27,40 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from vitjax.parallel import sync as parallel_sync
+
+
+log = logging.getLogger(__name__)
 
 TRASH = ".deleted"
 
 
 class CheckpointWriteError(OSError):
     pass
+
+
+def _write_failure(e: BaseException) -> bool:
+    """A failure to write files: an OSError, or tensorstore's report of one (a ValueError)."""
+    return isinstance(e, OSError) or (isinstance(e, ValueError) and "os_error_code=" in str(e))
+
+
+class _ReportedHere(logging.Filter):
+    """Drops orbax's logged tracebacks of what this module reports itself in one message (a write
+    failure, as CheckpointWriteError) and of Ctrl-C, which is no failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or not (_write_failure(error) or isinstance(error, KeyboardInterrupt))
+
+
+_ORBAX_LOG = logging.getLogger("absl")  # orbax logs through absl.logging
+if not any(isinstance(f, _ReportedHere) for f in _ORBAX_LOG.filters):
+    _ORBAX_LOG.addFilter(_ReportedHere())
+
+
+def has_checkpoints(directory: str) -> bool:
+    """Whether `directory` holds a committed checkpoint (orbax names each step's folder by its number)."""
+    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
 
 
 class Checkpointer:
@@ -97,8 +129,8 @@ class Checkpointer:
         """Turns an OSError of the save under way into a `CheckpointWriteError` saying what to do."""
         try:
             yield
-        except OSError as e:
-            if self._writing is None or isinstance(e, CheckpointWriteError):
+        except (OSError, ValueError) as e:
+            if self._writing is None or isinstance(e, CheckpointWriteError) or not _write_failure(e):
                 raise
             step, self._writing = self._writing, None
             self._manager.reload()  # what is on disk, not the failed step it had listed
@@ -116,6 +148,29 @@ class Checkpointer:
                                   data=ocp.args.JsonRestore(), host=ocp.args.JsonRestore())
         out = self._manager.restore(step, args=args)
         return out["state"], out["data"], out["host"]
+
+    def metrics(self, step: int) -> dict | None:
+        """The metrics the checkpoint of `step` was saved with (None: saved without)."""
+        return self._manager.metrics(step)
+
+    def restore_latest(self, abstract_state):
+        """(step, state, data_state, host_state) of the newest checkpoint that restores whole, or
+        None when there is none; damaged newer ones are moved aside with a warning."""
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                return (step, *self.restore(step, abstract_state))
+            except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many kinds for lost files
+                aside = os.path.join(self.directory, f".damaged-{step}")
+                if jax.process_index() == 0:
+                    shutil.rmtree(aside, ignore_errors=True)
+                    os.rename(os.path.join(self.directory, str(step)), aside)
+                parallel_sync(f"vitjax: damaged checkpoint {step} moved")
+                self._manager.reload()
+                first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                log.warning("the checkpoint of step %d in %s is damaged (%s: %s); moved it to %s and "
+                            "resuming from the previous complete checkpoint, if any.", step,
+                            self.directory, type(e).__name__, first_line[:300], aside)
+        return None
 
     def restore_params(self, step: int, abstract_params, ema: bool = False):
         """Only the params (the EMA params with `ema`) of `step`, placed like `abstract_params`:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from vitjax.errors import BadValue
 from vitjax.models.vit import PATCH_EMBEDS, REMAT_POLICIES
 
 ATTENTIONS = ("auto", "xla", "cudnn")
@@ -33,22 +34,22 @@ def backbone_options(model_cfg, gpu: bool | None = None) -> dict:
     dtype = model_cfg.dtype
     attention = model_cfg.attention
     if attention not in ATTENTIONS:
-        raise ValueError(f"config.model.attention={attention!r}; use one of {ATTENTIONS}.")
+        raise BadValue(f"config.model.attention={attention!r}; use one of {ATTENTIONS}.")
     if attention == "auto":
         attention = "cudnn" if gpu and dtype in HALF_DTYPES else "xla"
     if attention == "cudnn" and dtype not in HALF_DTYPES:
-        raise ValueError(f"config.model.attention='cudnn' needs config.model.dtype in {HALF_DTYPES}, "
-                         f"got {dtype!r}; set attention='xla' or a 16-bit dtype.")
+        raise BadValue(f"config.model.attention='cudnn' needs config.model.dtype in {HALF_DTYPES}, "
+                       f"got {dtype!r}; set attention='xla' or a 16-bit dtype.")
     if model_cfg.attention_pad < 0:
-        raise ValueError(f"config.model.attention_pad={model_cfg.attention_pad} must be >= 0 "
-                         "(0 = no padding).")
+        raise BadValue(f"config.model.attention_pad={model_cfg.attention_pad} must be >= 0 "
+                       "(0 = no padding).")
     patch_embed = model_cfg.patch_embed
     if patch_embed == "auto":
         patch_embed = "matmul" if gpu else "conv"
     if patch_embed not in PATCH_EMBEDS:
-        raise ValueError(f"config.model.patch_embed={patch_embed!r}; use 'auto' or one of {PATCH_EMBEDS}.")
+        raise BadValue(f"config.model.patch_embed={patch_embed!r}; use 'auto' or one of {PATCH_EMBEDS}.")
     if model_cfg.remat_policy not in REMAT_POLICIES:
-        raise ValueError(f"config.model.remat_policy={model_cfg.remat_policy!r}; use one of {REMAT_POLICIES}.")
+        raise BadValue(f"config.model.remat_policy={model_cfg.remat_policy!r}; use one of {REMAT_POLICIES}.")
     return dict(dtype=jnp.dtype(dtype), attention_impl=attention,
                 attention_pad=model_cfg.attention_pad if attention == "cudnn" else 0,
                 patch_embed=patch_embed, remat=model_cfg.remat, remat_policy=model_cfg.remat_policy)

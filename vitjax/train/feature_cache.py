@@ -39,6 +39,7 @@ from vitjax.config import to_dict
 from vitjax.data import pipeline
 from vitjax.data.cache import fingerprint
 from vitjax.data.feature_store import filled_arrays
+from vitjax.errors import BadValue
 from vitjax.models.model import Model
 from vitjax.models.split import split_backbone
 from vitjax.optim.groups import layer_index
@@ -56,18 +57,18 @@ def cached_run(run: setup.Run) -> setup.Run:
     it (see the module docstring); otherwise `run` itself. "on" on a run that cannot is an error."""
     cfg = run.config.train
     if cfg.feature_cache not in MODES:
-        raise ValueError(f"config.train.feature_cache={cfg.feature_cache!r}; use one of {MODES}.")
+        raise BadValue(f"config.train.feature_cache={cfg.feature_cache!r}; use one of {MODES}.")
     if cfg.feature_cache == "off":
         return run
     if isinstance(cfg.feature_cache_views, bool) or not isinstance(cfg.feature_cache_views, int) \
             or cfg.feature_cache_views < 1:
-        raise ValueError(f"config.train.feature_cache_views={cfg.feature_cache_views!r} must be a "
-                         f"positive integer (augmented views of each training image).")
+        raise BadValue(f"config.train.feature_cache_views={cfg.feature_cache_views!r} must be a "
+                       f"positive integer (augmented views of each training image).")
     cut = frozen_blocks(run.optimizer, run.spec.num_layers)
     obstacles = _obstacles(run, cut)
     if cfg.feature_cache == "on" and obstacles:
-        raise ValueError(f"config.train.feature_cache='on' but {'; '.join(obstacles)}. Set "
-                         f"config.train.feature_cache='off' (or 'auto').")
+        raise BadValue(f"config.train.feature_cache='on' but {'; '.join(obstacles)}. Set "
+                       f"config.train.feature_cache='off' (or 'auto').")
     if obstacles:
         log.info("feature cache off: %s", "; ".join(obstacles))
         return run

@@ -19,6 +19,7 @@ from vitjax import parallel
 from vitjax.checkpoints.families import export_pretrained
 from vitjax.checkpoints.native import export_native
 from vitjax import report
+from vitjax.files import read_json
 from vitjax.lora import run as lora_run
 from vitjax.train import evaluation
 
@@ -101,3 +102,14 @@ def export(run, params, directory: str, metrics: dict | None = None) -> str:
     })
     log.info("exported the model in Hugging Face format to %s", path)
     return path
+
+
+def metrics_of(workdir: str, step: int, checkpoint_metrics: dict | None) -> dict:
+    """The metrics of the checkpoint of `step` for its model card: the finished run's results
+    (validation and test) when they are of that step, else the validation metrics it was saved with."""
+    path = os.path.join(workdir, "results.json")
+    if os.path.exists(path):
+        results = read_json(path)
+        if results.get("best_step") == step:
+            return results.get("metrics", {})
+    return {"validation": checkpoint_metrics} if checkpoint_metrics else {}

@@ -33,9 +33,11 @@ from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.data import pipeline, splits as splits_lib
 from vitjax.data.device_augment import train_transform
 from vitjax.data.records import ImageDataset
+from vitjax.errors import BadValue
 from vitjax.lora import run as lora_run
 from vitjax.models.model import Model
 from vitjax.models.vit import ViT, ViTSpec
+from vitjax.train.checkpointing import has_checkpoints
 from vitjax.train.fast_paths import backbone_options
 from vitjax.train.steps import TrainState, make_eval_step, make_train_step
 
@@ -62,6 +64,7 @@ class Run:
     steps_per_epoch: int = 0
     total_steps: int = 0
     eval_every_steps: int = 0
+    checkpoint_every_steps: int = 0  # 0: checkpoints at evaluations only
 
     # ---- sizes -------------------------------------------------------------------------------
     @property
@@ -183,9 +186,9 @@ def open_data(config) -> tuple[type[registry.Task], ImageDataset]:
     task_class = registry.get_task(config.task.name)
     dataset = task_class.open_source(config.data, config.task)
     if config.train.test_split and config.train.test_split not in dataset.splits:
-        raise ValueError(f"config.train.test_split={config.train.test_split!r} is not a split "
-                         f"of {dataset.source}; use one of {sorted(dataset.splits)}, or '' for "
-                         f"none.")
+        raise BadValue(f"config.train.test_split={config.train.test_split!r} is not a split "
+                       f"of {dataset.source}; use one of {sorted(dataset.splits)}, or '' for "
+                       f"none.")
     return task_class, dataset
 
 
@@ -218,19 +221,23 @@ def build_training(config, params: dict, spec: ViTSpec, dataset: ImageDataset) -
     """The `Run` fields of training: optimizer (parameter groups), plateau and step counts."""
     steps_per_epoch = len(dataset.splits["train"]) // config.train.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"the train split has {len(dataset.splits['train'])} images, fewer than "
-                         f"config.train.batch_size={config.train.batch_size}; lower the batch size.")
+        raise BadValue(f"the train split has {len(dataset.splits['train'])} images, fewer than "
+                       f"config.train.batch_size={config.train.batch_size}; lower the batch size.")
     total_steps = max(1, round(config.train.epochs * steps_per_epoch))
     eval_every = durations.to_steps(config.train.eval_every, steps_per_epoch=steps_per_epoch,
                                     total_steps=total_steps, batch_size=config.train.batch_size,
                                     name="config.train.eval_every")
+    checkpoint_every = durations.to_steps(
+        config.train.checkpoint_every, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+        batch_size=config.train.batch_size, name="config.train.checkpoint_every")
     optimizer = optim.build_optimizer(config.optim, params, num_layers=spec.num_layers,
                                       steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                                       batch_size=config.train.batch_size,
                                       extra_rules=lora_run.optimizer_rules(config.lora))
     return dict(optimizer=optimizer, plateau=optim.build_plateau(config.optim),
                 steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                eval_every_steps=max(1, min(eval_every, total_steps)))
+                eval_every_steps=max(1, min(eval_every, total_steps)),
+                checkpoint_every_steps=checkpoint_every)
 
 
 def build_eval_run(config, workdir: str, trained) -> Run:
@@ -240,8 +247,8 @@ def build_eval_run(config, workdir: str, trained) -> Run:
     _, dataset = open_data(config)
     task = trained.task
     if task.has_classes and dataset.class_names != task.class_names:
-        raise ValueError(f"the model's classes {task.class_names} are not the classes "
-                         f"{dataset.class_names} of config.data.source={config.data.source!r}.")
+        raise BadValue(f"the model's classes {task.class_names} are not the classes "
+                       f"{dataset.class_names} of config.data.source={config.data.source!r}.")
     return Run(config=config, workdir=workdir, mesh=mesh, dataset=dataset, task=task,
                spec=trained.spec, model=trained.model, preprocessing=trained.preprocessing,
                init_params=trained.params, base=config.model.checkpoint or "scratch")
@@ -288,7 +295,8 @@ def write_run_files(run: Run) -> None:
     if jax.process_index() == 0:
         table = run.optimizer.describe()
         log.info("parameter groups:\n%s", table)
-        splits_lib.write_split(run.workdir, run.dataset)
+        checkpoints = os.path.join(run.workdir, "checkpoints")
+        splits_lib.write_split(run.workdir, run.dataset, replace=not has_checkpoints(checkpoints))
         with open(os.path.join(run.workdir, "param_groups.txt"), "w", encoding="utf-8") as f:
             f.write(table + "\n")
 
@@ -334,8 +342,8 @@ def _with_task_head(model: Model, spec: ViTSpec, loaded: dict | None, seed: int,
         fits = path in shapes and shapes[path].shape == value.shape
         if path.startswith("backbone/"):
             if not fits:
-                raise ValueError(f"checkpoint tensor {path} {value.shape} does not fit the model "
-                                 f"({shapes[path].shape if path in shapes else (0,)}).")
+                raise BadValue(f"checkpoint tensor {path} {value.shape} does not fit the model "
+                               f"({shapes[path].shape if path in shapes else (0,)}).")
             kept[path] = value
         elif fits and any(pattern.fullmatch(path) for pattern in reusable):
             kept[path] = value

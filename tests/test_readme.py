@@ -1,0 +1,37 @@
+"""The README's quick start: two commands that each do their own set-up (the demo command installs
+vitjax before training; the test command installs the test extra before the suite), and `.ci/run` runs
+exactly the README's test command. The demo's config itself runs in tests/test_configs.py."""
+
+from __future__ import annotations
+
+import os
+import re
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _quick_start() -> dict[str, str]:
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        block = re.search(r"```bash\n(.*?)```", f.read(), re.S).group(1)
+    commands, comment = {}, None
+    for line in block.splitlines():
+        if line.startswith("# "):
+            comment = line[2:].split(":")[0]
+        elif line.strip():
+            commands[comment] = line.strip()
+    return commands
+
+
+def test_the_quick_start_is_two_self_contained_commands():
+    commands = _quick_start()
+    assert list(commands) == ["Try it", "Test it"]
+    assert re.fullmatch(r"python -m pip install -e \. && python -m vitjax\.main --config configs/digits\.py "
+                        r"--workdir runs/digits", commands["Try it"])
+    assert commands["Test it"].startswith('python -m pip install -e ".[test]" && ')
+    assert commands["Test it"].endswith("python -m pytest -q")
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    with open(os.path.join(REPO, ".ci", "run"), encoding="utf-8") as f:
+        lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    assert lines[-1] == _quick_start()["Test it"]
