@@ -14,10 +14,11 @@ import os
 
 import ml_collections
 
-from vitjax import durations, optim, sweep, trackers
+from vitjax import durations, optim, sweep_config
 from vitjax.data import config as data_config
 from vitjax.errors import BadKey, BadValue
 from vitjax.lora import config as lora_config
+from vitjax.trackers.config import default_config as trackers_defaults, validate as validate_trackers
 from vitjax.models.vit import ViTSpec
 
 
@@ -80,9 +81,9 @@ def base_config(task: str = "classification", plugins=()) -> ml_collections.Conf
                                      # epoch draws one per image at random
     c.train.report_to = "tensorboard"  # any of tensorboard, mlflow, wandb (comma-separated); see config.trackers
 
-    c.trackers = trackers.default_config()  # MLflow / W&B destinations (vitjax/trackers)
+    c.trackers = trackers_defaults()  # MLflow / W&B destinations (vitjax/trackers)
 
-    c.sweep = sweep.default_config()  # --mode sweep: the search space and study (vitjax/sweep.py)
+    c.sweep = sweep_config.default_config()  # --mode sweep: the search space and study (vitjax/sweep_config.py)
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1                 # data-parallel size; -1 = all devices / fsdp
@@ -187,7 +188,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise BadValue("set config.model.checkpoint (a hub id or a save_pretrained folder) or "
                        "config.model.spec (a from-scratch ViT) — neither is set.")
     lora_config.validate(config)
-    trackers.validate(config)
+    validate_trackers(config)
     depth = known_depth(config.model)
     if config.optim.freeze == "last_n_blocks" and depth is not None \
             and not 0 <= config.optim.last_n_blocks <= depth:

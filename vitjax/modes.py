@@ -116,7 +116,7 @@ def sweep(config, workdir: str, storage: str | None = None, overwrite: bool = Fa
     lock = workdir_lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     with lock:  # the sweep's trials run in subfolders; the sweep holds its own folder
         prepare_workdir(config, workdir, overwrite)
-        return sweep_lib.run(config, workdir, storage)
+        return sweep_lib.run(config, workdir, storage, train)
 
 
 def saved_config(config, workdir: str | None):

@@ -23,28 +23,10 @@ import os
 
 import ml_collections
 
+from vitjax.errors import BadKey, BadValue, UserError
+from vitjax.sweep_config import KINDS, PRUNERS, SAMPLERS
+
 log = logging.getLogger(__name__)
-
-KINDS = ("log_uniform", "uniform", "int", "choice")
-SAMPLERS = ("tpe", "random")
-PRUNERS = ("median", "none")
-
-
-def default_config() -> ml_collections.ConfigDict:
-    """`config.sweep`: the search space and the study's settings (read by `--mode sweep` only)."""
-    c = ml_collections.ConfigDict()
-    c.trials = 10                     # trials in all (finished or pruned), across resumes and machines
-    # Entries (config key, kind, ...): ("optim.lr", "log_uniform", 1e-5, 1e-2), ("optim.layer_decay",
-    # "uniform", 0.6, 1.0), ("lora.rank", "int", 4, 32), ("optim.freeze", "choice", ("full", "head_only")).
-    c.space = ()
-    c.sampler = "tpe"                 # "tpe" (Optuna's default) or "random"; seeded by config.seed
-    c.pruner = "median"               # "median": stop a trial below the median of earlier ones at the same
-                                      # step; "none"
-    c.pruner_startup_trials = 2       # trials that always run to the end before any is pruned
-    c.pruner_warmup_steps = 0         # train steps before a trial may be pruned
-    c.name = ""                       # the study's name in the storage; "" = the workdir's folder name
-    return c
-
 
 def parse_space(config) -> list[tuple]:
     """`config.sweep.space` checked: each key a config key, each kind known with its bounds."""
@@ -55,21 +37,21 @@ def parse_space(config) -> list[tuple]:
     for i, entry in enumerate(config.sweep.space):
         key = f"config.sweep.space[{i}]"
         if not isinstance(entry, (list, tuple)) or len(entry) < 3 or entry[1] not in KINDS:
-            raise ValueError(f"{key}={entry!r}: write (config key, kind, ...) with kind in {KINDS}, e.g. "
+            raise BadValue(f"{key}={entry!r}: write (config key, kind, ...) with kind in {KINDS}, e.g. "
                              f"('optim.lr', 'log_uniform', 1e-5, 1e-2) or ('optim.freeze', 'choice', "
                              f"('full', 'head_only')).")
         name, kind, *args = entry
         if name not in flat:
-            raise KeyError(f"{key}: {name!r} is not a config key.{config_lib.close_matches(name, flat)}")
+            raise BadKey(f"{key}: {name!r} is not a config key.{config_lib.close_matches(name, flat)}")
         if kind == "choice":
             if len(args) != 1 or not isinstance(args[0], (list, tuple)) or not args[0]:
-                raise ValueError(f"{key}: a choice takes one tuple of values, e.g. ('{name}', 'choice', (a, b)).")
+                raise BadValue(f"{key}: a choice takes one tuple of values, e.g. ('{name}', 'choice', (a, b)).")
         elif len(args) != 2 or not args[0] < args[1] or (kind == "log_uniform" and args[0] <= 0):
-            raise ValueError(f"{key}: {kind} takes (low, high) with low < high"
+            raise BadValue(f"{key}: {kind} takes (low, high) with low < high"
                              f"{' and low > 0' if kind == 'log_uniform' else ''}; got {tuple(args)}.")
         entries.append((name, kind, *args))
     if not entries:
-        raise ValueError("config.sweep.space is empty: list what to search, e.g. "
+        raise BadValue("config.sweep.space is empty: list what to search, e.g. "
                          "(('optim.lr', 'log_uniform', 1e-5, 1e-2),).")
     return entries
 
@@ -126,7 +108,7 @@ def _study(config, workdir: str, storage: str | None):
 
     cfg = config.sweep
     if cfg.sampler not in SAMPLERS or cfg.pruner not in PRUNERS:
-        raise ValueError(f"config.sweep.sampler={cfg.sampler!r} / pruner={cfg.pruner!r}: use a sampler in "
+        raise BadValue(f"config.sweep.sampler={cfg.sampler!r} / pruner={cfg.pruner!r}: use a sampler in "
                          f"{SAMPLERS} and a pruner in {PRUNERS}.")
     url = storage or f"sqlite:///{os.path.abspath(os.path.join(workdir, 'sweep.db'))}"
     storage = RDBStorage(url, heartbeat_interval=60, grace_period=120,
@@ -145,13 +127,13 @@ def _study(config, workdir: str, storage: str | None):
                                direction=direction, load_if_exists=True)
 
 
-def run(config, workdir: str, storage: str | None = None) -> dict:
-    """Runs (or continues) the sweep of `config` in `workdir`; returns the summary (also sweep.json)."""
+def run(config, workdir: str, storage: str | None, train) -> dict:
+    """Runs (or continues) the sweep of `config` in `workdir`, each trial a `train(config, folder, sinks=...)`
+    (`vitjax.modes.train`); returns the summary (also sweep.json)."""
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
 
-    from vitjax import modes
 
     space = parse_space(config)
     metric = config.train.best_metric
@@ -165,13 +147,13 @@ def run(config, workdir: str, storage: str | None = None) -> dict:
         folder = os.path.join(workdir, f"trial_{trial.number if first is None else first:03d}")
         trial.set_user_attr("workdir", folder)
         log.info("trial %d: %s", trial.number, params)
-        results = modes.train(trial_config(config, params), folder, sinks=[PruningReport(trial, metric)])
+        results = train(trial_config(config, params), folder, sinks=[PruningReport(trial, metric)])
         return results["metrics"]["validation"][metric]
 
     done = (TrialState.COMPLETE, TrialState.PRUNED)
     remaining = config.sweep.trials - len(study.get_trials(deepcopy=False, states=done))
     if remaining > 0:
-        study.optimize(objective, n_trials=remaining, catch=(modes.UserError,),
+        study.optimize(objective, n_trials=remaining, catch=(UserError,),
                        callbacks=[optuna.study.MaxTrialsCallback(config.sweep.trials, states=done)])
     return summarize(study, config, workdir)
 

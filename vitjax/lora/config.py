@@ -5,6 +5,8 @@ import re
 
 import ml_collections
 
+from vitjax.errors import BadValue
+
 BASE_DTYPES = ("float32", "bfloat16")
 
 
@@ -31,21 +33,21 @@ def validate(config) -> None:
     """Cheap checks of `config.lora` (and of the freeze preset it needs), each naming the key."""
     c = config.lora
     if c.base_dtype not in BASE_DTYPES:
-        raise ValueError(f"config.lora.base_dtype={c.base_dtype!r}: use one of {BASE_DTYPES}.")
+        raise BadValue(f"config.lora.base_dtype={c.base_dtype!r}: use one of {BASE_DTYPES}.")
     if not enabled(c):
         return
     try:
         re.compile(c.targets)
     except re.error as err:
-        raise ValueError(f"config.lora.targets={c.targets!r} is not a valid regex ({err}).") from None
+        raise BadValue(f"config.lora.targets={c.targets!r} is not a valid regex ({err}).") from None
     if isinstance(c.rank, bool) or not isinstance(c.rank, int) or c.rank < 1:
-        raise ValueError(f"config.lora.rank={c.rank!r} must be a positive integer (e.g. 8 or 16).")
+        raise BadValue(f"config.lora.rank={c.rank!r} must be a positive integer (e.g. 8 or 16).")
     if not c.alpha > 0:
-        raise ValueError(f"config.lora.alpha={c.alpha!r} must be positive (the scale is alpha / rank).")
+        raise BadValue(f"config.lora.alpha={c.alpha!r} must be positive (the scale is alpha / rank).")
     if not 0 <= c.dropout < 1:
-        raise ValueError(f"config.lora.dropout={c.dropout!r} must be in [0, 1).")
+        raise BadValue(f"config.lora.dropout={c.dropout!r} must be in [0, 1).")
     if config.optim.freeze == "full":
-        raise ValueError("config.lora.targets is set but config.optim.freeze='full' trains every base "
+        raise BadValue("config.lora.targets is set but config.optim.freeze='full' trains every base "
                          "weight in full as well; set config.optim.freeze='head_only' (the adapters and "
                          "the head train, as PEFT's modules_to_save=['classifier']), 'last_n_blocks' or "
                          "a regex of the base weights to freeze.")

@@ -22,6 +22,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from safetensors.numpy import load_file, save_file
 
 from vitjax.checkpoints import hf_names
+from vitjax.errors import BadKey, BadValue
 from vitjax.lora.model import ADAPTERS, LoRASpec, adapted_layers
 from vitjax.models.vit import ViTSpec
 
@@ -67,7 +68,7 @@ def parameter_names(spec: ViTSpec, pooling: str, layout: str) -> dict[str, tuple
     """vitjax parameter path -> (torch parameter name in the classifier, layout `Kind`), for `layout`;
     tensors split from a fused torch module have no name of their own and are left out."""
     if spec.family not in _RENAMES:
-        raise ValueError(f"PEFT adapters of {spec.family} models are not supported; vitjax reads and writes "
+        raise BadValue(f"PEFT adapters of {spec.family} models are not supported; vitjax reads and writes "
                          f"them for {sorted(_RENAMES)} (a {spec.family} LoRA run still exports best/ merged).")
     family = hf_names.FAMILIES[spec.family]
     rows = [(r, "backbone/" + r.flax) for r in family.backbone_rows(spec, family.prefixes[0])]
@@ -96,7 +97,7 @@ def save_adapter(directory: str, spec: ViTSpec, pooling: str, params: dict, lora
     tensors, targets = {}, []
     for layer in adapted_layers(params):
         if f"{layer}/kernel" not in names:
-            raise ValueError(f"the LoRA layer {layer} has no single torch module in {layout}'s "
+            raise BadValue(f"the LoRA layer {layer} has no single torch module in {layout}'s "
                              f"{spec.family} classifier, so PEFT cannot hold its adapter; leave it out "
                              f"of config.lora.targets (the merged best/ export holds it).")
         module = _module(names[f"{layer}/kernel"][0])
@@ -108,7 +109,7 @@ def save_adapter(directory: str, spec: ViTSpec, pooling: str, params: dict, lora
     saved = {}
     for path in full:
         if path not in names or _module(names[path][0]) in targets:
-            raise ValueError(f"{path} trains in full but PEFT's modules_to_save holds whole torch modules "
+            raise BadValue(f"{path} trains in full but PEFT's modules_to_save holds whole torch modules "
                              f"without adapters only; export merged (best/) or freeze it.")
         name, kind = names[path]
         saved.setdefault(_module(name), set()).add(path)
@@ -116,7 +117,7 @@ def save_adapter(directory: str, spec: ViTSpec, pooling: str, params: dict, lora
     for module, paths in saved.items():
         whole = {p for p, (n, _) in names.items() if _module(n) == module}
         if whole - paths:
-            raise ValueError(f"only part of the torch module {module} trains ({sorted(paths)}); PEFT's "
+            raise BadValue(f"only part of the torch module {module} trains ({sorted(paths)}); PEFT's "
                              f"modules_to_save holds whole modules: train or freeze all of {sorted(whole)}.")
     config = {
         "peft_type": "LORA", "task_type": None, "base_model_name_or_path": base or None,
@@ -139,11 +140,11 @@ def _read_config(path: str) -> dict:
                    "use_rslora": (False, None), "fan_in_fan_out": (False, None)}
     for key, allowed in unsupported.items():
         if config.get(key, allowed[0]) not in allowed:
-            raise ValueError(f"{path}: {key}={config[key]!r}; vitjax reads plain LoRA adapters "
+            raise BadValue(f"{path}: {key}={config[key]!r}; vitjax reads plain LoRA adapters "
                              f"({key} in {allowed}).")
     for key in ("rank_pattern", "alpha_pattern"):
         if config.get(key):
-            raise ValueError(f"{path}: {key} is set; vitjax reads adapters of one rank and alpha.")
+            raise BadValue(f"{path}: {key} is set; vitjax reads adapters of one rank and alpha.")
     return config
 
 
@@ -162,7 +163,7 @@ def load_adapter(directory: str, spec: ViTSpec, pooling: str, params: dict) -> t
         if match:
             path = by_name.get(match.group(1) + ".weight", (None,))[0]
             if path is None or not path.endswith("/kernel"):
-                raise KeyError(f"{directory}/{WEIGHTS}: {key} adapts no Dense layer of a {spec.family} "
+                raise BadKey(f"{directory}/{WEIGHTS}: {key} adapts no Dense layer of a {spec.family} "
                                f"classifier with a {pooling!r} head.")
             layer = path.removesuffix("/kernel")
             layers.add(layer)
@@ -171,11 +172,11 @@ def load_adapter(directory: str, spec: ViTSpec, pooling: str, params: dict) -> t
             path, kind = by_name[name]
             new = kind.to_flax(np.asarray(value, np.float32))
             if new.shape != np.shape(flat[path]):
-                raise ValueError(f"{directory}/{WEIGHTS}: {key} has shape {value.shape}, which does not fit "
+                raise BadValue(f"{directory}/{WEIGHTS}: {key} has shape {value.shape}, which does not fit "
                                  f"{path} {np.shape(flat[path])}; load the base with the adapter's labels.")
             flat[path] = new
         else:
-            raise KeyError(f"{directory}/{WEIGHTS}: {key} is no tensor of a {spec.family} classifier with "
+            raise BadKey(f"{directory}/{WEIGHTS}: {key} is no tensor of a {spec.family} classifier with "
                            f"a {pooling!r} head.")
     lora = LoRASpec("|".join(re.escape(layer) for layer in sorted(layers)), int(config["r"]),
                     float(config["lora_alpha"]), float(config.get("lora_dropout", 0.0)))

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict
 
+from vitjax.errors import BadValue
 from vitjax.lora import peft as peft_format
 from vitjax.lora.config import enabled
 from vitjax.lora.model import ADAPTER_PATH, LoRAModel, LoRASpec, adapted_layers, merge
@@ -38,7 +39,7 @@ def prepare_params(lora_cfg, params, trainable_mask):
     if not adapted_layers(params):
         dense = sorted({p.removesuffix("/kernel") for p, v in flatten_dict(params, sep="/").items()
                         if p.endswith("/kernel") and np.ndim(v) == 2})
-        raise ValueError(f"config.lora.targets={lora_cfg.targets!r} matches no Dense layer; layer paths "
+        raise BadValue(f"config.lora.targets={lora_cfg.targets!r} matches no Dense layer; layer paths "
                          f"look like {dense[:6]} (a full match over the path without '/kernel').")
     log.info("LoRA rank %d on %d layers: %s", lora_cfg.rank, len(adapted_layers(params)),
              adapted_layers(params)[:4])

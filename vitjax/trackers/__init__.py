@@ -14,42 +14,12 @@ registered model version). A run that resumes in the same workdir continues the 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 
 import jax
-import ml_collections
 
-REPORTERS = ("tensorboard", "mlflow", "wandb")
-_EXTRAS = {"mlflow": "mlflow", "wandb": "wandb"}
-
-
-def default_config() -> ml_collections.ConfigDict:
-    """`config.trackers`: where MLflow and W&B runs go (TensorBoard needs nothing)."""
-    c = ml_collections.ConfigDict()
-    c.experiment = "vitjax"           # MLflow experiment / W&B project
-    c.run_name = ""                   # "" = the workdir's folder name
-    c.mlflow_tracking_uri = ""        # "" = $MLFLOW_TRACKING_URI, else MLflow's default (./mlruns)
-    c.registered_model = ""           # MLflow: register best/ under this model name ("" = artifact only)
-    return c
-
-
-def reporters(report_to: str) -> list[str]:
-    """`config.train.report_to` ("tensorboard", "mlflow,wandb", ...) as a checked list."""
-    names = [n.strip() for n in str(report_to).split(",") if n.strip()]
-    for name in names:
-        if name not in REPORTERS:
-            raise ValueError(f"config.train.report_to={report_to!r}: {name!r} is not a tracker; use any of "
-                             f"{', '.join(REPORTERS)}, separated by commas (or '' for metrics.jsonl only).")
-    return names
-
-
-def validate(config) -> None:
-    for name in reporters(config.train.report_to):
-        if name in _EXTRAS and importlib.util.find_spec(name) is None:
-            raise ValueError(f"config.train.report_to names {name}, which is not installed; "
-                             f"pip install 'vitjax[{_EXTRAS[name]}]' (or drop it from report_to).")
+from vitjax.trackers.config import reporters
 
 
 class Trackers:
@@ -105,37 +75,3 @@ def open_trackers(config, workdir: str):
         sink.close(failed=False)
 
 
-def artifacts(workdir: str) -> list[str]:
-    """The run's plots, reports and records worth keeping with a tracker run (paths that exist)."""
-    names = ["config.json", "param_groups.txt", "data_split.json", "results.json", "learning_curves.png",
-             "validation", "test"]
-    return [os.path.join(workdir, n) for n in names if os.path.exists(os.path.join(workdir, n))]
-
-
-def model_dirs(workdir: str) -> list[str]:
-    """The exported best model folders (best/, best_adapter/, best_vitjax/) that exist."""
-    return [os.path.join(workdir, n) for n in ("best", "best_adapter", "best_vitjax")
-            if os.path.isdir(os.path.join(workdir, n))]
-
-
-def best_metrics(results: dict) -> dict[str, float]:
-    """`best/<split>/<metric>`: the best checkpoint's validation and test metrics."""
-    return {f"best/{split}/{k}": float(v) for split, values in results.get("metrics", {}).items()
-            for k, v in values.items()}
-
-
-def flat_config(config) -> dict[str, str]:
-    """The resolved config as dotted keys -> value strings (tracker parameters)."""
-    from vitjax import config as config_lib
-
-    out = {}
-
-    def walk(prefix, value):
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        else:
-            out[prefix] = json.dumps(value) if not isinstance(value, str) else value
-
-    walk("", config_lib.to_dict(config))
-    return out

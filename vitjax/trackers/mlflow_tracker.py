@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from vitjax import trackers
+import vitjax.trackers.run_files as run_files
 
 
 class MLflowTracker:
@@ -28,7 +28,7 @@ class MLflowTracker:
             run_id = self.client.create_run(experiment_id, run_name=run_name,
                                             tags={"vitjax.workdir": os.path.abspath(workdir)}).info.run_id
             from mlflow.entities import Param
-            params = [Param(k, v[:6000]) for k, v in trackers.flat_config(config).items()]
+            params = [Param(k, v[:6000]) for k, v in run_files.flat_config(config).items()]
             for i in range(0, len(params), 100):
                 self.client.log_batch(run_id, params=params[i:i + 100])
         self.run_id = run_id
@@ -47,14 +47,14 @@ class MLflowTracker:
                                                     for k, v in scalars.items()])
 
     def finish(self, results: dict) -> None:
-        for metric, value in trackers.best_metrics(results).items():
+        for metric, value in run_files.best_metrics(results).items():
             self.client.log_metric(self.run_id, metric, value, step=int(results.get("steps", 0)))
-        for path in trackers.artifacts(self.workdir):
+        for path in run_files.artifacts(self.workdir):
             if os.path.isdir(path):
                 self.client.log_artifacts(self.run_id, path, artifact_path=os.path.basename(path))
             else:
                 self.client.log_artifact(self.run_id, path)
-        for path in trackers.model_dirs(self.workdir):
+        for path in run_files.model_dirs(self.workdir):
             self.client.log_artifacts(self.run_id, path, artifact_path=os.path.basename(path))
         if self.registered_model and os.path.isdir(os.path.join(self.workdir, "best")):
             from mlflow.exceptions import MlflowException

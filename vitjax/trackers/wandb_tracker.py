@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from vitjax import config as config_lib
-from vitjax import trackers
+import vitjax.trackers.run_files as run_files
 
 
 class WandbTracker:
@@ -30,15 +30,15 @@ class WandbTracker:
     def finish(self, results: dict) -> None:
         import wandb
 
-        self.run.summary.update(trackers.best_metrics(results))
+        self.run.summary.update(run_files.best_metrics(results))
         curves = os.path.join(self.workdir, "learning_curves.png")
         if os.path.exists(curves):
             self.run.log({"learning_curves": wandb.Image(curves)})
         reports = wandb.Artifact(f"{self.run.id}-reports", type="evaluation")
-        for path in trackers.artifacts(self.workdir):
+        for path in run_files.artifacts(self.workdir):
             (reports.add_dir if os.path.isdir(path) else reports.add_file)(path, name=os.path.basename(path))
         self.run.log_artifact(reports)
-        for path in trackers.model_dirs(self.workdir):
+        for path in run_files.model_dirs(self.workdir):
             model = wandb.Artifact(f"{self.run.id}-{os.path.basename(path)}", type="model")
             model.add_dir(path)
             self.run.log_artifact(model, aliases=["best"])
