@@ -128,8 +128,7 @@ def saved_config(config, workdir: str | None):
     if not path or not os.path.isfile(path):
         raise FileNotFoundError(f"no config: pass --config, or a --workdir holding a run's config.json "
                                 f"(not found at {path!r}).")
-    with open(path, encoding="utf-8") as f:
-        return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(read_json(path, "pass the run's --config instead"))
 
 
 def _model_dir(workdir: str | None, model: str | None, native_ok: bool = True) -> str:
