@@ -85,6 +85,7 @@ def test_views_on_disk_are_reused_and_an_interrupted_run_resumes(data, tmp_path,
         patch.setattr(parallel, "global_batch", put)
         with pytest.raises(KeyboardInterrupt):
             modes.train(config, workdir)
+    caplog.clear()  # only what the resumed run logs counts below
     with caplog.at_level("INFO", logger="vitjax"):
         resumed = modes.train(config, workdir)
     assert "resumed from the checkpoint of step" in caplog.text
