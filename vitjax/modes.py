@@ -235,8 +235,9 @@ def expand_inputs(inputs: list[str]) -> list[str]:
 @_user_errors
 def export(config, workdir: str, output: str | None) -> str:
     """The best orbax checkpoint of `workdir` in Hugging Face format (or vitjax's own format for
-    tasks without a transformers class) to `output`, by default where training exports. Reads no
-    data: the class names come from the run's data_split.json. `config` None: the run's saved config."""
+    tasks without a transformers class) to `output`, by default where training exports. Reads the
+    workdir alone, no data and no base checkpoint: the class names come from the run's data_split.json,
+    the architecture and preprocessing from its model.json. `config` None: the run's saved config."""
     from vitjax.train import outputs, setup
     from vitjax.train.checkpointing import Checkpointer
     config = saved_config(config, workdir)
@@ -248,7 +249,7 @@ def export(config, workdir: str, output: str | None) -> str:
     if step is None:
         ckpt.close()
         raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint; train first.")
-    params = ckpt.restore_params(step, run.placed_params(), ema=config.optim.ema_decay > 0)
+    params = ckpt.restore_params(step, run.abstract_params(), ema=config.optim.ema_decay > 0)
     checkpoint_metrics = ckpt.metrics(step)
     ckpt.close()
     output = output or outputs.export_dir(run)

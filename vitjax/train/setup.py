@@ -9,14 +9,14 @@
 - the steps: `Run.jit_train_step`, `Run.jit_eval_step`.
 
 `build_run` composes all of them (the train mode); `build_eval_run` the data and a trained model
-(the evaluate mode); `build_export_run` the model over the classes the run recorded, no data (export).
+(the evaluate mode); `build_export_run` the model the run recorded over its recorded classes, no data
+and no base checkpoint (export).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import os
 import re
@@ -33,11 +33,13 @@ from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.data import pipeline, splits as splits_lib
 from vitjax.data.device_augment import train_transform
 from vitjax.data.records import ImageDataset
-from vitjax.errors import BadValue
+from vitjax.errors import BadValue, UserError
+from vitjax.files import read_json
 from vitjax.lora import run as lora_run
 from vitjax.models.model import Model
 from vitjax.models.vit import ViT, ViTSpec
 from vitjax.train.checkpointing import has_checkpoints
+from vitjax.train import run_model
 from vitjax.train.fast_paths import backbone_options
 from vitjax.train.steps import TrainState, make_eval_step, make_train_step
 
@@ -102,11 +104,18 @@ class Run:
             ema_params=None if shapes.ema_params is None else params,
             rng=parallel.replicated(self.mesh))
 
+    def _param_shardings(self):
+        shapes = jax.eval_shape(lambda params: params, self.init_params)
+        return parallel.param_shardings(shapes, self.mesh, min_size=self.config.mesh.fsdp_min_size)
+
     def placed_params(self):
         """`init_params` on the mesh with the parameter shardings (no optimizer needed)."""
-        shapes = jax.eval_shape(lambda params: params, self.init_params)
-        shardings = parallel.param_shardings(shapes, self.mesh, min_size=self.config.mesh.fsdp_min_size)
-        return jax.device_put(self.init_params, shardings)
+        return jax.device_put(self.init_params, self._param_shardings())
+
+    def abstract_params(self):
+        """The shapes, dtypes and shardings of `init_params`, without values (a restore's target)."""
+        return jax.tree.map(lambda p, sharding: jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=sharding),
+                            self.init_params, self._param_shardings())
 
     def init_state(self) -> TrainState:
         """The step-0 train state, placed on the mesh with the parameter shardings."""
@@ -210,11 +219,16 @@ def build_model(config, task_class: type[registry.Task], dataset: ImageDataset) 
     log.info("data %s: %s", dataset.source, {s: len(v) for s, v in dataset.splits.items()})
     task = task_class(config.task, dataset.class_names)
     spec, params, preprocessing, base = load_backbone(config, dataset.class_names)
-    model = lora_run.build_model(config.lora, Model(ViT(spec, **backbone_options(config.model)),
-                                                    task.make_head(spec)))
+    model = _task_model(config, task, spec)
     params = _with_task_head(model, spec, params, config.seed, task.head_from_checkpoint(), base)
     return Built(task=task, spec=spec, model=model, preprocessing=preprocessing, init_params=params,
                  base=base)
+
+
+def _task_model(config, task: registry.Task, spec: ViTSpec) -> Model:
+    """The backbone of `spec` with the task's head (and LoRA adapters when `config.lora` is on)."""
+    return lora_run.build_model(config.lora, Model(ViT(spec, **backbone_options(config.model)),
+                                                   task.make_head(spec)))
 
 
 def build_training(config, params: dict, spec: ViTSpec, dataset: ImageDataset) -> dict:
@@ -260,17 +274,41 @@ def recorded_dataset(workdir: str) -> ImageDataset:
     path = os.path.join(workdir, splits_lib.SPLIT_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} is missing: {workdir} holds no training run; train first.")
-    with open(path, encoding="utf-8") as f:
-        recorded = json.load(f)
+    recorded = read_json(path, "train the run again to rewrite it")
     return ImageDataset(source=recorded["source"], splits={}, class_names=recorded["class_names"])
 
 
 def build_export_run(config, workdir: str) -> Run:
-    """A run that exports: the task and model over the recorded classes, no data, no optimizer."""
+    """A run that exports: the task and model over the recorded classes, no data, no optimizer, no
+    base checkpoint (the architecture and preprocessing come from the workdir's `model.json`).
+    `init_params` holds the parameters' shapes only (`Run.abstract_params`)."""
     registry.load_plugins(config.task.plugins)
     dataset = recorded_dataset(workdir)
-    built = build_model(config, registry.get_task(config.task.name), dataset)
-    return Run(config=config, workdir=workdir, mesh=make_mesh(config), dataset=dataset, **vars(built))
+    task = registry.get_task(config.task.name)(config.task, dataset.class_names)
+    spec, preprocessing = recorded_model(config, workdir, dataset.class_names)
+    model = _task_model(config, task, spec)
+    dummy = jax.ShapeDtypeStruct((1, *spec.image_size, spec.num_channels), jnp.float32)
+    shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), dummy)["params"]
+    return Run(config=config, workdir=workdir, mesh=make_mesh(config), dataset=dataset, task=task,
+               spec=spec, model=model, preprocessing=preprocessing, init_params=shapes,
+               base=config.model.checkpoint or "scratch")
+
+
+def recorded_model(config, workdir: str, class_names) -> tuple[ViTSpec, Preprocessing]:
+    """The spec and preprocessing the run in `workdir` recorded (`run_model`); for a run trained
+    before vitjax recorded them, those of its base checkpoint, which must then be readable."""
+    recorded = run_model.read(workdir)
+    if recorded is not None:
+        return recorded
+    try:
+        spec, _, preprocessing, _ = load_backbone(config, class_names)
+    except (OSError, UserError) as e:
+        raise FileNotFoundError(
+            f"{os.path.join(workdir, run_model.MODEL_FILE)} is missing (the run was trained by an older "
+            f"vitjax), and the model cannot be rebuilt from its base checkpoint "
+            f"{config.model.checkpoint!r} either ({e}). Make that checkpoint readable here, or train the "
+            f"run again (which records the model in the workdir).") from e
+    return spec, preprocessing
 
 
 def build_run(config, workdir: str, dataset: ImageDataset | None = None) -> Run:
@@ -291,7 +329,8 @@ def build_run(config, workdir: str, dataset: ImageDataset | None = None) -> Run:
 
 
 def write_run_files(run: Run) -> None:
-    """Process 0 writes the audit file of the split and the parameter-group table to the workdir."""
+    """Process 0 writes the audit file of the split, the parameter-group table and the model the run
+    resolved (`run_model`: what the modes after training rebuild it from) to the workdir."""
     if jax.process_index() == 0:
         table = run.optimizer.describe()
         log.info("parameter groups:\n%s", table)
@@ -299,6 +338,7 @@ def write_run_files(run: Run) -> None:
         splits_lib.write_split(run.workdir, run.dataset, replace=not has_checkpoints(checkpoints))
         with open(os.path.join(run.workdir, "param_groups.txt"), "w", encoding="utf-8") as f:
             f.write(table + "\n")
+        run_model.write(run.workdir, run.spec, run.preprocessing, run.base)
 
 
 def load_backbone(config, class_names):

@@ -1,0 +1,32 @@
+"""The model a run resolved from its base checkpoint — architecture, preprocessing, which checkpoint —
+recorded in the workdir as `model.json` when training starts, so that the modes after training rebuild
+it from the workdir alone (export from the orbax checkpoints on a machine without the hub or the base
+folder). Training is the only mode that reads the base checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from vitjax.checkpoints import architecture
+from vitjax.files import read_json
+
+MODEL_FILE = "model.json"
+
+
+def write(workdir: str, spec, preprocessing, base: str) -> str:
+    """Writes `<workdir>/model.json` (atomically: a crash leaves the previous one or none)."""
+    path = os.path.join(workdir, MODEL_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump({"base_checkpoint": base, **architecture.to_fields(spec, preprocessing)}, f, indent=2)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def read(workdir: str):
+    """(spec, preprocessing) of `<workdir>/model.json`; None when the workdir has none (a run trained
+    before vitjax recorded it)."""
+    path = os.path.join(workdir, MODEL_FILE)
+    if not os.path.isfile(path):
+        return None
+    return architecture.from_fields(read_json(path, "train the run again to rewrite it"), path)
