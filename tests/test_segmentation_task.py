@@ -160,7 +160,7 @@ def test_training_raises_miou_well_above_untrained(trained):
     for name in ("per_class.csv", "per_class.md", "report.json", "confusion_matrix.png"):
         assert os.path.getsize(os.path.join(report, name)) > 0
     assert not os.path.exists(os.path.join(workdir, "best"))  # no transformers class: vitjax's format
-    info, params = load_native(os.path.join(workdir, "best_vitjax"))
+    info, params, _, _ = load_native(os.path.join(workdir, "best_vitjax"))
     assert info["task"] == "segmentation" and info["class_names"] == list(CLASSES)
     assert info["task_config"]["upsample_steps"] == 1
     assert params["head"]["classifier"]["kernel"].shape == (32, 3)

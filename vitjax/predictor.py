@@ -21,8 +21,7 @@ import numpy as np
 from PIL import Image
 
 from vitjax import registry
-from vitjax.checkpoints import native
-from vitjax.checkpoints.hf_load import CONFIG, load_hf, resolve_files
+from vitjax.checkpoints.model_folder import read_model_folder
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.data import paired
 from vitjax.data.transforms import load_rgb
@@ -115,30 +114,14 @@ def unique_stems(paths: Sequence[str]) -> list[str]:
 
 def load_trained(directory: str | os.PathLike,
                  task_config: ml_collections.ConfigDict | dict | None = None) -> Predictor:
-    """A `Predictor` of an exported model folder: `best_vitjax/` (vitjax's format) or `best/` (Hugging
-    Face format, a classification model). `task_config`: the run's `config.task` (its knobs, e.g.
-    `top_k`, `score_threshold`); by default the one saved in the folder (`best_vitjax/`) or the
-    classification task that the folder's config.json describes (`best/`)."""
-    directory = os.fspath(directory)
-    if os.path.isfile(os.path.join(directory, native.MODEL_FILE)):
-        info, params = native.load_native(directory)
-        config = dict(task_config or info["task_config"])
-        class_names = info["class_names"]
-        spec = ViTSpec.from_hf_config(info["backbone_config"])
-        preprocessing = Preprocessing.from_hf(info["preprocessor_config"])
-    elif os.path.isfile(os.path.join(directory, CONFIG)):
-        checkpoint = load_hf(directory)
-        with open(resolve_files(directory)[CONFIG], encoding="utf-8") as f:
-            problem_type = json.load(f).get("problem_type")
-        config = dict(task_config or {"name": "classification", "pooling": checkpoint.pooling,
-                                      "multilabel": problem_type == "multi_label_classification"})
-        class_names = [checkpoint.id2label[i] for i in sorted(checkpoint.id2label)]
-        spec, params, preprocessing = checkpoint.spec, checkpoint.params, checkpoint.preprocessing
-    else:
-        raise FileNotFoundError(
-            f"{directory} is not an exported vitjax model: it holds neither {native.MODEL_FILE} "
-            f"(best_vitjax/) nor {CONFIG} (best/). Pass the export folder of a finished run.")
+    """A `Predictor` of an exported model folder (`checkpoints.model_folder`): `best_vitjax/` (vitjax's
+    format) or `best/` (a classification model in its family's format: transformers' or timm's).
+    `task_config`: the run's `config.task` (its knobs, e.g. `top_k`, `score_threshold`); by default the
+    one saved in the folder (`best_vitjax/`) or the classification task that `best/` describes."""
+    folder = read_model_folder(directory)
+    config = dict(task_config or folder.task_config)
+    spec, params, preprocessing = folder.spec, folder.params, folder.preprocessing
     registry.load_plugins(config.get("plugins") or ())
-    task = registry.get_task(config.get("name"))(ml_collections.ConfigDict(config), class_names)
+    task = registry.get_task(config.get("name"))(ml_collections.ConfigDict(config), folder.class_names)
     model = Model(ViT(spec), task.make_head(spec))
     return Predictor(task=task, model=model, params=params, preprocessing=preprocessing, spec=spec)

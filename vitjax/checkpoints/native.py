@@ -1,8 +1,9 @@
 """vitjax's own model format, for tasks without a transformers class (segmentation, detection).
 
 A folder holding `params/` (the float32 parameter tree, an orbax checkpoint) and `vitjax_model.json`:
-the task's name and knobs, the class names, the backbone's `config.json` fields (`ViTSpec.to_hf_config`)
-and the `preprocessor_config.json` fields (`Preprocessing.to_hf`). `load_native` reads both back.
+the task's name and knobs, the class names, the whole architecture and preprocessing (`architecture.py`;
+folders written before them carry only the lossy transformers fields `backbone_config` and
+`preprocessor_config`, which are read then). `load_native` reads the folder back.
 """
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vitjax.checkpoints import architecture
+from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.files import read_json
+from vitjax.models.vit import ViTSpec
 
 MODEL_FILE = "vitjax_model.json"
 PARAMS_DIR = "params"
@@ -30,18 +34,25 @@ def export_native(directory: str, spec, params, preprocessing, task: str, task_c
                       jax.tree.map(lambda x: np.asarray(x, np.float32), jax.device_get(params)), force=True)
     checkpointer.wait_until_finished()
     info = {"format": "vitjax", "task": task, "task_config": task_config, "class_names": list(class_names),
-            "backbone_config": spec.to_hf_config(), "preprocessor_config": preprocessing.to_hf(), **(extra or {})}
+            **architecture.to_fields(spec, preprocessing), "backbone_config": spec.to_hf_config(),
+            "preprocessor_config": preprocessing.to_hf(), **(extra or {})}
     with open(os.path.join(directory, MODEL_FILE), "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2)
     return directory
 
 
-def load_native(directory: str) -> tuple[dict, dict]:
-    """(info from vitjax_model.json, the parameter tree as numpy arrays) of an `export_native` folder."""
+def load_native(directory: str) -> tuple[dict, dict, ViTSpec, Preprocessing]:
+    """(info from vitjax_model.json, the parameter tree as numpy arrays, the spec, the preprocessing)
+    of an `export_native` folder."""
     directory = os.path.abspath(directory)
     path = os.path.join(directory, MODEL_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{directory} is not a vitjax model folder: {MODEL_FILE} is missing.")
     info = read_json(path, "export the model again")
+    if "spec" in info:
+        spec, preprocessing = architecture.from_fields(info, path)
+    else:  # written before the whole architecture was kept
+        spec = ViTSpec.from_hf_config(info["backbone_config"])
+        preprocessing = Preprocessing.from_hf(info["preprocessor_config"])
     params = ocp.StandardCheckpointer().restore(os.path.join(directory, PARAMS_DIR))
-    return info, jax.tree.map(np.asarray, params)
+    return info, jax.tree.map(np.asarray, params), spec, preprocessing

@@ -1,6 +1,6 @@
 """A trained model as one serving function: uint8 images [B, H, W, 3] -> the task's outputs.
 
-`load_servable(model_dir)` reads a Hugging Face folder (`best/`, classification) or a vitjax folder
+`load_servable(model_dir)` reads a `best/` folder (classification, its family's format) or a vitjax folder
 (`best_vitjax/`, any task) into a `Servable`: the linen model, its float32 params, the checkpoint's
 `Preprocessing` and the task plugin. `serving_fn` composes the preprocessing's normalisation, the model
 and the task's own output hook (`Task.predict`), so ONNX, StableHLO, int8 and the HTTP service all run
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import os
 from typing import Any, Callable
 
 import jax
@@ -21,8 +19,7 @@ import numpy as np
 
 import vitjax
 from vitjax import registry
-from vitjax.checkpoints import native
-from vitjax.checkpoints.hf_load import CONFIG, load_hf
+from vitjax.checkpoints.model_folder import read_model_folder
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.models.model import Model
 from vitjax.models.vit import ViT, ViTSpec
@@ -62,26 +59,12 @@ def make_task(task_config: dict, class_names: list[str]) -> registry.Task:
 
 
 def load_servable(model_dir: str) -> Servable:
-    """A `best/` (Hugging Face) or `best_vitjax/` (vitjax format) folder as a `Servable`."""
-    if os.path.isfile(os.path.join(model_dir, native.MODEL_FILE)):
-        info, params = native.load_native(model_dir)
-        spec = ViTSpec.from_hf_config(info["backbone_config"])
-        preprocessing = Preprocessing.from_hf(info["preprocessor_config"])
-        task_config, class_names = info["task_config"], info["class_names"]
-    elif os.path.isfile(os.path.join(model_dir, CONFIG)):
-        ckpt = load_hf(model_dir)
-        with open(os.path.join(model_dir, CONFIG), encoding="utf-8") as f:
-            multilabel = json.load(f).get("problem_type") == "multi_label_classification"
-        class_names = [ckpt.id2label[i] for i in range(len(ckpt.id2label))]
-        task_config = {"name": "classification", "plugins": [], "pooling": ckpt.pooling, "multilabel": multilabel}
-        spec, params, preprocessing = ckpt.spec, ckpt.params, ckpt.preprocessing
-    else:
-        raise FileNotFoundError(
-            f"{model_dir} is not a model folder: it holds neither {CONFIG} (a Hugging Face folder such "
-            f"as <workdir>/best) nor {native.MODEL_FILE} (vitjax's format, <workdir>/best_vitjax).")
-    task = make_task(task_config, class_names)
+    """A `best/` (transformers or timm format) or `best_vitjax/` (vitjax format) folder as a `Servable`."""
+    folder = read_model_folder(model_dir)
+    spec, task_config = folder.spec, folder.task_config
+    task = make_task(task_config, folder.class_names)
     model = Model(ViT(spec), task.make_head(spec))
-    return Servable(model, jax.tree.map(np.asarray, params), preprocessing, spec, task, task_config)
+    return Servable(model, jax.tree.map(np.asarray, folder.params), folder.preprocessing, spec, task, task_config)
 
 
 def deploy_info(servable: Servable) -> dict:
