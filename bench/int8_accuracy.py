@@ -23,7 +23,7 @@ from vitjax import registry
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.data.transforms import load_rgb
 from vitjax.deploy import artifacts
-from vitjax.deploy.servable import load_servable
+from vitjax.deploy.servable import INPUT_NAME, load_servable
 from vitjax.serve.backends import OnnxBackend
 
 
@@ -48,7 +48,7 @@ def static_int8(float_dir: str, output: str, calibration: np.ndarray) -> str:
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{artifacts.INPUT_NAME: calibration[i:i + 32]} for i in range(0, len(calibration), 32)])
+            self.batches = iter([{INPUT_NAME: calibration[i:i + 32]} for i in range(0, len(calibration), 32)])
 
         def get_next(self):
             return next(self.batches, None)

@@ -1,5 +1,5 @@
 """The one entry point for pretrained weights: `load_checkpoint` detects a checkpoint's family and hands
-it to that family's reader; `supported()` lists what loads (the message for anything else);
+it to that family's reader (`catalog.supported()` lists what loads: the message for anything else);
 `export_pretrained` writes a model back in its family's own format (timm's for timm and `.npz` weights,
 transformers' for the others).
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from vitjax.checkpoints import hf_load, npz, timm_names
+from vitjax.checkpoints.catalog import supported
 from vitjax.checkpoints.convert import Checkpoint, assemble
 from vitjax.checkpoints.hf_export import export_hf
 from vitjax.checkpoints.preprocessing import Preprocessing
@@ -20,13 +21,6 @@ from vitjax.checkpoints.timm_export import export_timm
 from vitjax.errors import BadValue
 from vitjax.models.heads import DEFAULT_POOLING
 from vitjax.models.vit import ViTSpec
-
-
-def supported() -> str:
-    """A one-paragraph list of the loadable formats, for error messages."""
-    return (f"transformers checkpoints with model_type in {sorted(hf_load.MODEL_TYPES)}; timm checkpoints "
-            f"(config.json with `architecture`) of {timm_names.SUPPORTED}; and big_vision/vision_transformer "
-            f"`.npz` files ({npz.SUPPORTED})")
 
 
 def load_checkpoint(name_or_path, num_labels: int | None = None, id2label: dict | None = None,

@@ -18,7 +18,8 @@ from flax.traverse_util import flatten_dict
 from safetensors.numpy import save_file
 
 from vitjax.checkpoints.convert import to_tensors
-from vitjax.checkpoints.hf_load import CONFIG, HF_FAMILIES, PREPROCESSOR, WEIGHTS
+from vitjax.checkpoints.catalog import HF_FAMILIES
+from vitjax.checkpoints.hf_load import CONFIG, PREPROCESSOR, WEIGHTS
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.errors import BadValue
 from vitjax.models.vit import ViTSpec

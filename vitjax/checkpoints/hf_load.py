@@ -1,7 +1,7 @@
 """Load transformers checkpoints (hub id or local `save_pretrained` folder) without torch.
 
 `read_hf` reads `config.json`, `model.safetensors` (or the shards listed in `model.safetensors.index.json`)
-and `preprocessor_config.json`, picks the family by `model_type` (`HF_FAMILIES`: ViT, DeiT, DINOv2 and
+and `preprocessor_config.json`, picks the family by `model_type` (`catalog.HF_FAMILIES`: ViT, DeiT, DINOv2 and
 DINOv2 with registers in `hf_names.py`, SigLIP in `siglip.py`, CLIP in `clip.py`) and returns a `Source`;
 `load_hf` then builds the params and decides the head with `convert.assemble`.
 """
@@ -13,7 +13,8 @@ import os
 
 import numpy as np
 
-from vitjax.checkpoints import clip, hf_names, siglip, validate
+from vitjax.checkpoints import validate
+from vitjax.checkpoints.catalog import MODEL_TYPES, supported
 from vitjax.checkpoints.convert import Checkpoint, Source, assemble
 from vitjax.checkpoints.hf_names import HFFamily
 from vitjax.checkpoints.preprocessing import Preprocessing
@@ -27,8 +28,6 @@ log = logging.getLogger(__name__)
 CONFIG, WEIGHTS, PREPROCESSOR = "config.json", "model.safetensors", "preprocessor_config.json"
 INDEX = "model.safetensors.index.json"  # sharded checkpoints: {"weight_map": {tensor: shard file}}
 
-HF_FAMILIES: dict[str, HFFamily] = {**hf_names.FAMILIES, "siglip": siglip.FAMILY, "clip": clip.FAMILY}
-MODEL_TYPES = {model_type: family for family in HF_FAMILIES.values() for model_type in family.model_types}
 
 
 def resolve_files(name_or_dir: str | os.PathLike) -> dict:
@@ -114,8 +113,6 @@ def read_tensors(paths: list[str]) -> dict[str, np.ndarray]:
 def family_of(config: dict, path: str) -> HFFamily:
     model_type = config.get("model_type")
     if model_type not in MODEL_TYPES:
-        from vitjax.checkpoints.families import supported  # the dispatcher lists every format
-
         hint = (" SigLIP 2 NaFlex (variable resolution) towers are not supported; the fixed-resolution SigLIP 2 "
                 "repos (model_type siglip) are." if model_type == "siglip2" else "")
         raise BadValue(f"{path}: model_type={model_type!r} is not supported; vitjax loads {supported()}.{hint}")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from vitjax.checkpoints.catalog import NPZ
 from vitjax.checkpoints.convert import Source
 from vitjax.checkpoints.hf_names import Kind, Row
 from vitjax.checkpoints.timm_names import preprocessing_from_cfg
 from vitjax.errors import BadValue
 from vitjax.models.vit import ViTSpec
 
-SUPPORTED = "vision_transformer/AugReg layout: embedding, cls, Transformer/encoderblock_N, encoder_norm, head"
 
 # Per-head attention layouts (read only: vitjax exports these weights in timm's format).
 QKV_KERNEL = Kind(lambda k: k.reshape(k.shape[0], -1), None)  # [D, H, hd] -> [D, D]
@@ -62,7 +62,7 @@ def read_npz(path: str) -> Source:
         raw = {name: np.asarray(f[name]) for name in f.files}
     prefix = next((p for p in ("", "opt/target/") if p + "embedding/kernel" in raw), None)
     if prefix is None:
-        raise BadValue(f"{path} has no embedding/kernel; vitjax reads the {SUPPORTED}.")
+        raise BadValue(f"{path} has no embedding/kernel; vitjax reads the {NPZ}.")
     tensors = {name[len(prefix):]: value for name, value in raw.items() if name.startswith(prefix)}
     kernel = tensors["embedding/kernel"]
     patch, channels, hidden = kernel.shape[0], kernel.shape[2], kernel.shape[3]

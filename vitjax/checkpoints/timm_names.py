@@ -16,6 +16,7 @@ import re
 
 from PIL import Image
 
+from vitjax.checkpoints.catalog import TIMM
 from vitjax.checkpoints.convert import Source
 from vitjax.checkpoints.hf_load import CONFIG, WEIGHTS, read_tensors
 from vitjax.checkpoints.hf_names import Row, fused, linear, norm
@@ -23,8 +24,6 @@ from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.errors import BadValue
 from vitjax.models.vit import ViTSpec
 
-SUPPORTED = ("vit_* / deit_* / deit3_* VisionTransformer and deit_*_distilled_* (class token or not, registers, "
-             "no_embed_class, layer scale, pre-norm, fc_norm, token/avg/map pooling; LayerNorm + GELU MLP)")
 _ARCHITECTURE = re.compile(r"^(vit|deit|deit3)_")
 # Heads per model size name (timm's model definitions; widths come from the tensors).
 HEADS = {"tiny": 3, "small": 6, "medium": 8, "base": 12, "large": 16, "huge": 16, "giant": 16,
@@ -95,11 +94,11 @@ def spec_from_timm(config: dict, tensors: dict, path: str) -> ViTSpec:
     """timm's config.json + its tensors -> spec (see the module docstring)."""
     architecture = config["architecture"].split(".")[0]
     if not _ARCHITECTURE.match(architecture):
-        raise BadValue(f"{path}: timm architecture {architecture!r} is not supported; vitjax loads timm's {SUPPORTED}.")
+        raise BadValue(f"{path}: timm architecture {architecture!r} is not supported; vitjax loads timm's {TIMM}.")
     args = config.get("model_args", {})
     unsupported = {k: args[k] for k, default in UNSUPPORTED_ARGS.items() if args.get(k, default) != default}
     if unsupported:
-        raise BadValue(f"{path}: timm model_args {unsupported} are not supported; vitjax loads timm's {SUPPORTED}.")
+        raise BadValue(f"{path}: timm model_args {unsupported} are not supported; vitjax loads timm's {TIMM}.")
     pool = config.get("global_pool", args.get("global_pool", "token"))
     if "attn_pool.latent" in tensors:
         pool = "map"

@@ -14,7 +14,6 @@ from vitjax.errors import BadValue
 
 FORMATS = ("onnx", "onnx-int8", "stablehlo")
 INFO_FILE = "deploy.json"
-INPUT_NAME = "images"  # the graph's input: uint8 [batch, H, W, 3]
 MODEL_FILES = {"onnx": "model.onnx", "onnx-int8": "model.onnx", "stablehlo": "model.stablehlo"}
 
 

@@ -15,8 +15,7 @@ import jax
 import jax.numpy as jnp
 import onnx
 
-from vitjax.deploy.artifacts import INPUT_NAME
-from vitjax.deploy.servable import Servable
+from vitjax.deploy.servable import INPUT_NAME, Servable
 from vitjax.errors import BadValue
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ from vitjax.models.vit import ViT, ViTSpec
 
 # How many ranked entries (top classes, detections) an artifact keeps; requests ask for fewer.
 MAX_TOP_K = 100
+INPUT_NAME = "images"  # every artifact's input: uint8 [batch, H, W, 3]
 
 
 @dataclasses.dataclass
@@ -81,7 +82,7 @@ def deploy_info(servable: Servable) -> dict:
         "task": task.name,
         "task_config": servable.task_config,
         "class_names": task.class_names,
-        "input": {"name": "images", "shape": ["batch", *servable.input_shape], "dtype": "uint8"},
+        "input": {"name": INPUT_NAME, "shape": ["batch", *servable.input_shape], "dtype": "uint8"},
         "outputs": {name: {"shape": ["batch", *s.shape[1:]], "dtype": str(s.dtype)}
                     for name, s in shapes.items()},
         "ranked": sorted(name for name in shapes if shapes[name].shape != one[name].shape),

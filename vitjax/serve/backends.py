@@ -13,14 +13,13 @@ import jax
 import numpy as np
 
 from vitjax.deploy import artifacts
+from vitjax.deploy.servable import INPUT_NAME, deploy_info, load_servable
 
 
 class JaxBackend:
     """The jitted serving function of a model folder; params passed as arguments, not constants."""
 
     def __init__(self, model_dir: str):
-        from vitjax.deploy.servable import deploy_info, load_servable
-
         servable = load_servable(model_dir)
         self.info = {**deploy_info(servable), "format": "jax", "source": os.path.abspath(model_dir),
                      "model_sha256": artifacts.folder_sha256(model_dir)}
@@ -64,7 +63,7 @@ class OnnxBackend:
         self.info = info
 
     def run(self, images: np.ndarray) -> dict:
-        return dict(zip(self.names, self.session.run(self.names, {artifacts.INPUT_NAME: images})))
+        return dict(zip(self.names, self.session.run(self.names, {INPUT_NAME: images})))
 
 
 def open_backend(path: str):
