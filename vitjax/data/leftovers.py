@@ -1,34 +1,51 @@
 """What a killed run would leave behind, prevented or cleaned up at the next start.
 
-`die_with_parent` runs first thing in every grain worker process: the kernel sends the worker a
-SIGKILL when the training process ends, however it ends (kill -9 included), so no orphaned worker
-keeps its memory. `remove_dead_ram_caches` deletes the RAM decode caches (`cache="ram"`, files in
-/dev/shm named after the pid of their run) whose run is no longer alive.
+`die_with_parent` runs first thing in every grain worker process: the worker ends as soon as the
+training process does, however it ends (kill -9 included), so no orphaned worker keeps its memory.
+`remove_dead_ram_caches` deletes the RAM decode caches (`cache="ram"`, files in /dev/shm named after
+the pid of their run) whose run is no longer alive.
 """
 
 from __future__ import annotations
 
-import ctypes
 import glob
 import logging
 import os
-import signal
-import sys
+import select
+import threading
+import time
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
-
 
 def die_with_parent(worker_index: int = 0, worker_count: int = 1) -> None:
-    """grain's `worker_init_fn`: this process gets SIGKILL when its parent dies (Linux only)."""
+    """grain's `worker_init_fn`: a thread of this process waits for its parent process to end (on a
+    pidfd; where there is none, by polling the parent pid each second), then ends this process.
+
+    Not Linux's PR_SET_PDEATHSIG: that fires when the *thread* that started the worker ends, and
+    grain starts its workers from prefetch threads that its own orderly shutdown stops first, so the
+    workers were killed with batches in flight, their shared-memory blocks never unlinked (Python's
+    resource tracker then warned of "leaked shared_memory objects" at exit).
+    """
     del worker_index, worker_count
-    if not sys.platform.startswith("linux"):
-        return
     parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os.kill(os.getpid(), signal.SIGKILL)
+    try:
+        pidfd = os.pidfd_open(parent)
+    except (AttributeError, OSError):  # not Linux >= 5.3, or the parent has already gone
+        pidfd = None
+    if os.getppid() != parent:  # the parent died before the watch began
+        os._exit(1)
+    threading.Thread(target=_exit_with, args=(parent, pidfd), daemon=True,
+                     name="vitjax-die-with-parent").start()
+
+
+def _exit_with(parent: int, pidfd: int | None) -> None:
+    if pidfd is not None:
+        select.select([pidfd], [], [])  # readable once the parent process has ended
+    else:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+    os._exit(1)
 
 
 def _alive(pid: int) -> bool:
