@@ -34,7 +34,7 @@ def test_loss_falls_and_the_model_learns(finished_run):
 def test_run_outputs_exist(finished_run):
     _, workdir, _, results = finished_run
     for name in ("config.json", "metrics.jsonl", "results.json", "learning_curves.png",
-                 "data_split.json", "param_groups.txt", "test/confusion_matrix.png",
+                 "data_split.json", "model.json", "param_groups.txt", "test/confusion_matrix.png",
                  "test/per_class.csv", "best/config.json", "best/model.safetensors",
                  "best/preprocessor_config.json", "best/README.md"):
         assert os.path.getsize(os.path.join(workdir, name)) > 0, name
