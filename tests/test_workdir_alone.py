@@ -94,15 +94,24 @@ def test_evaluate_and_predict_need_no_base(trained_without_base, tmp_path):
     assert len(records) == 12 and all("predictions" in r for r in records)
 
 
-def test_a_workdir_without_its_model_record_names_it(trained_without_base, tmp_path):
-    _, workdir, _ = trained_without_base
-    record = os.path.join(workdir, "model.json")
+def test_a_workdir_without_its_model_record_needs_the_base(trained_without_base, tmp_path):
+    """A run trained before model.json existed: export rebuilds the model from the base checkpoint
+    when it is readable, and names both when it is not."""
+    family, workdir, _ = trained_without_base
+    record, base = os.path.join(workdir, "model.json"), pathlib.Path(workdir).parent / "base"
     os.rename(record, record + ".hidden")
     try:
         with pytest.raises(modes.UserError, match=r"model\.json is missing.*base checkpoint.*/base.*train"):
             modes.export(None, workdir, str(tmp_path / "exported"))
+        os.rename(base.parent / "gone", base)
+        try:
+            exported = modes.export(None, workdir, str(tmp_path / "exported"))
+        finally:
+            os.rename(base, base.parent / "gone")
     finally:
         os.rename(record + ".hidden", record)
+    x = pixels(2, 32, 32)
+    np.testing.assert_array_equal(_logits(family, exported, x), _logits(family, os.path.join(workdir, "best"), x))
 
 
 def test_vitjax_model_folders_keep_the_whole_architecture(tmp_path):

@@ -38,8 +38,8 @@ from vitjax.files import read_json
 from vitjax.lora import run as lora_run
 from vitjax.models.model import Model
 from vitjax.models.vit import ViT, ViTSpec
-from vitjax.train.checkpointing import has_checkpoints
 from vitjax.train import run_model
+from vitjax.train.checkpointing import has_checkpoints
 from vitjax.train.fast_paths import backbone_options
 from vitjax.train.steps import TrainState, make_eval_step, make_train_step
 
