@@ -99,3 +99,26 @@ def test_evaluate_predict_and_export_modes_read_the_saved_config(finished_run, t
     for a, b in zip(jax.tree.leaves(ours.params), jax.tree.leaves(best.params)):
         np.testing.assert_array_equal(a, b)
     shutil.rmtree(exported)
+
+
+def test_a_workdir_saved_before_newer_config_keys_still_evaluates(finished_run, tmp_path):
+    """A run saved by an older vitjax lacks keys added since (they take their defaults); a key the
+    defaults do not know is an error naming the file."""
+    import shutil
+
+    _, workdir, _, results = finished_run
+    old = str(tmp_path / "old_run")
+    shutil.copytree(workdir, old, ignore=shutil.ignore_patterns("tensorboard", "eval_*", "predictions"))
+    path = os.path.join(old, "config.json")
+    saved = json.load(open(path))
+    for key in ("checkpoint_every", "feature_cache", "feature_cache_views", "report_to"):
+        del saved["train"][key]
+    del saved["lora"], saved["trackers"]
+    json.dump(saved, open(path, "w"))
+    summary = modes.evaluate(None, old, None, "test")
+    assert summary["accuracy"] == pytest.approx(results["metrics"]["test"]["accuracy"], abs=1e-6)
+    saved["train"]["checkpoint_evry"] = "1 epochs"
+    json.dump(saved, open(path, "w"))
+    with pytest.raises(modes.UserError, match=r"config\.json: unknown key config\.train\.checkpoint_evry"
+                                              r"\. Did you mean 'checkpoint_every'"):
+        modes.evaluate(None, old, None, "test")

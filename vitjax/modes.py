@@ -18,7 +18,6 @@ import os
 import shutil
 
 import jax
-import ml_collections
 
 from vitjax import config as config_lib
 from vitjax import errors, parallel, workdir_lock
@@ -121,14 +120,15 @@ def sweep(config, workdir: str, storage: str | None = None, overwrite: bool = Fa
 
 def saved_config(config, workdir: str | None):
     """`config`, or when None the config the run in `workdir` saved (so evaluate, predict and export
-    need no repeated --config or overrides)."""
+    need no repeated --config or overrides), over the defaults: keys added to vitjax since the run
+    was saved take their defaults."""
     if config is not None:
         return config
     path = workdir and os.path.join(workdir, "config.json")
     if not path or not os.path.isfile(path):
         raise FileNotFoundError(f"no config: pass --config, or a --workdir holding a run's config.json "
                                 f"(not found at {path!r}).")
-    return ml_collections.ConfigDict(read_json(path, "pass the run's --config instead"))
+    return config_lib.over_defaults(read_json(path, "pass the run's --config instead"), path)
 
 
 def _model_dir(workdir: str | None, model: str | None, native_ok: bool = True) -> str:
