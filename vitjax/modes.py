@@ -190,7 +190,7 @@ def predict(config, workdir: str | None, model: str | None, inputs: list[str], t
     An image that cannot be read gets an "error" naming it instead, and the others are predicted all
     the same (the command line then exits with status 1). `config` None: the run's saved config, if
     any (a bare --model folder describes itself). `top_k`: ranked entries per image (labels,
-    detections); None: `Predictor.default_top_k`."""
+    detections); None: the task's default (`Predictor.predict`)."""
     from vitjax.predictor import load_trained
     if config is None and workdir and os.path.isfile(os.path.join(workdir, "config.json")):
         config = saved_config(None, workdir)

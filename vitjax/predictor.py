@@ -52,6 +52,7 @@ class ModelInput:
 
 
 def model_input(task: registry.Task, preprocessing: Preprocessing) -> ModelInput:
+    """How `task`'s model sees an image: the whole image when the task has its own transforms."""
     from vitjax.config import base_config
 
     return ModelInput(preprocessing, task.data_transforms(preprocessing, base_config().data) is not None)
@@ -84,24 +85,23 @@ class Predictor:
         return jax.jit(lambda params, pixels, top_k: self.task.predict(self._outputs(params, pixels), top_k),
                        static_argnums=2)
 
+    def _batch(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return np.stack([self.pixels(image) for image in images])
+
     def outputs(self, images: Sequence[Image.Image]):
         """The head's outputs (host numpy arrays) for RGB PIL images."""
-        pixels = np.stack([self.pixels(image) for image in images])
-        return jax.device_get(self._forward(self.params, pixels))
-
-    def default_top_k(self) -> int:
-        """k of `predict` when none is given: the task's `top_k` knob where it has one (classification:
-        labels listed), else as many as a deployed model keeps (`MAX_TOP_K`: detections, ...)."""
-        return self.task.config.get("top_k") or MAX_TOP_K
+        return jax.device_get(self._forward(self.params, self._batch(images)))
 
     def predict(self, paths: Sequence[str], outdir: str, top_k: int | None = None,
                 batch_size: int = 32) -> list[dict]:
-        """Predicts every image of `paths` with the task's `predict` (its `top_k` ranked entries;
-        `default_top_k()` when None) and `prediction_records`, which writes the task's files under
-        `outdir`; returns one record per image, {"file": path, ...the task's record} or {"file":
-        path, "error": why it could not be read}, also written to `outdir/predictions.json`."""
+        """Predicts every image of `paths` with the task's `predict` and `prediction_records`, which
+        writes the task's files under `outdir`; returns one record per image, {"file": path, ...the
+        task's record} or {"file": path, "error": why it could not be read}, also written to
+        `outdir/predictions.json`. `top_k`: the ranked entries per image; by default the task's
+        `top_k` knob where it has one (classification's labels listed), else as many as a deployed
+        model keeps (`MAX_TOP_K`: detections, ...)."""
         registry.require_prediction_hooks(self.task)
-        top_k = top_k or self.default_top_k()
+        top_k = top_k or self.task.config.get("top_k") or MAX_TOP_K
         os.makedirs(outdir, exist_ok=True)
         names = unique_stems(paths)
         records = []
@@ -112,8 +112,7 @@ class Predictor:
             images = [decoded[i][0] for i in good]
             written = {}
             if good:
-                pixels = np.stack([self.pixels(image) for image in images])
-                predictions = jax.device_get(self._predict(self.params, pixels, top_k))
+                predictions = jax.device_get(self._predict(self.params, self._batch(images), top_k))
                 written = dict(zip(good, self.task.prediction_records(
                     predictions, images, [names[start + i] for i in good], outdir)))
             records += [{"file": path, **written[i]} if i in written else {"file": path, "error": decoded[i][1]}
