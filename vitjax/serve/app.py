@@ -2,8 +2,10 @@
 
 `/predict` takes images as multipart files (field `files`, `?top_k=`) or JSON
 `{"images": [base64, ...], "top_k": k}` and answers `{"predictions": [record, ...]}`, one record per
-image in the task plugin's own format (`Task.prediction_records`; files a plugin writes, such as
-segmentation masks, come back inline as base64). Bad input is a 4xx naming the problem, and the
+image: {"image": its file name (or "image_<i>")} and the task plugin's own record
+(`Task.prediction_records`, as `--mode predict` writes it; files a plugin writes, such as segmentation
+masks and drawings, come back inline as base64 PNG). Images are read and prepared as `--mode predict`
+prepares them (`vitjax.predictor.model_input`). Bad input is a 4xx naming the problem, and the
 server stays up. Request bytes, images per request and pixels per image are bounded by `Limits`;
 with an API key, `/predict` needs `Authorization: Bearer <key>`.
 """
@@ -25,7 +27,9 @@ from fastapi.concurrency import run_in_threadpool
 from PIL import Image, UnidentifiedImageError
 
 from vitjax.checkpoints.preprocessing import Preprocessing
+from vitjax.data.transforms import load_rgb
 from vitjax.deploy.servable import make_task
+from vitjax.predictor import model_input, unique_stems
 from vitjax.serve.batching import DynamicBatcher
 
 
@@ -62,10 +66,12 @@ class Predictor:
         self.backend, self.limits, self.info = backend, limits, backend.info
         self.preprocessing = Preprocessing.from_hf(self.info["preprocessing"])
         self.task = make_task(self.info["task_config"], self.info["class_names"])
+        self.pixels = model_input(self.task, self.preprocessing)
         self.batcher = DynamicBatcher(backend.run, self.info["input"]["shape"][1:], limits.max_batch,
                                       limits.max_wait_ms)
 
-    def decode(self, name: str, data: bytes) -> np.ndarray:
+    def decode(self, name: str, data: bytes) -> Image.Image:
+        """The RGB image of one upload, as `--mode predict` reads a file."""
         if not data:
             raise _bad(400, f"image {name!r} is empty (0 bytes).")
         try:
@@ -74,10 +80,11 @@ class Predictor:
             if pixels > self.limits.max_pixels:
                 raise _bad(413, f"image {name!r} has {image.width}x{image.height} = {pixels} pixels, over "
                                 f"the server's limit of {self.limits.max_pixels} (--max_pixels).")
-            return self.preprocessing.to_uint8(image)
+            return load_rgb(image, name)
         except UnidentifiedImageError:
             raise _bad(400, f"{name!r} is not an image (PIL cannot identify it; send PNG, JPEG, ...).") from None
         except (OSError, ValueError, Image.DecompressionBombError) as error:
+            error = error.__cause__ or error  # load_rgb's BadValue names the decoder's error
             raise _bad(400, f"{name!r} is not a readable image ({type(error).__name__}: {error}).") from None
 
     async def predict(self, named: list[tuple[str, bytes]], top_k: int) -> list[dict]:
@@ -89,12 +96,15 @@ class Predictor:
                             f"{self.limits.max_images} (--max_images).")
         if not 1 <= top_k <= self.info["max_top_k"]:
             raise _bad(422, f"top_k={top_k} must be between 1 and {self.info['max_top_k']}.")
-        images = await run_in_threadpool(lambda: np.stack([self.decode(n, d) for n, d in named]))
-        outputs = await self.batcher.submit(images)
+        images = await run_in_threadpool(lambda: [self.decode(n, d) for n, d in named])
+        pixels = await run_in_threadpool(lambda: np.stack([self.pixels(image) for image in images]))
+        outputs = await self.batcher.submit(pixels)
         outputs = {k: v[:, :top_k] if k in self.info["ranked"] else v for k, v in outputs.items()}
+        names = [n for n, _ in named]
         with tempfile.TemporaryDirectory() as folder:
-            records = self.task.prediction_records(outputs, [n for n, _ in named], folder)
-            return [_inline_files(r, folder) for r in records]
+            records = await run_in_threadpool(self.task.prediction_records, outputs, images,
+                                              unique_stems(names), folder)
+            return [{"image": n, **_inline_files(r, folder)} for n, r in zip(names, records)]
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
