@@ -91,7 +91,7 @@ def test_evaluate_and_predict_need_no_base(trained_without_base, tmp_path):
         tested = json.load(f)["metrics"]["test"]["accuracy"]
     assert modes.evaluate(None, workdir, None, "test")["accuracy"] == pytest.approx(tested, abs=1e-6)
     records = modes.predict(None, workdir, None, [os.path.join(data, "red")], 1, str(tmp_path / "preds"))
-    assert len(records) == 12 and all("predictions" in r for r in records)
+    assert len(records) == 12 and all("label" in r and "error" not in r for r in records)
 
 
 def test_a_workdir_without_its_model_record_needs_the_base(trained_without_base, tmp_path):
