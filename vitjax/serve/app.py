@@ -21,6 +21,7 @@ import tempfile
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image, UnidentifiedImageError
 
@@ -35,8 +36,14 @@ class Limits:
     max_images: int = 64        # images per request
     max_pixels: int = 40_000_000  # width x height of one image
     max_batch: int = 32         # images per model call (the largest batch bucket)
-    max_wait_ms: float = 5.0    # how long a batch waits for more requests
+    max_wait_ms: float = 0.0    # how long a batch waits for more requests (0: batch what queued while busy)
     api_key: str | None = None  # when set, /predict needs "Authorization: Bearer <api_key>"
+
+
+# Requests whose images hold at most this many pixels in all are decoded on the event loop (a
+# 64x64 PNG: ~0.2 ms); handing them to a thread costs more CPU than that once requests run
+# concurrently (the threads contend for the GIL). Bigger ones are decoded in the thread pool.
+INLINE_DECODE_PIXELS = 256 * 256
 
 
 def _bad(status: int, message: str) -> HTTPException:
@@ -55,6 +62,17 @@ def _inline_files(value, folder: str):
     return value
 
 
+@contextlib.contextmanager
+def _readable(name: str):
+    """PIL's errors on a file that is no image, or a broken one, as a 400 naming the file."""
+    try:
+        yield
+    except UnidentifiedImageError:
+        raise _bad(400, f"{name!r} is not an image (PIL cannot identify it; send PNG, JPEG, ...).") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise _bad(400, f"{name!r} is not a readable image ({type(error).__name__}: {error}).") from None
+
+
 class Predictor:
     """Decodes images, batches them through the backend and turns outputs into the task's records."""
 
@@ -63,22 +81,27 @@ class Predictor:
         self.preprocessing = Preprocessing.from_hf(self.info["preprocessing"])
         self.task = make_task(self.info["task_config"], self.info["class_names"])
         self.batcher = DynamicBatcher(backend.run, self.info["input"]["shape"][1:], limits.max_batch,
-                                      limits.max_wait_ms)
+                                      limits.max_wait_ms, backend.fixed_sizes)
 
-    def decode(self, name: str, data: bytes) -> np.ndarray:
+    def open_image(self, name: str, data: bytes) -> Image.Image:
+        """The image in `data`, its header read (size checked against the limit), not yet decoded."""
         if not data:
             raise _bad(400, f"image {name!r} is empty (0 bytes).")
-        try:
+        with _readable(name):
             image = Image.open(io.BytesIO(data))
-            pixels = image.width * image.height
-            if pixels > self.limits.max_pixels:
-                raise _bad(413, f"image {name!r} has {image.width}x{image.height} = {pixels} pixels, over "
-                                f"the server's limit of {self.limits.max_pixels} (--max_pixels).")
-            return self.preprocessing.to_uint8(image)
-        except UnidentifiedImageError:
-            raise _bad(400, f"{name!r} is not an image (PIL cannot identify it; send PNG, JPEG, ...).") from None
-        except (OSError, ValueError, Image.DecompressionBombError) as error:
-            raise _bad(400, f"{name!r} is not a readable image ({type(error).__name__}: {error}).") from None
+        pixels = image.width * image.height
+        if pixels > self.limits.max_pixels:
+            raise _bad(413, f"image {name!r} has {image.width}x{image.height} = {pixels} pixels, over "
+                            f"the server's limit of {self.limits.max_pixels} (--max_pixels).")
+        return image
+
+    def decode(self, named_images: list[tuple[str, Image.Image]]) -> np.ndarray:
+        """uint8 [n, H, W, 3] at the model's input size."""
+        arrays = []
+        for name, image in named_images:
+            with _readable(name):
+                arrays.append(self.preprocessing.to_uint8(image))
+        return np.stack(arrays)
 
     async def predict(self, named: list[tuple[str, bytes]], top_k: int) -> list[dict]:
         if not named:
@@ -89,12 +112,20 @@ class Predictor:
                             f"{self.limits.max_images} (--max_images).")
         if not 1 <= top_k <= self.info["max_top_k"]:
             raise _bad(422, f"top_k={top_k} must be between 1 and {self.info['max_top_k']}.")
-        images = await run_in_threadpool(lambda: np.stack([self.decode(n, d) for n, d in named]))
+        opened = [(name, self.open_image(name, data)) for name, data in named]
+        if sum(image.width * image.height for _, image in opened) <= INLINE_DECODE_PIXELS:
+            images = self.decode(opened)  # faster here than the hand-off to a thread
+        else:
+            images = await run_in_threadpool(self.decode, opened)
         outputs = await self.batcher.submit(images)
         outputs = {k: v[:, :top_k] if k in self.info["ranked"] else v for k, v in outputs.items()}
+        # In a worker thread: the scratch folder's mkdir/rmtree wait on the disk, not on the CPU.
+        return await run_in_threadpool(self.records, outputs, [n for n, _ in named])
+
+    def records(self, outputs: dict, names: list[str]) -> list[dict]:
+        """The task's records for these outputs, with the files it writes inlined as base64."""
         with tempfile.TemporaryDirectory() as folder:
-            records = self.task.prediction_records(outputs, [n for n, _ in named], folder)
-            return [_inline_files(r, folder) for r in records]
+            return [_inline_files(r, folder) for r in self.task.prediction_records(outputs, names, folder)]
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -170,6 +201,7 @@ def create_app(backend, limits: Limits = Limits()) -> FastAPI:
                                     headers={"WWW-Authenticate": "Bearer"})
         body = await _read_body(request, limits.max_request_bytes)
         named, top_k = await _images_from(request, body, limits)
-        return {"predictions": await predictor.predict(named, top_k)}
+        # A Response as is: FastAPI's encoder would walk the records again to make them JSON-able.
+        return JSONResponse({"predictions": await predictor.predict(named, top_k)})
 
     return app

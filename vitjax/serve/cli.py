@@ -28,6 +28,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max_images", type=int, default=_DEFAULTS.max_images, help="images per request")
     parser.add_argument("--max_pixels", type=int, default=_DEFAULTS.max_pixels, help="pixels per image")
     parser.add_argument("--max_request_bytes", type=int, default=_DEFAULTS.max_request_bytes)
+    parser.add_argument("--access_log", action="store_true",
+                        help="log every request (off by default: a line per request costs throughput)")
     return parser.parse_args(argv)
 
 
@@ -49,5 +51,5 @@ def main(argv: list[str] | None = None) -> int:
     limits = Limits(args.max_request_bytes, args.max_images, args.max_pixels, args.max_batch,
                     args.max_wait_ms, args.api_key)
     uvicorn.run(create_app(backend, limits), host=args.host, port=args.port, log_level="info",
-                timeout_graceful_shutdown=30)
+                access_log=args.access_log, timeout_graceful_shutdown=30)
     return 0
