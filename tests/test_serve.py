@@ -1,9 +1,12 @@
 """The prediction service in-process (FastAPI's TestClient): answers match vitjax's own predictor,
 concurrent requests share fixed-size batches with no compile after warm-up, bad input is a 4xx that
-names the problem and the server stays up, and the API key guards /predict."""
+names the problem and the server stays up, the API key guards /predict, and a `--workers` process
+builds the same app."""
 import base64
 import concurrent.futures
+import dataclasses
 import io
+import json
 
 import pytest
 from fastapi.testclient import TestClient
@@ -91,3 +94,18 @@ def test_bad_requests_are_4xx_naming_the_problem_and_the_server_stays_up(backend
         ok = client.post("/predict", headers=auth, files=[("files", ("a.png", png_bytes()))])
         assert ok.status_code == 200 and ok.json()["predictions"][0]["label"] in LABELS.values()
         assert client.get("/metadata").json()["server"]["api_key"] is True  # never the key itself
+
+
+def test_each_worker_process_builds_the_app_from_the_command_line(model_dir, monkeypatch):
+    """`vitjax serve --workers N`: uvicorn calls cli.worker_app in each process; it serves the same
+    model under the same limits."""
+    from vitjax.serve import cli
+
+    monkeypatch.setenv(cli._WORKER_ENV, json.dumps({"model": model_dir, "threads": 1,
+                                                    "limits": dataclasses.asdict(Limits(max_batch=2, max_images=1))}))
+    with TestClient(cli.worker_app()) as client:
+        ok = client.post("/predict", files=[("files", ("a.png", png_bytes()))])
+        too_many = client.post("/predict", files=[("files", (f"{i}.png", png_bytes())) for i in range(2)])
+        assert client.get("/metadata").json()["server"]["batch_sizes"] == [1, 2]
+    assert ok.status_code == 200 and ok.json()["predictions"][0]["label"] in LABELS.values()
+    assert too_many.status_code == 413

@@ -46,6 +46,9 @@ class Limits:
 INLINE_DECODE_PIXELS = 256 * 256
 
 
+MEMORY_TMP = "/dev/shm"  # Linux's memory-backed temporary folder
+
+
 def _bad(status: int, message: str) -> HTTPException:
     return HTTPException(status_code=status, detail=message)
 
@@ -80,6 +83,10 @@ class Predictor:
         self.backend, self.limits, self.info = backend, limits, backend.info
         self.preprocessing = Preprocessing.from_hf(self.info["preprocessing"])
         self.task = make_task(self.info["task_config"], self.info["class_names"])
+        # Each request's records get a folder for the files a task writes (masks), made in memory
+        # where the OS offers it: on a disk, making and removing a folder can wait milliseconds.
+        memory = MEMORY_TMP if os.path.isdir(MEMORY_TMP) and os.access(MEMORY_TMP, os.W_OK) else None
+        self.scratch = tempfile.TemporaryDirectory(prefix="vitjax-serve-", dir=memory)
         self.batcher = DynamicBatcher(backend.run, self.info["input"]["shape"][1:], limits.max_batch,
                                       limits.max_wait_ms, backend.fixed_sizes)
 
@@ -119,13 +126,9 @@ class Predictor:
             images = await run_in_threadpool(self.decode, opened)
         outputs = await self.batcher.submit(images)
         outputs = {k: v[:, :top_k] if k in self.info["ranked"] else v for k, v in outputs.items()}
-        # In a worker thread: the scratch folder's mkdir/rmtree wait on the disk, not on the CPU.
-        return await run_in_threadpool(self.records, outputs, [n for n, _ in named])
-
-    def records(self, outputs: dict, names: list[str]) -> list[dict]:
-        """The task's records for these outputs, with the files it writes inlined as base64."""
-        with tempfile.TemporaryDirectory() as folder:
-            return [_inline_files(r, folder) for r in self.task.prediction_records(outputs, names, folder)]
+        with tempfile.TemporaryDirectory(dir=self.scratch.name) as folder:
+            records = self.task.prediction_records(outputs, [n for n, _ in named], folder)
+            return [_inline_files(r, folder) for r in records]
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -179,6 +182,7 @@ def create_app(backend, limits: Limits = Limits()) -> FastAPI:
         predictor.batcher.start()
         yield
         await predictor.batcher.stop()
+        predictor.scratch.cleanup()
 
     app = FastAPI(title="vitjax", lifespan=lifespan)
     app.state.predictor = predictor

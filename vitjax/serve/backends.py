@@ -55,9 +55,10 @@ class StableHLOBackend:
         return jax.device_get(self.forward(images))
 
 
-def default_threads() -> int:
-    """ONNX Runtime's threads for a server: every core but one, which the HTTP event loop keeps."""
-    return max(1, (os.cpu_count() or 1) - 1)
+def default_threads(workers: int = 1) -> int:
+    """ONNX Runtime's threads in each of `workers` server processes: their share of the cores, less
+    one that the process's HTTP event loop keeps."""
+    return max(1, (os.cpu_count() or 1) // workers - 1)
 
 
 class OnnxBackend:
@@ -84,11 +85,12 @@ class OnnxBackend:
         return dict(zip(self.names, self.session.run(self.names, {artifacts.INPUT_NAME: images})))
 
 
-def open_backend(path: str):
-    """The backend for a model folder or an export folder at `path`."""
+def open_backend(path: str, onnx_threads: int | None = None):
+    """The backend for a model folder or an export folder at `path` (ONNX: `onnx_threads` intra-op
+    threads, default `default_threads()`)."""
     if not os.path.isfile(os.path.join(path, artifacts.INFO_FILE)):
         return JaxBackend(path)
     info = artifacts.read_info(path)
     if info["format"] == "stablehlo":
         return StableHLOBackend(path, info)
-    return OnnxBackend(path, info)
+    return OnnxBackend(path, info, onnx_threads)
