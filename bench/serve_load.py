@@ -76,6 +76,12 @@ def start(command: list[str], port: int) -> subprocess.Popen:
     raise TimeoutError(" ".join(command))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a server process and its worker processes."""
+    server = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [server, *server.children(recursive=True)])
+
+
 def multipart(png: bytes) -> tuple[bytes, dict]:
     """One request's body (the PNG as the file field `files`) and headers, encoded once for all."""
     boundary = "vitjax-bench-boundary"
@@ -160,10 +166,9 @@ def main() -> None:
         for _ in range(args.rounds):  # turns within a round: the machine's other load hits every server alike
             for concurrency in levels:
                 for name in servers:
-                    server = psutil.Process(processes[name].pid)
-                    before = sum(server.cpu_times()[:2])
+                    before = cpu_seconds(processes[name].pid)
                     rate, times = asyncio.run(load(ports[name], png, concurrency, args.requests))
-                    cpu[name, concurrency] += sum(server.cpu_times()[:2]) - before
+                    cpu[name, concurrency] += cpu_seconds(processes[name].pid) - before
                     seconds[name, concurrency] += args.requests / rate
                     latencies[name, concurrency] += times
     finally:
