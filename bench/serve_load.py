@@ -77,9 +77,8 @@ def start(command: list[str], port: int) -> subprocess.Popen:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a server process and its worker processes."""
-    server = psutil.Process(pid)
-    return sum(sum(p.cpu_times()[:2]) for p in [server, *server.children(recursive=True)])
+    """User + system CPU time of a server process (not of worker processes it started)."""
+    return sum(psutil.Process(pid).cpu_times()[:2])
 
 
 def multipart(png: bytes) -> tuple[bytes, dict]:
@@ -90,8 +89,10 @@ def multipart(png: bytes) -> tuple[bytes, dict]:
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
-async def load(port: int, png: bytes, concurrency: int, requests: int) -> tuple[float, list[float]]:
-    """(requests/s, latencies in s) of `requests` POSTs with `concurrency` in flight. The client is
+async def load(port: int, png: bytes, concurrency: int, requests: int,
+               pid: int | None = None) -> tuple[float, list[float], float]:
+    """(requests/s, latencies in s, CPU seconds of the server process `pid` meanwhile) of `requests`
+    POSTs with `concurrency` in flight, after a warm-up. The client is
     aiohttp with the body encoded once: httpx's client spent 2-5 ms of CPU per request here (more the
     more connections), as much as the servers, so it set the pace rather than the servers."""
     body, headers = multipart(png)
@@ -113,9 +114,10 @@ async def load(port: int, png: bytes, concurrency: int, requests: int) -> tuple[
 
         for _ in range(3):  # warm: connections, thread-pool threads, first calls
             await asyncio.gather(*(one() for _ in range(concurrency)))
-        begin = time.perf_counter()
+        cpu, begin = cpu_seconds(pid) if pid else 0.0, time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return requests / (time.perf_counter() - begin), latencies
+        rate = requests / (time.perf_counter() - begin)
+        return rate, latencies, (cpu_seconds(pid) - cpu if pid else 0.0)
 
 
 def main() -> None:
@@ -166,9 +168,9 @@ def main() -> None:
         for _ in range(args.rounds):  # turns within a round: the machine's other load hits every server alike
             for concurrency in levels:
                 for name in servers:
-                    before = cpu_seconds(processes[name].pid)
-                    rate, times = asyncio.run(load(ports[name], png, concurrency, args.requests))
-                    cpu[name, concurrency] += cpu_seconds(processes[name].pid) - before
+                    rate, times, seconds_cpu = asyncio.run(
+                        load(ports[name], png, concurrency, args.requests, processes[name].pid))
+                    cpu[name, concurrency] += seconds_cpu
                     seconds[name, concurrency] += args.requests / rate
                     latencies[name, concurrency] += times
     finally:
@@ -181,8 +183,10 @@ def main() -> None:
     for name in servers:
         for concurrency in levels:
             p50, p95, p99 = (1000 * q for q in np.percentile(latencies[name, concurrency], [50, 95, 99]))
+            # a --workers server's work is in its worker processes, which uvicorn may restart: not counted
+            shown_cpu = "-" if "--workers" in name else f"{1000 * cpu[name, concurrency] / total:.2f}"
             print(f"| {name} | {concurrency} | {total / seconds[name, concurrency]:.1f} | {p50:.1f} | {p95:.1f} | "
-                  f"{p99:.1f} | {1000 * cpu[name, concurrency] / total:.2f} |")
+                  f"{p99:.1f} | {shown_cpu} |")
     ours = [name for name in servers if name.startswith("vitjax")]
     baselines = [name for name in servers if name not in ours]
     for name in ours:
