@@ -14,7 +14,7 @@ from PIL import Image
 
 from deploy_helpers import LABELS, hf_model_folder, png_bytes
 from vitjax.api import load_pretrained
-from vitjax.serve.app import Limits, create_app
+from vitjax.serve.app import INLINE_DECODE_PIXELS, Limits, create_app
 from vitjax.serve.backends import JaxBackend
 
 
@@ -43,6 +43,15 @@ def test_predictions_match_the_classifier(model_dir, backend):
     assert [r["image"] for r in multipart.json()["predictions"]] == ["0.png", "1.png", "2.png"]
     assert metadata["class_names"] == list(LABELS.values()) and metadata["task"] == "classification"
     assert len(metadata["model_sha256"]) == 64 and metadata["preprocessing"]["size"] == {"height": 32, "width": 32}
+
+
+def test_a_large_image_is_decoded_in_the_thread_pool_with_the_same_answer(model_dir, backend):
+    large = png_bytes(300, 260, seed=7)  # over INLINE_DECODE_PIXELS: decoded off the event loop
+    assert 300 * 260 > INLINE_DECODE_PIXELS
+    expected = load_pretrained(model_dir).predict([Image.open(io.BytesIO(large))], top_k=2)[0]
+    with TestClient(create_app(backend)) as client:
+        record = client.post("/predict?top_k=2", files=[("files", ("large.png", large))]).json()["predictions"][0]
+    assert [(e["label"], pytest.approx(e["probability"], abs=1e-5)) for e in record["top_k"]] == expected
 
 
 def test_concurrent_requests_batch_without_recompiling(backend):
