@@ -21,8 +21,8 @@ import tempfile
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from PIL import Image, UnidentifiedImageError
 
 from vitjax.checkpoints.preprocessing import Preprocessing
@@ -44,8 +44,6 @@ class Limits:
 # 64x64 PNG: ~0.2 ms); handing them to a thread costs more CPU than that once requests run
 # concurrently (the threads contend for the GIL). Bigger ones are decoded in the thread pool.
 INLINE_DECODE_PIXELS = 256 * 256
-
-
 MEMORY_TMP = "/dev/shm"  # Linux's memory-backed temporary folder
 
 
