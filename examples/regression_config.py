@@ -5,10 +5,13 @@
         --config.data.source=folder:/data/brightness
     python -m vitjax.main --mode evaluate --config examples/regression_config.py \
         --workdir runs/regression --config.data.source=folder:/data/brightness --split test
+    python -m vitjax.main --mode predict --workdir runs/regression --inputs /data/brightness \
+        --output runs/regression/predictions
 
 `/data/brightness/targets.csv` lists `image,target` rows (paths relative to the folder). Tracks the
 validation mean absolute error ("mae", lower is better) for the best checkpoint, which is exported to
-runs/regression/best_vitjax/. tests/test_examples.py runs both commands on 64 generated images whose
+runs/regression/best_vitjax/; predict writes {"file", "target"} per image to predictions.json.
+tests/test_examples.py runs the three commands on 64 generated images whose
 target is their mean brightness, from a tiny local checkpoint; this recipe's accuracy on real data has
 not been measured.
 """

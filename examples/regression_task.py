@@ -5,7 +5,8 @@ by naming the file in `config.task.plugins` (see `examples/regression_config.py`
 with `ROOT/targets.csv`, columns `image` (a path relative to ROOT) and `target`; validation and test
 splits are carved from it. Metrics: loss and mean absolute error ("mae", the best checkpoint's). No
 classes (`has_classes = False`), a fresh `head/regressor`, exported in vitjax's own format
-(`best_vitjax/`, as `hf_config()` is None).
+(`best_vitjax/`, as `hf_config()` is None); `--mode predict` and the service give {"target": value}
+per image.
 """
 import csv
 import dataclasses
@@ -120,3 +121,11 @@ class Regression(Task):
         result = {"split": split, "task": self.name, "metrics": summary}
         write_evaluation_report(outdir, split, summary, [summary], result)
         return result
+
+    # --mode predict, the HTTP service and the ONNX/StableHLO exports: the arrays (jit-able), then a
+    # JSON record per image (images, names and outdir serve tasks that write files: masks, drawings).
+    def predict(self, outputs, top_k):
+        return {"target": outputs * self.config.target_scale}
+
+    def prediction_records(self, predictions, images, names, outdir):
+        return [{"target": float(value)} for value in predictions["target"]]

@@ -153,8 +153,8 @@ class Classification(Task):
         # Multi-label: sigmoid binary cross-entropy on float multi-hot labels [B, C] instead of softmax.
         config.multilabel = False
         # k of the top-k accuracy metric, reported as "top{k}_accuracy" when there are more than k
-        # classes (single-label only), and labels listed per image by --mode predict; 0 turns the
-        # metric off (predict then lists every label).
+        # classes (single-label only), and labels listed per image by --mode predict (unless --top_k);
+        # 0 turns the metric off (predict then lists every label, at most 100).
         config.top_k = 5
         # Warn when one class receives at least this fraction of an evaluation's predictions (a sign
         # of a too-high learning rate); None turns the warning off. Single-label only.
@@ -401,25 +401,6 @@ class Classification(Task):
         write_evaluation_report(outdir, split, summary, rows, result)
         return result
 
-    def write_predictions(self, outputs, images, names, outdir) -> list[dict]:
-        """Per image, the `top_k` most probable labels with their probabilities (softmax; sigmoid
-        per label in multi-label, whose record also lists the labels at or above the threshold)."""
-        from scipy import special
-
-        logits = np.asarray(outputs, np.float64)
-        probabilities = special.expit(logits) if self.config.multilabel else special.softmax(logits, -1)
-        k = self.config.top_k or self.num_classes
-        records = []
-        for row in probabilities:
-            order = np.argsort(-row, kind="stable")[:k]
-            record = {"predictions": [{"label": self.class_names[i], "probability": float(row[i])}
-                                      for i in order]}
-            if self.config.multilabel:
-                record["labels"] = [name for name, p in zip(self.class_names, row)
-                                    if p >= MULTILABEL_THRESHOLD]
-            records.append(record)
-        return records
-
     def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
         """The `top_k` most probable classes per image: {"indices": int [B, k], "probabilities": [B, k]}
         (softmax probabilities, or per-label sigmoid probabilities in multi-label mode)."""
@@ -428,18 +409,18 @@ class Classification(Task):
         values, indices = jax.lax.top_k(probabilities, min(top_k, self.num_classes))
         return {"indices": indices, "probabilities": values}
 
-    def prediction_records(self, predictions: dict, sources: Sequence[str], outdir: str | os.PathLike) -> list[dict]:
-        """{"image", "label", "probability", "top_k": [{"label", "probability"}, ...]} per image; in
-        multi-label mode "labels" (those at or above 0.5 among the top k) replaces "label"/"probability"."""
+    def prediction_records(self, predictions: dict, images, names, outdir) -> list[dict]:
+        """{"label", "probability" (the best class), "top_k": [{"label", "probability"}, ...]} per
+        image, best first; in multi-label mode "labels" (those of the top k at or above 0.5, best
+        first) replaces "label" and "probability". Writes no files."""
         records = []
-        for source, indices, values in zip(sources, np.asarray(predictions["indices"]),
-                                           np.asarray(predictions["probabilities"])):
+        for indices, values in zip(predictions["indices"], predictions["probabilities"]):
             top = [{"label": self.class_names[i], "probability": float(p)} for i, p in zip(indices, values)]
             if self.config.multilabel:
                 chosen = [entry["label"] for entry in top if entry["probability"] >= MULTILABEL_THRESHOLD]
-                records.append({"image": source, "labels": chosen, "top_k": top})
+                records.append({"labels": chosen, "top_k": top})
             else:
-                records.append({"image": source, **top[0], "top_k": top})
+                records.append({**top[0], "top_k": top})
         return records
 
     def hf_config(self) -> dict:

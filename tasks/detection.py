@@ -516,17 +516,21 @@ class Detection(Task):
         return {"boxes": jnp.clip(boxes, 0.0, 1.0), "scores": best,
                 "classes": (index % num_classes).astype(jnp.int32)}
 
-    def write_predictions(self, outputs, images, names, outdir) -> list[dict]:
-        """Per image, the detections scoring at least `score_threshold` (label, score, xyxy box in the
-        image's pixels) and `<name>_boxes.png`, the image with those boxes drawn."""
-        found = jax.device_get(self.detections(outputs, self.config.max_detections))
+    def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
+        """The deployed outputs: `detections`."""
+        return self.detections(outputs, top_k)
+
+    def prediction_records(self, predictions: dict, images, names, outdir) -> list[dict]:
+        """Per image, the detections scoring at least `score_threshold`, best first (label, score, xyxy
+        box in the image's own pixels) and `<name>_boxes.png`, the image with those boxes drawn:
+        {"detections": [{"label", "score", "box"}, ...], "drawn": path}."""
         records = []
         for i, (image, name) in enumerate(zip(images, names)):
             scale = np.asarray([image.width, image.height, image.width, image.height], np.float64)
-            kept = np.flatnonzero(found["scores"][i] >= self.config.score_threshold)
-            boxes = [{"label": self.class_names[int(found["classes"][i, k])],
-                      "score": float(found["scores"][i, k]),
-                      "box": [round(float(v), 2) for v in found["boxes"][i, k] * scale]} for k in kept]
+            kept = np.flatnonzero(predictions["scores"][i] >= self.config.score_threshold)
+            boxes = [{"label": self.class_names[int(predictions["classes"][i, k])],
+                      "score": float(predictions["scores"][i, k]),
+                      "box": [round(float(v), 2) for v in predictions["boxes"][i, k] * scale]} for k in kept]
             drawn = image.copy()
             draw = ImageDraw.Draw(drawn)
             for box in boxes:
@@ -536,21 +540,4 @@ class Detection(Task):
             path = os.path.join(outdir, f"{name}_boxes.png")
             drawn.save(path)
             records.append({"detections": boxes, "drawn": path})
-        return records
-
-    def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
-        """The deployed outputs: `detections`."""
-        return self.detections(outputs, top_k)
-
-    def prediction_records(self, predictions: dict, sources: Sequence[str],
-                           outdir: str | os.PathLike) -> list[dict]:
-        """{"image", "detections": [{"label", "score", "box": normalised [x0, y0, x1, y1]}]} per image,
-        the detections at or above `score_threshold`."""
-        records = []
-        for source, boxes, scores, classes in zip(sources, *(np.asarray(predictions[key])
-                                                             for key in ("boxes", "scores", "classes"))):
-            keep = scores >= self.config.score_threshold
-            records.append({"image": str(source), "detections": [
-                {"label": self.class_names[c], "score": float(s), "box": [float(v) for v in b]}
-                for b, s, c in zip(boxes[keep], scores[keep], classes[keep])]})
         return records

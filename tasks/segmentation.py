@@ -380,42 +380,23 @@ class Segmentation(Task):
         return {"mask": jnp.argmax(probabilities, axis=-1).astype(jnp.int32),
                 "probability": jnp.max(probabilities, axis=-1)}
 
-    def prediction_records(self, predictions: dict, sources: Sequence[str],
-                           outdir: str | os.PathLike) -> list[dict]:
-        """Writes each predicted mask as `outdir/masks/<i>_<stem>.png` (8-bit; 16-bit past 256
-        classes) and returns {"image", "mask" (the PNG's path), "classes": {name: pixel fraction}}
-        per image."""
-        folder = Path(outdir) / "masks"
-        folder.mkdir(parents=True, exist_ok=True)
-        records = []
-        for i, (source, mask) in enumerate(zip(sources, np.asarray(predictions["mask"]))):
-            path = folder / f"{i:05d}_{Path(str(source)).stem}.png"
-            Image.fromarray(mask.astype(np.uint8 if self.num_classes <= 256 else np.uint16)).save(path)
-            shares = np.bincount(mask.ravel(), minlength=self.num_classes) / mask.size
-            present = {self.class_names[c]: float(shares[c]) for c in np.flatnonzero(shares)}
-            records.append({"image": str(source), "mask": str(path), "classes": present})
-        return records
-
-
-    def write_predictions(self, outputs, images, names, outdir) -> list[dict]:
-        """Per image, `<name>_mask.png` (the class index of every pixel, at the image's size; mode L,
-        or I for more than 256 classes) and `<name>_overlay.png` (the classes' colours over the image);
-        the record gives both paths and the pixels of each predicted class."""
+    def prediction_records(self, predictions: dict, images, names, outdir) -> list[dict]:
+        """Per image, `<name>_mask.png` (the predicted class of every pixel at the image's own size:
+        `predict`'s mask resized, nearest neighbour; 8-bit, 16-bit past 256 classes) and
+        `<name>_overlay.png` (the classes' colours over the image); the record gives both paths and
+        the pixels of each predicted class: {"mask", "overlay", "class_pixels": {name: pixels}}."""
         palette = class_colours(self.num_classes)
         records = []
-        for logits, image, name in zip(np.asarray(outputs), images, names):
-            size = (image.height, image.width)
-            mask = np.asarray(jnp.argmax(self._upsampled(logits[None], size)[0], axis=-1))
+        for small, image, name in zip(predictions["mask"], images, names):
+            mask = paired.apply_to_mask(small, paired.full_view(*small.shape), (image.height, image.width))
             mask_path = os.path.join(outdir, f"{name}_mask.png")
             overlay_path = os.path.join(outdir, f"{name}_overlay.png")
-            mode = "L" if self.num_classes <= 256 else "I"
-            Image.fromarray(mask.astype(np.uint8 if mode == "L" else np.int32), mode).save(mask_path)
+            Image.fromarray(mask.astype(np.uint8 if self.num_classes <= 256 else np.uint16)).save(mask_path)
             blended = 0.5 * np.asarray(image, np.float32) + 0.5 * palette[mask]
             Image.fromarray(blended.astype(np.uint8)).save(overlay_path)
             counts = np.bincount(mask.ravel(), minlength=self.num_classes)
             records.append({"mask": mask_path, "overlay": overlay_path,
-                            "class_pixels": {self.class_names[c]: int(counts[c])
-                                             for c in np.flatnonzero(counts)}})
+                            "class_pixels": {self.class_names[c]: int(counts[c]) for c in np.flatnonzero(counts)}})
         return records
 
 

@@ -42,8 +42,8 @@ BRIGHTNESS_PLUGIN = textwrap.dedent('''
         def predict(self, outputs, top_k):
             return {"value": outputs * 100.0}
 
-        def prediction_records(self, predictions, sources, outdir):
-            return [{"image": s, "brightness": float(v)} for s, v in zip(sources, predictions["value"])]
+        def prediction_records(self, predictions, images, names, outdir):
+            return [{"brightness": float(v)} for v in predictions["value"]]
 ''')
 
 
@@ -85,9 +85,9 @@ def test_task_exports_and_serves(task, tmp_path):
         response = client.post("/predict?top_k=3", files=[("files", ("a.png", png_bytes()))])
     assert response.status_code == 200, response.text
     record = response.json()["predictions"][0]
-    if task == "segmentation":  # the plugin's mask PNG comes back inline
+    if task == "segmentation":  # the plugin's mask PNG comes back inline, at the image's own size
         mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(record["mask"]))))
-        assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 1, 2}
+        assert mask.shape == (40, 30) and set(np.unique(mask)) <= {0, 1, 2}  # png_bytes: 30x40
     elif task == "detection":
         assert all(len(d["box"]) == 4 and d["label"] in class_names for d in record["detections"])
         assert len(record["detections"]) <= 3

@@ -1,6 +1,7 @@
 """The README's plugin example, `examples/regression_task.py` with `examples/regression_config.py`, run
 as a user runs it: `python -m vitjax.main` with the plugin named by file path and two data worker
-processes, from a local tiny backbone-only checkpoint (standing in for the hub id), then evaluated."""
+processes, from a local tiny backbone-only checkpoint (standing in for the hub id), then evaluated and
+used to predict."""
 import csv
 import json
 import os
@@ -70,3 +71,17 @@ def test_the_regression_example_evaluates(trained):
     assert out.returncode == 0, out.stderr[-4000:]
     with open(root / "run" / "eval_test" / "report.json") as f:
         assert np.isfinite(json.load(f)["metrics"]["mae"])
+
+
+def test_the_regression_example_predicts(trained, tmp_path):
+    """The documented predict command: only the workdir (its saved config names the plugin file)."""
+    root, data, _, _ = trained
+    out = subprocess.run(
+        [sys.executable, "-m", "vitjax.main", "--mode", "predict", "--workdir", str(root / "run"),
+         "--inputs", data, "--output", str(tmp_path / "predictions")],
+        capture_output=True, text=True, timeout=900, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-4000:]
+    with open(tmp_path / "predictions" / "predictions.json") as f:
+        records = json.load(f)
+    assert len(records) == 64 and all(sorted(r) == ["file", "target"] for r in records)
+    assert all(np.isfinite(r["target"]) for r in records)

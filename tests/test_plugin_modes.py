@@ -58,6 +58,12 @@ PLUGIN = textwrap.dedent('''
             result = {"split": split, "task": self.name, "metrics": summary}
             write_evaluation_report(outdir, split, summary, [summary], result)
             return result
+
+        def predict(self, outputs, top_k):
+            return {"index": outputs}
+
+        def prediction_records(self, predictions, images, names, outdir):
+            return [{"index": float(value)} for value in predictions["index"]]
 ''')
 
 CONFIG = textwrap.dedent('''
@@ -112,9 +118,9 @@ def test_a_plugin_file_through_train_evaluate_predict_and_export(tmp_path):
     vitjax_main("--mode", "predict", "--workdir", "run", "--inputs", f"{data}/red,{data}/blue",
                 "--output", "preds", cwd=tmp_path)
     records = json.load(open(tmp_path / "preds" / "predictions.json"))
-    assert len(records) == 32 and all(isinstance(r["outputs"], float) for r in records)
-    red = np.mean([r["outputs"] for r in records if "/red/" in r["file"]])
-    blue = np.mean([r["outputs"] for r in records if "/blue/" in r["file"]])
+    assert len(records) == 32 and all(isinstance(r["index"], float) for r in records)
+    red = np.mean([r["index"] for r in records if "/red/" in r["file"]])
+    blue = np.mean([r["index"] for r in records if "/blue/" in r["file"]])
     assert red - blue > 1.0  # the trained model tells the colours apart (targets 2 and 0)
 
     os.rename(data, data + ".hidden")  # export needs no training images
@@ -123,4 +129,4 @@ def test_a_plugin_file_through_train_evaluate_predict_and_export(tmp_path):
     predictor = vitjax.load_trained(tmp_path / "exported")
     assert predictor.task.name == "colour_index"
     again = predictor.predict([records[0]["file"]], str(tmp_path / "again"))
-    np.testing.assert_allclose(again[0]["outputs"], records[0]["outputs"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(again[0]["index"], records[0]["index"], rtol=1e-5, atol=1e-5)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from deploy_helpers import LABELS, hf_model_folder, png_bytes
 from vitjax.api import load_pretrained
-from vitjax.serve.app import INLINE_DECODE_PIXELS, Limits, create_app
+from vitjax.serve.app import INLINE_PIXELS, Limits, create_app
 from vitjax.serve.backends import JaxBackend
 
 
@@ -46,8 +46,8 @@ def test_predictions_match_the_classifier(model_dir, backend):
 
 
 def test_a_large_image_is_decoded_in_the_thread_pool_with_the_same_answer(model_dir, backend):
-    large = png_bytes(300, 260, seed=7)  # over INLINE_DECODE_PIXELS: decoded off the event loop
-    assert 300 * 260 > INLINE_DECODE_PIXELS
+    large = png_bytes(300, 260, seed=7)  # over INLINE_PIXELS: decoded off the event loop
+    assert 300 * 260 > INLINE_PIXELS
     expected = load_pretrained(model_dir).predict([Image.open(io.BytesIO(large))], top_k=2)[0]
     with TestClient(create_app(backend)) as client:
         record = client.post("/predict?top_k=2", files=[("files", ("large.png", large))]).json()["predictions"][0]

@@ -15,9 +15,6 @@ from vitjax.tasks.classification import Classification
 HOOKS = sorted(name for name, value in vars(registry.Task).items()
                if not name.startswith("_") and (inspect.isfunction(value) or isinstance(value, classmethod)))
 CALLED: set[str] = set()
-# Hooks of the deploy/serve modes (`vitjax.deploy`, `vitjax.serve`), proven by tests/test_deploy_*.py
-# and tests/test_serve.py, not run here.
-DEPLOY_HOOKS = {"predict", "prediction_records"}
 
 
 class RenamedMetric(Classification):
@@ -68,6 +65,5 @@ def test_train_evaluate_and_predict_call_every_task_hook(tmp_path, monkeypatch):
     assert np.isfinite(summary["colour_accuracy"])
     red = os.path.join(colours, sorted(os.listdir(colours))[0])
     modes.predict(None, str(tmp_path / "run"), None, [red], 2, str(tmp_path / "predictions"))
-    assert DEPLOY_HOOKS <= set(HOOKS)
-    expected = set(HOOKS) - DEPLOY_HOOKS
-    assert CALLED >= expected, f"hooks train/evaluate/predict never called: {sorted(expected - CALLED)}"
+    assert {"predict", "prediction_records"} <= set(HOOKS)
+    assert CALLED >= set(HOOKS), f"hooks train/evaluate/predict never called: {sorted(set(HOOKS) - CALLED)}"

@@ -100,6 +100,29 @@ def base_config(task: str = "classification", plugins=()) -> ml_collections.Conf
     return c
 
 
+def over_defaults(saved: dict, path: str) -> ml_collections.ConfigDict:
+    """A run's saved config (`path`, its config.json, as a dict) laid over the defaults of its task
+    and plugins: a key vitjax gained after the run was saved takes its default; a key the defaults
+    do not know is an error naming `path`."""
+    task = saved.get("task") if isinstance(saved.get("task"), dict) else {}
+    defaults = to_dict(base_config(task.get("name", "classification"), task.get("plugins") or ()))
+    return ml_collections.ConfigDict(_overlay(defaults, saved, path, "config"))
+
+
+def _overlay(defaults: dict, saved: dict, path: str, prefix: str) -> dict:
+    """`saved` over `defaults`, group by group; an empty default group (model.spec) takes any keys."""
+    merged = dict(defaults)
+    for key, value in saved.items():
+        name = f"{prefix}.{key}"
+        if key not in defaults:
+            raise BadKey(f"{path}: unknown key {name}.{close_matches(key, defaults)} Remove it from "
+                         f"the file, or pass --config. Known keys under {prefix}: {sorted(defaults)}")
+        default = defaults[key]
+        nested = isinstance(default, dict) and default and isinstance(value, dict)
+        merged[key] = _overlay(default, value, path, name) if nested else value
+    return merged
+
+
 def close_matches(key: str, options) -> str:
     found = difflib.get_close_matches(key, list(options), n=3, cutoff=0.5)
     return f" Did you mean {' or '.join(repr(f) for f in found)}?" if found else ""

@@ -35,9 +35,11 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False,
 _SPLIT = flags.DEFINE_string("split", "test", "evaluate/robustness: the data split to evaluate.")
 _MODEL = flags.DEFINE_string("model", None, "evaluate/predict/robustness: an exported model folder "
                              "(default: <workdir>/best, else <workdir>/best_vitjax).")
-_INPUTS = flags.DEFINE_list("inputs", [], "predict: image files and/or folders.")
-_TOP_K = flags.DEFINE_integer("top_k", None, "predict: labels listed per image (classification; "
-                              "default config.task.top_k).")
+_INPUTS = flags.DEFINE_list("inputs", [], "predict: image files and/or folders. The exit status is 1 "
+                            "when some could not be read (each has an \"error\" in predictions.json; "
+                            "the others are predicted).")
+_TOP_K = flags.DEFINE_integer("top_k", None, "predict: ranked entries per image: labels (classification), "
+                              "detections; default config.task.top_k where the task has it, else 100.")
 _SWEEP_STORAGE = flags.DEFINE_string("sweep_storage", None, "sweep: an Optuna storage URL shared by "
                                      "several machines (default: sqlite <workdir>/sweep.db).")
 _OUTPUT = flags.DEFINE_string("output", None, "export: target folder; predict: folder for "
@@ -109,8 +111,12 @@ def main(argv) -> None:
     logging.getLogger("vitjax").setLevel(logging.INFO)
     try:
         if _MODE.value == "predict":
-            modes.predict(_CONFIG.value, _WORKDIR.value, _MODEL.value, _INPUTS.value,
-                          _TOP_K.value, _OUTPUT.value)
+            records = modes.predict(_CONFIG.value, _WORKDIR.value, _MODEL.value, _INPUTS.value,
+                                    _TOP_K.value, _OUTPUT.value)
+            unreadable = modes.unreadable_inputs(records)
+            if unreadable:
+                sys.stdout.flush()
+                sys.exit(f"vitjax: {unreadable}")  # exit status 1
             return
         if _MODE.value == "export" and _FORMAT.value != "hf":
             modes.export_deployable(_WORKDIR.value, _MODEL.value, _FORMAT.value, _OUTPUT.value)

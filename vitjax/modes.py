@@ -18,7 +18,6 @@ import os
 import shutil
 
 import jax
-import ml_collections
 
 from vitjax import config as config_lib
 from vitjax import errors, parallel, workdir_lock
@@ -121,14 +120,15 @@ def sweep(config, workdir: str, storage: str | None = None, overwrite: bool = Fa
 
 def saved_config(config, workdir: str | None):
     """`config`, or when None the config the run in `workdir` saved (so evaluate, predict and export
-    need no repeated --config or overrides)."""
+    need no repeated --config or overrides), over the defaults: keys added to vitjax since the run
+    was saved take their defaults."""
     if config is not None:
         return config
     path = workdir and os.path.join(workdir, "config.json")
     if not path or not os.path.isfile(path):
         raise FileNotFoundError(f"no config: pass --config, or a --workdir holding a run's config.json "
                                 f"(not found at {path!r}).")
-    return ml_collections.ConfigDict(read_json(path, "pass the run's --config instead"))
+    return config_lib.over_defaults(read_json(path, "pass the run's --config instead"), path)
 
 
 def _model_dir(workdir: str | None, model: str | None, native_ok: bool = True) -> str:
@@ -184,33 +184,38 @@ def robustness(config, workdir: str, model: str | None, split: str, options) -> 
 @_user_errors
 def predict(config, workdir: str | None, model: str | None, inputs: list[str], top_k: int | None,
             output: str | None) -> list[dict]:
-    """The task's predictions for every image of `inputs` (files and folders), written by the task
-    (`Task.write_predictions`) to `output` (default <workdir>/predictions) with predictions.json;
-    prints one line per image; an image that cannot be read gets an "error" naming it instead, and
-    the others are predicted all the same. `config` None: the run's saved config, if any (a bare --model
-    folder describes itself). `top_k`: labels listed per image (classification's config.task.top_k)."""
+    """The task's predictions for every image of `inputs` (files and folders), through the task's
+    `predict` and `prediction_records` hooks as the service computes them, written to `output`
+    (default <workdir>/predictions): the task's files and predictions.json; prints one line per image.
+    An image that cannot be read gets an "error" naming it instead, and the others are predicted all
+    the same (the command line then exits with status 1). `config` None: the run's saved config, if
+    any (a bare --model folder describes itself). `top_k`: ranked entries per image (labels,
+    detections); None: the task's default (`Predictor.predict`)."""
     from vitjax.predictor import load_trained
     if config is None and workdir and os.path.isfile(os.path.join(workdir, "config.json")):
         config = saved_config(None, workdir)
     if config is not None:
         _prepare(config)
     predictor = load_trained(_model_dir(workdir, model), None if config is None else config.task)
-    if top_k is not None and "top_k" in predictor.task.config:
-        predictor.task.config.top_k = top_k
     paths = expand_inputs(inputs)
     if not output and not workdir:
         raise BadValue("--mode predict needs --output (a folder) or --workdir (writes "
                        "<workdir>/predictions).")
-    records = predictor.predict(paths, output or os.path.join(workdir, "predictions"))
-    failed = sum("error" in r for r in records)
-    if failed:
-        logging.warning("%d of %d input(s) could not be read; each is listed with its error in "
-                        "predictions.json", failed, len(records))
+    records = predictor.predict(paths, output or os.path.join(workdir, "predictions"), top_k)
     width = max(len(r["file"]) for r in records)
     for r in records:
         shown = json.dumps({k: v for k, v in r.items() if k != "file"})
         print(f"{r['file']:<{width}}  {shown[:200]}")
     return records
+
+
+def unreadable_inputs(records: list[dict]) -> str | None:
+    """What the command line says last when some of `predict`'s inputs could not be read, else None."""
+    failed = sum("error" in r for r in records)
+    if not failed:
+        return None
+    return (f"{failed} of {len(records)} input(s) could not be read (each is listed with its error in "
+            f"predictions.json); the others were predicted.")
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:

@@ -20,7 +20,13 @@ runs any task by calling only the methods below (and every one of them is called
     task.summarize(computed), task.warnings(computed)          # logs, early stopping, best checkpoint
     task.report(computed, outdir, split)                       # evaluation report files
     task.hf_config()                                           # export
-    task.write_predictions(outputs, images, names, outdir)     # predict: records and files
+    arrays = task.predict(outputs, top_k)                      # predict, serve, ONNX/StableHLO: jit-able
+    records = task.prediction_records(                         # predict, serve: on the host
+        arrays, images, names, outdir)
+
+`predict` and `prediction_records` compute a prediction the one way `--mode predict`, the HTTP service
+and the deployable exports share; a task without them trains and evaluates, and those modes refuse it
+naming the hooks (`require_prediction_hooks`).
 
 Updates are merged on the host, outside jit, so a plugin may use clu's `CollectingMetric` for
 metrics that need every prediction (average precision, COCO mAP).
@@ -49,7 +55,6 @@ from typing import Any, ClassVar
 
 import flax.linen as nn
 import ml_collections
-import numpy as np
 from clu import metrics as clu_metrics
 
 from vitjax.errors import BadKey, BadValue
@@ -160,35 +165,44 @@ class Task(abc.ABC):
     def report(self, computed: dict[str, Any], outdir: str | os.PathLike, split: str) -> dict:
         """Writes the evaluation report files of `split` under `outdir`; returns a JSON-able summary."""
 
-    # ---- deployment (vitjax.deploy, vitjax.serve): optional; a task without them is not servable --
+    # ---- prediction (--mode predict, vitjax.serve, vitjax.deploy): optional, see the docstring ----
     def predict(self, outputs: Any, top_k: int) -> dict[str, Any]:
-        """`outputs` as the arrays a deployed model returns (jit-able, traced into ONNX/StableHLO),
-        e.g. the top_k classes with their probabilities."""
-        raise NotImplementedError(f"task {self.name!r} defines no predict(outputs, top_k) hook, "
-                                  "so it cannot be exported for serving.")
+        """{name: array [B, ...]} from the head's `outputs` for images prepared as in evaluation, e.g.
+        the `top_k` best classes with their probabilities (a ranked output, whose axis 1 is best
+        first, may be shortened to a request's k afterwards). Jit-able: traced into ONNX/StableHLO."""
+        raise BadValue(_missing_hooks(self, ["predict"]))
 
-    def prediction_records(self, predictions: dict[str, Any], sources: Sequence[str],
-                           outdir: str | os.PathLike) -> list[dict]:
-        """One JSON-able record per image from `predict`'s arrays (host side); files it writes under
-        `outdir` (e.g. mask PNGs) are referenced by path and served inline."""
-        raise NotImplementedError(f"task {self.name!r} defines no prediction_records hook.")
+    def prediction_records(self, predictions: dict[str, Any], images: Sequence[Any],
+                           names: Sequence[str], outdir: str | os.PathLike) -> list[dict]:
+        """One JSON-able record per image from `predict`'s arrays (host numpy, one row per image).
+        `images`: the RGB PIL images as read, at their own size (to map masks and boxes back to it,
+        to draw on); `names`: a file stem per image, unique within the call, for the files the task
+        writes under `outdir` (masks, drawings), which a record names by path (the service returns
+        them inline, base64)."""
+        raise BadValue(_missing_hooks(self, ["prediction_records"]))
 
     def hf_config(self) -> dict | None:
         """Fields the Hugging Face `config.json` needs (id2label, ...), or None when no transformers
         class fits the task, in which case the model is exported in vitjax's own format."""
         return None
 
-    def write_predictions(self, outputs: Any, images: list, names: list[str],
-                          outdir: str | os.PathLike) -> list[dict]:
-        """What `--mode predict` gives for one batch: one JSON-able record per image (gathered into
-        `predictions.json`), plus any files the task writes under `outdir` (masks, drawings).
-        `outputs`: the head's outputs as host numpy arrays; `images`: the RGB PIL images as read
-        (original size); `names`: a file stem per image, unique within the run. The default records
-        each image's head outputs as nested lists."""
-        import jax
 
-        return [{"outputs": jax.tree.map(lambda x, i=i: np.asarray(x[i]).tolist(), outputs)}
-                for i in range(len(names))]
+PREDICTION_HOOKS = ("predict", "prediction_records")
+
+
+def require_prediction_hooks(task: Task) -> None:
+    """Raises a `BadValue` naming the prediction hooks `task`'s plugin does not implement."""
+    missing = [hook for hook in PREDICTION_HOOKS if getattr(type(task), hook) is getattr(Task, hook)]
+    if missing:
+        raise BadValue(_missing_hooks(task, missing))
+
+
+def _missing_hooks(task: Task, missing: Sequence[str]) -> str:
+    return (f"task {task.name!r} ({type(task).__module__}) does not implement {' and '.join(missing)}: "
+            f"--mode predict, the prediction service and --format onnx/stablehlo run a model through "
+            f"Task.predict(outputs, top_k) and Task.prediction_records(predictions, images, names, "
+            f"outdir); add them to the plugin (README, 'Bring your own task'). Training, evaluate and "
+            f"--format hf export need neither.")
 
 
 def _resolve_config(cls: type[Task], config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -55,10 +55,13 @@ class Servable:
 
 
 def make_task(task_config: dict, class_names: list[str]) -> registry.Task:
-    """The task plugin instance a model was trained with (its plugins imported first)."""
+    """The task plugin instance a model was trained with (its plugins imported first); a task
+    without the prediction hooks is refused, naming them."""
     config = registry.task_config(task_config["name"], task_config.get("plugins", ()))
     config.update({k: v for k, v in task_config.items() if k in config})
-    return registry.get_task(config.name)(config, class_names)
+    task = registry.get_task(config.name)(config, class_names)
+    registry.require_prediction_hooks(task)
+    return task
 
 
 def load_servable(model_dir: str) -> Servable:

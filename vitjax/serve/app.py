@@ -2,8 +2,10 @@
 
 `/predict` takes images as multipart files (field `files`, `?top_k=`) or JSON
 `{"images": [base64, ...], "top_k": k}` and answers `{"predictions": [record, ...]}`, one record per
-image in the task plugin's own format (`Task.prediction_records`; files a plugin writes, such as
-segmentation masks, come back inline as base64). Bad input is a 4xx naming the problem, and the
+image: {"image": its file name (or "image_<i>")} and the task plugin's own record
+(`Task.prediction_records`, as `--mode predict` writes it; files a plugin writes, such as segmentation
+masks and drawings, come back inline as base64 PNG). Images are read and prepared as `--mode predict`
+prepares them (`vitjax.predictor.model_input`). Bad input is a 4xx naming the problem, and the
 server stays up. Request bytes, images per request and pixels per image are bounded by `Limits`;
 with an API key, `/predict` needs `Authorization: Bearer <key>`.
 """
@@ -26,7 +28,9 @@ from fastapi.responses import JSONResponse
 from PIL import Image, UnidentifiedImageError
 
 from vitjax.checkpoints.preprocessing import Preprocessing
+from vitjax.data.transforms import load_rgb
 from vitjax.deploy.servable import make_task
+from vitjax.predictor import model_input, unique_stems
 from vitjax.serve.batching import DynamicBatcher
 
 
@@ -40,10 +44,10 @@ class Limits:
     api_key: str | None = None  # when set, /predict needs "Authorization: Bearer <api_key>"
 
 
-# Requests whose images hold at most this many pixels in all are decoded on the event loop (a
-# 64x64 PNG: ~0.2 ms); handing them to a thread costs more CPU than that once requests run
-# concurrently (the threads contend for the GIL). Bigger ones are decoded in the thread pool.
-INLINE_DECODE_PIXELS = 256 * 256
+# Requests whose images hold at most this many pixels in all are decoded, and their records made, on
+# the event loop (a 64x64 PNG decodes in ~0.2 ms); handing them to a thread costs more CPU than that
+# once requests run concurrently (the threads contend for the GIL). Bigger ones go to the thread pool.
+INLINE_PIXELS = 256 * 256
 MEMORY_TMP = "/dev/shm"  # Linux's memory-backed temporary folder
 
 
@@ -71,6 +75,7 @@ def _readable(name: str):
     except UnidentifiedImageError:
         raise _bad(400, f"{name!r} is not an image (PIL cannot identify it; send PNG, JPEG, ...).") from None
     except (OSError, ValueError, Image.DecompressionBombError) as error:
+        error = error.__cause__ or error  # load_rgb's BadValue names the decoder's error
         raise _bad(400, f"{name!r} is not a readable image ({type(error).__name__}: {error}).") from None
 
 
@@ -81,6 +86,7 @@ class Predictor:
         self.backend, self.limits, self.info = backend, limits, backend.info
         self.preprocessing = Preprocessing.from_hf(self.info["preprocessing"])
         self.task = make_task(self.info["task_config"], self.info["class_names"])
+        self.pixels = model_input(self.task, self.preprocessing)
         # Each request's records get a folder for the files a task writes (masks), made in memory
         # where the OS offers it: on a disk, making and removing a folder can wait milliseconds.
         memory = MEMORY_TMP if os.path.isdir(MEMORY_TMP) and os.access(MEMORY_TMP, os.W_OK) else None
@@ -100,13 +106,13 @@ class Predictor:
                             f"the server's limit of {self.limits.max_pixels} (--max_pixels).")
         return image
 
-    def decode(self, named_images: list[tuple[str, Image.Image]]) -> np.ndarray:
-        """uint8 [n, H, W, 3] at the model's input size."""
-        arrays = []
+    def prepare(self, named_images: list[tuple[str, Image.Image]]) -> tuple[list[Image.Image], np.ndarray]:
+        """The RGB images, as `--mode predict` reads a file, and the model's uint8 input [n, H, W, 3]."""
+        images = []
         for name, image in named_images:
             with _readable(name):
-                arrays.append(self.preprocessing.to_uint8(image))
-        return np.stack(arrays)
+                images.append(load_rgb(image, name))
+        return images, np.stack([self.pixels(image) for image in images])
 
     async def predict(self, named: list[tuple[str, bytes]], top_k: int) -> list[dict]:
         if not named:
@@ -118,15 +124,17 @@ class Predictor:
         if not 1 <= top_k <= self.info["max_top_k"]:
             raise _bad(422, f"top_k={top_k} must be between 1 and {self.info['max_top_k']}.")
         opened = [(name, self.open_image(name, data)) for name, data in named]
-        if sum(image.width * image.height for _, image in opened) <= INLINE_DECODE_PIXELS:
-            images = self.decode(opened)  # faster here than the hand-off to a thread
-        else:
-            images = await run_in_threadpool(self.decode, opened)
-        outputs = await self.batcher.submit(images)
+        # A small request is decoded and answered here: cheaper than the hand-off to a thread.
+        small = sum(image.width * image.height for _, image in opened) <= INLINE_PIXELS
+        images, pixels = self.prepare(opened) if small else await run_in_threadpool(self.prepare, opened)
+        outputs = await self.batcher.submit(pixels)
         outputs = {k: v[:, :top_k] if k in self.info["ranked"] else v for k, v in outputs.items()}
+        names = [n for n, _ in named]
         with tempfile.TemporaryDirectory(dir=self.scratch.name) as folder:
-            records = self.task.prediction_records(outputs, [n for n, _ in named], folder)
-            return [_inline_files(r, folder) for r in records]
+            task_args = (outputs, images, unique_stems(names), folder)
+            records = (self.task.prediction_records(*task_args) if small else
+                       await run_in_threadpool(self.task.prediction_records, *task_args))
+            return [{"image": n, **_inline_files(r, folder)} for n, r in zip(names, records)]
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
