@@ -63,12 +63,13 @@ def main() -> None:
     jax_forward = jax.jit(servable.apply)
     onnx_dir = artifacts.export(folder, "onnx", os.path.join(work, "onnx"))
     int8_dir = artifacts.export(folder, "onnx-int8", os.path.join(work, "int8"))
+    threads = 0  # ONNX Runtime's own default (a thread per core): no HTTP server shares the cores here
     backends = {
         "vitjax JAX (jit)": (lambda x: jax.block_until_ready(jax_forward(servable.params, x)),
                              sum(v.nbytes for v in jax.tree.leaves(servable.params))),
-        "ONNX Runtime float32": (OnnxBackend(onnx_dir, artifacts.read_info(onnx_dir)).run,
+        "ONNX Runtime float32": (OnnxBackend(onnx_dir, artifacts.read_info(onnx_dir), threads).run,
                                  os.path.getsize(os.path.join(onnx_dir, "model.onnx"))),
-        "ONNX Runtime int8": (OnnxBackend(int8_dir, artifacts.read_info(int8_dir)).run,
+        "ONNX Runtime int8": (OnnxBackend(int8_dir, artifacts.read_info(int8_dir), threads).run,
                               os.path.getsize(os.path.join(int8_dir, "model.onnx"))),
     }
     hf = transformers.AutoModelForImageClassification.from_pretrained(folder).eval()

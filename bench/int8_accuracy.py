@@ -1,17 +1,20 @@
 """int8 against float32 on a trained run's test split: model size and accuracy, measured in one run.
 
-    python bench/int8_accuracy.py --workdir runs/digits
+    python bench/int8_accuracy.py --workdir runs/digits [--vit_b16]
 
 Exports <workdir>/best as ONNX float32, ONNX int8 (the `--format onnx-int8` of the CLI: dynamic
 quantization) and, for comparison, ONNX Runtime's static int8 quantization (QDQ, calibrated on 256
 training images), then classifies the test split of the run's saved config with each, and with
 vitjax's JAX model. Goal (issue 13): int8 >= 3.5x smaller and <= 1 point of accuracy lost.
+`--vit_b16` adds the sizes of a ViT-B/16 (224 px, random weights: no accuracy) exported both ways,
+and how often its int8 top-1 class agrees with float32's on random images.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 
@@ -67,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--split", default="test")
+    parser.add_argument("--vit_b16", action="store_true", help="also the sizes of a ViT-B/16 export")
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="vitjax_int8_")
@@ -94,6 +98,23 @@ def main() -> None:
         ms = 1000 * (time.perf_counter() - start) / -(-len(images) // 32)
         shown = (f"{size / 1e6:.2f} | {float_size / size:.2f}x") if size else "- | -"
         print(f"| {name} | {shown} | {np.mean(top1 == labels):.4f} | {ms:.1f} |")
+    if args.vit_b16:
+        vit_b16_sizes(os.path.join(work, "vit_b16"))
+    shutil.rmtree(work)
+
+
+def vit_b16_sizes(work: str) -> None:
+    from inference import vit_b16_folder  # bench/inference.py: the same random ViT-B/16
+
+    folder = vit_b16_folder(os.path.join(work, "hf"))
+    exports = {fmt: artifacts.export(folder, fmt, os.path.join(work, fmt)) for fmt in ("onnx", "onnx-int8")}
+    sizes = {fmt: os.path.getsize(os.path.join(path, "model.onnx")) for fmt, path in exports.items()}
+    images = np.random.default_rng(0).integers(0, 256, (16, 224, 224, 3), dtype=np.uint8)
+    top1 = {fmt: OnnxBackend(path, artifacts.read_info(path)).run(images)["indices"][:, 0]
+            for fmt, path in exports.items()}
+    print(f"ViT-B/16 (224 px, random weights): float32 {sizes['onnx'] / 1e6:.1f} MB, int8 "
+          f"{sizes['onnx-int8'] / 1e6:.1f} MB ({sizes['onnx'] / sizes['onnx-int8']:.2f}x smaller); int8 top-1 "
+          f"= float32 top-1 on {np.mean(top1['onnx'] == top1['onnx-int8']):.0%} of 16 random images")
 
 
 if __name__ == "__main__":

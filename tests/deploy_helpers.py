@@ -2,7 +2,8 @@
 
 `hf_model_folder` saves a tiny transformers classifier (ViT, DeiT or DINOv2) with a random head as a
 `best/` folder; `native_model_folder` writes a `best_vitjax/` folder of a task with random weights
-(biases included, so no output is trivially zero).
+(biases included, so no output is trivially zero); `digits_classifier_folder` a real classifier of
+scikit-learn's digit scans (a random backbone, a logistic-regression head on its features).
 """
 import functools
 import io
@@ -13,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from hf_oracle import TINY, make
-from vitjax.api import load_pretrained
+from vitjax.api import Classifier, load_pretrained
 from vitjax.checkpoints.native import export_native
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.deploy.servable import make_task
@@ -51,6 +52,32 @@ def native_model_folder(root, task_config: dict, class_names, seed: int = 0) -> 
     params = jax.jit(functools.partial(model.init, train=False))(jax.random.key(seed), dummy)["params"]
     return export_native(str(root / "best_vitjax"), spec, _noisy(jax.device_get(params), seed),
                          Preprocessing.default(32), task.name, task_config, class_names)
+
+
+def digit_images() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 digit scans as uint8 RGB [N, 16, 16, 3], and their labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    grey = [Image.fromarray(np.round(d * 255 / 16).astype(np.uint8)).resize((16, 16), Image.NEAREST)
+            for d in digits.images]
+    return np.stack([np.asarray(g.convert("RGB")) for g in grey]), digits.target
+
+
+def digits_classifier_folder(root, images: np.ndarray, labels: np.ndarray) -> str:
+    """A `best/` folder classifying 16 px digit scans: a random 1-block ViT whose head is a logistic
+    regression fitted on its pooled features of `images` (test accuracy ~0.55, chance 0.1)."""
+    from sklearn.linear_model import LogisticRegression
+
+    spec = ViTSpec(image_size=16, patch_size=4, hidden_size=64, num_layers=1, num_heads=4, mlp_dim=128)
+    clf = Classifier.from_scratch(spec, {i: str(i) for i in range(spec.hidden_size)})
+    clf.params["head"]["classifier"] = {"kernel": np.eye(spec.hidden_size, dtype=np.float32),
+                                        "bias": np.zeros(spec.hidden_size, np.float32)}
+    head = LogisticRegression(max_iter=3000).fit(clf.logits(images.transpose(0, 3, 1, 2)), labels)
+    clf = Classifier.from_scratch(spec, {i: str(i) for i in range(10)})
+    clf.params["head"]["classifier"] = {"kernel": head.coef_.T.astype(np.float32),
+                                        "bias": head.intercept_.astype(np.float32)}
+    return clf.save_pretrained(root / "best")
 
 
 def uint8_images(n: int, size: int = 32, seed: int = 0) -> np.ndarray:

@@ -1,9 +1,12 @@
 """The prediction service in-process (FastAPI's TestClient): answers match vitjax's own predictor,
 concurrent requests share fixed-size batches with no compile after warm-up, bad input is a 4xx that
-names the problem and the server stays up, and the API key guards /predict."""
+names the problem and the server stays up, the API key guards /predict, and a `--workers` process
+builds the same app."""
 import base64
 import concurrent.futures
+import dataclasses
 import io
+import json
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,7 +14,7 @@ from PIL import Image
 
 from deploy_helpers import LABELS, hf_model_folder, png_bytes
 from vitjax.api import load_pretrained
-from vitjax.serve.app import Limits, create_app
+from vitjax.serve.app import INLINE_PIXELS, Limits, create_app
 from vitjax.serve.backends import JaxBackend
 
 
@@ -40,6 +43,15 @@ def test_predictions_match_the_classifier(model_dir, backend):
     assert [r["image"] for r in multipart.json()["predictions"]] == ["0.png", "1.png", "2.png"]
     assert metadata["class_names"] == list(LABELS.values()) and metadata["task"] == "classification"
     assert len(metadata["model_sha256"]) == 64 and metadata["preprocessing"]["size"] == {"height": 32, "width": 32}
+
+
+def test_a_large_image_is_decoded_in_the_thread_pool_with_the_same_answer(model_dir, backend):
+    large = png_bytes(300, 260, seed=7)  # over INLINE_PIXELS: decoded off the event loop
+    assert 300 * 260 > INLINE_PIXELS
+    expected = load_pretrained(model_dir).predict([Image.open(io.BytesIO(large))], top_k=2)[0]
+    with TestClient(create_app(backend)) as client:
+        record = client.post("/predict?top_k=2", files=[("files", ("large.png", large))]).json()["predictions"][0]
+    assert [(e["label"], pytest.approx(e["probability"], abs=1e-5)) for e in record["top_k"]] == expected
 
 
 def test_concurrent_requests_batch_without_recompiling(backend):
@@ -91,3 +103,18 @@ def test_bad_requests_are_4xx_naming_the_problem_and_the_server_stays_up(backend
         ok = client.post("/predict", headers=auth, files=[("files", ("a.png", png_bytes()))])
         assert ok.status_code == 200 and ok.json()["predictions"][0]["label"] in LABELS.values()
         assert client.get("/metadata").json()["server"]["api_key"] is True  # never the key itself
+
+
+def test_each_worker_process_builds_the_app_from_the_command_line(model_dir, monkeypatch):
+    """`vitjax serve --workers N`: uvicorn calls cli.worker_app in each process; it serves the same
+    model under the same limits."""
+    from vitjax.serve import cli
+
+    monkeypatch.setenv(cli._WORKER_ENV, json.dumps({"model": model_dir, "threads": 1,
+                                                    "limits": dataclasses.asdict(Limits(max_batch=2, max_images=1))}))
+    with TestClient(cli.worker_app()) as client:
+        ok = client.post("/predict", files=[("files", ("a.png", png_bytes()))])
+        too_many = client.post("/predict", files=[("files", (f"{i}.png", png_bytes())) for i in range(2)])
+        assert client.get("/metadata").json()["server"]["batch_sizes"] == [1, 2]
+    assert ok.status_code == 200 and ok.json()["predictions"][0]["label"] in LABELS.values()
+    assert too_many.status_code == 413

@@ -24,6 +24,7 @@ import tempfile
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from PIL import Image, UnidentifiedImageError
 
 from vitjax.checkpoints.preprocessing import Preprocessing
@@ -39,8 +40,15 @@ class Limits:
     max_images: int = 64        # images per request
     max_pixels: int = 40_000_000  # width x height of one image
     max_batch: int = 32         # images per model call (the largest batch bucket)
-    max_wait_ms: float = 5.0    # how long a batch waits for more requests
+    max_wait_ms: float = 0.0    # how long a batch waits for more requests (0: batch what queued while busy)
     api_key: str | None = None  # when set, /predict needs "Authorization: Bearer <api_key>"
+
+
+# Requests whose images hold at most this many pixels in all are decoded, and their records made, on
+# the event loop (a 64x64 PNG decodes in ~0.2 ms); handing them to a thread costs more CPU than that
+# once requests run concurrently (the threads contend for the GIL). Bigger ones go to the thread pool.
+INLINE_PIXELS = 256 * 256
+MEMORY_TMP = "/dev/shm"  # Linux's memory-backed temporary folder
 
 
 def _bad(status: int, message: str) -> HTTPException:
@@ -59,6 +67,18 @@ def _inline_files(value, folder: str):
     return value
 
 
+@contextlib.contextmanager
+def _readable(name: str):
+    """PIL's errors on a file that is no image, or a broken one, as a 400 naming the file."""
+    try:
+        yield
+    except UnidentifiedImageError:
+        raise _bad(400, f"{name!r} is not an image (PIL cannot identify it; send PNG, JPEG, ...).") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        error = error.__cause__ or error  # load_rgb's BadValue names the decoder's error
+        raise _bad(400, f"{name!r} is not a readable image ({type(error).__name__}: {error}).") from None
+
+
 class Predictor:
     """Decodes images, batches them through the backend and turns outputs into the task's records."""
 
@@ -67,25 +87,32 @@ class Predictor:
         self.preprocessing = Preprocessing.from_hf(self.info["preprocessing"])
         self.task = make_task(self.info["task_config"], self.info["class_names"])
         self.pixels = model_input(self.task, self.preprocessing)
+        # Each request's records get a folder for the files a task writes (masks), made in memory
+        # where the OS offers it: on a disk, making and removing a folder can wait milliseconds.
+        memory = MEMORY_TMP if os.path.isdir(MEMORY_TMP) and os.access(MEMORY_TMP, os.W_OK) else None
+        self.scratch = tempfile.TemporaryDirectory(prefix="vitjax-serve-", dir=memory)
         self.batcher = DynamicBatcher(backend.run, self.info["input"]["shape"][1:], limits.max_batch,
-                                      limits.max_wait_ms)
+                                      limits.max_wait_ms, backend.fixed_sizes)
 
-    def decode(self, name: str, data: bytes) -> Image.Image:
-        """The RGB image of one upload, as `--mode predict` reads a file."""
+    def open_image(self, name: str, data: bytes) -> Image.Image:
+        """The image in `data`, its header read (size checked against the limit), not yet decoded."""
         if not data:
             raise _bad(400, f"image {name!r} is empty (0 bytes).")
-        try:
+        with _readable(name):
             image = Image.open(io.BytesIO(data))
-            pixels = image.width * image.height
-            if pixels > self.limits.max_pixels:
-                raise _bad(413, f"image {name!r} has {image.width}x{image.height} = {pixels} pixels, over "
-                                f"the server's limit of {self.limits.max_pixels} (--max_pixels).")
-            return load_rgb(image, name)
-        except UnidentifiedImageError:
-            raise _bad(400, f"{name!r} is not an image (PIL cannot identify it; send PNG, JPEG, ...).") from None
-        except (OSError, ValueError, Image.DecompressionBombError) as error:
-            error = error.__cause__ or error  # load_rgb's BadValue names the decoder's error
-            raise _bad(400, f"{name!r} is not a readable image ({type(error).__name__}: {error}).") from None
+        pixels = image.width * image.height
+        if pixels > self.limits.max_pixels:
+            raise _bad(413, f"image {name!r} has {image.width}x{image.height} = {pixels} pixels, over "
+                            f"the server's limit of {self.limits.max_pixels} (--max_pixels).")
+        return image
+
+    def prepare(self, named_images: list[tuple[str, Image.Image]]) -> tuple[list[Image.Image], np.ndarray]:
+        """The RGB images, as `--mode predict` reads a file, and the model's uint8 input [n, H, W, 3]."""
+        images = []
+        for name, image in named_images:
+            with _readable(name):
+                images.append(load_rgb(image, name))
+        return images, np.stack([self.pixels(image) for image in images])
 
     async def predict(self, named: list[tuple[str, bytes]], top_k: int) -> list[dict]:
         if not named:
@@ -96,14 +123,17 @@ class Predictor:
                             f"{self.limits.max_images} (--max_images).")
         if not 1 <= top_k <= self.info["max_top_k"]:
             raise _bad(422, f"top_k={top_k} must be between 1 and {self.info['max_top_k']}.")
-        images = await run_in_threadpool(lambda: [self.decode(n, d) for n, d in named])
-        pixels = await run_in_threadpool(lambda: np.stack([self.pixels(image) for image in images]))
+        opened = [(name, self.open_image(name, data)) for name, data in named]
+        # A small request is decoded and answered here: cheaper than the hand-off to a thread.
+        small = sum(image.width * image.height for _, image in opened) <= INLINE_PIXELS
+        images, pixels = self.prepare(opened) if small else await run_in_threadpool(self.prepare, opened)
         outputs = await self.batcher.submit(pixels)
         outputs = {k: v[:, :top_k] if k in self.info["ranked"] else v for k, v in outputs.items()}
         names = [n for n, _ in named]
-        with tempfile.TemporaryDirectory() as folder:
-            records = await run_in_threadpool(self.task.prediction_records, outputs, images,
-                                              unique_stems(names), folder)
+        with tempfile.TemporaryDirectory(dir=self.scratch.name) as folder:
+            task_args = (outputs, images, unique_stems(names), folder)
+            records = (self.task.prediction_records(*task_args) if small else
+                       await run_in_threadpool(self.task.prediction_records, *task_args))
             return [{"image": n, **_inline_files(r, folder)} for n, r in zip(names, records)]
 
 
@@ -158,6 +188,7 @@ def create_app(backend, limits: Limits = Limits()) -> FastAPI:
         predictor.batcher.start()
         yield
         await predictor.batcher.stop()
+        predictor.scratch.cleanup()
 
     app = FastAPI(title="vitjax", lifespan=lifespan)
     app.state.predictor = predictor
@@ -180,6 +211,7 @@ def create_app(backend, limits: Limits = Limits()) -> FastAPI:
                                     headers={"WWW-Authenticate": "Bearer"})
         body = await _read_body(request, limits.max_request_bytes)
         named, top_k = await _images_from(request, body, limits)
-        return {"predictions": await predictor.predict(named, top_k)}
+        # A Response as is: FastAPI's encoder would walk the records again to make them JSON-able.
+        return JSONResponse({"predictions": await predictor.predict(named, top_k)})
 
     return app

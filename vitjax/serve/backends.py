@@ -3,7 +3,9 @@
 `open_backend(path)` picks one from what `path` holds: a model folder (`best/`, `best_vitjax/`) runs the
 jitted JAX serving function, an export folder runs its `model.onnx` with ONNX Runtime (float32 or int8)
 or its `model.stablehlo` with `jax.export`. All expose the same `info` (vitjax.deploy.servable.deploy_info).
-Batches arrive padded to fixed sizes (vitjax.serve.batching), so the JAX backends compile once per size.
+`fixed_sizes` says whether a backend compiles per batch shape: the jitted JAX backends do, so the
+batcher pads their batches to fixed sizes (vitjax.serve.batching) and they compile once per size;
+ONNX Runtime runs any batch size as it comes.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from vitjax.deploy.servable import INPUT_NAME, deploy_info, load_servable
 
 class JaxBackend:
     """The jitted serving function of a model folder; params passed as arguments, not constants."""
+
+    fixed_sizes = True
 
     def __init__(self, model_dir: str):
         servable = load_servable(model_dir)
@@ -37,6 +41,8 @@ class JaxBackend:
 class StableHLOBackend:
     """An exported `model.stablehlo`, run by `jax.export` (one jitted program per batch size)."""
 
+    fixed_sizes = True
+
     def __init__(self, export_dir: str, info: dict):
         from vitjax.deploy.stablehlo_export import load_stablehlo
 
@@ -48,14 +54,26 @@ class StableHLOBackend:
         return jax.device_get(self.forward(images))
 
 
-class OnnxBackend:
-    """An exported `model.onnx` (float32 or int8) in an ONNX Runtime session."""
+def default_threads(workers: int = 1) -> int:
+    """ONNX Runtime's threads in each of `workers` server processes: their share of the cores, less
+    one that the process's HTTP event loop keeps."""
+    return max(1, (os.cpu_count() or 1) // workers - 1)
 
-    def __init__(self, export_dir: str, info: dict, threads: int = 0):
+
+class OnnxBackend:
+    """An exported `model.onnx` (float32 or int8) in an ONNX Runtime session.
+
+    `threads` intra-op threads (default: `default_threads()`), which sleep rather than spin between
+    runs: a spinning pool takes the cores the event loop needs to parse the next requests."""
+
+    fixed_sizes = False
+
+    def __init__(self, export_dir: str, info: dict, threads: int | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = default_threads() if threads is None else threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only: not the optimizer's notes on unused constants
         self.session = ort.InferenceSession(os.path.join(export_dir, info["model_file"]), options,
                                             providers=["CPUExecutionProvider"])
@@ -66,11 +84,12 @@ class OnnxBackend:
         return dict(zip(self.names, self.session.run(self.names, {INPUT_NAME: images})))
 
 
-def open_backend(path: str):
-    """The backend for a model folder or an export folder at `path`."""
+def open_backend(path: str, onnx_threads: int | None = None):
+    """The backend for a model folder or an export folder at `path` (ONNX: `onnx_threads` intra-op
+    threads, default `default_threads()`)."""
     if not os.path.isfile(os.path.join(path, artifacts.INFO_FILE)):
         return JaxBackend(path)
     info = artifacts.read_info(path)
     if info["format"] == "stablehlo":
         return StableHLOBackend(path, info)
-    return OnnxBackend(path, info)
+    return OnnxBackend(path, info, onnx_threads)
