@@ -194,6 +194,7 @@ def test_lora_config_errors_name_the_key(base, colours, tmp_path):
         setup.build_run(config, str(tmp_path))
 
 
+@pytest.mark.slow  # runs bench/lora.py; the LoRA behaviour itself is tested above
 def test_bench_lora_prints_its_table():
     """`python bench/lora.py --tiny`: the README's benchmark runs and LoRA trains fewer parameters
     with less optimizer state than full fine-tuning."""

@@ -36,6 +36,7 @@ def _load(path):
     return module.get_config()
 
 
+@pytest.mark.slow  # a whole digits sweep; the CLI test below runs a sweep in the default suite
 def test_digits_lr_sweep_beats_a_bad_default(tmp_path):
     """On digits, 2 trials over lr find a model far better than the default lr of 1e-6."""
     config = tiny_config("demo:digits", epochs=2, batch_size=32)

@@ -52,7 +52,7 @@ def _interrupt_evaluation(monkeypatch, at: int):
     monkeypatch.setattr(evaluation, "evaluate", evaluate)
 
 
-@pytest.mark.parametrize("where", ["mid_epoch", "mid_evaluation"])
+@pytest.mark.parametrize("where", ["mid_epoch", pytest.param("mid_evaluation", marks=pytest.mark.slow)])
 def test_interrupted_run_resumes_to_the_same_result(straight, where, tmp_path, monkeypatch, caplog):
     config, straight_dir, expected = straight
     workdir = str(tmp_path / "resumed")
