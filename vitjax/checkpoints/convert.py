@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import jax
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
@@ -22,7 +21,7 @@ from vitjax.checkpoints.hf_names import KINDS, Kind, Row
 from vitjax.checkpoints.posemb import resize_posemb
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.errors import BadKey, BadValue
-from vitjax.models.model import build_model
+from vitjax.models.model import build_model, param_shapes
 from vitjax.models.vit import ViTSpec
 
 log = logging.getLogger(__name__)
@@ -172,9 +171,7 @@ def assemble(source: Source, name, num_labels: int | None = None, id2label: dict
         log.info("ignored %d tensors of %s not used by vitjax: %s", len(ignored), source.weights, ignored)
 
     model = build_model(spec, len(labels or [None]), pooling)
-    dummy = np.zeros((1, *spec.image_size, spec.num_channels), np.float32)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy, train=False))["params"]
-    expected = flatten_dict(shapes, sep="/")
+    expected = flatten_dict(param_shapes(model, spec), sep="/")
     params = convert(rows, source, expected)
 
     initialised = sorted(path for path in expected if path not in params)

@@ -27,3 +27,10 @@ def build_model(spec: ViTSpec, num_labels: int, pooling: str = "cls", dtype="flo
     (`backbone_kwargs`: `attention_impl`, `remat`)."""
     dtype = jnp.dtype(dtype)
     return Model(ViT(spec, dtype=dtype, **backbone_kwargs), ClassificationHead(num_labels, pooling, dtype=dtype))
+
+
+def param_shapes(model: nn.Module, spec: ViTSpec) -> dict:
+    """The parameter tree of `model` (a backbone of `spec` with its head) as `jax.ShapeDtypeStruct`s:
+    shapes and dtypes without initialising or compiling anything."""
+    images = jax.ShapeDtypeStruct((1, *spec.image_size, spec.num_channels), jnp.float32)
+    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)["params"]

@@ -36,7 +36,7 @@ from vitjax.data.records import ImageDataset
 from vitjax.errors import BadValue, UserError
 from vitjax.files import read_json
 from vitjax.lora import run as lora_run
-from vitjax.models.model import Model
+from vitjax.models.model import Model, param_shapes
 from vitjax.models.vit import ViT, ViTSpec
 from vitjax.train import run_model
 from vitjax.train.checkpointing import has_checkpoints
@@ -287,10 +287,8 @@ def build_export_run(config, workdir: str) -> Run:
     task = registry.get_task(config.task.name)(config.task, dataset.class_names)
     spec, preprocessing = recorded_model(config, workdir, dataset.class_names)
     model = _task_model(config, task, spec)
-    dummy = jax.ShapeDtypeStruct((1, *spec.image_size, spec.num_channels), jnp.float32)
-    shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), dummy)["params"]
     return Run(config=config, workdir=workdir, mesh=make_mesh(config), dataset=dataset, task=task,
-               spec=spec, model=model, preprocessing=preprocessing, init_params=shapes,
+               spec=spec, model=model, preprocessing=preprocessing, init_params=param_shapes(model, spec),
                base=config.model.checkpoint or "scratch")
 
 
