@@ -5,6 +5,7 @@ says, visibly, on the block's title, "Not run by the tests:" and why (tests/doc_
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -121,3 +122,42 @@ def test_the_python_api(user_folder):
     assert done.stdout.startswith("[[(")
     assert (user_folder / "preds" / "predictions.json").is_file()
     assert (user_folder / "exported" / "config.json").is_file()
+
+
+def _rooms() -> dict[str, int]:
+    """docs/architecture.md's rooms table: module path prefix ("vitjax/train/", "vitjax/main.py") -> layer."""
+    rooms = {}
+    for line in (REPO / "docs" / "architecture.md").read_text(encoding="utf-8").splitlines():
+        row = re.match(r"\| (\d) [^|]*\| ([^|]*) \|", line)
+        for path in re.findall(r"`([^`]+)`", row.group(2)) if row else ():
+            assert (REPO / path).exists(), f"docs/architecture.md names {path}, which does not exist"
+            rooms[path] = int(row.group(1))
+    return rooms
+
+
+def test_the_architecture_page_is_the_import_graph():
+    """Every module is in one room of the page's table, and no import runs up to a higher layer."""
+    from test_data_source_spec import _module_graph
+
+    rooms = _rooms()
+
+    def path(module: str) -> str:
+        parts = module.split(".")
+        if parts[:2] == ["vitjax", "tasks"]:
+            parts = parts[1:]
+        else:
+            parts[0] = "vitjax"
+        return "/".join(parts)
+
+    def layer(module: str) -> int | None:
+        p = path(module)
+        found = [room for room in rooms if room in (f"{p}.py", f"{p}/__init__.py", f"{p}/")
+                 or (room.endswith("/") and p.startswith(room))]
+        return rooms[max(found, key=len)] if found else None
+
+    graph = _module_graph()
+    missing = sorted(m for m in graph if layer(m) is None)
+    assert not missing, f"modules in no room of docs/architecture.md's table: {missing}"
+    up = sorted(f"{a} (layer {layer(a)}) -> {b} (layer {layer(b)})" for a, imports in graph.items()
+                for b in imports if layer(b) < layer(a))
+    assert not up, f"imports that run up the layers of docs/architecture.md: {up}"
