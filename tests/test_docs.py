@@ -161,3 +161,12 @@ def test_the_architecture_page_is_the_import_graph():
     up = sorted(f"{a} (layer {layer(a)}) -> {b} (layer {layer(b)})" for a, imports in graph.items()
                 for b in imports if layer(b) < layer(a))
     assert not up, f"imports that run up the layers of docs/architecture.md: {up}"
+
+
+def test_the_plugin_reference_lives_once():
+    """The trainer's call sequence and the hooks are written in vitjax/registry.py's docstrings only;
+    docs/tasks.md renders them (mkdocstrings) instead of keeping a copy that drifts."""
+    assert "single_from_model_output" in (REPO / "vitjax" / "registry.py").read_text(encoding="utf-8")
+    copies = [page for page in PAGES if "single_from_model_output" in (REPO / page).read_text(encoding="utf-8")]
+    assert not copies, f"a copy of the plugin call sequence in {copies}; render vitjax.registry instead"
+    assert "::: vitjax.registry" in (REPO / "docs" / "tasks.md").read_text(encoding="utf-8")

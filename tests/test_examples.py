@@ -1,4 +1,4 @@
-"""The README's plugin example, `examples/regression_task.py` with `examples/regression_config.py`, run
+"""The plugin example of docs/tasks.md, `examples/regression_task.py` with `examples/regression_config.py`, run
 as a user runs it: `python -m vitjax.main` with the plugin named by file path and two data worker
 processes, from a local tiny backbone-only checkpoint (standing in for the hub id), then evaluated and
 used to predict."""

@@ -1,4 +1,4 @@
-"""Sweeps with Optuna: on digits a short lr sweep beats a deliberately bad default; the README's CLI
+"""Sweeps with Optuna: on digits a short lr sweep beats a deliberately bad default; the docs' CLI
 command (made small) writes the trials table, the importance plot and a best_config.py that rebuilds
 the best trial, and continues from its SQLite study; the pruning sink stops a trial that falls behind."""
 import importlib.util

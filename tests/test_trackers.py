@@ -35,7 +35,7 @@ def tracked(tmp_path_factory):
     data = colour_folder(str(root / "data"), per_class=8)
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "WANDB_MODE": "offline", "WANDB_DIR": str(root / "wandb_dir"),
            "WANDB_SILENT": "true"}
-    # The README's command, on a tiny ViT and a generated folder; run from the tmp folder, where
+    # The docs' command (docs/lora-sweeps-trackers.md), on a tiny ViT and a generated folder; run from the tmp folder, where
     # MLflow's default artifact root (./mlruns) lands.
     cmd = [sys.executable, "-m", "vitjax.main", "--config", os.path.join(REPO, "configs", "digits.py"),
            "--workdir", str(root / "run"), f"--config.train.report_to=tensorboard,{','.join(AVAILABLE)}",
