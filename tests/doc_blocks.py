@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,3 +61,23 @@ def blocks(page: str) -> list[Block]:
 def code_blocks(page: str, language: str | None = None) -> list[Block]:
     """The blocks of `page` a reader runs (shell and Python), optionally of one language only."""
     return [b for b in blocks(page) if b.language in CODE and (language is None or b.language == language)]
+
+
+def vitjax_args(page: str, start: str) -> list[str]:
+    """The arguments of `page`'s one `python -m vitjax.main` command starting with `start`, for a test
+    that runs it (in its own folders, made small with overrides it appends)."""
+    found = [c for b in code_blocks(page) if b.language in ("bash", "sh") for c in b.commands if c.startswith(start)]
+    assert len(found) == 1, f"{page}: {len(found)} commands start with {start!r}"
+    words = shlex.split(found[0])
+    assert words[:3] == ["python", "-m", "vitjax.main"], found[0]
+    return words[3:]
+
+
+def set_flag(args: list[str], flag: str, value: str) -> list[str]:
+    """`args` with `flag`'s value replaced (`--flag value` or `--flag=value`); the flag must be there."""
+    for i, arg in enumerate(args):
+        if arg == flag:
+            return [*args[:i + 1], value, *args[i + 2:]]
+        if arg.startswith(flag + "="):
+            return [*args[:i], f"{flag}={value}", *args[i + 1:]]
+    raise AssertionError(f"{flag} is not in {args}")

@@ -4,9 +4,12 @@ start's runs/digits), or by the test RUN_ELSEWHERE names (which reads it from it
 says, visibly, on the block's title, "Not run by the tests:" and why (tests/doc_blocks.py)."""
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from doc_blocks import NOT_RUN, PAGES, REPO, code_blocks
-from train_helpers import digits_folder, tiny_config
+from train_helpers import digits_folder
 
 # (page, the start of the block's first line) -> the test file that runs (or checks) the block; it reads
 # the block from the page, so an edit to the command is what it runs.
@@ -23,9 +26,16 @@ RUN_ELSEWHERE = {
     ("docs/deploy.md", "# Export to ONNX"): "test_deploy_readme.py",
     ("docs/deploy.md", "curl -F files=@digit.png"): "test_deploy_readme.py",
     ("docs/robustness.md", "python -m vitjax.main --mode robustness"): "test_robustness_e2e.py",
+    ("docs/lora-sweeps-trackers.md", "python -m vitjax.main --mode sweep"): "test_sweep.py",
+    ("docs/lora-sweeps-trackers.md", "python -m vitjax.main --config configs/digits.py"): "test_trackers.py",
+    ("docs/tasks.md", "python -m vitjax.main --config examples/regression_config.py"): "test_examples.py",
 }
 # Run by the tests below.
+FIRST_RUN = "python -m vitjax.main --config configs/digits.py --workdir runs/digits"
 RUN_HERE = {
+    ("docs/index.md", FIRST_RUN),
+    ("docs/getting-started.md", FIRST_RUN),
+    ("docs/scale-out.md", "launch/local_multiprocess.sh"),
     ("docs/getting-started.md", "python -m vitjax.main --mode evaluate"),
     ("docs/deploy.md", "import numpy as np"),
 }
@@ -82,16 +92,35 @@ def test_the_site_builds_offline_and_strict(tmp_path):
     assert NOT_RUN in html  # the marks are visible on the pages
 
 
+# Appended to a training command the docs give for the digits demo: the same run made small (a 1-block
+# ViT, one epoch), seconds instead of minutes.
+SMALL = ["--config.model.spec.hidden_size=32", "--config.model.spec.num_layers=1", "--config.model.spec.num_heads=2",
+         "--config.model.spec.mlp_dim=64", "--config.train.epochs=1", "--config.train.eval_every=1 epochs",
+         "--config.optim.warmup=0", "--config.train.progress=False", "--config.compilation_cache="]
+
+
+def _run(command: str, cwd: Path, *, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "HF_HUB_OFFLINE": "1", "JAX_PLATFORMS": "cpu", **(env or {})}
+    return subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _small(command: str) -> str:
+    return " ".join([command, *(shlex.quote(flag) for flag in SMALL)])
+
+
 @pytest.fixture(scope="module")
 def user_folder(tmp_path_factory):
-    """What a user has after the quick start, in the folder they run the docs' commands from: runs/digits
-    (a tiny run of a few digit classes standing in for the demo's), a few images to predict, a
-    `python` on PATH."""
-    from vitjax import modes
-
+    """A checkout as a user has it after the first run, the folder they run the docs' commands from:
+    configs/ and launch/, runs/digits trained by the first-run command (made small), images to predict."""
     root = tmp_path_factory.mktemp("user")
-    data = digits_folder(str(root / "data"), range(3), per_class=20)
-    modes.train(tiny_config(f"folder:{data}", epochs=1), str(root / "runs" / "digits"))
+    for name in ("configs", "launch"):
+        os.symlink(REPO / name, root / name)
+    (command,) = _block("docs/getting-started.md", FIRST_RUN).commands
+    assert _block("docs/index.md", FIRST_RUN).commands == [command]
+    done = _run(_small(command), root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = digits_folder(str(root / "data"), range(3), per_class=2)
     os.makedirs(root / "photos")
     shutil.copy(Path(data) / "0" / "000.png", root / "photo1.png")
     shutil.copy(Path(data) / "1" / "000.png", root / "photos" / "a.png")
@@ -99,10 +128,11 @@ def user_folder(tmp_path_factory):
     return root
 
 
-def _run(command: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "HF_HUB_OFFLINE": "1", "JAX_PLATFORMS": "cpu"}
-    return subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+def test_the_first_run(user_folder):
+    """index.md and getting-started.md: the digits demo trains (made small) and leaves its workdir."""
+    results = json.loads((user_folder / "runs" / "digits" / "results.json").read_text(encoding="utf-8"))
+    assert results["data_source"] == "demo:digits" and len(results["class_names"]) == 10
+    assert (user_folder / "runs" / "digits" / "best" / "model.safetensors").is_file()
 
 
 def test_the_other_modes(user_folder):
@@ -170,3 +200,16 @@ def test_the_plugin_reference_lives_once():
     copies = [page for page in PAGES if "single_from_model_output" in (REPO / page).read_text(encoding="utf-8")]
     assert not copies, f"a copy of the plugin call sequence in {copies}; render vitjax.registry instead"
     assert "::: vitjax.registry" in (REPO / "docs" / "tasks.md").read_text(encoding="utf-8")
+
+
+def test_the_local_multiprocess_launch(user_folder):
+    """scale-out.md: the digits demo as two jax.distributed processes on this machine (made small)."""
+    (command,) = _block("docs/scale-out.md", "launch/local_multiprocess.sh").commands
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = _run(_small(command), user_folder, env={"VITJAX_PORT": str(port)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    workdir = command.split("--workdir ")[1].split()[0]
+    results = json.loads((user_folder / workdir / "results.json").read_text(encoding="utf-8"))
+    assert results["devices"] == 2 and results["steps"] >= 1
