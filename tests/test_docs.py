@@ -20,7 +20,9 @@ from doc_blocks import NOT_RUN, PAGES, REPO, code_blocks
 from train_helpers import digits_folder
 
 # (page, the start of the block's first line) -> the test file that runs (or checks) the block; it reads
-# the block from the page, so an edit to the command is what it runs.
+# the block from the page, so an edit to the command is what it runs (in its own folders, on a local
+# stand-in for a hub checkpoint or dataset, made small). The README's quick start is checked, not run:
+# its install + first run is the first run below, its test command is the suite itself (.ci/run).
 RUN_ELSEWHERE = {
     ("README.md", "# Try it:"): "test_readme.py",
     ("docs/deploy.md", "# Export to ONNX"): "test_deploy_readme.py",
@@ -29,6 +31,8 @@ RUN_ELSEWHERE = {
     ("docs/lora-sweeps-trackers.md", "python -m vitjax.main --mode sweep"): "test_sweep.py",
     ("docs/lora-sweeps-trackers.md", "python -m vitjax.main --config configs/digits.py"): "test_trackers.py",
     ("docs/tasks.md", "python -m vitjax.main --config examples/regression_config.py"): "test_examples.py",
+    ("docs/lora-sweeps-trackers.md", "python -m vitjax.main --config configs/lora_beans.py"): "test_lora.py",
+    ("docs/training.md", "python -m vitjax.main --config configs/linear_probe.py"): "test_feature_cache.py",
 }
 # Run by the tests below.
 FIRST_RUN = "python -m vitjax.main --config configs/digits.py --workdir runs/digits"
