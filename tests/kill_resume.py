@@ -46,7 +46,8 @@ REPO = os.path.dirname(TESTS)
 KINDS = ("step", "eval", "save", "delete", "timer", "ctrl-c", "ctrl-c-eval", "sigterm")
 PAUSE_S = 600
 SIGNALLED_PAUSE_S = 3  # a signal is handled once the step ends: a short pause, then the step goes on
-SIGNALS = {"ctrl-c": signal.SIGINT, "ctrl-c-eval": signal.SIGINT, "sigterm": signal.SIGTERM}
+SIGNALS = {"ctrl-c": signal.SIGINT, "ctrl-c-eval": signal.SIGINT, "sigterm": signal.SIGTERM,
+           "sigterm-eval": signal.SIGTERM}  # the last: tests/test_workdir_safety.py, not a random kind
 
 
 # --- the child: the CLI with a pause at a named moment -----------------------------------------
@@ -80,7 +81,7 @@ def _child(point: str, occurrence: int, marker: str, cli_args: list[str]) -> Non
                 return out
             return run_step
         setup.Run.jit_train_step = paused_train_step
-    elif point in ("eval", "ctrl-c-eval"):
+    elif point in ("eval", "ctrl-c-eval", "sigterm-eval"):
         compute = evaluation.compute
 
         def paused_compute(*args, **kwargs):
