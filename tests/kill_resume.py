@@ -185,6 +185,24 @@ def _stop_once(kind: str, config: str, workdir: str, rng: random.Random, duratio
     return "killed"
 
 
+def signal_when_paused(kind: str, occurrence: int, cli_args: list[str], folder: str):
+    """Starts the CLI (`cli_args`) in a child paused at the `occurrence`-th moment `kind`, sends it
+    the kind's signal there and waits for it to end; returns (child, exit status, seconds from the
+    signal to the end, path of its stderr log)."""
+    marker, log = os.path.join(folder, "paused"), os.path.join(folder, "err.log")
+    with open(log, "w", encoding="utf-8") as err:
+        child = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--child", kind, str(occurrence), marker, "--",
+             *cli_args], cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.time() + 300
+        while not os.path.exists(marker) and child.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        sent = time.time()
+        child.send_signal(SIGNALS[kind])
+        code = child.wait(timeout=120)
+    return child, code, time.time() - sent, log
+
+
 def check_signalled(kind: str, code: int, log: str, seconds: float) -> str:
     """A signalled run saved the step under way, said where in one last line, and exited with
     the signal's status within the usual 30 s grace period."""

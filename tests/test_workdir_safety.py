@@ -8,9 +8,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -95,7 +92,7 @@ def test_a_checkpoint_of_another_model_is_a_config_mismatch_not_damage(colours, 
         modes.train(wider, workdir)
     assert _steps(workdir) == before  # nothing moved aside as "damaged"
     with open(os.path.join(workdir, "model.json"), encoding="utf-8") as f:
-        assert json.load(f)["hidden_size"] == 32  # the run's record still describes its checkpoints
+        assert json.load(f)["spec"]["hidden_size"] == 32  # the run's record still describes its checkpoints
 
 
 class _Unhandled(Exception):
@@ -151,18 +148,10 @@ def test_sigterm_in_the_final_report_exits_143_and_leaves_no_ram_cache(colours, 
                       f"    c = tiny_config('folder:{colours}', batch_size=8, epochs=2, "
                       f"eval_every='2 epochs', test_split='')\n"
                       f"    c.data.cache = 'ram'\n    return c\n")
-    marker, log, workdir = str(tmp_path / "paused"), str(tmp_path / "err.log"), str(tmp_path / "run")
-    with open(log, "w", encoding="utf-8") as err:
-        # the 2nd evaluation: the best checkpoint's validation report, after training
-        child = subprocess.Popen(
-            [sys.executable, kill_resume.__file__, "--child", "sigterm-eval", "2", marker, "--",
-             "--config", str(config), "--workdir", workdir],
-            cwd=kill_resume.REPO, env=kill_resume._env(), stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.time() + 300
-        while not os.path.exists(marker) and child.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        child.send_signal(signal.SIGTERM)
-        code = child.wait(timeout=120)
+    workdir = str(tmp_path / "run")
+    # the 2nd evaluation: the best checkpoint's validation report, after training
+    child, code, _, log = kill_resume.signal_when_paused(
+        "sigterm-eval", 2, ["--config", str(config), "--workdir", workdir], str(tmp_path))
     text = open(log, encoding="utf-8").read()
     assert code == 143, text[-2000:]
     assert text.strip().splitlines()[-1].startswith(

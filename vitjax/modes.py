@@ -1,11 +1,13 @@
 """The modes of the CLI — train, evaluate, predict, export, robustness, sweep — each one short function.
 
 Each prepares what every mode shares (the persistent compilation cache, the distributed runtime,
-the workdir check) and builds only what it uses from `vitjax.train.setup`'s builders: train the
-whole run (`vitjax.train.loop`); evaluate the data and the exported model (no optimizer); export
-the model and the best checkpoint's params (no data); predict the exported model
-(`vitjax.predictor`); the robustness report lives in `vitjax.robustness`. Modes after train read
-the workdir's saved config when given none.
+the workdir check) and composes only the parts it uses from `vitjax.train.setup`'s builders, each
+whole: train a `Run` (model, data, training: `vitjax.train.loop`); evaluate an `Evaluation` (the
+exported model over the data); export an `Export` (the recorded model and its parameter groups, the
+best checkpoint's params read with the checkpoints opened read-only: a live run's are never
+touched); predict the exported model (`vitjax.predictor`); the robustness report lives in
+`vitjax.robustness`. Modes after train read the workdir's saved config when given none. Every file
+name of a workdir comes from `vitjax.workdir.Workdir`.
 """
 
 from __future__ import annotations

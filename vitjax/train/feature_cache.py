@@ -318,11 +318,9 @@ class CachedData(setup.DataPart):
 
     cache: FeatureCache
 
-    def train_iterator(self, preprocessing) -> pipeline.DevicePrefetch:
-        del preprocessing  # the features are computed
+    def train_iterator(self) -> pipeline.DevicePrefetch:
         host = self.cache.train_iterator(self.per_process_batch, self.config.seed, self.config.data)
         return pipeline.DevicePrefetch(host, lambda batch: parallel.global_batch(batch, self.mesh))
 
-    def eval_batches(self, split: str, preprocessing) -> pipeline.EvalBatches:
-        del preprocessing
+    def eval_batches(self, split: str) -> pipeline.EvalBatches:
         return self.cache.eval_batches(split)

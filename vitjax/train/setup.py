@@ -87,11 +87,13 @@ class ModelPart:
 
 @dataclasses.dataclass
 class DataPart:
-    """The splits of `config.data` and how batches are made of them for the task of the run."""
+    """The splits of `config.data` and how batches are made of them for the model's task and
+    preprocessing."""
 
     config: object
     mesh: jax.sharding.Mesh
     dataset: ImageDataset
+    preprocessing: Preprocessing
     record_transforms: pipeline.RecordTransforms | None  # the task's; None: image + class-label records
 
     @property
@@ -102,18 +104,18 @@ class DataPart:
     def per_process_eval_batch(self) -> int:
         return (self.config.train.eval_batch_size or self.config.train.batch_size) // jax.process_count()
 
-    def train_iterator(self, preprocessing: Preprocessing) -> pipeline.DevicePrefetch:
+    def train_iterator(self) -> pipeline.DevicePrefetch:
         """Global training batches on the mesh, the next ones already on their way to it."""
         host = pipeline.train_iterator(
-            self.dataset.splits["train"], preprocessing, self.config.data,
+            self.dataset.splits["train"], self.preprocessing, self.config.data,
             batch_size=self.per_process_batch, seed=self.config.seed,
             shard_index=jax.process_index(), shard_count=jax.process_count(),
             record_transforms=self.record_transforms)
         return pipeline.DevicePrefetch(host, lambda batch: parallel.global_batch(batch, self.mesh))
 
-    def eval_batches(self, split: str, preprocessing: Preprocessing):
+    def eval_batches(self, split: str):
         return pipeline.eval_batches(
-            self.dataset.splits[split], preprocessing, batch_size=self.per_process_eval_batch,
+            self.dataset.splits[split], self.preprocessing, batch_size=self.per_process_eval_batch,
             shard_index=jax.process_index(), shard_count=jax.process_count(),
             data_cfg=self.config.data, record_transforms=self.record_transforms)
 
@@ -145,7 +147,7 @@ class _Evaluates:
     """Evaluation over `self.data` with `self.steps` (of an `Evaluation` and of a `Run`)."""
 
     def eval_batches(self, split: str):
-        return self.data.eval_batches(split, self.model.preprocessing)
+        return self.data.eval_batches(split)
 
     def jit_eval_step(self):
         # Replicated metrics: each process reads the totals over every host's examples.
@@ -211,7 +213,7 @@ class Run(_Evaluates):
 
     # ---- data and steps ----------------------------------------------------------------------
     def train_iterator(self) -> pipeline.DevicePrefetch:
-        return self.data.train_iterator(self.model.preprocessing)
+        return self.data.train_iterator()
 
     def jit_train_step(self):
         optimizer = self.training.optimizer
@@ -292,7 +294,7 @@ def _task_module(config, task: registry.Task, spec: ViTSpec) -> Model:
 
 def build_data(config, mesh, dataset: ImageDataset, model: ModelPart) -> DataPart:
     """How the model's task makes batches of `dataset`."""
-    return DataPart(config=config, mesh=mesh, dataset=dataset,
+    return DataPart(config=config, mesh=mesh, dataset=dataset, preprocessing=model.preprocessing,
                     record_transforms=model.task.data_transforms(model.preprocessing, config.data))
 
 
