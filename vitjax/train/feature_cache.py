@@ -9,10 +9,12 @@ the run then trains and evaluates the rest (the head; with frozen lower blocks a
 and the final norm) over those features: an epoch of a linear probe costs a matmul, not a forward
 pass through the backbone.
 
-Everything else is the ordinary run: the train state holds the full parameter tree (frozen tensors
-untouched), so checkpoints, resume, early stopping, reports and the export to `best/` are the same.
-Batches keep the trainer's layout, their "image" entry holding what the trained part reads (a dict
-of cached arrays), so the train and eval steps are the usual ones over the model view. Training
+Everything else is the ordinary run: `cached_run` returns the same `setup.Run` with two parts
+swapped, its data (`CachedData`: batches of features) and its `Steps` (the model view, reading the
+features as they are), so the jitted train and eval steps are `Run`'s own. The train state holds the
+full parameter tree (frozen tensors untouched), so checkpoints, resume, early stopping, reports and
+the export to `best/` are the same. Batches keep the trainer's layout, their "image" entry holding
+what the trained part reads (a dict of cached arrays). Training
 batches follow the image pipeline's order (same seed, same shuffle), one of each image's views
 drawn at random. The frozen part runs in inference mode: no dropout or stochastic depth in it.
 

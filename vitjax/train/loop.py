@@ -218,22 +218,9 @@ def _fit(run, ckpt: Checkpointer, start: _Start, eval_step, signals: StopSignals
                 raise Stopped(_stopped(signal_name(signals.signum), step, total, ckpt.directory),
                               signals.signum)
             # ---- Evaluation (also right after resuming a checkpoint saved before its own) --------
-            if step > loop.evaluated and (step % eval_every == 0 or step == total):
-                val = evaluation.evaluate(run, run.eval_params(state), eval_step, "validation")
-                writer.write(step, val, "validation")
-                record = {"step": step, "epoch": step / training.steps_per_epoch,
-                          **{f"train/{k}": v for k, v in loop.train_summary.items()},
-                          **{f"validation/{k}": v for k, v in val.items()}}
-                loop.history.append(record)
-                task = run.model.task
-                stop = stopper.update(tracked_value(val, cfg.best_metric, task.name,
-                                                    "config.train.best_metric"))
-                loop.early_stopping = stopper.state_dict()
-                if plateau:
-                    scale = plateau.update(tracked_value(val, plateau.metric, task.name,
-                                                         "config.optim.plateau.metric"))
-                    state = state.replace(opt_state=optim.set_lr_scale(state.opt_state, scale))
-                    loop.plateau = plateau.state_dict()
+            if _evaluation_due(step, loop, eval_every, total):
+                state, stop, record = _validate(run, state, step, eval_step, loop, stopper, plateau,
+                                                writer)
                 save(metrics=_validation_metrics(record))
                 progress.epoch_table(record)
                 window.start = time.time()  # evaluation time is not training throughput
@@ -253,8 +240,8 @@ def _fit(run, ckpt: Checkpointer, start: _Start, eval_step, signals: StopSignals
                 writer.write(step, loop.train_summary, "train")
                 progress.update(step, loop.train_summary)
                 window.reset()
-            due = step > loop.evaluated and (step % eval_every == 0 or step == total)
-            if training.checkpoint_every_steps and step % training.checkpoint_every_steps == 0 and not due:
+            every = training.checkpoint_every_steps
+            if every and step % every == 0 and not _evaluation_due(step, loop, eval_every, total):
                 save()
     except KeyboardInterrupt as e:
         if isinstance(e, Stopped):
@@ -273,6 +260,29 @@ def _fit(run, ckpt: Checkpointer, start: _Start, eval_step, signals: StopSignals
         train_iter.close()  # its worker processes end here, not after the final evaluation
         progress.close()
         writer.close()
+
+
+def _evaluation_due(step: int, loop: LoopState, eval_every: int, total: int) -> bool:
+    return step > loop.evaluated and (step % eval_every == 0 or step == total)
+
+
+def _validate(run, state, step: int, eval_step, loop: LoopState, stopper: EarlyStopping, plateau, writer):
+    """Evaluates `state` on the validation split, records it in `loop` (history, early stopping,
+    plateau, whose scale goes into the optimizer state); returns (state, whether to stop, record)."""
+    val = evaluation.evaluate(run, run.eval_params(state), eval_step, "validation")
+    writer.write(step, val, "validation")
+    record = {"step": step, "epoch": step / run.training.steps_per_epoch,
+              **{f"train/{k}": v for k, v in loop.train_summary.items()},
+              **{f"validation/{k}": v for k, v in val.items()}}
+    loop.history.append(record)
+    task, cfg = run.model.task, run.config.train
+    stop = stopper.update(tracked_value(val, cfg.best_metric, task.name, "config.train.best_metric"))
+    loop.early_stopping = stopper.state_dict()
+    if plateau:
+        scale = plateau.update(tracked_value(val, plateau.metric, task.name, "config.optim.plateau.metric"))
+        state = state.replace(opt_state=optim.set_lr_scale(state.opt_state, scale))
+        loop.plateau = plateau.state_dict()
+    return state, stop, record
 
 
 def _train_summary(run, window: _Window, step: int, state, grad_norm, ckpt) -> dict:
