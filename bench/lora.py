@@ -86,8 +86,8 @@ def measure(shape: str, resolution: int, batch: int, variant: str, steps: int, r
             state, _ = compiled(state, batch_arrays)
         jax.block_until_ready(state)
         windows.append((time.perf_counter() - t0) / steps)
-    trained = sum(g.size for g in run.optimizer.groups if g.trains)
-    total = sum(g.size for g in run.optimizer.groups)
+    trained = sum(g.size for g in run.training.optimizer.groups if g.trains)
+    total = sum(g.size for g in run.training.optimizer.groups)
     return dict(variant=variant, trained=trained, total=total, opt_mb=nbytes(state.opt_state) / 2**20,
                 params_mb=nbytes(state.params) / 2**20, step_s=float(np.median(windows)))
 

@@ -162,7 +162,7 @@ def measure(v: Variant, steps: int, warmup: int, repeats: int) -> dict:
         jitted, args = run.jit_train_step(), (state,)
     else:  # the parameters alone on the device, placed as the train state places them
         local["valid"] = np.ones(v.batch, bool)
-        params = jax.device_put(run.init_params, parallel.param_shardings(run.init_params, run.mesh))
+        params = run.model.placed_params()
         jitted, args = run.jit_eval_step(), (params,)
     batch = parallel.global_batch(local, run.mesh)
     t0 = time.perf_counter()

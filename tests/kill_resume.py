@@ -46,7 +46,8 @@ REPO = os.path.dirname(TESTS)
 KINDS = ("step", "eval", "save", "delete", "timer", "ctrl-c", "ctrl-c-eval", "sigterm")
 PAUSE_S = 600
 SIGNALLED_PAUSE_S = 3  # a signal is handled once the step ends: a short pause, then the step goes on
-SIGNALS = {"ctrl-c": signal.SIGINT, "ctrl-c-eval": signal.SIGINT, "sigterm": signal.SIGTERM}
+SIGNALS = {"ctrl-c": signal.SIGINT, "ctrl-c-eval": signal.SIGINT, "sigterm": signal.SIGTERM,
+           "sigterm-eval": signal.SIGTERM}  # the last: tests/test_workdir_safety.py, not a random kind
 
 
 # --- the child: the CLI with a pause at a named moment -----------------------------------------
@@ -80,7 +81,7 @@ def _child(point: str, occurrence: int, marker: str, cli_args: list[str]) -> Non
                 return out
             return run_step
         setup.Run.jit_train_step = paused_train_step
-    elif point in ("eval", "ctrl-c-eval"):
+    elif point in ("eval", "ctrl-c-eval", "sigterm-eval"):
         compute = evaluation.compute
 
         def paused_compute(*args, **kwargs):
@@ -182,6 +183,24 @@ def _stop_once(kind: str, config: str, workdir: str, rng: random.Random, duratio
         child.send_signal(signal.SIGKILL)
         child.wait()
     return "killed"
+
+
+def signal_when_paused(kind: str, occurrence: int, cli_args: list[str], folder: str):
+    """Starts the CLI (`cli_args`) in a child paused at the `occurrence`-th moment `kind`, sends it
+    the kind's signal there and waits for it to end; returns (child, exit status, seconds from the
+    signal to the end, path of its stderr log)."""
+    marker, log = os.path.join(folder, "paused"), os.path.join(folder, "err.log")
+    with open(log, "w", encoding="utf-8") as err:
+        child = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--child", kind, str(occurrence), marker, "--",
+             *cli_args], cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.time() + 300
+        while not os.path.exists(marker) and child.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        sent = time.time()
+        child.send_signal(SIGNALS[kind])
+        code = child.wait(timeout=120)
+    return child, code, time.time() - sent, log
 
 
 def check_signalled(kind: str, code: int, log: str, seconds: float) -> str:

@@ -22,6 +22,7 @@ from vitjax import config as config_lib
 from vitjax import errors, modes
 from vitjax.checkpoints.hf_load import load_hf
 from vitjax.data import splits
+from vitjax.workdir import Workdir
 
 VIT = dict(TINY, image_size=32, intermediate_size=64)
 
@@ -98,7 +99,7 @@ def test_unreadable_checkpoint_json_names_the_file(vit_dir, tmp_path, name):
 
 def test_unreadable_workdir_json_names_the_file(tmp_path):
     workdir = tmp_path / "run"
-    workdir.mkdir()
+    Workdir(workdir).create()  # a run's workdir whose config.json was cut short
     (workdir / "config.json").write_text("{trunc")
     with pytest.raises(errors.BadValue, match=rf"{workdir}/config\.json is not valid JSON .*--overwrite"):
         modes.prepare_workdir(tiny_config("demo:digits"), str(workdir), overwrite=False)

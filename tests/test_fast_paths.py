@@ -79,8 +79,9 @@ def _one_step(run, batch):
 def test_one_train_step_same_with_every_fast_path(tmp_path):
     # SGD: the update is linear in the gradient, so it shows gradient differences as they are.
     run, batch = _tiny_run(tmp_path, "sgd")
-    fast = dataclasses.replace(run, model=Model(
-        ViT(run.spec, remat=True, remat_policy="dots_with_no_batch_dims_saveable", **FAST), run.model.head))
+    fast = dataclasses.replace(run, steps=dataclasses.replace(run.steps, module=Model(
+        ViT(run.model.spec, remat=True, remat_policy="dots_with_no_batch_dims_saveable", **FAST),
+        run.model.module.head)))
     (u0, loss0, norm0), (u1, loss1, norm1) = _one_step(run, batch), _one_step(fast, batch)
     assert abs(loss1 - loss0) < 1e-5 * abs(loss0) and abs(norm1 - norm0) < 1e-5 * norm0
     assert np.linalg.norm(u0["backbone"]["encoder"]["layer_00"]["mlp"]["fc1"]["kernel"]) > 0  # it trains

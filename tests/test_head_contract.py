@@ -33,8 +33,7 @@ def start_params(checkpoint, task: str, class_names, **task_knobs):
     config.task.update(task_knobs)
     config.model.checkpoint = str(checkpoint)
     dataset = ImageDataset("toy", {}, list(class_names))
-    built = setup.build_model(config, registry.get_task(task), dataset)
-    return built.init_params
+    return setup.build_model(config, None, registry.get_task(task), dataset).params
 
 
 def test_detection_from_a_checkpoint_keeps_its_focal_loss_prior(checkpoint, caplog):

@@ -20,6 +20,7 @@ from doc_blocks import set_flag, vitjax_args
 from hf_oracle import TINY, make, pixels, rel_err, report, torch_forward
 from train_helpers import colour_folder
 from vitjax import config as config_lib
+from vitjax import modes
 from vitjax.api import Classifier, load_pretrained
 from vitjax.lora import peft as peft_format
 from vitjax.lora.model import LoRAModel, LoRASpec, adapted_layers, merge
@@ -71,12 +72,12 @@ def peft_model(base_dir, seed=0, **overrides):
 
 def test_trainable_parameters_equal_peft_for_the_hf_recipe(base, colours, tmp_path):
     run = setup.build_run(recipe_config(base, colours), str(tmp_path))
-    ours = sum(g.size for g in run.optimizer.groups if g.trains)
+    ours = sum(g.size for g in run.training.optimizer.groups if g.trains)
     theirs, _ = peft_model(base).get_nb_trainable_parameters()
     print(f"LORA trainable parameters: vitjax {ours:,}, peft {theirs:,}")
     assert ours == theirs == 2 * 2 * (32 * 16 + 16 * 32) + 32 * 3 + 3
-    assert f"trained: {ours:,} of" in run.optimizer.describe()
-    assert len(adapted_layers(run.init_params)) == 4
+    assert f"trained: {ours:,} of" in run.training.optimizer.describe()
+    assert len(adapted_layers(run.model.params)) == 4
 
 
 def test_a_peft_adapter_from_pytorch_loads_with_equal_logits(base, tmp_path):
@@ -136,6 +137,14 @@ def test_lora_beans_recipe_trains_and_exports_merged_and_peft(base, colours, tmp
     lora_b = [v for k, v in load_file(adapter / "adapter_model.safetensors").items() if "lora_B" in k]
     assert all(np.abs(b).max() > 0 for b in lora_b)  # the adapters did train
 
+    # --mode export of the LoRA run writes the PEFT adapter too, the one training wrote
+    modes.export(None, str(tmp_path / "run"), str(tmp_path / "exported"))
+    trained = load_file(adapter / "adapter_model.safetensors")
+    exported = load_file(tmp_path / "exported_adapter" / "adapter_model.safetensors")
+    assert exported.keys() == trained.keys()
+    for name in trained:
+        np.testing.assert_array_equal(exported[name], trained[name], err_msg=name)
+
 
 def test_vitjax_adapters_export_to_peft_with_equal_logits(base, tmp_path):
     """Unmerged: vitjax's forward with adapters (dropout off) is PEFT's forward with them."""
@@ -166,12 +175,12 @@ def test_lora_composes_with_layer_decay_presets_and_bfloat16_base(base, colours,
     config.optim.freeze, config.optim.last_n_blocks, config.optim.layer_decay = "last_n_blocks", 1, 0.5
     config.lora.base_dtype, config.optim.warmup = "bfloat16", "0"
     run = setup.build_run(config, str(tmp_path))
-    groups = {g.name: g for g in run.optimizer.groups}
+    groups = {g.name: g for g in run.training.optimizer.groups}
     # adapters train in both blocks (block i is layer i+1), at layer-decayed rates
     assert groups["lora@1"].multiplier == pytest.approx(0.5 ** 2)
     assert groups["lora@2"].multiplier == pytest.approx(0.5)
     assert all("lora" in p for p in groups["lora@1"].paths)
-    flat = flatten_dict(run.init_params, sep="/")
+    flat = flatten_dict(run.model.params, sep="/")
     assert flat["backbone/encoder/layer_00/mlp/fc1/kernel"].dtype == jnp.bfloat16  # frozen
     assert flat["backbone/encoder/layer_01/mlp/fc1/kernel"].dtype == np.float32  # last block trains
     assert flat["backbone/encoder/layer_00/attention/query/lora_a"].dtype == np.float32

@@ -9,9 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -107,19 +104,10 @@ def test_the_cli_saves_and_exits_with_the_signal_status_within_30_s(colours, tmp
                       f"from train_helpers import tiny_config\n\n\ndef get_config():\n"
                       f"    return tiny_config('folder:{colours}', batch_size=8, epochs=3, "
                       f"eval_every='3 epochs', test_split='')\n")
-    marker, log, workdir = str(tmp_path / "paused"), str(tmp_path / "err.log"), str(tmp_path / "run")
-    with open(log, "w", encoding="utf-8") as err:
-        child = subprocess.Popen(
-            [sys.executable, kill_resume.__file__, "--child", kind, "2", marker, "--",
-             "--config", str(config), "--workdir", workdir],
-            cwd=kill_resume.REPO, env=kill_resume._env(), stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.time() + 300
-        while not os.path.exists(marker) and child.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        sent = time.time()
-        child.send_signal(kill_resume.SIGNALS[kind])
-        code = child.wait(timeout=120)
-    kill_resume.check_signalled(kind, code, log, time.time() - sent)
+    workdir = str(tmp_path / "run")
+    _, code, seconds, log = kill_resume.signal_when_paused(
+        kind, 2, ["--config", str(config), "--workdir", workdir], str(tmp_path))
+    kill_resume.check_signalled(kind, code, log, seconds)
     assert _steps(workdir) == [2]
 
 

@@ -40,13 +40,14 @@ def test_a_corrected_data_split_is_accepted_until_a_checkpoint_exists(tmp_path):
         raise crash
 
     from vitjax.train import loop
-    real = loop.Checkpointer.restore_latest
-    loop.Checkpointer.restore_latest = fail
+    real = loop._fit
+    loop._fit = fail
     try:
         with pytest.raises(RuntimeError):
             modes.train(config, workdir)  # data_split.json written, no checkpoint
     finally:
-        loop.Checkpointer.restore_latest = real
+        loop._fit = real
+    assert os.path.isfile(os.path.join(workdir, splits.SPLIT_FILE))
     Image.new("RGB", (24, 24), (200, 20, 20)).save(os.path.join(data, "red", "new.png"))  # a corrected folder
     modes.train(config, workdir)
     recorded = json.load(open(os.path.join(workdir, splits.SPLIT_FILE)))

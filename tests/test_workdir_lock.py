@@ -16,6 +16,7 @@ import pytest
 
 from train_helpers import tiny_config
 from vitjax import modes, workdir_lock
+from vitjax.workdir import Workdir
 
 _HOLDER = """
 import sys, time
@@ -38,7 +39,7 @@ def _start_holder(workdir, tmp_path):
 
 def test_a_second_run_is_refused_naming_the_first_and_overwrite_deletes_nothing(tmp_path):
     workdir = str(tmp_path / "run")
-    os.makedirs(workdir)
+    Workdir(workdir).create()  # a live run's workdir
     open(os.path.join(workdir, "results.json"), "w").close()
     holder = _start_holder(workdir, tmp_path)
     try:

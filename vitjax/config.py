@@ -21,6 +21,7 @@ from vitjax.files import config_dict as to_dict  # config.json's object; a leaf,
 from vitjax.lora import config as lora_config
 from vitjax.trackers.config import default_config as trackers_defaults, validate as validate_trackers
 from vitjax.models.vit import ViTSpec
+from vitjax.workdir import CONFIG, CONFIG_TEXT
 
 
 def base_config(task: str = "classification", plugins=()) -> ml_collections.ConfigDict:
@@ -274,8 +275,8 @@ def save(config: ml_collections.ConfigDict, workdir: str) -> None:
     Each file is written beside its target and renamed over it, so a run killed while saving
     leaves the previous complete file, never a truncated one that blocks the resume.
     """
-    for name, text in (("config.json", json.dumps(to_dict(config), indent=2, sort_keys=True)),
-                       ("config.txt", str(config))):
+    for name, text in ((CONFIG, json.dumps(to_dict(config), indent=2, sort_keys=True)),
+                       (CONFIG_TEXT, str(config))):
         path = os.path.join(workdir, name)
         with open(path + ".tmp", "w", encoding="utf-8") as f:
             f.write(text)

@@ -31,7 +31,8 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "exp
                                           "sweep"],
                           "What to do.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
-                               "Start afresh in a workdir that holds another run.")
+                               "Start afresh in a workdir that holds another run: removes the files "
+                               "vitjax wrote there (only in a folder vitjax created).")
 _SPLIT = flags.DEFINE_string("split", "test", "evaluate/robustness: the data split to evaluate.")
 _MODEL = flags.DEFINE_string("model", None, "evaluate/predict/robustness: an exported model folder "
                              "(default: <workdir>/best, else <workdir>/best_vitjax).")

@@ -1,11 +1,13 @@
 """The modes of the CLI — train, evaluate, predict, export, robustness, sweep — each one short function.
 
 Each prepares what every mode shares (the persistent compilation cache, the distributed runtime,
-the workdir check) and builds only what it uses from `vitjax.train.setup`'s builders: train the
-whole run (`vitjax.train.loop`); evaluate the data and the exported model (no optimizer); export
-the model and the best checkpoint's params (no data); predict the exported model
-(`vitjax.predictor`); the robustness report lives in `vitjax.robustness`. Modes after train read
-the workdir's saved config when given none.
+the workdir check) and composes only the parts it uses from `vitjax.train.setup`'s builders, each
+whole: train a `Run` (model, data, training: `vitjax.train.loop`); evaluate an `Evaluation` (the
+exported model over the data); export an `Export` (the recorded model and its parameter groups, the
+best checkpoint's params read with the checkpoints opened read-only: a live run's are never
+touched); predict the exported model (`vitjax.predictor`); the robustness report lives in
+`vitjax.robustness`. Modes after train read the workdir's saved config when given none. Every file
+name of a workdir comes from `vitjax.workdir.Workdir`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import functools
 import json
 import logging
 import os
-import shutil
 
 import jax
 
@@ -24,6 +25,7 @@ from vitjax import errors, parallel, workdir_lock
 from vitjax.data.folders import IMAGE_EXTENSIONS
 from vitjax.errors import BadKey, BadValue
 from vitjax.files import read_json
+from vitjax.workdir import Workdir
 
 UserError = errors.UserError  # what the CLI prints as one line (VITJAX_TRACEBACK=1: with traceback)
 
@@ -54,21 +56,24 @@ def _user_errors(fn):
 
 
 def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
-    """Creates the workdir; refuses one holding a run with another config unless `overwrite`.
+    """Creates the workdir (with vitjax's marker); refuses one holding a run with another config
+    unless `overwrite`, and a folder vitjax did not create unless it is empty (`Workdir.check_usable`).
+    Replacing a run removes only vitjax's own files (`Workdir.clear`).
 
     Every process reads and checks (so all raise the same error); process 0 alone removes and
     writes, after all have read.
     """
     from vitjax.train.checkpointing import has_checkpoints
 
-    saved = os.path.join(workdir, "config.json")
-    remove = False
-    if os.path.exists(saved):
-        previous = read_json(saved, "pass --overwrite to start afresh, or use another --workdir")
+    folder = Workdir(workdir)
+    folder.check_usable(overwrite)
+    remove, previous = False, None
+    if os.path.exists(folder.config):
+        previous = read_json(folder.config, "pass --overwrite to start afresh, or use another --workdir")
         diff = config_lib.differences(previous, config_lib.to_dict(config))
         if overwrite:
             remove = True
-        elif diff and not has_checkpoints(os.path.join(workdir, "checkpoints")):
+        elif diff and not has_checkpoints(folder.checkpoints):
             remove = True  # nothing trained yet: the corrected config starts the run afresh
             logging.warning("%s holds no checkpoint yet: replacing its config (%s)", workdir,
                             "; ".join(diff[:8]))
@@ -77,18 +82,20 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
                 f"{workdir} holds a run with a different config ({'; '.join(diff[:8])}). "
                 f"Resuming it with this config would mix two runs. Use another --workdir, or "
                 f"pass --overwrite to delete the earlier run and start afresh.")
-        elif not config.train.resume and os.path.isdir(os.path.join(workdir, "checkpoints")):
+        elif not config.train.resume and os.path.isdir(folder.checkpoints):
             raise BadValue(f"{workdir} already holds checkpoints and config.train.resume=False; "
                            f"pass --overwrite to start afresh, or drop resume=False to resume.")
+    elif overwrite and folder.foreign_entries():
+        remove = True  # a run whose config.json is gone
     parallel.sync("vitjax: workdir checked")
     if jax.process_index() == 0:
         if remove:  # the caller holds the workdir's lock: no live run's files are deleted
             logging.warning("--overwrite: removing the earlier run in %s", workdir)
-            for name in os.listdir(workdir):
-                if name != workdir_lock.LOCK:
-                    path = os.path.join(workdir, name)
-                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-        os.makedirs(workdir, exist_ok=True)
+            test_split = ((previous or {}).get("train") or {}).get("test_split", "test")
+            kept = folder.clear(test_split if isinstance(test_split, str) else "test")
+            if kept:
+                logging.warning("kept what vitjax did not write in %s: %s", workdir, ", ".join(kept))
+        folder.create()
         config_lib.save(config, workdir)
     parallel.sync("vitjax: workdir ready")
 
@@ -99,6 +106,7 @@ def train(config, workdir: str, overwrite: bool = False, sinks=()) -> dict:
     from vitjax import trackers
     from vitjax.train import loop
     _prepare(config)
+    Workdir(workdir).check_usable(overwrite)  # before the lock file is written into it
     lock = workdir_lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     with lock:  # process 0 speaks for the run
         prepare_workdir(config, workdir, overwrite)
@@ -112,6 +120,7 @@ def train(config, workdir: str, overwrite: bool = False, sinks=()) -> dict:
 def sweep(config, workdir: str, storage: str | None = None, overwrite: bool = False) -> dict:
     from vitjax import sweep as sweep_lib
     _prepare(config)
+    Workdir(workdir).check_usable(overwrite)
     lock = workdir_lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     with lock:  # the sweep's trials run in subfolders; the sweep holds its own folder
         prepare_workdir(config, workdir, overwrite)
@@ -124,7 +133,7 @@ def saved_config(config, workdir: str | None):
     was saved take their defaults."""
     if config is not None:
         return config
-    path = workdir and os.path.join(workdir, "config.json")
+    path = workdir and Workdir(workdir).config
     if not path or not os.path.isfile(path):
         raise FileNotFoundError(f"no config: pass --config, or a --workdir holding a run's config.json "
                                 f"(not found at {path!r}).")
@@ -134,8 +143,8 @@ def saved_config(config, workdir: str | None):
 def _model_dir(workdir: str | None, model: str | None, native_ok: bool = True) -> str:
     """--model, else the run's export: <workdir>/best (Hugging Face format), or best_vitjax/ where
     `native_ok`."""
-    names = ("best", "best_vitjax") if native_ok else ("best",)
-    candidates = [model] if model else [os.path.join(workdir, name) for name in names if workdir]
+    names = ("best", "best_native") if native_ok else ("best",)
+    candidates = [model] if model else [getattr(Workdir(workdir), name) for name in names if workdir]
     found = next((path for path in candidates if os.path.isdir(path)), None)
     if found is None:
         raise FileNotFoundError(
@@ -154,12 +163,13 @@ def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
     config = saved_config(config, workdir)
     _prepare(config)
     run = setup.build_eval_run(config, workdir, load_trained(_model_dir(workdir, model), config.task))
-    if split not in run.dataset.splits:
-        raise BadKey(f"--split {split!r} is not a split of {run.dataset.source}; "
-                     f"choose one of {sorted(run.dataset.splits)}.")
+    dataset = run.data.dataset
+    if split not in dataset.splits:
+        raise BadKey(f"--split {split!r} is not a split of {dataset.source}; "
+                     f"choose one of {sorted(dataset.splits)}.")
     os.makedirs(workdir, exist_ok=True)
-    summary = evaluation.report(run, run.placed_params(), run.jit_eval_step(), split,
-                                os.path.join(workdir, f"eval_{split}"))
+    summary = evaluation.report(run, run.model.placed_params(), run.jit_eval_step(), split,
+                                Workdir(workdir).evaluation(split))
     for k, v in sorted(summary.items()):
         print(f"{split} {k:<24} {v:.4f}")
     return summary
@@ -171,8 +181,8 @@ def robustness(config, workdir: str, model: str | None, split: str, options) -> 
     from vitjax.checkpoints.native import MODEL_FILE
     config = saved_config(config, workdir).copy_and_resolve_references()
     _prepare(config)
-    native = os.path.join(workdir, "best_vitjax")  # tasks without a transformers class
-    if model is None and not os.path.isdir(os.path.join(workdir, "best")) and os.path.isdir(native):
+    native = Workdir(workdir).best_native  # tasks without a transformers class
+    if model is None and not os.path.isdir(Workdir(workdir).best) and os.path.isdir(native):
         model = native
     model_dir = _model_dir(workdir, model)
     if not os.path.isfile(os.path.join(model_dir, MODEL_FILE)):  # else the run's model, its weights
@@ -192,7 +202,7 @@ def predict(config, workdir: str | None, model: str | None, inputs: list[str], t
     any (a bare --model folder describes itself). `top_k`: ranked entries per image (labels,
     detections); None: the task's default (`Predictor.predict`)."""
     from vitjax.predictor import load_trained
-    if config is None and workdir and os.path.isfile(os.path.join(workdir, "config.json")):
+    if config is None and workdir and os.path.isfile(Workdir(workdir).config):
         config = saved_config(None, workdir)
     if config is not None:
         _prepare(config)
@@ -201,7 +211,7 @@ def predict(config, workdir: str | None, model: str | None, inputs: list[str], t
     if not output and not workdir:
         raise BadValue("--mode predict needs --output (a folder) or --workdir (writes "
                        "<workdir>/predictions).")
-    records = predictor.predict(paths, output or os.path.join(workdir, "predictions"), top_k)
+    records = predictor.predict(paths, output or Workdir(workdir).predictions, top_k)
     width = max(len(r["file"]) for r in records)
     for r in records:
         shown = json.dumps({k: v for k, v in r.items() if k != "file"})
@@ -248,20 +258,22 @@ def export(config, workdir: str, output: str | None) -> str:
     config = saved_config(config, workdir)
     _prepare(config)
     run = setup.build_export_run(config, workdir)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), metric=config.train.best_metric,
-                        mode=config.train.best_mode, keep_best=config.train.keep_best)
-    step = ckpt.best_step()
-    if step is None:
+    ckpt = Checkpointer(run.workdir.checkpoints, metric=config.train.best_metric,
+                        mode=config.train.best_mode, keep_best=config.train.keep_best, read_only=True)
+    try:
+        step = ckpt.best_step()
+        if step is None:
+            raise FileNotFoundError(f"{run.workdir.checkpoints} holds no checkpoint; train first.")
+        params = ckpt.restore_params(step, run.model.abstract_params(), ema=config.optim.ema_decay > 0)
+        checkpoint_metrics = ckpt.metrics(step)
+    finally:
         ckpt.close()
-        raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint; train first.")
-    params = ckpt.restore_params(step, run.abstract_params(), ema=config.optim.ema_decay > 0)
-    checkpoint_metrics = ckpt.metrics(step)
-    ckpt.close()
     output = output or outputs.export_dir(run)
     params = parallel.to_host(params, run.mesh)
     if jax.process_index() != 0:
         return output
-    return outputs.export(run, params, output, outputs.metrics_of(workdir, step, checkpoint_metrics))
+    return outputs.export(run, run.dataset, params, output,
+                          outputs.metrics_of(workdir, step, checkpoint_metrics))
 
 
 @_user_errors

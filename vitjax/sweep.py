@@ -25,6 +25,7 @@ import ml_collections
 
 from vitjax.errors import BadKey, BadValue, UserError
 from vitjax.sweep_config import KINDS, PRUNERS, SAMPLERS
+from vitjax.workdir import BEST_CONFIG, IMPORTANCES, SWEEP_DB, SWEEP_SUMMARY, TRIALS_CSV, TRIALS_MD, Workdir
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def _study(config, workdir: str, storage: str | None):
     if cfg.sampler not in SAMPLERS or cfg.pruner not in PRUNERS:
         raise BadValue(f"config.sweep.sampler={cfg.sampler!r} / pruner={cfg.pruner!r}: use a sampler in "
                          f"{SAMPLERS} and a pruner in {PRUNERS}.")
-    url = storage or f"sqlite:///{os.path.abspath(os.path.join(workdir, 'sweep.db'))}"
+    url = storage or f"sqlite:///{os.path.abspath(os.path.join(workdir, SWEEP_DB))}"
     storage = RDBStorage(url, heartbeat_interval=60, grace_period=120,
                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
     name = cfg.name or os.path.basename(os.path.abspath(workdir))
@@ -144,7 +145,7 @@ def run(config, workdir: str, storage: str | None, train) -> dict:
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         frozen = next(t for t in running if t.number == trial.number)
         first = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)  # a retry resumes the dead trial's folder
-        folder = os.path.join(workdir, f"trial_{trial.number if first is None else first:03d}")
+        folder = Workdir(workdir).trial(trial.number if first is None else first)
         trial.set_user_attr("workdir", folder)
         log.info("trial %d: %s", trial.number, params)
         results = train(trial_config(config, params), folder, sinks=[PruningReport(trial, metric)])
@@ -173,14 +174,14 @@ def summarize(study, config, workdir: str) -> dict:
         best = study.best_trial
         summary["best"] = {"trial": best.number, "value": best.value, "params": best.params,
                            "workdir": best.user_attrs.get("workdir")}
-        path = os.path.join(workdir, "best_config.py")
+        path = os.path.join(workdir, BEST_CONFIG)
         with open(path, "w", encoding="utf-8") as f:
             f.write(config_source(trial_config(config, best.params), _best_docstring(summary, path)))
         log.info("best trial %d: %s=%.4f with %s; its config: %s", best.number, config.train.best_metric,
                  best.value, best.params, path)
     if len(completed) >= 2:
-        _plot_importances(study, os.path.join(workdir, "param_importances.png"))
-    with open(os.path.join(workdir, "sweep.json"), "w", encoding="utf-8") as f:
+        _plot_importances(study, os.path.join(workdir, IMPORTANCES))
+    with open(os.path.join(workdir, SWEEP_SUMMARY), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
     return summary
 
@@ -189,7 +190,7 @@ def _write_table(rows: list[dict], workdir: str) -> None:
     import csv
 
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    with open(os.path.join(workdir, "trials.csv"), "w", newline="", encoding="utf-8") as f:
+    with open(os.path.join(workdir, TRIALS_CSV), "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
         writer.writerows(rows)
@@ -197,7 +198,7 @@ def _write_table(rows: list[dict], workdir: str) -> None:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
     table = "\n".join(lines) + "\n"
-    with open(os.path.join(workdir, "trials.md"), "w", encoding="utf-8") as f:
+    with open(os.path.join(workdir, TRIALS_MD), "w", encoding="utf-8") as f:
         f.write(table)
     print(table)
 

@@ -18,10 +18,9 @@ import socket
 import sys
 
 from vitjax.errors import UserError
+from vitjax.workdir import LOCK
 
 log = logging.getLogger(__name__)
-
-LOCK = ".vitjax.lock"
 
 
 class WorkdirBusy(UserError, RuntimeError):

@@ -22,8 +22,9 @@ from vitjax.data.records import (CARVE, SPLIT_ALIASES, SPLITS, ImageDataset, Rec
                                  check_labels)
 from vitjax.errors import BadKey, BadValue
 from vitjax.files import read_json
+from vitjax.workdir import SPLIT
 
-SPLIT_FILE = "data_split.json"
+SPLIT_FILE = SPLIT
 
 
 def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:

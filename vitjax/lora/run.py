@@ -15,6 +15,7 @@ from vitjax.lora.config import enabled
 from vitjax.lora.model import ADAPTER_PATH, LoRAModel, LoRASpec, adapted_layers, merge
 from vitjax.models.model import Model
 from vitjax.optim import groups
+from vitjax.workdir import adapter_dir
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +52,19 @@ def prepare_params(lora_cfg, params, trainable_mask):
 
 def export_adapter(run, params, directory: str) -> dict:
     """With LoRA: writes the PEFT adapter to `<directory>_adapter` and returns the merged params to
-    export as a plain model; without it, returns `params` unchanged."""
-    if not isinstance(run.model, LoRAModel):
+    export as a plain model; without it, returns `params` unchanged. `run`: a training run or an
+    export (`vitjax.train.setup`), both with their model and training parts."""
+    model = run.model
+    if not isinstance(model.module, LoRAModel):
         return params
-    pooling = getattr(run.model.head, "pooling", None)  # tasks without a transformers class: merge only
-    if pooling is None or run.task.hf_config() is None or run.spec.family not in peft_format.FAMILIES:
+    pooling = getattr(model.module.head, "pooling", None)  # tasks without a transformers class: merge only
+    if pooling is None or model.task.hf_config() is None or model.spec.family not in peft_format.FAMILIES:
         log.info("LoRA: no PEFT adapter for a %s %s model; best/ holds the adapters merged",
-                 run.spec.family, run.task.name)
-        return merge(params, run.model.lora)
-    if run.optimizer is None:  # the export mode's run knows no parameter groups
-        log.info("LoRA: exporting the adapters merged; the PEFT adapter is written by training "
-                 "(<workdir>/best_adapter)")
-        return merge(params, run.model.lora)
+                 model.spec.family, model.task.name)
+        return merge(params, model.module.lora)
     trained = [p for p, t in zip(jax.tree.leaves(groups.path_tree(params)),
-                                 jax.tree.leaves(run.optimizer.trainable_mask)) if t]
-    path = peft_format.save_adapter(directory.rstrip("/") + "_adapter", run.spec, pooling,
-                                    params, run.model.lora, trained, base=run.base)
+                                 jax.tree.leaves(run.training.optimizer.trainable_mask)) if t]
+    path = peft_format.save_adapter(adapter_dir(directory), model.spec, pooling,
+                                    params, model.module.lora, trained, base=model.base)
     log.info("exported the LoRA adapter in PEFT format to %s", path)
-    return merge(params, run.model.lora)
+    return merge(params, model.module.lora)

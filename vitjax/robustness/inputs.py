@@ -77,11 +77,11 @@ class _AsIs:
 
 def examples_of(run, split) -> tuple[object, dict]:
     """(examples of the record source `split`, the padding example) for `run`'s task."""
-    if run.record_transforms is None:
-        padding = {"image": np.zeros((*run.preprocessing.input_size, 3), np.uint8),
+    if run.data.record_transforms is None:
+        padding = {"image": np.zeros((*run.model.preprocessing.input_size, 3), np.uint8),
                    "label": np.int32(0)}
-        return ClassificationExamples(split, run.preprocessing, run.config.data), padding
-    return TaskExamples(split, run.record_transforms.eval), run.record_transforms.padding
+        return ClassificationExamples(split, run.model.preprocessing, run.config.data), padding
+    return TaskExamples(split, run.data.record_transforms.eval), run.data.record_transforms.padding
 
 
 def batches(run, examples, padding: dict) -> pipeline.EvalBatches:
@@ -89,7 +89,7 @@ def batches(run, examples, padding: dict) -> pipeline.EvalBatches:
     data_cfg = default_config()  # no decode cache or augmentation: the examples are ready
     data_cfg.read_threads, data_cfg.prefetch = run.config.data.read_threads, run.config.data.prefetch
     return pipeline.eval_batches(
-        examples, run.preprocessing, batch_size=run.per_process_eval_batch,
+        examples, run.model.preprocessing, batch_size=run.data.per_process_eval_batch,
         shard_index=jax.process_index(), shard_count=jax.process_count(), data_cfg=data_cfg,
         record_transforms=pipeline.RecordTransforms(train=_AsIs(), eval=_AsIs(), padding=padding))
 

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from vitjax.errors import BadValue
 from vitjax.robustness.calibration import plot_reliability
 from vitjax.report import format_table
+from vitjax.workdir import Workdir
 
 CARD_HEADING = "## Robustness"
 
@@ -43,7 +44,7 @@ def summarize(result: dict, mode: str) -> dict:
 
 def baseline_report(baseline_workdir: str) -> tuple[str, dict]:
     """(path, content) of the baseline run's report.json; a missing one names the command."""
-    path = os.path.join(baseline_workdir, "robustness", "report.json")
+    path = os.path.join(Workdir(baseline_workdir).robustness, "report.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--robustness.baseline: {path} does not exist; run "
                                 f"`python -m vitjax.main --mode robustness --workdir "

@@ -19,9 +19,10 @@ import numpy as np
 from vitjax import parallel
 from vitjax.errors import BadKey, BadValue
 from vitjax.robustness import attacks, calibration, corruptions, inputs, report
+from vitjax.workdir import ROBUSTNESS
 
 log = logging.getLogger(__name__)
-OUTDIR = "robustness"
+OUTDIR = ROBUSTNESS
 
 
 class _Evaluator:
@@ -31,16 +32,16 @@ class _Evaluator:
 
     def __init__(self, run, params, seed: int):
         self.run, self.params = run, params
-        self.classifier = run.task.name == "classification"
+        self.classifier = run.model.task.name == "classification"
         self.key = jax.random.key(seed)
-        perturb = attacks.make_perturb(run.model, run.normalize) if self.classifier else None
+        perturb = attacks.make_perturb(run.model.module, run.model.normalize) if self.classifier else None
 
         def step(params, batch, attack_args, rng):
             pixels = perturb(params, batch, *attack_args, rng) if perturb else batch["image"]
-            outputs = run.model.apply({"params": params}, run.normalize(pixels), train=False)
-            _, aux = run.task.loss(outputs, batch)
-            metrics = run.task.metrics().single_from_model_output(
-                **run.task.metric_inputs(outputs, batch, aux))
+            outputs = run.model.module.apply({"params": params}, run.model.normalize(pixels), train=False)
+            _, aux = run.model.task.loss(outputs, batch)
+            metrics = run.model.task.metrics().single_from_model_output(
+                **run.model.task.metric_inputs(outputs, batch, aux))
             if perturb is None:
                 return metrics, None
             return metrics, {"logits": outputs, "label": batch["label"], "valid": batch["valid"]}
@@ -59,7 +60,7 @@ class _Evaluator:
                 valid = np.asarray(extra["valid"], bool)
                 logits.append(np.asarray(extra["logits"], np.float32)[valid])
                 labels.append(np.asarray(extra["label"])[valid])
-        summary = run.task.summarize(jax.device_get(merged.compute()))
+        summary = run.model.task.summarize(jax.device_get(merged.compute()))
         if not logits:
             return summary, None, None
         return summary, np.concatenate(logits), np.concatenate(labels)
@@ -99,7 +100,7 @@ def _calibration(evaluate: _Evaluator, logits, labels, options) -> dict:
     before = calibration.calibration(logits, labels, bins=options.calibration_bins)
     result = {"before": before}
     if options.temperature_scaling:
-        splits = evaluate.run.dataset.splits
+        splits = evaluate.run.data.dataset.splits
         if "validation" not in splits:
             log.warning("no validation split: temperature scaling skipped")
             return result
@@ -115,9 +116,9 @@ def cross_domain(evaluate: _Evaluator, options) -> dict:
     run = evaluate.run
     data_cfg = run.config.data.copy_and_resolve_references()
     data_cfg.source = options.source
-    other = type(run.task).open_source(data_cfg, run.config.task)
-    mapping, classes = inputs.match_classes(run.dataset.class_names, other.class_names)
-    multilabel = bool(run.task.config.get("multilabel", False))
+    other = type(run.model.task).open_source(data_cfg, run.config.task)
+    mapping, classes = inputs.match_classes(run.data.dataset.class_names, other.class_names)
+    multilabel = bool(run.model.task.config.get("multilabel", False))
     source = inputs.RelabeledSource(other.splits.values(), mapping, multilabel)
     if len(source) == 0:
         raise BadValue(f"--robustness.source={options.source!r} has no image of the model's classes.")
@@ -145,13 +146,13 @@ def robustness_report(config, workdir: str, split: str, options, model_dir: str)
     from vitjax.predictor import load_trained
 
     run = setup.build_eval_run(config, workdir, load_trained(model_dir, config.task))
-    if split not in run.dataset.splits:
-        raise BadKey(f"--split {split!r} is not a split of {run.dataset.source}; "
-                     f"choose one of {sorted(run.dataset.splits)}.")
-    corruptions.check(options.corruptions, options.severities, run.preprocessing.input_size)
-    evaluate = _Evaluator(run, run.placed_params(), options.seed)
-    metric = run.task.best_metric[0]
-    split_source = run.dataset.splits[split]
+    if split not in run.data.dataset.splits:
+        raise BadKey(f"--split {split!r} is not a split of {run.data.dataset.source}; "
+                     f"choose one of {sorted(run.data.dataset.splits)}.")
+    corruptions.check(options.corruptions, options.severities, run.model.preprocessing.input_size)
+    evaluate = _Evaluator(run, run.model.placed_params(), options.seed)
+    metric = run.model.task.best_metric[0]
+    split_source = run.data.dataset.splits[split]
     timings = {"setup": time.perf_counter() - started}
 
     def timed(name, fn, *args):
@@ -161,9 +162,9 @@ def robustness_report(config, workdir: str, split: str, options, model_dir: str)
         return value
 
     clean, logits, labels = timed("clean", evaluate.split, split_source)
-    result = {"model": model_dir, "data_source": run.dataset.source, "split": split,
-              "images": len(split_source), "input_size": list(run.preprocessing.input_size),
-              "task": run.task.name, "metric": metric,
+    result = {"model": model_dir, "data_source": run.data.dataset.source, "split": split,
+              "images": len(split_source), "input_size": list(run.model.preprocessing.input_size),
+              "task": run.model.task.name, "metric": metric,
               "options": options.to_dict(), "clean": clean,
               "corruptions": timed("corruptions", corruption_sweep, evaluate, split_source, options,
                                    metric)}
@@ -173,7 +174,7 @@ def robustness_report(config, workdir: str, split: str, options, model_dir: str)
         result["calibration"] = timed("calibration", _calibration, evaluate, logits, labels, options)
     if options.source:
         result["cross_domain"] = timed("cross_domain", cross_domain, evaluate, options)
-    result["summary"] = report.summarize(result, run.task.best_metric[1])
+    result["summary"] = report.summarize(result, run.model.task.best_metric[1])
     if options.baseline:
         result["baseline"] = report.against_baseline(result, options.baseline)
     result["wall_time_s"] = time.perf_counter() - started

@@ -20,6 +20,7 @@ import os
 import jax
 
 from vitjax.trackers.config import reporters
+from vitjax.workdir import Workdir
 
 
 class Trackers:
@@ -34,7 +35,7 @@ class Trackers:
 
 
 def _ids_path(workdir: str) -> str:
-    return os.path.join(workdir, "trackers.json")
+    return Workdir(workdir).trackers
 
 
 def saved_ids(workdir: str) -> dict:

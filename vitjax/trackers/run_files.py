@@ -5,19 +5,19 @@ from __future__ import annotations
 import json
 import os
 
+from vitjax import workdir as wd
 from vitjax.files import config_dict
 
 
 def artifacts(workdir: str) -> list[str]:
     """The run's plots, reports and records worth keeping with a tracker run (paths that exist)."""
-    names = ["config.json", "param_groups.txt", "data_split.json", "results.json", "learning_curves.png",
-             "validation", "test"]
+    names = [wd.CONFIG, wd.PARAM_GROUPS, wd.SPLIT, wd.RESULTS, wd.LEARNING_CURVES, wd.VALIDATION, "test"]
     return [os.path.join(workdir, n) for n in names if os.path.exists(os.path.join(workdir, n))]
 
 
 def model_dirs(workdir: str) -> list[str]:
     """The exported best model folders (best/, best_adapter/, best_vitjax/) that exist."""
-    return [os.path.join(workdir, n) for n in ("best", "best_adapter", "best_vitjax")
+    return [os.path.join(workdir, n) for n in (wd.BEST, wd.BEST_ADAPTER, wd.BEST_NATIVE)
             if os.path.isdir(os.path.join(workdir, n))]
 
 

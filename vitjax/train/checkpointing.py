@@ -12,7 +12,9 @@ A save that cannot be written (disk full, read-only or unwritable directory) rai
 `CheckpointWriteError` naming the step, the cause and the checkpoints still intact.
 `restore_latest` skips a damaged newest checkpoint (a file lost or cut short, after it was
 committed): it is moved aside into `.damaged-<step>` with a warning, and the run resumes from the
-previous complete one.
+previous complete one. A checkpoint that reads but holds other tensors than the run's model and
+optimizer (the config changed) is refused (`CheckpointMismatch`), never set aside. A reader of a
+workdir (export) opens the directory `read_only`: it never writes there or cleans it up.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import tempfile
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
+from vitjax.errors import BadValue
 from vitjax.parallel import sync as parallel_sync
 
 
@@ -39,6 +43,28 @@ class CheckpointWriteError(OSError):
     pass
 
 
+class CheckpointMismatch(BadValue):
+    """A complete checkpoint of another model or optimizer than the run's (a config change)."""
+
+
+def _flat_shapes(tree) -> dict[str, tuple]:
+    """Slash-joined leaf paths -> shapes, alike for a train state and orbax's metadata of one."""
+    def name(key) -> str:
+        return str(next(getattr(key, a) for a in ("name", "key", "idx") if hasattr(key, a)))
+    return {"/".join(name(k) for k in path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _differences(saved, abstract_state) -> list[str]:
+    """How the saved state's tensors differ from the run's (paths and shapes; nothing: they fit)."""
+    ours, theirs = _flat_shapes(abstract_state), _flat_shapes(saved)
+    out = [f"{p}: {theirs[p]} in the checkpoint, {ours[p]} in the model"
+           for p in ours if p in theirs and ours[p] != theirs[p]]
+    out += [f"{p}: not in the checkpoint" for p in ours if p not in theirs]
+    out += [f"{p}: in the checkpoint, not in the model" for p in theirs if p not in ours]
+    return out
+
+
 def _write_failure(e: BaseException) -> bool:
     """A failure to write files: an OSError, or tensorstore's report of one (a ValueError)."""
     return isinstance(e, OSError) or (isinstance(e, ValueError) and "os_error_code=" in str(e))
@@ -49,6 +75,8 @@ class _ReportedHere(logging.Filter):
     failure, as CheckpointWriteError) and of Ctrl-C, which is no failure."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Given directory is read only"):
+            return False  # a reader's manager (`read_only`), as asked
         error = record.exc_info[1] if record.exc_info else None
         return error is None or not (_write_failure(error) or isinstance(error, KeyboardInterrupt))
 
@@ -67,7 +95,9 @@ class Checkpointer:
     """Keeps the latest checkpoint and the `keep_best` best by `metric` (mode "max"/"min")."""
 
     def __init__(self, directory: str, *, metric: str, mode: str, keep_best: int = 1,
-                 async_save: bool = True):
+                 async_save: bool = True, read_only: bool = False):
+        """`read_only`: a reader of a workdir (export), which never writes to the directory or
+        cleans it (a live run's temporary step directories and trash stay as they are)."""
         best = lambda m: m[metric]  # noqa: E731
         policy = policies.AnyPreservationPolicy([
             policies.LatestN(1),
@@ -76,8 +106,12 @@ class Checkpointer:
         ])
         options = ocp.CheckpointManagerOptions(
             best_fn=best, best_mode=mode, preservation_policy=policy,
-            enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True,
-            todelete_subdir=TRASH)
+            save_interval_steps=0 if read_only else 1,
+            enable_async_checkpointing=async_save and not read_only, create=not read_only,
+            cleanup_tmp_directories=not read_only, todelete_subdir=None if read_only else TRASH,
+            read_only=read_only,
+            save_root_metadata=not read_only)
+        self.read_only = read_only
         self.directory = os.path.abspath(directory)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._writing = None  # the step whose (asynchronous) save may still be under way
@@ -114,7 +148,7 @@ class Checkpointer:
             self._manager.save(step, args=args, metrics=metrics, force=True)
 
     def _empty_trash(self) -> None:
-        if jax.process_index() == 0:
+        if jax.process_index() == 0 and not self.read_only:
             shutil.rmtree(os.path.join(self.directory, TRASH), ignore_errors=True)
 
     def _probe_writable(self) -> None:
@@ -155,22 +189,43 @@ class Checkpointer:
 
     def restore_latest(self, abstract_state):
         """(step, state, data_state, host_state) of the newest checkpoint that restores whole, or
-        None when there is none; damaged newer ones are moved aside with a warning."""
+        None when there is none; damaged newer ones (unreadable files) are moved aside with a
+        warning. A checkpoint that reads but does not fit `abstract_state` (another model or
+        optimizer) is no damage: `CheckpointMismatch` names the difference."""
         for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                saved = ocp.StandardCheckpointHandler().metadata(
+                    epath.Path(self.directory) / str(step) / "state")
+            except Exception as e:  # noqa: BLE001 - unreadable: damage, as below
+                self._set_aside(step, e)
+                continue
+            differences = _differences(saved, abstract_state)
+            if differences:
+                raise CheckpointMismatch(
+                    f"the checkpoint of step {step} in {self.directory} does not fit the model and "
+                    f"optimizer of this config ({'; '.join(differences[:6])}"
+                    f"{'; ...' if len(differences) > 6 else ''}): it was saved by a run with another "
+                    f"config. Resume it with that config, or pass --overwrite to delete the earlier "
+                    f"run, or use another --workdir.")
             try:
                 return (step, *self.restore(step, abstract_state))
             except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many kinds for lost files
-                aside = os.path.join(self.directory, f".damaged-{step}")
-                if jax.process_index() == 0:
-                    shutil.rmtree(aside, ignore_errors=True)
-                    os.rename(os.path.join(self.directory, str(step)), aside)
-                parallel_sync(f"vitjax: damaged checkpoint {step} moved")
-                self._manager.reload()
-                first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                log.warning("the checkpoint of step %d in %s is damaged (%s: %s); moved it to %s and "
-                            "resuming from the previous complete checkpoint, if any.", step,
-                            self.directory, type(e).__name__, first_line[:300], aside)
+                self._set_aside(step, e)
         return None
+
+    def _set_aside(self, step: int, error: Exception) -> None:
+        """Moves the damaged checkpoint of `step` into `.damaged-<step>`, with a warning."""
+        aside = os.path.join(self.directory, f".damaged-{step}")
+        if jax.process_index() == 0:
+            shutil.rmtree(aside, ignore_errors=True)
+            os.rename(os.path.join(self.directory, str(step)), aside)
+        parallel_sync(f"vitjax: damaged checkpoint {step} moved")
+        self._manager.reload()
+        text = str(error).strip()
+        first_line = text.splitlines()[0] if text else type(error).__name__
+        log.warning("the checkpoint of step %d in %s is damaged (%s: %s); moved it to %s and "
+                    "resuming from the previous complete checkpoint, if any.", step,
+                    self.directory, type(error).__name__, first_line[:300], aside)
 
     def restore_params(self, step: int, abstract_params, ema: bool = False):
         """Only the params (the EMA params with `ema`) of `step`, placed like `abstract_params`:

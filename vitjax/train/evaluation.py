@@ -29,9 +29,9 @@ def compute(run, params, eval_step, split: str):
 
 def _summarize(run, computed, split: str) -> dict[str, float]:
     """The task's scalar summary of computed metrics; logs the task's warnings (e.g. collapse)."""
-    for warning in run.task.warnings(computed):
+    for warning in run.model.task.warnings(computed):
         log.warning("%s: %s", split, warning)
-    return run.task.summarize(computed)
+    return run.model.task.summarize(computed)
 
 
 def evaluate(run, params, eval_step, split: str) -> dict[str, float]:
@@ -46,16 +46,16 @@ def check_tracked_metrics(run, params, eval_step, tracked: dict[str, str]) -> No
     other name is looked up in the task's summary of the metrics of one validation batch, made
     of zeros of the shapes the eval step returns: the names without compiling or running the model.
     """
-    unknown = {key: m for key, m in tracked.items() if m != run.task.best_metric[0]}
+    unknown = {key: m for key, m in tracked.items() if m != run.model.task.best_metric[0]}
     if not unknown:
         return
     local = next(iter(run.eval_batches("validation")))
     shapes = jax.eval_shape(eval_step, params, parallel.global_batch(local, run.mesh))
     update = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
     with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0 counts
-        reported = run.task.summarize(jax.device_get(update.compute()))
+        reported = run.model.task.summarize(jax.device_get(update.compute()))
     for key, metric in unknown.items():
-        tracked_value(reported, metric, run.task.name, key)
+        tracked_value(reported, metric, run.model.task.name, key)
 
 
 def report(run, params, eval_step, split: str, outdir: str) -> dict:
@@ -64,5 +64,5 @@ def report(run, params, eval_step, split: str, outdir: str) -> dict:
     summary = _summarize(run, computed, split)
     if jax.process_index() == 0:
         os.makedirs(outdir, exist_ok=True)
-        run.task.report(computed, outdir, split)
+        run.model.task.report(computed, outdir, split)
     return summary

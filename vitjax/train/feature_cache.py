@@ -9,10 +9,12 @@ the run then trains and evaluates the rest (the head; with frozen lower blocks a
 and the final norm) over those features: an epoch of a linear probe costs a matmul, not a forward
 pass through the backbone.
 
-Everything else is the ordinary run: the train state holds the full parameter tree (frozen tensors
-untouched), so checkpoints, resume, early stopping, reports and the export to `best/` are the same.
-Batches keep the trainer's layout, their "image" entry holding what the trained part reads (a dict
-of cached arrays), so the train and eval steps are the usual ones over the model view. Training
+Everything else is the ordinary run: `cached_run` returns the same `setup.Run` with two parts
+swapped, its data (`CachedData`: batches of features) and its `Steps` (the model view, reading the
+features as they are), so the jitted train and eval steps are `Run`'s own. The train state holds the
+full parameter tree (frozen tensors untouched), so checkpoints, resume, early stopping, reports and
+the export to `best/` are the same. Batches keep the trainer's layout, their "image" entry holding
+what the trained part reads (a dict of cached arrays). Training
 batches follow the image pipeline's order (same seed, same shuffle), one of each image's views
 drawn at random. The frozen part runs in inference mode: no dropout or stochastic depth in it.
 
@@ -44,7 +46,6 @@ from vitjax.models.model import Model
 from vitjax.models.split import split_backbone
 from vitjax.optim.groups import layer_index
 from vitjax.train import setup
-from vitjax.train.steps import make_eval_step, make_train_step
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def cached_run(run: setup.Run) -> setup.Run:
             or cfg.feature_cache_views < 1:
         raise BadValue(f"config.train.feature_cache_views={cfg.feature_cache_views!r} must be a "
                        f"positive integer (augmented views of each training image).")
-    cut = frozen_blocks(run.optimizer, run.spec.num_layers)
+    cut = frozen_blocks(run.training.optimizer, run.model.spec.num_layers)
     obstacles = _obstacles(run, cut)
     if cfg.feature_cache == "on" and obstacles:
         raise BadValue(f"config.train.feature_cache='on' but {'; '.join(obstacles)}. Set "
@@ -90,8 +91,9 @@ def cached_run(run: setup.Run) -> setup.Run:
              "the head" if cut is None else f"blocks {cut}.. and the head",
              "backbone" if cut is None else f"blocks 0..{cut - 1}", cache.nbytes() / 1e9,
              cache.directory or "in RAM")
-    fields = {f.name: getattr(run, f.name) for f in dataclasses.fields(run)}
-    return CachedRun(**fields, cache=cache)
+    data = CachedData(**{f.name: getattr(run.data, f.name) for f in dataclasses.fields(run.data)},
+                      cache=cache)
+    return dataclasses.replace(run, data=data, steps=setup.Steps(module=cache.model, normalize=_as_is))
 
 
 def frozen_blocks(optimizer, num_layers: int) -> int | None:
@@ -115,8 +117,8 @@ def _obstacles(run, cut: int | None) -> list[str]:
                      f"lower part stays frozen (use 'head_only' or 'last_n_blocks')")
     if run.config.lora.targets:
         found.append("config.lora.targets is set (the cached run's top blocks carry no adapters)")
-    if run.record_transforms is not None:
-        found.append(f"the {run.task.name!r} task transforms its own records (the cache knows image + "
+    if run.data.record_transforms is not None:
+        found.append(f"the {run.model.task.name!r} task transforms its own records (the cache knows image + "
                      f"class-label records)")
     if data.device_augment:
         found.append("config.data.device_augment=True (cached views are augmented on the host; set it "
@@ -147,18 +149,18 @@ class FeatureCache:
     def __init__(self, run: setup.Run, cut: int | None):
         self.run, self.cut = run, cut
         self.views = run.config.train.feature_cache_views
-        grid = tuple(s // run.spec.patch_size for s in run.preprocessing.input_size)
-        self.bottom, top = split_backbone(run.model.backbone, cut, grid)
-        self.model = Model(top, run.model.head)
+        grid = tuple(s // run.model.spec.patch_size for s in run.model.preprocessing.input_size)
+        self.bottom, top = split_backbone(run.model.module.backbone, cut, grid)
+        self.model = Model(top, run.model.module.head)
         data = run.config.data
         self.directory = data.cache_dir if data.cache == "disk" else None
         self._eval: dict[str, pipeline.EvalBatches] = {}
-        image = jnp.zeros((1, *run.preprocessing.input_size, run.spec.num_channels), jnp.uint8)
-        self._row = jax.eval_shape(self._outputs, run.init_params, image)  # name -> [1, ...]
+        image = jnp.zeros((1, *run.model.preprocessing.input_size, run.model.spec.num_channels), jnp.uint8)
+        self._row = jax.eval_shape(self._outputs, run.model.params, image)  # name -> [1, ...]
 
     # ---- the frozen part ---------------------------------------------------------------------
     def _bottom_outputs(self, params, images):
-        return self.bottom.apply({"params": params["backbone"]}, self.run.normalize(images), train=False)
+        return self.bottom.apply({"params": params["backbone"]}, self.run.model.normalize(images), train=False)
 
     def _outputs(self, params, images) -> dict:
         """What the model view reads of the frozen part's outputs on uint8 `images`."""
@@ -174,7 +176,7 @@ class FeatureCache:
 
     @functools.cached_property
     def _extract(self):
-        params = jax.device_put(self.run.init_params, parallel.replicated(self.run.mesh))
+        params = jax.device_put(self.run.model.params, parallel.replicated(self.run.mesh))
         outputs = jax.jit(self._outputs, out_shardings=parallel.replicated(self.run.mesh))
         return lambda images: jax.device_get(
             outputs(params, parallel.global_batch({"image": images}, self.run.mesh)["image"]))
@@ -182,7 +184,7 @@ class FeatureCache:
     def nbytes(self) -> int:
         """The bytes the features take: every view of the training split and every evaluated split."""
         row = sum(np.prod(s.shape[1:]) * s.dtype.itemsize for s in self._row.values())
-        splits = self.run.dataset.splits
+        splits = self.run.data.dataset.splits
         rows = self.views * len(splits["train"]) + sum(len(v) for k, v in splits.items() if k != "train")
         return int(row * rows)
 
@@ -194,19 +196,19 @@ class FeatureCache:
             return None
         run = self.run
         h = hashlib.sha256()
-        h.update(repr((self.cut, sorted(self._row), run.spec, run.model.backbone.dtype,
-                       run.model.backbone.attention_impl, run.model.backbone.patch_embed,
-                       repr(run.preprocessing), *extra)).encode())
+        h.update(repr((self.cut, sorted(self._row), run.model.spec, run.model.module.backbone.dtype,
+                       run.model.module.backbone.attention_impl, run.model.module.backbone.patch_embed,
+                       repr(run.model.preprocessing), *extra)).encode())
         h.update(self._weights_digest)
-        records = run.dataset.splits[split]
-        h.update(fingerprint(records, kind, run.preprocessing.input_size, "").encode())
+        records = run.data.dataset.splits[split]
+        h.update(fingerprint(records, kind, run.model.preprocessing.input_size, "").encode())
         return os.path.join(self.directory, f"vitjax-features-{split}-{h.hexdigest()[:20]}")
 
     @functools.cached_property
     def _weights_digest(self) -> bytes:
         """A digest of the backbone's weights (the frozen part's among them)."""
         h = hashlib.sha256()
-        frozen = traverse_util.flatten_dict(self.run.init_params["backbone"], sep="/")
+        frozen = traverse_util.flatten_dict(self.run.model.params["backbone"], sep="/")
         for name in sorted(frozen):
             h.update(name.encode())
             h.update(np.ascontiguousarray(frozen[name]).tobytes())
@@ -220,11 +222,11 @@ class FeatureCache:
     def train_features(self) -> dict[str, np.ndarray]:
         """Name -> [views, N, ...]: the frozen part's outputs on each view of every training image."""
         run, data = self.run, self.run.config.data
-        split = run.dataset.splits["train"]
+        split = run.data.dataset.splits["train"]
         path = self._path("train", "train-views", self.views, run.config.seed, to_dict(data.augment),
                           data.cache_scale)
-        source, augment = pipeline.classification_train(split, run.preprocessing, data)
-        batch = run.per_process_eval_batch
+        source, augment = pipeline.classification_train(split, run.model.preprocessing, data)
+        batch = run.data.per_process_eval_batch
 
         def fill(arrays):
             start = time.time()
@@ -244,7 +246,7 @@ class FeatureCache:
 
     def train_iterator(self, batch_size: int, seed: int, data_cfg):
         """Endless batches {"image": {name: [b, ...]}, "label": [b]} in the image pipeline's order."""
-        labels = np.asarray(self.run.dataset.splits["train"].labels(), np.int32)
+        labels = np.asarray(self.run.data.dataset.splits["train"].labels(), np.int32)
         ds = grain.MapDataset.range(len(labels)).seed(seed % 2**32).shuffle().repeat(None)
         ds = ds.random_map(_PickView(self.train_features, labels, self.views))
         return iter(pipeline.parallel_reader(ds.batch(batch_size, drop_remainder=True), data_cfg, workers=0))
@@ -254,7 +256,7 @@ class FeatureCache:
         """The run's evaluation batches of `split` with the images replaced by their features."""
         if split not in self._eval:
             images = self.run.eval_batches(split)
-            batch = self.run.per_process_eval_batch
+            batch = self.run.data.per_process_eval_batch
             rows = len(images) * batch
             layout = {**self._layout((rows,)), "label": ((rows,), np.int32),
                       "valid": ((rows,), np.bool_)}
@@ -312,10 +314,11 @@ def _as_is(inputs):
 
 
 @dataclasses.dataclass
-class CachedRun(setup.Run):
-    """A run that trains and evaluates the model view over cached features; the rest is `Run`'s."""
+class CachedData(setup.DataPart):
+    """The run's data with the images replaced by the frozen part's outputs: what the model view
+    (`Steps` of `cached_run`) reads."""
 
-    cache: FeatureCache | None = None
+    cache: FeatureCache
 
     def train_iterator(self) -> pipeline.DevicePrefetch:
         host = self.cache.train_iterator(self.per_process_batch, self.config.seed, self.config.data)
@@ -323,14 +326,3 @@ class CachedRun(setup.Run):
 
     def eval_batches(self, split: str) -> pipeline.EvalBatches:
         return self.cache.eval_batches(split)
-
-    def jit_train_step(self):
-        step = make_train_step(self.cache.model, self.task, self.optimizer.tx, _as_is,
-                               trainable_mask=self.optimizer.trainable_mask, backbone_frozen=False,
-                               ema_decay=self.config.optim.ema_decay)
-        return jax.jit(step, donate_argnums=(0,),
-                       out_shardings=(self.state_shardings, parallel.replicated(self.mesh)))
-
-    def jit_eval_step(self):
-        return jax.jit(make_eval_step(self.cache.model, self.task, _as_is),
-                       out_shardings=parallel.replicated(self.mesh))

@@ -20,51 +20,57 @@ from vitjax.checkpoints.families import export_pretrained
 from vitjax.checkpoints.native import export_native
 from vitjax import report
 from vitjax.files import read_json
+from vitjax.workdir import Workdir
 from vitjax.lora import run as lora_run
 from vitjax.train import evaluation
 
 log = logging.getLogger(__name__)
 
 
-def finish(run, best_state, eval_step, host: dict, best_step: int) -> dict:
-    """Evaluates the best weights on validation and test, writes the outputs, exports `best/`."""
-    cfg = run.config.train
-    params = run.eval_params(best_state)
-    workdir = run.workdir
+def reports(run, params, eval_step) -> dict:
+    """The best weights' reports of validation and the test split (written under the workdir)."""
     metrics = {"validation": evaluation.report(run, params, eval_step, "validation",
-                                               os.path.join(workdir, "validation"))}
-    if cfg.test_split:
-        metrics["test"] = evaluation.report(run, params, eval_step, cfg.test_split,
-                                            os.path.join(workdir, cfg.test_split))
-    history = host["history"]
-    train_steps = run.total_steps if not history else history[-1]["step"]
+                                               run.workdir.report("validation"))}
+    test_split = run.config.train.test_split
+    if test_split:
+        metrics["test"] = evaluation.report(run, params, eval_step, test_split,
+                                            run.workdir.report(test_split))
+    return metrics
+
+
+def finish(run, params, metrics: dict, loop, best_step: int) -> dict:
+    """Writes results.json and the learning curves, exports the best weights `params` (`best/`);
+    returns the results. `loop`: the loop's state (`loop.LoopState`)."""
+    cfg, training, dataset = run.config.train, run.training, run.data.dataset
+    history = loop.history
+    train_steps = training.total_steps if not history else history[-1]["step"]
     results = {
         "best_step": int(best_step),
-        "best_epoch": best_step / run.steps_per_epoch,
+        "best_epoch": best_step / training.steps_per_epoch,
         "metrics": metrics,
         "final_train": {k.removeprefix("train/"): v for k, v in (history[-1] if history else {}).items()
                         if k.startswith("train/")},
         "history": history,
-        "runtime_s": host["elapsed"],
-        "train_images_per_s": train_steps * cfg.batch_size / max(host["elapsed"], 1e-9),
+        "runtime_s": loop.elapsed,
+        "train_images_per_s": train_steps * cfg.batch_size / max(loop.elapsed, 1e-9),
         "steps": train_steps,
-        "steps_per_epoch": run.steps_per_epoch,
-        "base_checkpoint": run.base,
-        "data_source": run.dataset.source,
-        "class_names": run.dataset.class_names,
+        "steps_per_epoch": training.steps_per_epoch,
+        "base_checkpoint": run.model.base,
+        "data_source": dataset.source,
+        "class_names": dataset.class_names,
         "devices": jax.device_count(),
     }
     host_params = parallel.to_host(params, run.mesh) if cfg.export else None
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+        with open(run.workdir.results + ".tmp", "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
+        os.replace(run.workdir.results + ".tmp", run.workdir.results)
         if history:
             # The loss and the tracked metric (the task's best metric unless the config names another).
-            curves = dict.fromkeys(("loss", cfg.best_metric, run.task.best_metric[0]))
-            report.plot_learning_curves(history, os.path.join(workdir, "learning_curves.png"),
-                                        metrics=tuple(curves))
+            curves = dict.fromkeys(("loss", cfg.best_metric, run.model.task.best_metric[0]))
+            report.plot_learning_curves(history, run.workdir.learning_curves, metrics=tuple(curves))
         if cfg.export:
-            export(run, host_params, export_dir(run), metrics)
+            export(run, dataset, host_params, export_dir(run), metrics)
     for split, values in metrics.items():
         log.info("%s: %s", split, ", ".join(f"{k}={v:.4f}" for k, v in sorted(values.items())))
     return results
@@ -73,27 +79,29 @@ def finish(run, best_state, eval_step, host: dict, best_step: int) -> dict:
 def export_dir(run) -> str:
     """Where a finished run exports its best weights: `best/` in Hugging Face format, or
     `best_vitjax/` in vitjax's own format for tasks without a transformers class."""
-    return os.path.join(run.workdir, "best" if run.task.hf_config() is not None else "best_vitjax")
+    return run.workdir.export(native=run.model.task.hf_config() is None)
 
 
-def export(run, params, directory: str, metrics: dict | None = None) -> str:
+def export(run, dataset, params, directory: str, metrics: dict | None = None) -> str:
     """Writes `params` (host arrays: `parallel.to_host`) in Hugging Face format (+ model card) when
     the task has a transformers class, else in vitjax's own format. LoRA adapters are merged into
-    the weights, and written alone in PEFT's format to `<directory>_adapter`."""
+    the weights, and written alone in PEFT's format to `<directory>_adapter`. `run`: a training run
+    or an export (`vitjax.train.setup`); `dataset`: its source and class names."""
+    model = run.model
     params = lora_run.export_adapter(run, params, directory)
-    hf = run.task.hf_config()
+    hf = model.task.hf_config()
     if hf is None:
-        path = export_native(directory, run.spec, params, run.preprocessing, run.task.name,
-                             config_lib.to_dict(run.config)["task"], run.dataset.class_names,
-                             {"base_checkpoint": run.base, "metrics": metrics or {}})
-        log.info("task %r has no transformers class: exported in vitjax's format to %s", run.task.name, path)
+        path = export_native(directory, model.spec, params, model.preprocessing, model.task.name,
+                             config_lib.to_dict(run.config)["task"], dataset.class_names,
+                             {"base_checkpoint": model.base, "metrics": metrics or {}})
+        log.info("task %r has no transformers class: exported in vitjax's format to %s", model.task.name, path)
         return path
     id2label = {int(k): v for k, v in hf["id2label"].items()}
-    path = export_pretrained(directory, run.spec, params, id2label, run.preprocessing, task_fields=hf)
+    path = export_pretrained(directory, model.spec, params, id2label, model.preprocessing, task_fields=hf)
     report.write_model_card(path, {
-        "base_checkpoint": run.base if run.base != "scratch" else None,
-        "dataset": run.dataset.source,
-        "class_names": run.dataset.class_names,
+        "base_checkpoint": model.base if model.base != "scratch" else None,
+        "dataset": dataset.source,
+        "class_names": dataset.class_names,
         "metrics": metrics or {},
         "training": {"epochs": run.config.train.epochs, "batch_size": run.config.train.batch_size,
                      "optimizer": run.config.optim.name, "lr": run.config.optim.lr,
@@ -107,7 +115,7 @@ def export(run, params, directory: str, metrics: dict | None = None) -> str:
 def metrics_of(workdir: str, step: int, checkpoint_metrics: dict | None) -> dict:
     """The metrics of the checkpoint of `step` for its model card: the finished run's results
     (validation and test) when they are of that step, else the validation metrics it was saved with."""
-    path = os.path.join(workdir, "results.json")
+    path = Workdir(workdir).results
     if os.path.exists(path):
         results = read_json(path)
         if results.get("best_step") == step:

@@ -7,10 +7,17 @@ stops at once (KeyboardInterrupt). Several processes (`jax.distributed`): JAX's 
 service catches SIGTERM on whichever host receives it and agrees with every other host on the step
 at which all of them stop (`multihost_utils.reached_preemption_sync_point`), so they all save the
 same step; Ctrl-C is forwarded to that service as a SIGTERM of its own process.
+
+Outside the train steps a run has phases with nothing to finish (setting up, restoring, evaluating the
+best checkpoint): inside `at_once(...)` a signal raises `Stopped` at once. Phases that write (the final
+checkpoint, results and export) complete first; `check(...)` after them raises `Stopped` for a signal
+that came meanwhile. Either way the run says what it saved and exits 143 / 130, never silently.
+(Several processes: these phases follow JAX's preemption service, which owns SIGTERM, as before.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -44,6 +51,7 @@ class StopSignals:
         self.signum: int | None = None
         self._shared = jax.process_count() > 1
         self._previous = {}
+        self._at_once = None  # inside `at_once`: the message of a stop there
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is not threading.main_thread():
@@ -63,6 +71,8 @@ class StopSignals:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now, the step under way is lost
         first = self.signum is None
         self.signum = signum
+        if self._at_once is not None and not self._shared:
+            raise Stopped(self._at_once(signal_name(signum)), signum)
         if first:
             log.warning("%s received: finishing the step under way, then saving a checkpoint "
                         "(Ctrl-C again to stop at once)", signal_name(signum))
@@ -77,3 +87,19 @@ class StopSignals:
                 return True
             return False
         return self.signum is not None
+
+    @contextlib.contextmanager
+    def at_once(self, message):
+        """Inside the block a stop signal (or one already received) raises `Stopped` at once, with
+        `message(signal name)`: for phases that have nothing to finish or save."""
+        self.check(message)
+        self._at_once = message
+        try:
+            yield
+        finally:
+            self._at_once = None
+
+    def check(self, message) -> None:
+        """Raises `Stopped(message(signal name))` when a stop signal came (one process)."""
+        if self.signum is not None and not self._shared:
+            raise Stopped(message(signal_name(self.signum)), self.signum)

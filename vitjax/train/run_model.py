@@ -10,8 +10,9 @@ import os
 
 from vitjax.checkpoints import architecture
 from vitjax.files import read_json
+from vitjax.workdir import MODEL
 
-MODEL_FILE = "model.json"
+MODEL_FILE = MODEL
 
 
 def write(workdir: str, spec, preprocessing, base: str) -> str:

@@ -2,15 +2,16 @@
 
 - `make_mesh(config)`: the device mesh, batch sizes checked against it;
 - `open_data(config)`: the task class and its source's splits (`ImageDataset`);
-- `build_model(config, task_class, dataset)`: the task, the backbone + head `Model`, its start
-  parameters (checkpoint weights + fresh head), preprocessing and where the weights came from;
-- `build_training(config, params, spec, dataset)`: optimizer with its parameter groups, plateau,
-  step counts;
-- the steps: `Run.jit_train_step`, `Run.jit_eval_step`.
+- `build_model(...)` -> `ModelPart`: the task, the backbone + head module, its start parameters
+  (checkpoint weights + fresh head), preprocessing and where the weights came from;
+- `build_training(...)` -> `TrainingPart`: optimizer with its parameter groups, plateau, step counts;
+- `build_data(...)` -> `DataPart`: how the task makes batches of the splits;
+- `default_steps(...)` -> `Steps`: what the jitted train and eval steps apply to a batch.
 
-`build_run` composes all of them (the train mode); `build_eval_run` the data and a trained model
-(the evaluate mode); `build_export_run` the model the run recorded over its recorded classes, no data
-and no base checkpoint (export).
+Each mode composes the parts it uses, every one of them whole: `build_run` -> `Run` (model, data,
+training: the train mode); `build_eval_run` -> `Evaluation` (a trained model over data: evaluate,
+robustness); `build_export_run` -> `Export` (the model the run recorded, over its recorded classes,
+with its parameter groups; no data, no base checkpoint).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import functools
 import logging
 import os
 import re
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +36,7 @@ from vitjax.data import pipeline, splits as splits_lib
 from vitjax.data.device_augment import train_transform
 from vitjax.data.records import ImageDataset
 from vitjax.errors import BadValue, UserError
+from vitjax.workdir import Workdir
 from vitjax.files import read_json
 from vitjax.lora import run as lora_run
 from vitjax.models.model import Model, param_shapes
@@ -47,28 +50,52 @@ log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
-class Run:
-    """One training run's pieces; built by `build_run`."""
+class ModelPart:
+    """The task and its model: the backbone + head `module`, its parameters (float32 host arrays:
+    a checkpoint's weights and a fresh head, or a trained model's; an export's: their shapes only),
+    the preprocessing and where the backbone came from (a hub id, a folder, or "scratch")."""
 
     config: object
-    workdir: str
     mesh: jax.sharding.Mesh
-    dataset: ImageDataset
     task: registry.Task
     spec: ViTSpec
-    model: Model
+    module: Model
     preprocessing: Preprocessing
-    init_params: dict  # float32 host arrays: checkpoint weights + fresh head
-    base: str  # where the backbone came from: a hub id, a folder, or "scratch"
-    # From `build_training`; absent (None, 0) in a run built for evaluation only.
-    optimizer: optim.Optimizer | None = None
-    plateau: optim.Plateau | None = None
-    steps_per_epoch: int = 0
-    total_steps: int = 0
-    eval_every_steps: int = 0
-    checkpoint_every_steps: int = 0  # 0: checkpoints at evaluations only
+    params: dict
+    base: str
 
-    # ---- sizes -------------------------------------------------------------------------------
+    @functools.cached_property
+    def normalize(self):
+        """uint8 batch images -> the module's inputs (the checkpoint's normalisation, its dtype)."""
+        dtype = jnp.dtype(self.config.model.dtype)
+        return lambda images: self.preprocessing.normalize(images).astype(dtype)
+
+    def param_shardings(self, shapes=None):
+        """Where each parameter lives on the mesh (`parallel.param_shardings`)."""
+        shapes = jax.eval_shape(lambda params: params, self.params) if shapes is None else shapes
+        return parallel.param_shardings(shapes, self.mesh, min_size=self.config.mesh.fsdp_min_size)
+
+    def placed_params(self):
+        """`params` on the mesh with the parameter shardings."""
+        return jax.device_put(self.params, self.param_shardings())
+
+    def abstract_params(self):
+        """The shapes, dtypes and shardings of `params`, without values (a restore's target)."""
+        return jax.tree.map(lambda p, sharding: jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=sharding),
+                            self.params, self.param_shardings())
+
+
+@dataclasses.dataclass
+class DataPart:
+    """The splits of `config.data` and how batches are made of them for the model's task and
+    preprocessing."""
+
+    config: object
+    mesh: jax.sharding.Mesh
+    dataset: ImageDataset
+    preprocessing: Preprocessing
+    record_transforms: pipeline.RecordTransforms | None  # the task's; None: image + class-label records
+
     @property
     def per_process_batch(self) -> int:
         return self.config.train.batch_size // jax.process_count()
@@ -76,58 +103,6 @@ class Run:
     @property
     def per_process_eval_batch(self) -> int:
         return (self.config.train.eval_batch_size or self.config.train.batch_size) // jax.process_count()
-
-    # ---- state -------------------------------------------------------------------------------
-    def _init_fn(self):
-        ema = self.config.optim.ema_decay > 0
-
-        def init(params):
-            return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                              opt_state=self.optimizer.tx.init(params),
-                              ema_params=params if ema else None,
-                              rng=jax.random.key_data(jax.random.key(self.config.seed)))
-
-        return init
-
-    @functools.cached_property
-    def state_shardings(self) -> TrainState:
-        """Where each part of the train state lives on the mesh: parameters (and the EMA) by
-        `parallel.param_shardings`, optimizer state next to its parameters, the rest replicated."""
-        shapes = jax.eval_shape(self._init_fn(), self.init_params)
-        params = parallel.param_shardings(shapes.params, self.mesh,
-                                          min_size=self.config.mesh.fsdp_min_size)
-        return TrainState(
-            step=parallel.replicated(self.mesh),
-            params=params,
-            opt_state=parallel.shardings_like_params(shapes.opt_state, shapes.params, params,
-                                                     self.mesh),
-            ema_params=None if shapes.ema_params is None else params,
-            rng=parallel.replicated(self.mesh))
-
-    def _param_shardings(self):
-        shapes = jax.eval_shape(lambda params: params, self.init_params)
-        return parallel.param_shardings(shapes, self.mesh, min_size=self.config.mesh.fsdp_min_size)
-
-    def placed_params(self):
-        """`init_params` on the mesh with the parameter shardings (no optimizer needed)."""
-        return jax.device_put(self.init_params, self._param_shardings())
-
-    def abstract_params(self):
-        """The shapes, dtypes and shardings of `init_params`, without values (a restore's target)."""
-        return jax.tree.map(lambda p, sharding: jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=sharding),
-                            self.init_params, self._param_shardings())
-
-    def init_state(self) -> TrainState:
-        """The step-0 train state, placed on the mesh with the parameter shardings."""
-        shardings = self.state_shardings
-        params = jax.device_put(self.init_params, shardings.params)
-        return jax.jit(self._init_fn(), out_shardings=shardings)(params)
-
-    # ---- data --------------------------------------------------------------------------------
-    @functools.cached_property
-    def record_transforms(self) -> pipeline.RecordTransforms | None:
-        """The task's record transforms; None for image + class-label records."""
-        return self.task.data_transforms(self.preprocessing, self.config.data)
 
     def train_iterator(self) -> pipeline.DevicePrefetch:
         """Global training batches on the mesh, the next ones already on their way to it."""
@@ -144,38 +119,136 @@ class Run:
             shard_index=jax.process_index(), shard_count=jax.process_count(),
             data_cfg=self.config.data, record_transforms=self.record_transforms)
 
-    # ---- steps -------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class TrainingPart:
+    """The optimizer (parameter groups), the plateau and the step counts of a training run."""
+
+    optimizer: optim.Optimizer
+    plateau: optim.Plateau | None
+    steps_per_epoch: int
+    total_steps: int
+    eval_every_steps: int
+    checkpoint_every_steps: int  # 0: checkpoints at evaluations only
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """What the jitted steps apply to a batch: the module, the map from a batch's "image" to its
+    inputs and the device-side augmentation (None: none). A run over cached features
+    (`feature_cache`) swaps these for the model view over the features."""
+
+    module: Model
+    normalize: Callable
+    augment: Callable | None = None
+
+
+class _Evaluates:
+    """Evaluation over `self.data` with `self.steps` (of an `Evaluation` and of a `Run`)."""
+
+    def eval_batches(self, split: str):
+        return self.data.eval_batches(split)
+
+    def jit_eval_step(self):
+        # Replicated metrics: each process reads the totals over every host's examples.
+        return jax.jit(make_eval_step(self.steps.module, self.model.task, self.steps.normalize),
+                       out_shardings=parallel.replicated(self.mesh))
+
+
+@dataclasses.dataclass
+class Evaluation(_Evaluates):
+    """A trained model over data: the evaluate and robustness modes (`build_eval_run`)."""
+
+    config: object
+    workdir: Workdir
+    mesh: jax.sharding.Mesh
+    model: ModelPart
+    data: DataPart
+    steps: Steps
+
+
+@dataclasses.dataclass
+class Run(_Evaluates):
+    """One training run: the model, the data and the training (`build_run`)."""
+
+    config: object
+    workdir: Workdir
+    mesh: jax.sharding.Mesh
+    model: ModelPart
+    data: DataPart
+    training: TrainingPart
+    steps: Steps
+
+    # ---- state -------------------------------------------------------------------------------
+    def _init_fn(self):
+        ema = self.config.optim.ema_decay > 0
+
+        def init(params):
+            return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                              opt_state=self.training.optimizer.tx.init(params),
+                              ema_params=params if ema else None,
+                              rng=jax.random.key_data(jax.random.key(self.config.seed)))
+
+        return init
+
     @functools.cached_property
-    def normalize(self):
-        dtype = jnp.dtype(self.config.model.dtype)
-        return lambda images: self.preprocessing.normalize(images).astype(dtype)
+    def state_shardings(self) -> TrainState:
+        """Where each part of the train state lives on the mesh: parameters (and the EMA) by
+        `parallel.param_shardings`, optimizer state next to its parameters, the rest replicated."""
+        shapes = jax.eval_shape(self._init_fn(), self.model.params)
+        params = self.model.param_shardings(shapes.params)
+        return TrainState(
+            step=parallel.replicated(self.mesh),
+            params=params,
+            opt_state=parallel.shardings_like_params(shapes.opt_state, shapes.params, params,
+                                                     self.mesh),
+            ema_params=None if shapes.ema_params is None else params,
+            rng=parallel.replicated(self.mesh))
+
+    def init_state(self) -> TrainState:
+        """The step-0 train state, placed on the mesh with the parameter shardings."""
+        shardings = self.state_shardings
+        params = jax.device_put(self.model.params, shardings.params)
+        return jax.jit(self._init_fn(), out_shardings=shardings)(params)
+
+    # ---- data and steps ----------------------------------------------------------------------
+    def train_iterator(self) -> pipeline.DevicePrefetch:
+        return self.data.train_iterator()
 
     def jit_train_step(self):
-        augment = None if self.record_transforms is not None else train_transform(
-            self.config.data, self.preprocessing.input_size, self.dataset.num_classes)
-        step = make_train_step(self.model, self.task, self.optimizer.tx, self.normalize,
-                               trainable_mask=self.optimizer.trainable_mask,
-                               backbone_frozen=self.optimizer.backbone_frozen, augment=augment,
+        optimizer = self.training.optimizer
+        step = make_train_step(self.steps.module, self.model.task, optimizer.tx, self.steps.normalize,
+                               trainable_mask=optimizer.trainable_mask,
+                               backbone_frozen=optimizer.backbone_frozen, augment=self.steps.augment,
                                ema_decay=self.config.optim.ema_decay)
         # The state keeps its shardings from step to step; metrics come back replicated, so every
         # process can read them.
         return jax.jit(step, donate_argnums=(0,),
                        out_shardings=(self.state_shardings, parallel.replicated(self.mesh)))
 
-    def jit_eval_step(self):
-        # Replicated metrics: each process reads the totals over every host's examples.
-        return jax.jit(make_eval_step(self.model, self.task, self.normalize),
-                       out_shardings=parallel.replicated(self.mesh))
-
     def lr_at(self, step: int, opt_state) -> float:
         """The largest group learning rate of the update made at `step` (0-based), with the
         plateau scale: `optim.lr` times the schedule, before layer decay lowers deeper groups."""
-        rate = max(float(fn(step)) for fn in self.optimizer.lr_fns.values())
+        rate = max(float(fn(step)) for fn in self.training.optimizer.lr_fns.values())
         return rate * optim.get_lr_scale(opt_state)
 
     def eval_params(self, state: TrainState):
         """The weights evaluated and exported: the EMA when it is on, else the params."""
         return state.params if state.ema_params is None else state.ema_params
+
+
+@dataclasses.dataclass
+class Export:
+    """A trained run's model as export writes it, from the workdir alone: the model part (the
+    parameters' shapes), its training part (which parameters trained: LoRA's adapter export), the
+    source and classes the run recorded."""
+
+    config: object
+    workdir: Workdir
+    mesh: jax.sharding.Mesh
+    model: ModelPart
+    training: TrainingPart
+    dataset: ImageDataset  # source and class names, without records
 
 
 def make_mesh(config) -> jax.sharding.Mesh:
@@ -201,41 +274,44 @@ def open_data(config) -> tuple[type[registry.Task], ImageDataset]:
     return task_class, dataset
 
 
-@dataclasses.dataclass
-class Built:
-    """What `build_model` returns: the task and its model with start parameters."""
-
-    task: registry.Task
-    spec: ViTSpec
-    model: Model
-    preprocessing: Preprocessing
-    init_params: dict
-    base: str
-
-
-def build_model(config, task_class: type[registry.Task], dataset: ImageDataset) -> Built:
+def build_model(config, mesh, task_class: type[registry.Task], dataset: ImageDataset) -> ModelPart:
     """The task over `dataset`'s classes, the backbone + task head, and the start parameters:
     the checkpoint's tensors where they fit, fresh ones elsewhere."""
     log.info("data %s: %s", dataset.source, {s: len(v) for s, v in dataset.splits.items()})
     task = task_class(config.task, dataset.class_names)
     spec, params, preprocessing, base = load_backbone(config, dataset.class_names)
-    model = _task_model(config, task, spec)
-    params = _with_task_head(model, spec, params, config.seed, task.head_from_checkpoint(), base)
-    return Built(task=task, spec=spec, model=model, preprocessing=preprocessing, init_params=params,
-                 base=base)
+    module = _task_module(config, task, spec)
+    params = _with_task_head(module, spec, params, config.seed, task.head_from_checkpoint(), base)
+    return ModelPart(config=config, mesh=mesh, task=task, spec=spec, module=module,
+                     preprocessing=preprocessing, params=params, base=base)
 
 
-def _task_model(config, task: registry.Task, spec: ViTSpec) -> Model:
+def _task_module(config, task: registry.Task, spec: ViTSpec) -> Model:
     """The backbone of `spec` with the task's head (and LoRA adapters when `config.lora` is on)."""
     return lora_run.build_model(config.lora, Model(ViT(spec, **backbone_options(config.model)),
                                                    task.make_head(spec)))
 
 
-def build_training(config, params: dict, spec: ViTSpec, dataset: ImageDataset) -> dict:
-    """The `Run` fields of training: optimizer (parameter groups), plateau and step counts."""
-    steps_per_epoch = len(dataset.splits["train"]) // config.train.batch_size
+def build_data(config, mesh, dataset: ImageDataset, model: ModelPart) -> DataPart:
+    """How the model's task makes batches of `dataset`."""
+    return DataPart(config=config, mesh=mesh, dataset=dataset, preprocessing=model.preprocessing,
+                    record_transforms=model.task.data_transforms(model.preprocessing, config.data))
+
+
+def default_steps(model: ModelPart, data: DataPart) -> Steps:
+    """The steps over images: the model's module, its normalisation, the configured device-side
+    augmentation (for image + class-label records)."""
+    augment = None if data.record_transforms is not None else train_transform(
+        model.config.data, model.preprocessing.input_size, data.dataset.num_classes)
+    return Steps(module=model.module, normalize=model.normalize, augment=augment)
+
+
+def build_training(config, params: dict, spec: ViTSpec, train_size: int) -> TrainingPart:
+    """The optimizer (parameter groups) over `params` (arrays or shapes), the plateau and the step
+    counts of training on `train_size` images."""
+    steps_per_epoch = train_size // config.train.batch_size
     if steps_per_epoch == 0:
-        raise BadValue(f"the train split has {len(dataset.splits['train'])} images, fewer than "
+        raise BadValue(f"the train split has {train_size} images, fewer than "
                        f"config.train.batch_size={config.train.batch_size}; lower the batch size.")
     total_steps = max(1, round(config.train.epochs * steps_per_epoch))
     eval_every = durations.to_steps(config.train.eval_every, steps_per_epoch=steps_per_epoch,
@@ -248,48 +324,56 @@ def build_training(config, params: dict, spec: ViTSpec, dataset: ImageDataset) -
                                       steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                                       batch_size=config.train.batch_size,
                                       extra_rules=lora_run.optimizer_rules(config.lora))
-    return dict(optimizer=optimizer, plateau=optim.build_plateau(config.optim),
-                steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                eval_every_steps=max(1, min(eval_every, total_steps)),
-                checkpoint_every_steps=checkpoint_every)
+    return TrainingPart(optimizer=optimizer, plateau=optim.build_plateau(config.optim),
+                        steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                        eval_every_steps=max(1, min(eval_every, total_steps)),
+                        checkpoint_every_steps=checkpoint_every)
 
 
-def build_eval_run(config, workdir: str, trained) -> Run:
-    """A run that evaluates a trained model (`vitjax.predictor.Predictor`) on `config.data`: data,
-    model and parameters, no optimizer, no base checkpoint."""
+def build_eval_run(config, workdir: str, trained) -> Evaluation:
+    """A trained model (`vitjax.predictor.Predictor`) over `config.data`: the evaluate and
+    robustness modes."""
     mesh = make_mesh(config)
     _, dataset = open_data(config)
     task = trained.task
     if task.has_classes and dataset.class_names != task.class_names:
         raise BadValue(f"the model's classes {task.class_names} are not the classes "
                        f"{dataset.class_names} of config.data.source={config.data.source!r}.")
-    return Run(config=config, workdir=workdir, mesh=mesh, dataset=dataset, task=task,
-               spec=trained.spec, model=trained.model, preprocessing=trained.preprocessing,
-               init_params=trained.params, base=config.model.checkpoint or "scratch")
+    model = ModelPart(config=config, mesh=mesh, task=task, spec=trained.spec, module=trained.model,
+                      preprocessing=trained.preprocessing, params=trained.params,
+                      base=config.model.checkpoint or "scratch")
+    data = build_data(config, mesh, dataset, model)
+    return Evaluation(config=config, workdir=Workdir(workdir), mesh=mesh, model=model, data=data,
+                      steps=default_steps(model, data))
 
 
-def recorded_dataset(workdir: str) -> ImageDataset:
+def recorded_dataset(workdir: str) -> tuple[ImageDataset, int]:
     """The source and class names the run in `workdir` recorded in data_split.json, without records
-    (what export needs, without opening the data)."""
-    path = os.path.join(workdir, splits_lib.SPLIT_FILE)
+    (what export needs, without opening the data), and the size of its train split."""
+    path = Workdir(workdir).split
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} is missing: {workdir} holds no training run; train first.")
     recorded = read_json(path, "train the run again to rewrite it")
-    return ImageDataset(source=recorded["source"], splits={}, class_names=recorded["class_names"])
+    train = (recorded.get("splits") or {}).get("train") or {}
+    dataset = ImageDataset(source=recorded["source"], splits={}, class_names=recorded["class_names"])
+    return dataset, len(train.get("ids") or ())
 
 
-def build_export_run(config, workdir: str) -> Run:
-    """A run that exports: the task and model over the recorded classes, no data, no optimizer, no
-    base checkpoint (the architecture and preprocessing come from the workdir's `model.json`).
-    `init_params` holds the parameters' shapes only (`Run.abstract_params`)."""
+def build_export_run(config, workdir: str) -> Export:
+    """What export writes: the task and model over the recorded classes, its parameter groups, no
+    data and no base checkpoint (the architecture and preprocessing come from the workdir's
+    `model.json`). The model part's `params` are the parameters' shapes only."""
     registry.load_plugins(config.task.plugins)
-    dataset = recorded_dataset(workdir)
+    dataset, train_size = recorded_dataset(workdir)
     task = registry.get_task(config.task.name)(config.task, dataset.class_names)
     spec, preprocessing = recorded_model(config, workdir, dataset.class_names)
-    model = _task_model(config, task, spec)
-    return Run(config=config, workdir=workdir, mesh=make_mesh(config), dataset=dataset, task=task,
-               spec=spec, model=model, preprocessing=preprocessing, init_params=param_shapes(model, spec),
-               base=config.model.checkpoint or "scratch")
+    module = _task_module(config, task, spec)
+    mesh = make_mesh(config)
+    model = ModelPart(config=config, mesh=mesh, task=task, spec=spec, module=module,
+                      preprocessing=preprocessing, params=param_shapes(module, spec),
+                      base=config.model.checkpoint or "scratch")
+    return Export(config=config, workdir=Workdir(workdir), mesh=mesh, model=model,
+                  training=build_training(config, model.params, spec, train_size), dataset=dataset)
 
 
 def recorded_model(config, workdir: str, class_names) -> tuple[ViTSpec, Preprocessing]:
@@ -302,7 +386,7 @@ def recorded_model(config, workdir: str, class_names) -> tuple[ViTSpec, Preproce
         spec, _, preprocessing, _ = load_backbone(config, class_names)
     except (OSError, UserError) as e:
         raise FileNotFoundError(
-            f"{os.path.join(workdir, run_model.MODEL_FILE)} is missing (the run was trained by an older "
+            f"{Workdir(workdir).model} is missing (the run was trained by an older "
             f"vitjax), and the model cannot be rebuilt from its base checkpoint "
             f"{config.model.checkpoint!r} either ({e}). Make that checkpoint readable here, or train the "
             f"run again (which records the model in the workdir).") from e
@@ -319,24 +403,26 @@ def build_run(config, workdir: str, dataset: ImageDataset | None = None) -> Run:
     else:
         registry.load_plugins(config.task.plugins)
         task_class = registry.get_task(config.task.name)
-    built = build_model(config, task_class, dataset)
-    training = build_training(config, built.init_params, built.spec, dataset)
-    built.init_params = lora_run.prepare_params(config.lora, built.init_params,
-                                                training["optimizer"].trainable_mask)
-    return Run(config=config, workdir=workdir, mesh=mesh, dataset=dataset, **vars(built), **training)
+    model = build_model(config, mesh, task_class, dataset)
+    training = build_training(config, model.params, model.spec, len(dataset.splits["train"]))
+    model = dataclasses.replace(model, params=lora_run.prepare_params(
+        config.lora, model.params, training.optimizer.trainable_mask))
+    data = build_data(config, mesh, dataset, model)
+    return Run(config=config, workdir=Workdir(workdir), mesh=mesh, model=model, data=data,
+               training=training, steps=default_steps(model, data))
 
 
 def write_run_files(run: Run) -> None:
     """Process 0 writes the audit file of the split, the parameter-group table and the model the run
     resolved (`run_model`: what the modes after training rebuild it from) to the workdir."""
     if jax.process_index() == 0:
-        table = run.optimizer.describe()
+        table = run.training.optimizer.describe()
         log.info("parameter groups:\n%s", table)
-        checkpoints = os.path.join(run.workdir, "checkpoints")
-        splits_lib.write_split(run.workdir, run.dataset, replace=not has_checkpoints(checkpoints))
-        with open(os.path.join(run.workdir, "param_groups.txt"), "w", encoding="utf-8") as f:
+        splits_lib.write_split(run.workdir.path, run.data.dataset,
+                               replace=not has_checkpoints(run.workdir.checkpoints))
+        with open(run.workdir.param_groups, "w", encoding="utf-8") as f:
             f.write(table + "\n")
-        run_model.write(run.workdir, run.spec, run.preprocessing, run.base)
+        run_model.write(run.workdir.path, run.model.spec, run.model.preprocessing, run.model.base)
 
 
 def load_backbone(config, class_names):

@@ -15,6 +15,8 @@ import time
 
 import jax
 
+from vitjax.workdir import Workdir
+
 
 class MetricWriter:
     """Writes scalar metrics to `<workdir>/metrics.jsonl` and `<workdir>/tensorboard/`."""
@@ -27,11 +29,11 @@ class MetricWriter:
         self._jsonl = self._tb = None
         if self.enabled:
             SummaryWriter = _summary_writer_class()
-            path = os.path.join(workdir, "metrics.jsonl")
+            path = Workdir(workdir).metrics
             _drop_records_after(path, start_step)
             self._jsonl = open(path, "a", encoding="utf-8")
             if tensorboard:
-                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step + 1)
+                self._tb = SummaryWriter(Workdir(workdir).tensorboard, purge_step=start_step + 1)
 
     def write(self, step: int, scalars: dict[str, float], prefix: str) -> None:
         """Logs `scalars` under `prefix` (e.g. "train", "validation") at `step`."""
