@@ -13,7 +13,7 @@ from PIL import Image
 from train_helpers import COLOURS, export_without_data, tiny_config
 from vitjax import modes
 from vitjax.checkpoints.preprocessing import Preprocessing
-from vitjax.data import multilabel
+from vitjax.data import multilabel, pipeline
 from vitjax.data.config import default_config as data_default_config
 
 
@@ -44,10 +44,14 @@ def test_hf_sequence_of_class_labels_becomes_multi_hot():
     data_cfg = data_default_config()
     splits, names = multilabel.from_hf(dataset, data_cfg)
     assert names == ["a", "b", "c"]
-    transforms = multilabel.MultiHotTransforms(Preprocessing.default(4), data_cfg.augment, 3)
-    assert transforms.eval(splits["train"][0])["label"].tolist() == [1, 0, 1]
-    example = transforms.train(splits["train"][1], np.random.default_rng(0))
-    assert example["label"].tolist() == [0, 0, 0] and example["image"].shape == (4, 4, 3)
+    transforms = multilabel.multi_hot_transforms(Preprocessing.default(4), data_cfg, 3)
+    evaluated = next(iter(pipeline.eval_batches(splits["train"], Preprocessing.default(4), batch_size=2,
+                                                record_transforms=transforms)))
+    assert evaluated["label"].tolist() == [[1, 0, 1], [0, 0, 0]]
+    example = next(pipeline.train_iterator(splits["train"], Preprocessing.default(4), data_cfg, batch_size=2,
+                                           seed=0, record_transforms=transforms))
+    assert sorted(example["label"].tolist()) == [[0, 0, 0], [1, 0, 1]]
+    assert example["image"].shape == (2, 4, 4, 3)
 
 
 def test_multilabel_classification_trains_from_a_csv_folder(tmp_path):

@@ -9,7 +9,7 @@ runs any task by calling only the methods below (and every one of them is called
     task_class = get_task(config.task.name)
     dataset = task_class.open_source(config.data, config.task)    # splits of records + class names
     task = task_class(config.task, dataset.class_names)
-    transforms = task.data_transforms(preprocessing, config.data)  # None: image + class-label records
+    transforms = task.data_transforms(preprocessing, config.data)  # records -> examples, + what they support
     model = Model(backbone, task.make_head(spec))
     task.head_from_checkpoint()                                # head tensors the checkpoint may fill
     loss, aux = task.loss(outputs, batch)                      # inside the jitted train/eval step
@@ -32,9 +32,21 @@ Updates are merged on the host, outside jit, so a plugin may use clu's `Collecti
 metrics that need every prediction (average precision, COCO mAP).
 
 The data hooks default to image classification: `open_source` reads `config.data.source` into
-{"image", "label"} records and `data_transforms` returns None, which keeps the pipeline's own
-decode/augment/cache path. A task with other targets (masks, boxes) overrides both: its records carry
-what it needs, and its `RecordTransforms` turn a record into the batch fields with augmentation applied to image and targets together, plus the padding example of eval batches.
+{"image", "label"} records and `data_transforms` returns `vitjax.data.pipeline.image_label_transforms`.
+A task with other targets (masks, boxes) overrides both: its records carry what it needs, and its
+`RecordTransforms` turn a record into the batch fields with augmentation applied to image and targets
+together, give the padding example of eval batches, and declare which data knobs the records support
+(`decode_cache`, `device_augment`, `mixup`; each defaults to False).
+
+What the core asks a task, besides calling the hooks above (it never reads a task's name or knobs):
+- `has_classes` (class attribute): whether the task has classes at all;
+- `class_logits` (class attribute): whether its outputs are class logits [B, C] and batch["label"]
+  int classes [B] or float targets [B, C] — what adversarial attacks and calibration need;
+- its `RecordTransforms`' flags: which of config.data.cache, device_augment, mixup/cutmix apply;
+- its record sources' `labels()`: each record's class, or, where the source also has `classes()`
+  (per record, the classes it shows: a multi-label image's labels, a mask's classes, the classes of
+  boxes), strata for carving splits only. The split warnings and `data_split.json`'s per-class
+  counts count `classes()` (`vitjax.data.records`).
 
 Plugins come from three places, all imported by `load_plugins`: the built-ins (`vitjax.tasks.*`,
   the repo's `tasks/` folder), module
@@ -85,6 +97,10 @@ class Task(abc.ABC):
     # `vitjax.data.splits.resolve_splits` (its `labels()` are then only strata for carving splits),
     # it gets `class_names == []`, and no per-class checks or warnings.
     has_classes: ClassVar[bool] = True
+    # True when `outputs` are class logits [B, C] and batch["label"] int classes [B] (softmax) or
+    # float targets [B, C] (sigmoid, multi-hot): robustness reports then attack the model and
+    # measure its calibration (`vitjax.robustness`); other tasks get the corruption sweep only.
+    class_logits: ClassVar[bool] = False
 
     def __init__(self, config: ml_collections.ConfigDict, class_names: Sequence[str]):
         """Takes `config.task` and the dataset's class names (index i names label i; [] without classes)."""
@@ -114,10 +130,13 @@ class Task(abc.ABC):
         return open_source(data_cfg)
 
     def data_transforms(self, preprocessing: Any, data_cfg: ml_collections.ConfigDict) -> Any:
-        """A `vitjax.data.pipeline.RecordTransforms` turning this task's records into batches of
-        "image" (at `preprocessing.input_size`) plus the task's target fields, or None (the default) for the
-        pipeline's own image-classification transforms."""
-        return None
+        """The `vitjax.data.pipeline.RecordTransforms` turning this task's records into batches of
+        "image" (at `preprocessing.input_size`) plus the task's target fields, and declaring the data
+        knobs they support. The default: `image_label_transforms` of {"image", "label"} records
+        (every knob supported)."""
+        from vitjax.data.pipeline import image_label_transforms
+
+        return image_label_transforms(preprocessing, data_cfg)
 
     @abc.abstractmethod
     def make_head(self, spec: Any) -> nn.Module:
@@ -182,8 +201,10 @@ class Task(abc.ABC):
         raise BadValue(_missing_hooks(self, ["prediction_records"]))
 
     def hf_config(self) -> dict | None:
-        """Fields the Hugging Face `config.json` needs (id2label, ...), or None when no transformers
-        class fits the task, in which case the model is exported in vitjax's own format."""
+        """Fields the Hugging Face `config.json` needs (id2label, ...) and, under "pooling", the
+        pooling of a `vitjax.models.heads.ClassificationHead` head (it picks the family's classifier
+        class; not written to config.json); or None when no transformers class fits the task, in
+        which case the model is exported in vitjax's own format. Called after `make_head`."""
         return None
 
 

@@ -54,8 +54,8 @@ def export_adapter(run, params, directory: str) -> dict:
     export as a plain model; without it, returns `params` unchanged."""
     if not isinstance(run.model, LoRAModel):
         return params
-    pooling = getattr(run.model.head, "pooling", None)  # tasks without a transformers class: merge only
-    if pooling is None or run.task.hf_config() is None or run.spec.family not in peft_format.FAMILIES:
+    pooling = (run.task.hf_config() or {}).get("pooling")  # tasks without a transformers class: merge only
+    if pooling is None or run.spec.family not in peft_format.FAMILIES:
         log.info("LoRA: no PEFT adapter for a %s %s model; best/ holds the adapters merged",
                  run.spec.family, run.task.name)
         return merge(params, run.model.lora)

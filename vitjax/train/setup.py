@@ -125,8 +125,8 @@ class Run:
 
     # ---- data --------------------------------------------------------------------------------
     @functools.cached_property
-    def record_transforms(self) -> pipeline.RecordTransforms | None:
-        """The task's record transforms; None for image + class-label records."""
+    def record_transforms(self) -> pipeline.RecordTransforms:
+        """The task's record transforms (and the data knobs they support)."""
         return self.task.data_transforms(self.preprocessing, self.config.data)
 
     def train_iterator(self) -> pipeline.DevicePrefetch:
@@ -151,8 +151,7 @@ class Run:
         return lambda images: self.preprocessing.normalize(images).astype(dtype)
 
     def jit_train_step(self):
-        augment = None if self.record_transforms is not None else train_transform(
-            self.config.data, self.preprocessing.input_size, self.dataset.num_classes)
+        augment = train_transform(self.config.data, self.preprocessing.input_size, self.dataset.num_classes)
         step = make_train_step(self.model, self.task, self.optimizer.tx, self.normalize,
                                trainable_mask=self.optimizer.trainable_mask,
                                backbone_frozen=self.optimizer.backbone_frozen, augment=augment,
