@@ -12,7 +12,8 @@ pass through the backbone.
 Everything else is the ordinary run: the train state holds the full parameter tree (frozen tensors
 untouched), so checkpoints, resume, early stopping, reports and the export to `best/` are the same.
 Batches keep the trainer's layout, their "image" entry holding what the trained part reads (a dict
-of cached arrays), so the train and eval steps are the usual ones over the model view. Training
+of cached arrays) and the task's other fields of the same view (labels, masks, boxes: any task), so
+the train and eval steps are the usual ones over the model view. Training
 batches follow the image pipeline's order (same seed, same shuffle), one of each image's views
 drawn at random. The frozen part runs in inference mode: no dropout or stochastic depth in it.
 
@@ -39,6 +40,7 @@ from vitjax.config import to_dict
 from vitjax.data import pipeline
 from vitjax.data.cache import fingerprint
 from vitjax.data.feature_store import filled_arrays
+from vitjax.data.records import record_classes
 from vitjax.errors import BadValue
 from vitjax.models.model import Model
 from vitjax.models.split import split_backbone
@@ -197,6 +199,8 @@ class FeatureCache:
         h.update(self._weights_digest)
         records = run.dataset.splits[split]
         h.update(fingerprint(records, kind, run.preprocessing.input_size, "").encode())
+        # The stored targets follow the records' classes where `labels()` do not hold them all.
+        h.update(repr([c.tolist() for c in record_classes(records) or ()]).encode())
         return os.path.join(self.directory, f"vitjax-features-{split}-{h.hexdigest()[:20]}")
 
     @functools.cached_property
