@@ -203,8 +203,8 @@ class Classification(Task):
     def make_head(self, spec: Any):
         from vitjax.models.heads import ClassificationHead  # The core room's head; HF export maps it.
 
-        self.pooling = self.config.pooling or DEFAULT_POOLING[spec.family]  # exported by hf_config
-        return ClassificationHead(num_labels=self.num_classes, pooling=self.pooling)
+        pooling = self.config.pooling or DEFAULT_POOLING[spec.family]
+        return ClassificationHead(num_labels=self.num_classes, pooling=pooling)
 
     def head_from_checkpoint(self) -> tuple[str, ...]:
         """The classifier: the checkpoint loader (`vitjax.checkpoints.hf_load`) provides the
@@ -426,9 +426,9 @@ class Classification(Task):
 
     def hf_config(self) -> dict:
         """id2label/label2id and the problem type for transformers' *ForImageClassification config,
-        and the head's pooling (after `make_head`), which picks the family's classifier class."""
+        and the head's pooling (None: the family's own), which picks the family's classifier class."""
         return {
-            "pooling": self.pooling,
+            "pooling": self.config.pooling,
             "id2label": dict(enumerate(self.class_names)),
             "label2id": {name: i for i, name in enumerate(self.class_names)},
             "problem_type": f"{'multi' if self.config.multilabel else 'single'}_label_classification",

@@ -201,10 +201,11 @@ class Task(abc.ABC):
         raise BadValue(_missing_hooks(self, ["prediction_records"]))
 
     def hf_config(self) -> dict | None:
-        """Fields the Hugging Face `config.json` needs (id2label, ...) and, under "pooling", the
-        pooling of a `vitjax.models.heads.ClassificationHead` head (it picks the family's classifier
-        class; not written to config.json); or None when no transformers class fits the task, in
-        which case the model is exported in vitjax's own format. Called after `make_head`."""
+        """Fields the Hugging Face `config.json` needs (id2label, ...) and, for a task whose head is a
+        `vitjax.models.heads.ClassificationHead`, its "pooling" (None: the family's default), which
+        picks the family's classifier class and is not written to config.json; or None when no
+        transformers class fits the task, in which case the model is exported in vitjax's own
+        format."""
         return None
 
 

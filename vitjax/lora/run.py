@@ -13,6 +13,7 @@ from vitjax.errors import BadValue
 from vitjax.lora import peft as peft_format
 from vitjax.lora.config import enabled
 from vitjax.lora.model import ADAPTER_PATH, LoRAModel, LoRASpec, adapted_layers, merge
+from vitjax.models.heads import DEFAULT_POOLING
 from vitjax.models.model import Model
 from vitjax.optim import groups
 
@@ -54,8 +55,8 @@ def export_adapter(run, params, directory: str) -> dict:
     export as a plain model; without it, returns `params` unchanged."""
     if not isinstance(run.model, LoRAModel):
         return params
-    pooling = (run.task.hf_config() or {}).get("pooling")  # tasks without a transformers class: merge only
-    if pooling is None or run.spec.family not in peft_format.FAMILIES:
+    hf = run.task.hf_config() or {}  # tasks without a transformers classifier: merge only
+    if "pooling" not in hf or run.spec.family not in peft_format.FAMILIES:
         log.info("LoRA: no PEFT adapter for a %s %s model; best/ holds the adapters merged",
                  run.spec.family, run.task.name)
         return merge(params, run.model.lora)
@@ -65,6 +66,7 @@ def export_adapter(run, params, directory: str) -> dict:
         return merge(params, run.model.lora)
     trained = [p for p, t in zip(jax.tree.leaves(groups.path_tree(params)),
                                  jax.tree.leaves(run.optimizer.trainable_mask)) if t]
+    pooling = hf["pooling"] or DEFAULT_POOLING[run.spec.family]
     path = peft_format.save_adapter(directory.rstrip("/") + "_adapter", run.spec, pooling,
                                     params, run.model.lora, trained, base=run.base)
     log.info("exported the LoRA adapter in PEFT format to %s", path)
