@@ -61,7 +61,6 @@ def test_imagefolder_config_trains_multilabel(stand_ins, tmp_path):
     """configs/imagefolder.py (decode cache on disk, RandAugment) with multi-label records."""
     config = _load(os.path.join(REPO, "configs", "imagefolder.py"))
     config.task.multilabel = True
-    config.train.best_metric = "mean_average_precision"
     config.data.source = f"folder:{csv_folder(str(tmp_path / 'data'), count=48, size=32)}"
     _train(config, stand_ins[0], tmp_path)
     with open(tmp_path / "run" / "data_split.json", encoding="utf-8") as f:

@@ -94,7 +94,6 @@ def test_a_task_declaring_class_logits_is_attacked_and_calibrated(tmp_path):
     workdir = str(tmp_path / "run")
     modes.train(config, workdir)
     result = modes.robustness(None, workdir, None, "test", _options(epsilons=(8.0,), pgd_steps=2,
-                                                                     corruptions=("contrast",),
-                                                                     severities=(1,)))
+                                                                     corruptions=()))
     assert result["task"] == "renamed_classifier"
     assert set(result["attacks"]) == {"fgsm", "pgd"} and "before" in result["calibration"]

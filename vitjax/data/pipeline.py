@@ -106,17 +106,19 @@ class RecordTransforms:
 def _check_transforms(record_transforms: RecordTransforms, data_cfg) -> None:
     """Every knob `data_cfg` turns on is one the records support."""
     augment = data_cfg.augment
-    unsupported = {
-        "config.data.cache": data_cfg.cache != "none" and not record_transforms.decode_cache,
-        "config.data.device_augment": data_cfg.device_augment and not record_transforms.device_augment,
-        "config.data.augment.mixup_alpha": augment.get("mixup_alpha", 0) > 0 and not record_transforms.mixup,
-        "config.data.augment.cutmix_alpha": augment.get("cutmix_alpha", 0) > 0 and not record_transforms.mixup,
+    knobs = {  # key: (turned on, the declaration it needs)
+        "config.data.cache": (data_cfg.cache != "none", "decode_cache"),
+        "config.data.device_augment": (data_cfg.device_augment, "device_augment"),
+        "config.data.augment.mixup_alpha": (augment.get("mixup_alpha", 0) > 0, "mixup"),
+        "config.data.augment.cutmix_alpha": (augment.get("cutmix_alpha", 0) > 0, "mixup"),
     }
-    named = [key for key, used in unsupported.items() if used]
+    named = [key for key, (used, flag) in knobs.items() if used and not getattr(record_transforms, flag)]
     if named:
+        flags_needed = sorted({knobs[key][1] for key in named})
         raise BadValue(f"{', '.join(named)}: this task's records do not support "
-                       f"{'it' if len(named) == 1 else 'them'} (its RecordTransforms do not declare it); "
-                       "set them back to their defaults.")
+                       f"{'it' if len(named) == 1 else 'them'} (its RecordTransforms do not declare "
+                       f"{' or '.join(flags_needed)}); set {'it' if len(named) == 1 else 'them'} back to "
+                       "the default.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,11 +150,6 @@ class TrainAugment:
         return {"image": self.image(record, rng), "label": np.int32(record["label"])}
 
 
-def augment_size(preprocessing, data_cfg) -> tuple[int, int] | None:
-    """The size host augmentation crops to: the input size, or None when the device crops."""
-    return None if data_cfg.device_augment else tuple(preprocessing.input_size)
-
-
 def _image_label(record: dict) -> dict:
     return {"image": record["image"], "label": np.int32(record["label"])}
 
@@ -160,8 +157,9 @@ def _image_label(record: dict) -> dict:
 def image_label_transforms(preprocessing, data_cfg) -> RecordTransforms:
     """The transforms of {"image", "label": class index} records, supporting every knob: host
     augmentation (`vitjax.data.transforms.augment`) for training, the decoded image for evaluation."""
+    size = None if data_cfg.device_augment else tuple(preprocessing.input_size)  # None: the device crops
     return RecordTransforms(
-        train=TrainAugment(data_cfg.augment, augment_size(preprocessing, data_cfg), preprocessing.resample),
+        train=TrainAugment(data_cfg.augment, size, preprocessing.resample),
         eval=_image_label,
         padding={"image": np.zeros((*preprocessing.input_size, 3), np.uint8), "label": np.int32(0)},
         decode_cache=True, device_augment=True, mixup=True)

@@ -89,9 +89,8 @@ def export(run, params, directory: str, metrics: dict | None = None) -> str:
         log.info("task %r has no transformers class: exported in vitjax's format to %s", run.task.name, path)
         return path
     id2label = {int(k): v for k, v in hf["id2label"].items()}
-    fields = {k: v for k, v in hf.items() if k != "pooling"}
-    path = export_pretrained(directory, run.spec, params, id2label, run.preprocessing, hf.get("pooling"),
-                             task_fields=fields)
+    fields = {k: v for k, v in hf.items() if k != "pooling"}  # the head's, not a config.json field
+    path = export_pretrained(directory, run.spec, params, id2label, run.preprocessing, task_fields=fields)
     report.write_model_card(path, {
         "base_checkpoint": run.base if run.base != "scratch" else None,
         "dataset": run.dataset.source,
