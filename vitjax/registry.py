@@ -42,11 +42,14 @@ What the core asks a task, besides calling the hooks above (it never reads a tas
 - `has_classes` (class attribute): whether the task has classes at all;
 - `class_logits` (class attribute): whether its outputs are class logits [B, C] and batch["label"]
   int classes [B] or float targets [B, C] — what adversarial attacks and calibration need;
-- its `RecordTransforms`' flags: which of config.data.cache, device_augment, mixup/cutmix apply;
+- its `RecordTransforms`' flags: which of config.data.cache, device_augment, mixup/cutmix apply,
+  and how prediction prepares an image (`vitjax.data.pipeline.RecordTransforms` says what each
+  flag promises);
 - its record sources' `labels()`: each record's class, or, where the source also has `classes()`
   (per record, the classes it shows: a multi-label image's labels, a mask's classes, the classes of
   boxes), strata for carving splits only. The split warnings and `data_split.json`'s per-class
-  counts count `classes()` (`vitjax.data.records`).
+  counts count `classes()` (`vitjax.data.records`);
+- `hf_config()`'s "pooling": whether the head is a transformers classifier (LoRA's PEFT adapter).
 
 Plugins come from three places, all imported by `load_plugins`: the built-ins (`vitjax.tasks.*`,
   the repo's `tasks/` folder), module
