@@ -29,8 +29,8 @@ import optax
 from clu import metrics as clu_metrics
 from ml_collections import config_dict
 
-from vitjax.data.multilabel import MultiHotTransforms, open_multilabel
-from vitjax.data.pipeline import RecordTransforms
+from vitjax.data.multilabel import multi_hot_transforms, open_multilabel
+from vitjax.data.pipeline import RecordTransforms, image_label_transforms
 from vitjax.errors import BadValue
 from vitjax.metrics import ConfusionMatrix
 from vitjax.models.heads import DEFAULT_POOLING, POOLINGS
@@ -140,6 +140,7 @@ class Classification(Task):
     """Image classification over the backbone's pooled tokens with vitjax's `ClassificationHead`."""
 
     best_metric = ("accuracy", "max")
+    class_logits = True
 
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
@@ -186,12 +187,12 @@ class Classification(Task):
             return open_multilabel(data_cfg)
         return super().open_source(data_cfg, task_cfg)
 
-    def data_transforms(self, preprocessing, data_cfg) -> RecordTransforms | None:
-        """Multi-label: images with multi-hot float "label" [C]; else the pipeline's own path."""
-        if not self.config.multilabel:
-            return None
-        multi_hot = MultiHotTransforms(preprocessing, data_cfg.augment, self.num_classes)
-        return RecordTransforms(train=multi_hot.train, eval=multi_hot.eval, padding=multi_hot.padding())
+    def data_transforms(self, preprocessing, data_cfg) -> RecordTransforms:
+        """Images with an int class "label" (every data knob), or with multi-label a multi-hot float
+        "label" [C] (decode cache and device augmentation; no mixup)."""
+        if self.config.multilabel:
+            return multi_hot_transforms(preprocessing, data_cfg, self.num_classes)
+        return image_label_transforms(preprocessing, data_cfg)
 
     @property
     def _top_k(self) -> int:
@@ -424,8 +425,10 @@ class Classification(Task):
         return records
 
     def hf_config(self) -> dict:
-        """id2label/label2id and the problem type for transformers' *ForImageClassification config."""
+        """id2label/label2id and the problem type for transformers' *ForImageClassification config,
+        and the head's pooling (None: the family's own), which picks the family's classifier class."""
         return {
+            "pooling": self.config.pooling,
             "id2label": dict(enumerate(self.class_names)),
             "label2id": {name: i for i, name in enumerate(self.class_names)},
             "problem_type": f"{'multi' if self.config.multilabel else 'single'}_label_classification",

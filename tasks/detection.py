@@ -167,6 +167,10 @@ class BoxSource:
         """No single class per image: one stratum, so carved splits are a seeded random split."""
         return np.zeros(len(self), np.int64)
 
+    def classes(self) -> list[np.ndarray]:
+        """The classes of each image's boxes."""
+        return [np.asarray(self._rows(i)[2], np.int64).reshape(-1) for i in range(len(self))]
+
     def ids(self) -> list:
         return self._ids if self._ids is not None else list(range(len(self)))
 

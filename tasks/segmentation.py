@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,10 @@ class MaskSource:
     """One split of image + mask pairs: records {"image", "mask", "name"} (undecoded where stored so)."""
 
     def __init__(self, name: str, pairs: Sequence[tuple[Any, Any]] | None = None, dataset=None,
-                 columns: tuple[str, str] = ("image", "mask")):
+                 columns: tuple[str, str] = ("image", "mask"), reduce_labels: bool = False):
         self.name, self.pairs, self.dataset, self.columns = name, pairs, dataset, columns
+        self.reduce_labels = reduce_labels  # as config.task.reduce_labels: mask value v is class v - 1
+        self._classes: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.pairs) if self.pairs is not None else len(self.dataset)
@@ -97,6 +100,17 @@ class MaskSource:
     def labels(self) -> np.ndarray:
         """No per-image class: one stratum, so carved splits are a seeded random split."""
         return np.zeros(len(self), np.int64)
+
+    def classes(self) -> list[np.ndarray]:
+        """The classes of each mask's pixels (every mask decoded once, in threads)."""
+        if self._classes is None:
+            def shown(index: int) -> np.ndarray:
+                values = np.unique(paired.load_mask(self[index]["mask"], self.describe(index)))
+                return values[values > 0] - 1 if self.reduce_labels else values
+
+            with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:
+                self._classes = list(pool.map(shown, range(len(self))))
+        return self._classes
 
     def ids(self) -> list:
         if self.pairs is not None:
@@ -139,7 +153,7 @@ def scan_pairs(root: Path) -> list[tuple[str, str]]:
     return [(str(image_files[stem]), str(mask_files[stem])) for stem in image_files]
 
 
-def scan_folder(root: str) -> dict[str, MaskSource]:
+def scan_folder(root: str, reduce_labels: bool = False) -> dict[str, MaskSource]:
     """The splits of a segmentation folder: `root/{images,masks}` (one train split) or split folders."""
     path = Path(root).expanduser().resolve()
     if not path.is_dir():
@@ -147,8 +161,9 @@ def scan_folder(root: str) -> dict[str, MaskSource]:
     known = {alias for aliases in SPLIT_ALIASES.values() for alias in aliases}
     split_dirs = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name in known)
     if not split_dirs:
-        return {"train": MaskSource(f"{path}", scan_pairs(path))}
-    return {split: MaskSource(f"{path}/{split}", scan_pairs(path / split)) for split in split_dirs}
+        return {"train": MaskSource(f"{path}", scan_pairs(path), reduce_labels=reduce_labels)}
+    return {split: MaskSource(f"{path}/{split}", scan_pairs(path / split), reduce_labels=reduce_labels)
+            for split in split_dirs}
 
 
 def _column(columns: Sequence[str], configured: str | None, names: Sequence[str], key: str,
@@ -181,7 +196,8 @@ def from_hf(dataset, data_cfg, task_cfg, name: str = "hf:<in-memory>") -> dict[s
         for column in columns:
             if isinstance(split.features[column], datasets.Image):
                 split = split.cast_column(column, datasets.Image(decode=False))
-        splits[split_name] = MaskSource(f"{name}/{split_name}", dataset=split, columns=columns)
+        splits[split_name] = MaskSource(f"{name}/{split_name}", dataset=split, columns=columns,
+                                        reduce_labels=bool(task_cfg.get("reduce_labels")))
     return splits
 
 
@@ -287,7 +303,7 @@ class Segmentation(Task):
             if not os.path.isdir(spec.path):
                 raise BadValue(f"config.data.source={spec.text!r}: segmentation reads a folder holding "
                                "images/ and masks/; this is not a folder.")
-            raw = scan_folder(spec.name)
+            raw = scan_folder(spec.name, bool(task_cfg.get("reduce_labels")))
             class_names = class_names_of(spec.name, task_cfg)
         return splits_lib.resolve_splits(spec.text, raw, class_names, data_cfg)
 

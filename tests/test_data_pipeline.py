@@ -141,3 +141,25 @@ def test_device_prefetch_state_is_the_next_unseen_batch():
     assert _same(expected, _take(resumed, 3))
     wrapped.set_state(state)
     assert _same(expected, _take(wrapped, 3))
+
+
+def test_multilabel_records_take_the_decode_cache_and_device_augment_but_refuse_mixup(tmp_path):
+    """Multi-label transforms declare the decode cache and device-side augmentation (the labels do not
+    depend on the crop), not mixup: a knob the records do not support is named."""
+    from vitjax.data.multilabel import MultiLabelSource, multi_hot_transforms
+
+    images = np.random.default_rng(0).integers(0, 256, (6, 20, 20, 3), dtype=np.uint8)
+    split = MultiLabelSource("toy", list(images), [[0], [1, 2], [], [2], [0, 1], [1]])
+    cfg = data_config(cache="ram", device_augment=True)
+    transforms = multi_hot_transforms(PRE, cfg, 3)
+    batch = next(pipeline.train_iterator(split, PRE, cfg, batch_size=6, seed=0, record_transforms=transforms))
+    assert batch["image"].shape == (6, *pipeline.cached_size(PRE, cfg), 3)
+    assert sorted(map(tuple, batch["label"].tolist())) == sorted(
+        [(1, 0, 0), (0, 1, 1), (0, 0, 0), (0, 0, 1), (1, 1, 0), (0, 1, 0)])
+    cached = [b["label"] for b in pipeline.eval_batches(split, PRE, batch_size=4, data_cfg=cfg,
+                                                        record_transforms=transforms)]
+    assert np.concatenate(cached)[:6].tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 0], [0, 0, 1], [1, 1, 0],
+                                                   [0, 1, 0]]
+    cfg.augment.mixup_alpha = 0.2
+    with pytest.raises(ValueError, match=r"config.data.augment.mixup_alpha: this task's records do not"):
+        pipeline.train_iterator(split, PRE, cfg, batch_size=6, seed=0, record_transforms=transforms)

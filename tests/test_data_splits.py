@@ -71,3 +71,54 @@ def test_empty_split_and_too_few_images():
         resolve_splits("demo", {"train": raw["train"]}, ["a", "b"], data_config())
     with pytest.raises(ValueError, match=r"outside the 2 classes.*t\[1\] with label 5"):
         resolve_splits("demo", {"train": ArraySource("t", images, [0, 5, 0])}, ["a", "b"], data_config())
+
+
+def _shown_by_masks(root, image_path):
+    from PIL import Image
+    mask = np.asarray(Image.open(os.path.join(root, "masks", os.path.basename(image_path)[:-4] + ".png")))
+    return set(np.unique(mask).tolist())
+
+
+def test_dense_and_multilabel_splits_count_the_classes_each_image_shows(tmp_path, caplog):
+    """data_split.json's per-class counts are the images showing each class — a mask's classes, the
+    classes of an image's boxes, a multi-label image's labels — where those records' `labels()` are
+    strata only; and no class is warned missing from splits full of it."""
+    import logging
+
+    from dense_helpers import coco_folder, segmentation_folder
+    from train_helpers import csv_folder
+    from vitjax.registry import get_task, task_config
+
+    masks = segmentation_folder(str(tmp_path / "masks"), count=30, size=16)
+    boxes = coco_folder(str(tmp_path / "boxes"), count=30, size=16)
+    labelled = csv_folder(str(tmp_path / "multilabel"), count=30)
+    with open(os.path.join(boxes, "annotations.json"), encoding="utf-8") as f:
+        coco = json.load(f)
+    box_classes = {os.path.join(boxes, image["file_name"]): {a["category_id"] - 1 for a in coco["annotations"]
+                                                             if a["image_id"] == image["id"]}
+                   for image in coco["images"]}
+    with open(os.path.join(labelled, "labels.csv"), encoding="utf-8") as f:
+        label_lists = {os.path.join(labelled, line.partition(",")[0]): line.partition(",")[2].split(";")
+                       for line in f.read().split()[1:]}
+    cases = {  # task, source, its config.task overrides -> the class indices an image id shows
+        "segmentation": (f"folder:{masks}", {}, lambda i: _shown_by_masks(masks, i)),
+        "detection": (f"coco:{boxes}", {}, lambda i: box_classes[i]),
+        "classification": (f"folder:{labelled}", {"multilabel": True},
+                           lambda i: {["blue", "red"].index(n) for n in label_lists[i] if n}),
+    }
+    for task, (source, knobs, shown) in cases.items():
+        data_cfg = data_config()
+        data_cfg.source = source
+        config = task_config(task)
+        config.update(knobs)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            dataset = get_task(task).open_source(data_cfg, config)
+        assert "has no images of the classes" not in caplog.text, task
+        with open(write_split(str(tmp_path / task), dataset), encoding="utf-8") as f:
+            recorded = json.load(f)
+        for split in recorded["splits"].values():
+            truth = [sum(c in shown(os.path.realpath(i)) for i in split["ids"])
+                     for c in range(len(recorded["class_names"]))]
+            assert list(split["per_class"].values()) == truth, (task, split["per_class"], truth)
+        assert min(recorded["splits"]["train"]["per_class"].values()) > 0  # every class shown

@@ -134,3 +134,24 @@ def test_linear_probe_config_from_the_command_line(data, tmp_path):
     with open(tmp_path / "probe" / "results.json", encoding="utf-8") as f:
         assert json.load(f)["metrics"]["test"]["accuracy"] > 0.6  # 3 colours: chance is 1/3
     assert os.path.isfile(tmp_path / "probe" / "best" / "model.safetensors")
+
+
+def test_a_segmentation_probe_trains_over_cached_features_with_its_masks(tmp_path, caplog):
+    """The cache keeps each example's task fields (here the masks) beside its features: a frozen
+    backbone's segmentation head trains over it to the metrics of the run over images."""
+    from dense_helpers import dense_config, segmentation_folder
+
+    data = segmentation_folder(str(tmp_path / "data"), count=40)
+    results = {}
+    for cache in ("on", "off"):
+        config = dense_config("segmentation", f"folder:{data}", batch_size=8, epochs=2)
+        config.optim.freeze, config.optim.lr, config.train.feature_cache = "head_only", 3e-2, cache
+        config.data.augment.crop_scale = config.data.augment.crop_ratio = (1.0, 1.0)
+        config.data.augment.hflip = 0.0
+        with caplog.at_level("INFO", logger="vitjax"):
+            results[cache] = modes.train(config, str(tmp_path / cache))
+        assert ("feature cache: training" in caplog.text) == (cache == "on")
+        caplog.clear()
+    for key in ("mean_iou", "loss", "pixel_accuracy"):
+        assert results["on"]["metrics"]["test"][key] == pytest.approx(results["off"]["metrics"]["test"][key],
+                                                                      abs=1e-4), key

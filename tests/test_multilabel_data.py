@@ -10,29 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train_helpers import COLOURS, export_without_data, tiny_config
+from train_helpers import csv_folder, export_without_data, tiny_config
 from vitjax import modes
 from vitjax.checkpoints.preprocessing import Preprocessing
-from vitjax.data import multilabel
+from vitjax.data import multilabel, pipeline
 from vitjax.data.config import default_config as data_default_config
-
-
-def csv_folder(root: str, count: int = 64, size: int = 16, seed: int = 0) -> str:
-    """Noise images with a red left half and/or a blue right half; labels.csv names the colours."""
-    rng = np.random.default_rng(seed)
-    os.makedirs(root, exist_ok=True)
-    lines = ["image,labels"]
-    for i in range(count):
-        pixels = rng.normal(128, 30, (size, size, 3))
-        present = [name for name in ("red", "blue") if rng.random() < 0.5]
-        for name in present:
-            half = slice(0, size // 2) if name == "red" else slice(size // 2, size)
-            pixels[:, half] = np.array(COLOURS[name]) + rng.normal(0, 20, (size, size // 2, 3))
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(os.path.join(root, f"{i:03d}.png"))
-        lines.append(f"{i:03d}.png,{';'.join(present)}")
-    with open(os.path.join(root, multilabel.LABELS_FILE), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return root
 
 
 def test_hf_sequence_of_class_labels_becomes_multi_hot():
@@ -44,10 +26,14 @@ def test_hf_sequence_of_class_labels_becomes_multi_hot():
     data_cfg = data_default_config()
     splits, names = multilabel.from_hf(dataset, data_cfg)
     assert names == ["a", "b", "c"]
-    transforms = multilabel.MultiHotTransforms(Preprocessing.default(4), data_cfg.augment, 3)
-    assert transforms.eval(splits["train"][0])["label"].tolist() == [1, 0, 1]
-    example = transforms.train(splits["train"][1], np.random.default_rng(0))
-    assert example["label"].tolist() == [0, 0, 0] and example["image"].shape == (4, 4, 3)
+    transforms = multilabel.multi_hot_transforms(Preprocessing.default(4), data_cfg, 3)
+    evaluated = next(iter(pipeline.eval_batches(splits["train"], Preprocessing.default(4), batch_size=2,
+                                                record_transforms=transforms)))
+    assert evaluated["label"].tolist() == [[1, 0, 1], [0, 0, 0]]
+    example = next(pipeline.train_iterator(splits["train"], Preprocessing.default(4), data_cfg, batch_size=2,
+                                           seed=0, record_transforms=transforms))
+    assert sorted(example["label"].tolist()) == [[0, 0, 0], [1, 0, 1]]
+    assert example["image"].shape == (2, 4, 4, 3)
 
 
 def test_multilabel_classification_trains_from_a_csv_folder(tmp_path):

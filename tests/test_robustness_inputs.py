@@ -20,7 +20,7 @@ def test_single_label_records_of_unknown_classes_are_dropped():
     first = ArraySource("a", images, [0, 1, 2, 0, 1])
     second = ArraySource("b", images[:2], [2, 1])
     mapping, _ = inputs.match_classes(["cat", "dog", "fox"], ["dog", "owl", "cat"])
-    source = inputs.RelabeledSource([first, second], mapping, multilabel=False)
+    source = inputs.RelabeledSource([first, second], mapping)
     assert len(source) == 4  # dog, cat, dog from a; cat from b; the three owls are gone
     np.testing.assert_array_equal(source.labels(), [1, 0, 1, 0])
     assert [source[i]["label"] for i in range(4)] == [1, 0, 1, 0]
@@ -30,7 +30,7 @@ def test_single_label_records_of_unknown_classes_are_dropped():
 def test_multilabel_records_keep_their_known_labels():
     split = MultiLabelSource("m", ["x.png", "y.png"], [[0, 1], [0]])
     mapping, _ = inputs.match_classes(["cat", "dog"], ["owl", "dog"])
-    source = inputs.RelabeledSource([split], mapping, multilabel=True)
+    source = inputs.RelabeledSource([split], mapping)
     assert len(source) == 2
     assert source[0]["labels"] == [1] and source[1]["labels"] == []
 

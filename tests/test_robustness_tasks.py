@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from dense_helpers import dense_config, segmentation_folder
-from train_helpers import tiny_config
+from train_helpers import colour_folder, tiny_config
 from vitjax import modes
+from vitjax.registry import task_config
 from vitjax.robustness.options import default_options
 
 pytest.importorskip("imagecorruptions")
@@ -69,3 +70,30 @@ def test_multilabel_report(tmp_path):
     assert result["attacks"]["pgd"]["16"] <= result["attacks"]["fgsm"]["16"] <= clean
     bins = result["calibration"]["before"]["bins"]
     assert sum(row["count"] for row in bins) == 2 * result["images"]  # one forecast per label
+
+
+RENAMED_CLASSIFIER = """
+from vitjax.registry import register_task
+from vitjax.tasks.classification import Classification
+
+
+@register_task("renamed_classifier")
+class RenamedClassifier(Classification):
+    pass
+"""
+
+
+def test_a_task_declaring_class_logits_is_attacked_and_calibrated(tmp_path):
+    """The report asks the task (`class_logits`), not its name: classification under another name
+    gets the attacks and the calibration."""
+    plugin = tmp_path / "renamed.py"
+    plugin.write_text(RENAMED_CLASSIFIER)
+    config = tiny_config(f"folder:{colour_folder(str(tmp_path / 'data'), per_class=8)}", batch_size=8,
+                         epochs=1)
+    config.task = task_config("renamed_classifier", [str(plugin)])
+    workdir = str(tmp_path / "run")
+    modes.train(config, workdir)
+    result = modes.robustness(None, workdir, None, "test", _options(epsilons=(8.0,), pgd_steps=2,
+                                                                     corruptions=()))
+    assert result["task"] == "renamed_classifier"
+    assert set(result["attacks"]) == {"fgsm", "pgd"} and "before" in result["calibration"]

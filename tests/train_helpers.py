@@ -71,3 +71,21 @@ def export_without_data(workdir: str, data: str, output: str) -> str:
         return modes.export(None, workdir, output)
     finally:
         os.rename(data + ".hidden", data)
+
+
+def csv_folder(root: str, count: int = 64, size: int = 16, seed: int = 0) -> str:
+    """Noise images with a red left half and/or a blue right half; labels.csv names the colours."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(root, exist_ok=True)
+    lines = ["image,labels"]
+    for i in range(count):
+        pixels = rng.normal(128, 30, (size, size, 3))
+        present = [name for name in ("red", "blue") if rng.random() < 0.5]
+        for name in present:
+            half = slice(0, size // 2) if name == "red" else slice(size // 2, size)
+            pixels[:, half] = np.array(COLOURS[name]) + rng.normal(0, 20, (size, size // 2, 3))
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(os.path.join(root, f"{i:03d}.png"))
+        lines.append(f"{i:03d}.png,{';'.join(present)}")
+    with open(os.path.join(root, "labels.csv"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return root

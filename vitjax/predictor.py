@@ -36,9 +36,8 @@ PREDICTIONS_FILE = "predictions.json"
 @dataclasses.dataclass(frozen=True)
 class ModelInput:
     """RGB PIL image -> uint8 [H, W, 3] at the model's input size, prepared as evaluation prepares it:
-    tasks with their own record transforms (masks, boxes) see the whole image resized (`whole_image`),
-    so a predicted mask or box maps back onto the whole image; the others see the checkpoint's resize
-    and crop, as the classification pipeline does."""
+    the checkpoint's resize and crop for records the pipeline decodes (`RecordTransforms.decode_cache`);
+    else the whole image resized (`whole_image`), so a predicted mask or box maps back onto it."""
 
     preprocessing: Preprocessing
     whole_image: bool
@@ -51,10 +50,10 @@ class ModelInput:
 
 
 def model_input(task: registry.Task, preprocessing: Preprocessing) -> ModelInput:
-    """How `task`'s model sees an image: the whole image when the task has its own transforms."""
+    """How `task`'s model sees an image (`ModelInput`), as its record transforms declare."""
     from vitjax.config import base_config
 
-    return ModelInput(preprocessing, task.data_transforms(preprocessing, base_config().data) is not None)
+    return ModelInput(preprocessing, not task.data_transforms(preprocessing, base_config().data).decode_cache)
 
 
 @dataclasses.dataclass

@@ -9,7 +9,7 @@ runs any task by calling only the methods below (and every one of them is called
     task_class = get_task(config.task.name)
     dataset = task_class.open_source(config.data, config.task)    # splits of records + class names
     task = task_class(config.task, dataset.class_names)
-    transforms = task.data_transforms(preprocessing, config.data)  # None: image + class-label records
+    transforms = task.data_transforms(preprocessing, config.data)  # records -> examples, + what they support
     model = Model(backbone, task.make_head(spec))
     task.head_from_checkpoint()                                # head tensors the checkpoint may fill
     loss, aux = task.loss(outputs, batch)                      # inside the jitted train/eval step
@@ -32,10 +32,16 @@ Updates are merged on the host, outside jit, so a plugin may use clu's `Collecti
 metrics that need every prediction (average precision, COCO mAP).
 
 The data hooks default to image classification: `open_source` reads `config.data.source` into
-{"image", "label"} records and `data_transforms` returns None, which keeps the pipeline's own
-decode/augment/cache path. A task with other targets (masks, boxes) overrides both: its records carry
-what it needs, and its `RecordTransforms` turn a record into the batch fields with augmentation applied
-to image and targets together, plus the padding example of eval batches.
+{"image", "label"} records and `data_transforms` returns `vitjax.data.pipeline.image_label_transforms`.
+A task with other targets (masks, boxes) overrides both (see each hook).
+
+What the core asks a task, besides calling the hooks above (it never reads a task's name or knobs):
+- `has_classes` and `class_logits` (class attributes): whether it has classes; whether its outputs
+  are class logits, which adversarial attacks and calibration need;
+- the flags of its `RecordTransforms` (`decode_cache`, `device_augment`, `mixup`): which data knobs
+  its records support, and how prediction prepares an image;
+- whether its record sources' `labels()` are classes or strata only (`classes()`, see `open_source`);
+- `hf_config()` and its "pooling": whether the model is a transformers classifier, with which head.
 
 Plugins come from three places, all imported by `load_plugins`: the built-ins (`vitjax.tasks.*`, the
 repo's `tasks/` folder), module paths or `.py` file paths listed in `config.task.plugins`, and the
@@ -89,6 +95,10 @@ class Task(abc.ABC):
     """False for a task without classes (regression, ...): its source passes `class_names=None` to
     `vitjax.data.splits.resolve_splits` (its `labels()` are then only strata for carving splits),
     it gets `class_names == []`, and no per-class checks or warnings."""
+    class_logits: ClassVar[bool] = False
+    """True when `outputs` are class logits [B, C] and batch["label"] int classes [B] (softmax) or
+    float targets [B, C] (sigmoid, multi-hot): robustness reports then attack the model and measure
+    its calibration (`vitjax.robustness`); other tasks get the corruption sweep only."""
 
     def __init__(self, config: ml_collections.ConfigDict, class_names: Sequence[str]):
         """Takes `config.task` and the dataset's class names (index i names label i; [] without classes)."""
@@ -120,17 +130,22 @@ class Task(abc.ABC):
         `labels()`, `ids()`, `describe(i)`), and hands it to
         `vitjax.data.splits.resolve_splits(source, raw, class_names, data_cfg)`: it maps split names,
         drops corrupt images when `config.data.skip_corrupt` is set, and carves missing validation/test
-        splits with a seeded split stratified on `labels()` (zeros when records have no single class).
-        A record holds whatever the transforms need: keep images undecoded (paths, bytes) so decoding
+        splits with a seeded split stratified on `labels()`. `labels()` are each record's class; a
+        source whose records have no single class returns strata (zeros) and adds `classes()`: per
+        record, the class indices it shows (a multi-label image's labels, a mask's classes, the classes
+        of its boxes), which the split warnings and `data_split.json`'s per-class counts count. A
+        record holds whatever the transforms need: keep images undecoded (paths, bytes) so decoding
         happens in the data workers, and put a readable `"name"` in it for error messages."""
         from vitjax.data.sources import open_source
 
         return open_source(data_cfg)
 
     def data_transforms(self, preprocessing: Any, data_cfg: ml_collections.ConfigDict) -> Any:
-        """A `vitjax.data.pipeline.RecordTransforms(train, eval, padding)` turning this task's records
-        into examples, or None (the default) for the pipeline's own image-classification transforms
-        (decode cache, device-side augmentation, mixup/cutmix: they know image + class-label records).
+        """The `vitjax.data.pipeline.RecordTransforms(train, eval, padding, ...flags)` turning this
+        task's records into examples and declaring the data knobs they support (decode cache,
+        device-side augmentation, mixup/cutmix: see `RecordTransforms`). The default,
+        `vitjax.data.pipeline.image_label_transforms`, is that of {"image", "label"} records (every
+        knob supported).
 
         `train(record, rng)` and `eval(record)` return a dict of numpy arrays of a fixed shape:
         "image" (uint8 [H, W, 3] at `preprocessing.input_size`) plus the task's target fields;
@@ -138,7 +153,9 @@ class Task(abc.ABC):
         The transforms are pickled to grain's worker processes: a frozen dataclass, not a closure. For
         targets that move with the pixels, `vitjax.data.paired` applies one crop/flip `View` to an
         image, a mask (nearest) and boxes."""
-        return None
+        from vitjax.data.pipeline import image_label_transforms
+
+        return image_label_transforms(preprocessing, data_cfg)
 
     @abc.abstractmethod
     def make_head(self, spec: Any) -> nn.Module:
@@ -215,7 +232,9 @@ class Task(abc.ABC):
         """Fields the Hugging Face `config.json` needs (id2label, ...), or None when no transformers
         class fits the task, in which case the best weights are exported in vitjax's own format to
         `<workdir>/best_vitjax/` (`vitjax.load_trained` runs them;
-        `vitjax.checkpoints.native.load_native` reads the raw params)."""
+        `vitjax.checkpoints.native.load_native` reads the raw params). A task whose head is a
+        `vitjax.models.heads.ClassificationHead` adds its "pooling" (None: the family's default),
+        which picks the family's classifier class and is not written to config.json."""
         return None
 
 

@@ -24,13 +24,13 @@ from vitjax.errors import BadValue
 
 
 class DecodedSource:
-    """Records with decoded RGB images: PIL images, or uint8 arrays of `shape` after `prepare`."""
+    """Records with decoded RGB images: PIL images, or uint8 arrays of `shape` after `prepare`; the
+    records' other fields unchanged."""
 
     def __init__(self, records, prepare: Callable | None = None, shape: tuple[int, int, int] | None = None,
                  cache_path: str | None = None, draft_size: int | None = None):
         self.records, self.prepare, self.shape, self.cache_path = records, prepare, shape, cache_path
         self.draft_size = draft_size  # JPEG reduced-scale decoding (transforms.load_rgb), None = full.
-        self._labels = records.labels() if cache_path is not None else None
         self._mapped = None  # (arrays, filled) memmaps, opened on first use in each process.
         if cache_path is not None:
             n = len(records)
@@ -55,11 +55,11 @@ class DecodedSource:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)
+        record = self.records[index]
         if self.cache_path is not None:
             arrays, filled = self._open()
             if filled[index]:
-                return {"image": np.array(arrays[index]), "label": int(self._labels[index])}
-        record = self.records[index]
+                return {**record, "image": np.array(arrays[index])}
         image = load_rgb(record["image"], self.records.describe(index), self.draft_size)
         if self.prepare is not None:
             image = np.asarray(self.prepare(image), np.uint8)
@@ -70,7 +70,7 @@ class DecodedSource:
                 arrays, filled = self._open()
                 arrays[index] = image
                 filled[index] = 1
-        return {"image": image, "label": record["label"]}
+        return {**record, "image": image}
 
 
 def fingerprint(records, kind: str, shape, extra: str) -> str:

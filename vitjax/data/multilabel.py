@@ -6,8 +6,9 @@ Sources (`open_multilabel`): "hf:NAME[:CONFIG]" with a `Sequence(ClassLabel)` co
 folder) holding `labels.csv` with the columns `image` (a path relative to ROOT) and `labels` (class
 names separated by ";"; empty for none) — or split folders `ROOT/{train,validation,test}/labels.csv`;
 class names are the sorted union of the names used. Carved splits are stratified on each image's first
-label (-1 without labels would not stratify, so those count as class 0). Training uses the host
-augmentation of `vitjax.data.transforms.augment`; evaluation `Preprocessing.to_uint8`.
+label (-1 without labels would not stratify, so those count as class 0); `classes()` gives each
+image's labels, which the split summary counts. Images go through the path of image + class-label
+records (`vitjax.data.pipeline.image_label_transforms`: decode cache, host or device augmentation).
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vitjax.data import hf, splits as splits_lib, transforms
+from vitjax.data import hf, splits as splits_lib
+from vitjax.data.pipeline import RecordTransforms, TrainAugment, image_label_transforms
 from vitjax.data.source_spec import parse_source
 from vitjax.data.records import SPLIT_ALIASES, ImageDataset
 from vitjax.errors import BadKey, BadValue
@@ -45,6 +47,10 @@ class MultiLabelSource:
     def labels(self) -> np.ndarray:
         """Each image's first label (0 without labels): the stratification key of carved splits."""
         return np.asarray([s[0] if s else 0 for s in self.label_sets], np.int64)
+
+    def classes(self) -> list[np.ndarray]:
+        """Each image's labels (`labels()` are strata only)."""
+        return [np.asarray(s, np.int64) for s in self.label_sets]
 
     def ids(self) -> list:
         return [str(i) for i in self.images] if self.images is not None else list(range(len(self)))
@@ -133,12 +139,21 @@ def open_multilabel(data_cfg) -> ImageDataset:
     return splits_lib.resolve_splits(spec.text, raw, class_names, data_cfg)
 
 
-@dataclasses.dataclass(frozen=True)
-class MultiHotTransforms:
-    """Decodes a record's image (augmented for training) and turns its labels into a multi-hot vector."""
+def multi_hot_transforms(preprocessing, data_cfg, num_classes: int) -> RecordTransforms:
+    """The transforms of multi-label records: the image as for image + class-label records (decode
+    cache and device-side augmentation included), the labels as a multi-hot "label" [C]; no mixup."""
+    images = image_label_transforms(preprocessing, data_cfg)
+    multi_hot = MultiHot(images.train, num_classes)
+    return RecordTransforms(train=multi_hot.train, eval=multi_hot.eval,
+                            padding={**images.padding, "label": np.zeros((num_classes,), np.float32)},
+                            decode_cache=True, device_augment=True)
 
-    preprocessing: Any
-    augment: Any
+
+@dataclasses.dataclass(frozen=True)
+class MultiHot:
+    """Decoded multi-label record -> {"image", "label": float32 multi-hot [C]} (picklable)."""
+
+    augment: TrainAugment
     num_classes: int
 
     def _label(self, record: dict) -> np.ndarray:
@@ -147,15 +162,7 @@ class MultiHotTransforms:
         return label
 
     def train(self, record: dict, rng: np.random.Generator) -> dict:
-        image = transforms.load_rgb(record["image"], record["name"])
-        size = tuple(self.preprocessing.input_size)
-        return {"image": transforms.augment(image, rng, self.augment, size, self.preprocessing.resample),
-                "label": self._label(record)}
+        return {"image": self.augment.image(record, rng), "label": self._label(record)}
 
     def eval(self, record: dict) -> dict:
-        image = transforms.load_rgb(record["image"], record["name"])
-        return {"image": self.preprocessing.to_uint8(image), "label": self._label(record)}
-
-    def padding(self) -> dict[str, np.ndarray]:
-        return {"image": np.zeros((*self.preprocessing.input_size, 3), np.uint8),
-                "label": np.zeros((self.num_classes,), np.float32)}
+        return {"image": record["image"], "label": self._label(record)}

@@ -13,11 +13,11 @@ Evaluation: each of `shard_count` processes gets records shard_index, shard_inde
 all processes yield the same number of batches, and padding rows (zeros, label 0) have valid=False, so
 every record counts exactly once.
 
-Tasks whose records are not {"image", "label"} (segmentation masks, detection boxes) hand both
-functions a `RecordTransforms`: their own train and eval transforms from a raw record to an example
-dict of fixed-shape arrays, and the padding example of eval batches. The stream, sharding, batching,
-seeding and resumption are the same; the decode cache and device-side augmentation stay with the
-default image + class-label records.
+Records become examples through a task's `RecordTransforms`: its train and eval transforms from a
+record to an example dict of fixed-shape arrays, the padding example of eval batches, and the knobs
+the records support (decode cache, device-side augmentation, mixup/cutmix), which the pipeline and
+the train step ask for; `image_label_transforms` are those of image + class-label records. The
+stream, sharding, batching, seeding and resumption are the same for every task.
 """
 from __future__ import annotations
 
@@ -74,33 +74,51 @@ def parallel_reader(ds: grain.MapDataset, data_cfg, workers: int) -> grain.IterD
 
 @dataclasses.dataclass(frozen=True)
 class RecordTransforms:
-    """A task's own record -> example transforms (picklable, for grain's worker processes).
+    """A task's record -> example transforms and what they support (picklable, for grain's workers).
 
-    `train(record, rng)` and `eval(record)` take a raw record of the split (undecoded images as the
-    source holds them) and return a dict of numpy arrays whose shapes do not depend on the record;
-    `padding` is the example used for the padding rows of eval batches (`valid` is added to both).
+    `train(record, rng)` and `eval(record)` take a record of the split and return a dict of numpy
+    arrays whose shapes do not depend on the record; `padding` is the example used for the padding
+    rows of eval batches (`valid` is added to both). The flags declare which knobs these records
+    support; a knob set for transforms that do not declare it is an error naming the key.
+
+    - `decode_cache`: the pipeline decodes each record's "image" before the transforms (the other
+      fields pass unchanged), resized once and kept by `config.data.cache`. `train` then gets a PIL
+      image, or with the cache or `device_augment` a uint8 array [*cached_size, 3]; `eval` gets the
+      uint8 array of `Preprocessing.to_uint8` (the checkpoint's resize and crop), which is also how
+      prediction (predict, serve, exports) prepares an image. Without it, transforms read the
+      record's image themselves and prediction resizes the whole image to the input size (so masks
+      and boxes map back onto it).
+    - `device_augment`: with `config.data.device_augment`, `train` leaves the image uncropped at
+      `train_image_size` and the accelerator crops and flips it (`vitjax.data.device_augment`); the
+      example's other fields do not depend on the crop.
+    - `mixup`: the example's "label" is an int32 class index, which the train step may mix into
+      soft float targets [B, C] (`config.data.augment.mixup_alpha` / `cutmix_alpha`).
     """
 
     train: Callable[[dict, np.random.Generator], dict]
     eval: Callable[[dict], dict]
     padding: dict[str, np.ndarray]
+    decode_cache: bool = False
+    device_augment: bool = False
+    mixup: bool = False
 
 
-def _check_transforms(record_transforms: RecordTransforms | None, data_cfg) -> None:
-    """The decode cache and the device-side augmentation only know image + class-label records."""
-    if record_transforms is None:
-        return
+def _check_transforms(record_transforms: RecordTransforms, data_cfg) -> None:
+    """Every knob `data_cfg` turns on is one the records support."""
     augment = data_cfg.augment
-    unsupported = {
-        "config.data.cache": data_cfg.cache != "none",
-        "config.data.device_augment": data_cfg.device_augment,
-        "config.data.augment.mixup_alpha": augment.get("mixup_alpha", 0) > 0,
-        "config.data.augment.cutmix_alpha": augment.get("cutmix_alpha", 0) > 0,
+    knobs = {  # key: (turned on, the declaration it needs)
+        "config.data.cache": (data_cfg.cache != "none", "decode_cache"),
+        "config.data.device_augment": (data_cfg.device_augment, "device_augment"),
+        "config.data.augment.mixup_alpha": (augment.get("mixup_alpha", 0) > 0, "mixup"),
+        "config.data.augment.cutmix_alpha": (augment.get("cutmix_alpha", 0) > 0, "mixup"),
     }
-    named = [key for key, used in unsupported.items() if used]
+    named = [key for key, (used, flag) in knobs.items() if used and not getattr(record_transforms, flag)]
     if named:
-        raise BadValue(f"{', '.join(named)} work with image-classification records only; this task "
-                       "transforms its own records (masks, boxes). Set them back to their defaults.")
+        flags_needed = sorted({knobs[key][1] for key in named})
+        raise BadValue(f"{', '.join(named)}: this task's records do not support "
+                       f"{'it' if len(named) == 1 else 'them'} (its RecordTransforms do not declare "
+                       f"{' or '.join(flags_needed)}); set {'it' if len(named) == 1 else 'them'} back to "
+                       "the default.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,19 +132,37 @@ class _TaskTrain(grain.transforms.RandomMap):
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainAugment(grain.transforms.RandomMap):
+class TrainAugment:
     """Decoded record -> {"image": uint8 [H, W, 3], "label": int32}; crop/flip skipped when `size` is None."""
 
     augment_cfg: Any
     size: tuple[int, int] | None
     resample: int
 
-    def random_map(self, record: dict, rng: np.random.Generator) -> dict:
+    def image(self, record: dict, rng: np.random.Generator) -> np.ndarray:
+        """The record's decoded image, augmented."""
         image = record["image"]
         if isinstance(image, np.ndarray):
             image = Image.fromarray(image)
-        x = transforms.augment(image, rng, self.augment_cfg, self.size, self.resample)
-        return {"image": x, "label": np.int32(record["label"])}
+        return transforms.augment(image, rng, self.augment_cfg, self.size, self.resample)
+
+    def __call__(self, record: dict, rng: np.random.Generator) -> dict:
+        return {"image": self.image(record, rng), "label": np.int32(record["label"])}
+
+
+def _image_label(record: dict) -> dict:
+    return {"image": record["image"], "label": np.int32(record["label"])}
+
+
+def image_label_transforms(preprocessing, data_cfg) -> RecordTransforms:
+    """The transforms of {"image", "label": class index} records, supporting every knob: host
+    augmentation (`vitjax.data.transforms.augment`) for training, the decoded image for evaluation."""
+    size = None if data_cfg.device_augment else tuple(preprocessing.input_size)  # None: the device crops
+    return RecordTransforms(
+        train=TrainAugment(data_cfg.augment, size, preprocessing.resample),
+        eval=_image_label,
+        padding={"image": np.zeros((*preprocessing.input_size, 3), np.uint8), "label": np.int32(0)},
+        decode_cache=True, device_augment=True, mixup=True)
 
 
 def _check_batch(batch_size: int, shard_index: int, shard_count: int) -> None:
@@ -139,21 +175,17 @@ def _check_batch(batch_size: int, shard_index: int, shard_count: int) -> None:
 def train_iterator(split, preprocessing, data_cfg, *, batch_size: int, seed: int, shard_index: int = 0,
                    shard_count: int = 1, start_state: dict | None = None,
                    record_transforms: RecordTransforms | None = None) -> grain.DatasetIterator:
-    """Endless iterator of training batches {"image": uint8 [b, H, W, 3], "label": int32 [b]}.
+    """Endless iterator of training batches: `record_transforms.train` examples (by default
+    `image_label_transforms`: {"image": uint8 [b, H, W, 3], "label": int32 [b]}).
 
     b = batch_size is the per-process batch; (H, W) = `train_image_size(preprocessing, data_cfg)`.
     Reshuffled every epoch, deterministic given `seed`; this process reads only every shard_count-th
     batch of the shuffled stream. `get_state()` / `set_state()` (or `start_state`) resume it exactly.
-    With `record_transforms`, examples are `record_transforms.train(record, rng)` instead.
     """
     _check_batch(batch_size, shard_index, shard_count)
-    _check_transforms(record_transforms, data_cfg)
     if len(split) == 0:
         raise BadValue("The training split has no images.")
-    if record_transforms is not None:
-        source, augment = split, _TaskTrain(record_transforms.train)
-    else:
-        source, augment = classification_train(split, preprocessing, data_cfg)
+    source, augment = train_examples(split, preprocessing, data_cfg, record_transforms)
     # One seed for the pipeline; grain derives the shuffle's and the augmentation's seeds from it.
     ds = grain.MapDataset.source(source).seed(seed % 2**32).shuffle().repeat(None)
     ds = ds.random_map(augment)
@@ -167,22 +199,25 @@ def train_iterator(split, preprocessing, data_cfg, *, batch_size: int, seed: int
     return iterator
 
 
-def classification_train(split, preprocessing, data_cfg) -> tuple[DecodedSource, TrainAugment]:
-    """The decoded (or decoded, resized, cached) source and the augmentation of image + label records."""
-    device_side = data_cfg.device_augment
-    cached = data_cfg.cache != "none"
-    resample = preprocessing.resample
-    if device_side or cached:
-        # Decode and resize once (the cache stores this); random crops are then taken from it.
-        h, w = cached_size(preprocessing, data_cfg)
-        shape = (h, w, 3)
-        path = cache_path(data_cfg, split, "train", shape, f"resample={resample},draft={max(h, w)}")
-        source = DecodedSource(split, functools.partial(transforms.squash, size=(h, w), resample=resample),
-                               shape, path, draft_size=max(h, w))
-    else:
-        source = DecodedSource(split)
-    size = None if device_side else tuple(preprocessing.input_size)
-    return source, TrainAugment(data_cfg.augment, size, resample)
+def train_examples(split, preprocessing, data_cfg, record_transforms: RecordTransforms | None = None
+                   ) -> tuple[Any, grain.transforms.RandomMap]:
+    """(the source, the random map) that turn `split`'s records into training examples: the records
+    decoded (resized and cached) when the transforms declare `decode_cache`, then their `train`."""
+    record_transforms = record_transforms or image_label_transforms(preprocessing, data_cfg)
+    _check_transforms(record_transforms, data_cfg)
+    source = split
+    if record_transforms.decode_cache:
+        resample = preprocessing.resample
+        if data_cfg.device_augment or data_cfg.cache != "none":
+            # Decode and resize once (the cache stores this); random crops are then taken from it.
+            h, w = cached_size(preprocessing, data_cfg)
+            shape = (h, w, 3)
+            path = cache_path(data_cfg, split, "train", shape, f"resample={resample},draft={max(h, w)}")
+            source = DecodedSource(split, functools.partial(transforms.squash, size=(h, w), resample=resample),
+                                   shape, path, draft_size=max(h, w))
+        else:
+            source = DecodedSource(split)
+    return source, _TaskTrain(record_transforms.train)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,25 +237,18 @@ class _TaskEvalRecord(grain.transforms.Map):
         return {**self.transforms.eval(self.source[index]), "valid": np.bool_(True)}
 
 
-@dataclasses.dataclass(frozen=True)
-class _EvalRecord(grain.transforms.Map):
-    """Position j of this shard -> the record shard_index + j * shard_count, or a padding row."""
-
-    source: DecodedSource
-    shard_index: int
-    shard_count: int
-    shape: tuple[int, int, int]
-
-    def map(self, j) -> dict:
-        index = self.shard_index + int(j) * self.shard_count
-        if index >= len(self.source):
-            return {"image": np.zeros(self.shape, np.uint8), "label": np.int32(0), "valid": np.bool_(False)}
-        record = self.source[index]
-        return {"image": record["image"], "label": np.int32(record["label"]), "valid": np.bool_(True)}
+def eval_source(split, preprocessing, data_cfg, record_transforms: RecordTransforms):
+    """The records `record_transforms.eval` reads: with `decode_cache`, decoded and prepared by
+    `Preprocessing.to_uint8` (kept by `config.data.cache`); else `split` itself."""
+    if not record_transforms.decode_cache:
+        return split
+    shape = (*preprocessing.input_size, 3)
+    return DecodedSource(split, preprocessing.to_uint8, shape,
+                         cache_path(data_cfg, split, "eval", shape, repr(preprocessing)))
 
 
 class EvalBatches:
-    """Re-iterable evaluation batches {"image", "label", "valid"}; `len()` is the number of batches."""
+    """Re-iterable evaluation batches (the examples' fields and "valid"); `len()` is the number of batches."""
 
     def __init__(self, dataset: grain.IterDataset, num_batches: int, num_examples: int):
         self.dataset, self.num_batches, self.num_examples = dataset, num_batches, num_examples
@@ -234,31 +262,26 @@ class EvalBatches:
 
 def eval_batches(split, preprocessing, *, batch_size: int, shard_index: int = 0, shard_count: int = 1,
                  data_cfg=None, record_transforms: RecordTransforms | None = None) -> EvalBatches:
-    """Evaluation batches of `Preprocessing.to_uint8` images; padding rows have valid=False.
+    """Evaluation batches of `split`; padding rows have valid=False.
 
     Every process yields ceil(ceil(N / shard_count) / batch_size) batches, so hosts stay in step and
     each of the N records is valid in exactly one row across all shards. `data_cfg` (optional) supplies
     read_threads/prefetch and the decode cache (None: `vitjax.data.config.default_config()`'s). Evaluation decodes in
     threads of this process (PIL releases the GIL), not worker processes, which would be started
-    anew on every pass. With `record_transforms`, rows are its `eval(record)` and padding rows its
-    `padding`.
+    anew on every pass. Rows are `record_transforms.eval(record)` (by default
+    `image_label_transforms`'), padding rows its `padding`.
     """
     _check_batch(batch_size, shard_index, shard_count)
     data_cfg = data_cfg if data_cfg is not None else default_config()
+    record_transforms = record_transforms or image_label_transforms(preprocessing, data_cfg)
     _check_transforms(record_transforms, data_cfg)
     n = len(split)
     if n == 0:
         raise BadValue("The evaluation split has no images.")
     num_batches = math.ceil(math.ceil(n / shard_count) / batch_size)
-    if record_transforms is not None:
-        ds = grain.MapDataset.range(num_batches * batch_size).map(
-            _TaskEvalRecord(split, shard_index, shard_count, record_transforms)).batch(batch_size)
-        return EvalBatches(parallel_reader(ds, data_cfg, workers=0), num_batches, n)
-    shape = (*preprocessing.input_size, 3)
-    path = cache_path(data_cfg, split, "eval", shape, repr(preprocessing))
-    source = DecodedSource(split, preprocessing.to_uint8, shape, path)
+    source = eval_source(split, preprocessing, data_cfg, record_transforms)
     ds = grain.MapDataset.range(num_batches * batch_size).map(
-        _EvalRecord(source, shard_index, shard_count, shape)).batch(batch_size)
+        _TaskEvalRecord(source, shard_index, shard_count, record_transforms)).batch(batch_size)
     return EvalBatches(parallel_reader(ds, data_cfg, workers=0), num_batches, n)
 
 

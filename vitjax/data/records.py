@@ -1,6 +1,7 @@
 """The record model every data module shares; imports nothing from vitjax.
 
-A split is a `RecordSource` (`len()`, `[i] -> record dict`, `labels()`, `ids()`, `describe(i)`);
+A split is a `RecordSource` (`len()`, `[i] -> record dict`, `labels()`, `ids()`, `describe(i)`, and
+`classes()` where `labels()` are not the records' classes);
 `ArraySource` holds records in memory, `SubsetSource` is a split carved out of another, and an
 `ImageDataset` is the splits of one source with its class names and where each split came from.
 """
@@ -32,13 +33,37 @@ class RecordSource(Protocol):
     def __getitem__(self, index: int) -> dict[str, Any]: ...
 
     def labels(self) -> np.ndarray:
-        """int64 [len] labels, read without decoding images (stratification, audits)."""
+        """int64 [len] labels, read without decoding images: the stratum of each record for carving
+        splits, which is its class unless the source has `classes()`."""
 
     def ids(self) -> list:
         """One identifier per record (file path or index in the original split), for audits."""
 
     def describe(self, index: int) -> str:
         """Human-readable name of a record for error messages (a file path, `split[i]`)."""
+
+    # Optional, for sources whose `labels()` are strata only (multi-label, masks, boxes):
+    # def classes(self) -> list[np.ndarray] | None:
+    #     """Per record, the class indices its image shows (counted by the split summary and its
+    #     warnings); None when `labels()` are the classes."""
+
+
+def record_classes(split: RecordSource) -> list[np.ndarray] | None:
+    """Per record of `split`, the class indices it shows; None when its `labels()` are its classes."""
+    classes = getattr(split, "classes", None)
+    return None if classes is None else classes()
+
+
+def class_image_counts(split: RecordSource, num_classes: int) -> np.ndarray:
+    """int64 [num_classes]: how many records of `split` show each class."""
+    classes = record_classes(split)
+    if classes is None:
+        return np.bincount(split.labels(), minlength=num_classes)[:num_classes]
+    counts = np.zeros(num_classes, np.int64)
+    for shown in classes:
+        shown = np.asarray(shown, np.int64)
+        counts[np.unique(shown[(shown >= 0) & (shown < num_classes)])] += 1
+    return counts
 
 
 class ArraySource:
@@ -80,6 +105,10 @@ class SubsetSource:
 
     def labels(self) -> np.ndarray:
         return self.parent.labels()[self.indices]
+
+    def classes(self) -> list[np.ndarray] | None:
+        parent = record_classes(self.parent)
+        return None if parent is None else [parent[i] for i in self.indices]
 
     def ids(self) -> list:
         parent_ids = self.parent.ids()

@@ -5,7 +5,9 @@ aliases; "carve" = ignore the source's split and carve it), drops corrupt files 
 `config.data.skip_corrupt` (with a warning listing them), and carves
 missing validation/test splits out of train with `stratified_split`: per class, a permutation drawn
 from `split_seed` only, so the split is identical on every run and on resume. A class some split has
-no image of (e.g. present in train but not in validation) is logged as a warning. `write_split` writes
+no image of (e.g. present in train but not in validation) is logged as a warning; a record counts
+for every class it shows (`vitjax.data.records.class_image_counts`: its class, or each of the
+classes of a multi-label image, a mask or boxes). `write_split` writes
 the record identifiers (file paths relative to the folder, or indices in the source split) of every
 split to `<workdir>/data_split.json` so the split used can be audited.
 """
@@ -19,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from vitjax.data.records import (CARVE, SPLIT_ALIASES, SPLITS, ImageDataset, RecordSource, SubsetSource,
-                                 check_labels)
+                                 check_labels, class_image_counts)
 from vitjax.errors import BadKey, BadValue
 from vitjax.files import read_json
 from vitjax.workdir import SPLIT
@@ -109,7 +111,7 @@ def resolve_splits(source: str, raw: dict[str, RecordSource], class_names: list[
 
 def _warn_missing_classes(dataset: ImageDataset) -> None:
     for name, split in dataset.splits.items():
-        counts = np.bincount(split.labels(), minlength=dataset.num_classes)
+        counts = class_image_counts(split, dataset.num_classes)
         absent = [c for c, n in zip(dataset.class_names, counts) if n == 0]
         if absent:
             effect = ("the model never sees them" if name == "train" else
@@ -120,12 +122,13 @@ def _warn_missing_classes(dataset: ImageDataset) -> None:
 
 
 def split_summary(dataset: ImageDataset) -> dict:
-    """Per split: origin, size and per-class counts (for logs and the audit file)."""
+    """Per split: origin, size and per class the number of images showing it (for logs and the
+    audit file)."""
     summary = {}
     for name, split in dataset.splits.items():
         summary[name] = {"origin": dataset.origin.get(name, name), "size": len(split)}
         if dataset.class_names:
-            counts = np.bincount(split.labels(), minlength=dataset.num_classes)
+            counts = class_image_counts(split, dataset.num_classes)
             summary[name]["per_class"] = {c: int(n) for c, n in zip(dataset.class_names, counts)}
     return summary
 

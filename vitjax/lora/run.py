@@ -13,6 +13,7 @@ from vitjax.errors import BadValue
 from vitjax.lora import peft as peft_format
 from vitjax.lora.config import enabled
 from vitjax.lora.model import ADAPTER_PATH, LoRAModel, LoRASpec, adapted_layers, merge
+from vitjax.models.heads import DEFAULT_POOLING
 from vitjax.models.model import Model
 from vitjax.optim import groups
 from vitjax.workdir import adapter_dir
@@ -57,13 +58,14 @@ def export_adapter(run, params, directory: str) -> dict:
     model = run.model
     if not isinstance(model.module, LoRAModel):
         return params
-    pooling = getattr(model.module.head, "pooling", None)  # tasks without a transformers class: merge only
-    if pooling is None or model.task.hf_config() is None or model.spec.family not in peft_format.FAMILIES:
+    hf = model.task.hf_config() or {}  # tasks without a transformers classifier: merge only
+    if "pooling" not in hf or model.spec.family not in peft_format.FAMILIES:
         log.info("LoRA: no PEFT adapter for a %s %s model; best/ holds the adapters merged",
                  model.spec.family, model.task.name)
         return merge(params, model.module.lora)
     trained = [p for p, t in zip(jax.tree.leaves(groups.path_tree(params)),
                                  jax.tree.leaves(run.training.optimizer.trainable_mask)) if t]
+    pooling = hf["pooling"] or DEFAULT_POOLING[model.spec.family]
     path = peft_format.save_adapter(adapter_dir(directory), model.spec, pooling,
                                     params, model.module.lora, trained, base=model.base)
     log.info("exported the LoRA adapter in PEFT format to %s", path)

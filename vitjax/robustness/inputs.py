@@ -1,8 +1,9 @@
 """Evaluation batches for the robustness report, built on the run's own pipeline.
 
 A split becomes a source of *examples* — what the evaluation pipeline would batch: `{"image": uint8
-[H, W, 3] at the model's input resolution, <the task's label fields>}`, from the run's decode cache
-for image + class-label records or from the task's `RecordTransforms.eval` — and
+[H, W, 3] at the model's input resolution, <the task's label fields>}`, the task's
+`RecordTransforms.eval` of the records as the evaluation reads them (`pipeline.eval_source`: through
+the decode cache where the transforms declare it) — and
 `CorruptedExamples` corrupts each example's image as grain reads it (in its read threads), so masks
 and boxes keep their places. `vitjax.data.pipeline.eval_batches` batches, pads and shards them as in
 any evaluation. `RelabeledSource` maps another source's labels onto the model's classes by name.
@@ -15,30 +16,14 @@ import jax
 import numpy as np
 
 from vitjax.data import pipeline
-from vitjax.data.cache import DecodedSource, cache_path
 from vitjax.data.config import default_config
+from vitjax.data.records import record_classes
 from vitjax.errors import BadValue
 from vitjax.robustness import corruptions
 
 
-class ClassificationExamples:
-    """Image + class-label records, decoded and resized as the evaluation does (sharing its cache)."""
-
-    def __init__(self, split, preprocessing, data_cfg):
-        shape = (*preprocessing.input_size, 3)
-        path = cache_path(data_cfg, split, "eval", shape, repr(preprocessing))
-        self.decoded = DecodedSource(split, preprocessing.to_uint8, shape, path)
-
-    def __len__(self) -> int:
-        return len(self.decoded)
-
-    def __getitem__(self, index: int) -> dict:
-        record = self.decoded[index]
-        return {"image": record["image"], "label": np.int32(record["label"])}
-
-
 class TaskExamples:
-    """A task's records through its own eval transform (`RecordTransforms.eval`)."""
+    """Records through a task's eval transform (`RecordTransforms.eval`)."""
 
     def __init__(self, split, transform):
         self.split, self.transform = split, transform
@@ -77,11 +62,9 @@ class _AsIs:
 
 def examples_of(run, split) -> tuple[object, dict]:
     """(examples of the record source `split`, the padding example) for `run`'s task."""
-    if run.data.record_transforms is None:
-        padding = {"image": np.zeros((*run.model.preprocessing.input_size, 3), np.uint8),
-                   "label": np.int32(0)}
-        return ClassificationExamples(split, run.model.preprocessing, run.config.data), padding
-    return TaskExamples(split, run.data.record_transforms.eval), run.data.record_transforms.padding
+    transforms = run.data.record_transforms
+    source = pipeline.eval_source(split, run.model.preprocessing, run.config.data, transforms)
+    return TaskExamples(source, transforms.eval), transforms.padding
 
 
 def batches(run, examples, padding: dict) -> pipeline.EvalBatches:
@@ -97,14 +80,17 @@ def batches(run, examples, padding: dict) -> pipeline.EvalBatches:
 class RelabeledSource:
     """The records of `parents` (several splits, one after another) with their labels mapped onto
     the model's classes by `mapping` (source class index -> model class index, -1 when unknown).
-    Single-label records ("label") of unknown classes are dropped; multi-label records ("labels")
-    all stay, with their known labels."""
+    Records whose `labels()` are their classes ("label") are dropped when the model does not know
+    their class; the records of sources with `classes()` (multi-label "labels") all stay, with
+    their known labels."""
 
-    def __init__(self, parents, mapping: np.ndarray, multilabel: bool):
-        self.parents, self.mapping, self.multilabel = list(parents), np.asarray(mapping), multilabel
-        self.rows = [(p, i) for p, parent in enumerate(self.parents)
-                     for i, label in enumerate(parent.labels())
-                     if multilabel or self.mapping[label] >= 0]
+    def __init__(self, parents, mapping: np.ndarray):
+        self.parents, self.mapping = list(parents), np.asarray(mapping)
+        self.rows = []
+        for p, parent in enumerate(self.parents):
+            labels = parent.labels()
+            kept = np.ones(len(labels), bool) if record_classes(parent) is not None else self.mapping[labels] >= 0
+            self.rows += [(p, int(i)) for i in np.flatnonzero(kept)]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -112,9 +98,9 @@ class RelabeledSource:
     def __getitem__(self, index: int) -> dict:
         p, i = self.rows[index]
         record = dict(self.parents[p][i])
-        if self.multilabel:
+        if "labels" in record:
             record["labels"] = [int(self.mapping[c]) for c in record["labels"] if self.mapping[c] >= 0]
-        else:
+        if "label" in record:
             record["label"] = int(self.mapping[record["label"]])
         return record
 

@@ -5,7 +5,8 @@ severity, one per attack and epsilon, then calibration before and after temperat
 with `--robustness.source`, the clean metrics on another source whose class names match. Every
 pass goes through the task's own metrics (`metrics`/`metric_inputs`/`summarize`), so segmentation
 and detection get the corruption sweep in mIoU and mAP; attacks and calibration need class logits
-(the classification task, single- or multi-label). `vitjax.robustness.report` writes the files.
+(tasks declaring `class_logits`: classification, single- or multi-label). `vitjax.robustness.report`
+writes the files.
 """
 from __future__ import annotations
 
@@ -26,13 +27,13 @@ OUTDIR = ROBUSTNESS
 
 
 class _Evaluator:
-    """The report's one compiled program: the task's metrics of a batch — for classification after
-    an optional attack (`attacks.Attack`; the clean images take 0 steps), with the logits — jitted
-    over the mesh with replicated results, like the evaluation step."""
+    """The report's one compiled program: the task's metrics of a batch — for a task with class
+    logits after an optional attack (`attacks.Attack`; the clean images take 0 steps), with the
+    logits — jitted over the mesh with replicated results, like the evaluation step."""
 
     def __init__(self, run, params, seed: int):
         self.run, self.params = run, params
-        self.classifier = run.model.task.name == "classification"
+        self.classifier = run.model.task.class_logits
         self.key = jax.random.key(seed)
         perturb = attacks.make_perturb(run.model.module, run.model.normalize) if self.classifier else None
 
@@ -118,8 +119,7 @@ def cross_domain(evaluate: _Evaluator, options) -> dict:
     data_cfg.source = options.source
     other = type(run.model.task).open_source(data_cfg, run.config.task)
     mapping, classes = inputs.match_classes(run.data.dataset.class_names, other.class_names)
-    multilabel = bool(run.model.task.config.get("multilabel", False))
-    source = inputs.RelabeledSource(other.splits.values(), mapping, multilabel)
+    source = inputs.RelabeledSource(other.splits.values(), mapping)
     if len(source) == 0:
         raise BadValue(f"--robustness.source={options.source!r} has no image of the model's classes.")
     summary, logits, labels = evaluate.split(source)

@@ -14,7 +14,8 @@ swapped, its data (`CachedData`: batches of features) and its `Steps` (the model
 features as they are), so the jitted train and eval steps are `Run`'s own. The train state holds the
 full parameter tree (frozen tensors untouched), so checkpoints, resume, early stopping, reports and
 the export to `best/` are the same. Batches keep the trainer's layout, their "image" entry holding
-what the trained part reads (a dict of cached arrays). Training
+what the trained part reads (a dict of cached arrays) and the task's other fields of the same view
+(labels, masks, boxes: any task). Training
 batches follow the image pipeline's order (same seed, same shuffle), one of each image's views
 drawn at random. The frozen part runs in inference mode: no dropout or stochastic depth in it.
 
@@ -41,6 +42,7 @@ from vitjax.config import to_dict
 from vitjax.data import pipeline
 from vitjax.data.cache import fingerprint
 from vitjax.data.feature_store import filled_arrays
+from vitjax.data.records import record_classes
 from vitjax.errors import BadValue
 from vitjax.models.model import Model
 from vitjax.models.split import split_backbone
@@ -117,9 +119,6 @@ def _obstacles(run, cut: int | None) -> list[str]:
                      f"lower part stays frozen (use 'head_only' or 'last_n_blocks')")
     if run.config.lora.targets:
         found.append("config.lora.targets is set (the cached run's top blocks carry no adapters)")
-    if run.data.record_transforms is not None:
-        found.append(f"the {run.model.task.name!r} task transforms its own records (the cache knows image + "
-                     f"class-label records)")
     if data.device_augment:
         found.append("config.data.device_augment=True (cached views are augmented on the host; set it "
                      "to False)")
@@ -202,6 +201,8 @@ class FeatureCache:
         h.update(self._weights_digest)
         records = run.data.dataset.splits[split]
         h.update(fingerprint(records, kind, run.model.preprocessing.input_size, "").encode())
+        # The stored targets follow the records' classes where `labels()` do not hold them all.
+        h.update(repr([c.tolist() for c in record_classes(records) or ()]).encode())
         return os.path.join(self.directory, f"vitjax-features-{split}-{h.hexdigest()[:20]}")
 
     @functools.cached_property
@@ -215,7 +216,11 @@ class FeatureCache:
         return h.digest()
 
     def _layout(self, lead: tuple[int, ...]) -> dict:
-        return {name: ((*lead, *s.shape[1:]), s.dtype) for name, s in self._row.items()}
+        """The features' arrays and the examples' other fields (the task's targets, their shapes
+        those of its padding example), each with `lead` axes."""
+        fields = {FIELD + name: ((*lead, *np.shape(value)), np.asarray(value).dtype)
+                  for name, value in self.run.data.record_transforms.padding.items() if name != "image"}
+        return {**{name: ((*lead, *s.shape[1:]), s.dtype) for name, s in self._row.items()}, **fields}
 
     # ---- training views ----------------------------------------------------------------------
     @functools.cached_property
@@ -225,7 +230,7 @@ class FeatureCache:
         split = run.data.dataset.splits["train"]
         path = self._path("train", "train-views", self.views, run.config.seed, to_dict(data.augment),
                           data.cache_scale)
-        source, augment = pipeline.classification_train(split, run.model.preprocessing, data)
+        source, augment = pipeline.train_examples(split, run.model.preprocessing, data, run.data.record_transforms)
         batch = run.data.per_process_eval_batch
 
         def fill(arrays):
@@ -235,9 +240,10 @@ class FeatureCache:
                 ds = ds.random_map(augment).batch(batch)
                 offset = 0
                 for examples in pipeline.parallel_reader(ds, data, data.workers):
-                    n = len(examples["label"])
-                    for name, values in self._extract(_padded(examples["image"], batch)).items():
-                        arrays[name][view, offset:offset + n] = values[:n]
+                    n = len(examples["image"])
+                    values = {**self._extract(_padded(examples["image"], batch)), **_fields(examples)}
+                    for name, value in values.items():
+                        arrays[name][view, offset:offset + n] = value[:n]
                     offset += n
             log.info("feature cache: %d training images x %d views through the frozen part in %.1f s",
                      len(split), self.views, time.time() - start)
@@ -245,10 +251,11 @@ class FeatureCache:
         return filled_arrays(path, self._layout((self.views, len(split))), fill)
 
     def train_iterator(self, batch_size: int, seed: int, data_cfg):
-        """Endless batches {"image": {name: [b, ...]}, "label": [b]} in the image pipeline's order."""
-        labels = np.asarray(self.run.data.dataset.splits["train"].labels(), np.int32)
-        ds = grain.MapDataset.range(len(labels)).seed(seed % 2**32).shuffle().repeat(None)
-        ds = ds.random_map(_PickView(self.train_features, labels, self.views))
+        """Endless batches {"image": {name: [b, ...]}, <the task's fields>} in the image pipeline's
+        order."""
+        size = len(self.run.data.dataset.splits["train"])
+        ds = grain.MapDataset.range(size).seed(seed % 2**32).shuffle().repeat(None)
+        ds = ds.random_map(_PickView(self.train_features, self.views))
         return iter(pipeline.parallel_reader(ds.batch(batch_size, drop_remainder=True), data_cfg, workers=0))
 
     # ---- evaluation splits -------------------------------------------------------------------
@@ -258,20 +265,16 @@ class FeatureCache:
             images = self.run.eval_batches(split)
             batch = self.run.data.per_process_eval_batch
             rows = len(images) * batch
-            layout = {**self._layout((rows,)), "label": ((rows,), np.int32),
-                      "valid": ((rows,), np.bool_)}
+            layout = {**self._layout((rows,)), FIELD + "valid": ((rows,), np.bool_)}
 
             def fill(arrays):
                 for i, examples in enumerate(images):
-                    rows_i = slice(i * batch, (i + 1) * batch)
-                    arrays["label"][rows_i], arrays["valid"][rows_i] = examples["label"], examples["valid"]
-                    for name, values in self._extract(examples["image"]).items():
-                        arrays[name][rows_i] = values
+                    values = {**self._extract(examples["image"]), **_fields(examples)}
+                    for name, value in values.items():
+                        arrays[name][i * batch:(i + 1) * batch] = value
 
             arrays = filled_arrays(self._path(split, "eval", batch), layout, fill)
-            batches = [{"image": {name: arrays[name][i:i + batch] for name in self._row},
-                        "label": arrays["label"][i:i + batch], "valid": arrays["valid"][i:i + batch]}
-                       for i in range(0, rows, batch)]
+            batches = [_batch(arrays, slice(i, i + batch)) for i in range(0, rows, batch)]
             self._eval[split] = pipeline.EvalBatches(batches, len(batches), images.num_examples)
         return self._eval[split]
 
@@ -295,18 +298,36 @@ def _padded(images: np.ndarray, batch: int) -> np.ndarray:
                                                                          images.dtype)])
 
 
+# Arrays of the examples' fields other than the image are stored under this prefix, beside the features.
+FIELD = "field."
+
+
+def _fields(examples: dict) -> dict:
+    """An example batch's fields other than the image, under their stored names."""
+    return {FIELD + name: value for name, value in examples.items() if name != "image"}
+
+
+def _batch(arrays: dict, rows) -> dict:
+    """{"image": {feature name: rows}, field: rows, ...} of stored arrays."""
+    batch = {"image": {}}
+    for name, values in arrays.items():
+        if name.startswith(FIELD):
+            batch[name.removeprefix(FIELD)] = np.asarray(values[rows])
+        else:
+            batch["image"][name] = np.asarray(values[rows])
+    return batch
+
+
 @dataclasses.dataclass(frozen=True)
 class _PickView(grain.transforms.RandomMap):
-    """Training record index -> {"image": one of its cached views (at random), "label"}."""
+    """Training record index -> one of its cached views (at random): {"image": features, fields}."""
 
-    features: dict
-    labels: np.ndarray
+    arrays: dict
     views: int
 
     def random_map(self, index, rng: np.random.Generator) -> dict:
         view = int(rng.integers(self.views)) if self.views > 1 else 0
-        return {"image": {name: np.asarray(values[view, index]) for name, values in self.features.items()},
-                "label": self.labels[index]}
+        return _batch(self.arrays, (view, index))
 
 
 def _as_is(inputs):

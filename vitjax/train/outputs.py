@@ -97,7 +97,8 @@ def export(run, dataset, params, directory: str, metrics: dict | None = None) ->
         log.info("task %r has no transformers class: exported in vitjax's format to %s", model.task.name, path)
         return path
     id2label = {int(k): v for k, v in hf["id2label"].items()}
-    path = export_pretrained(directory, model.spec, params, id2label, model.preprocessing, task_fields=hf)
+    fields = {k: v for k, v in hf.items() if k != "pooling"}  # the head's, not a config.json field
+    path = export_pretrained(directory, model.spec, params, id2label, model.preprocessing, task_fields=fields)
     report.write_model_card(path, {
         "base_checkpoint": model.base if model.base != "scratch" else None,
         "dataset": dataset.source,

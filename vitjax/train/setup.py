@@ -94,7 +94,7 @@ class DataPart:
     mesh: jax.sharding.Mesh
     dataset: ImageDataset
     preprocessing: Preprocessing
-    record_transforms: pipeline.RecordTransforms | None  # the task's; None: image + class-label records
+    record_transforms: pipeline.RecordTransforms  # the task's (and the data knobs they support)
 
     @property
     def per_process_batch(self) -> int:
@@ -300,9 +300,8 @@ def build_data(config, mesh, dataset: ImageDataset, model: ModelPart) -> DataPar
 
 def default_steps(model: ModelPart, data: DataPart) -> Steps:
     """The steps over images: the model's module, its normalisation, the configured device-side
-    augmentation (for image + class-label records)."""
-    augment = None if data.record_transforms is not None else train_transform(
-        model.config.data, model.preprocessing.input_size, data.dataset.num_classes)
+    augmentation."""
+    augment = train_transform(model.config.data, model.preprocessing.input_size, data.dataset.num_classes)
     return Steps(module=model.module, normalize=model.normalize, augment=augment)
 
 
