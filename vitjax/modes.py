@@ -4,7 +4,7 @@ Each prepares what every mode shares (the persistent compilation cache, the dist
 the workdir check) and builds only what it uses from `vitjax.train.setup`'s builders: train the
 whole run (`vitjax.train.loop`); evaluate the data and the exported model (no optimizer); export
 the model and the best checkpoint's params (no data); predict the exported model
-(`vitjax.predictor`); the robustness report lives in `vitjax.robustness`. Modes after train read
+(`vitjax.trained`); the robustness report lives in `vitjax.robustness`. Modes after train read
 the workdir's saved config when given none.
 """
 
@@ -131,17 +131,16 @@ def saved_config(config, workdir: str | None):
     return config_lib.over_defaults(read_json(path, "pass the run's --config instead"), path)
 
 
-def _model_dir(workdir: str | None, model: str | None, native_ok: bool = True) -> str:
-    """--model, else the run's export: <workdir>/best (Hugging Face format), or best_vitjax/ where
-    `native_ok`."""
-    names = ("best", "best_vitjax") if native_ok else ("best",)
-    candidates = [model] if model else [os.path.join(workdir, name) for name in names if workdir]
-    found = next((path for path in candidates if os.path.isdir(path)), None)
-    if found is None:
+def _model_dir(workdir: str | None, model: str | None) -> str:
+    """--model (a model folder, or a workdir holding one), else the run's export: <workdir>/best
+    (its family's format), else <workdir>/best_vitjax (vitjax's)."""
+    from vitjax.trained import find_model
+    found = find_model(model or workdir) if model or workdir else None
+    if found is None or not os.path.isdir(found) or (not model and found == workdir):
         raise FileNotFoundError(
-            f"no model folder at {' or '.join(map(repr, candidates)) or 'None'}: pass --model <an "
-            f"exported model folder>, or a --workdir whose training finished (it writes <workdir>/best, "
-            f"or best_vitjax/ for tasks without a transformers class).")
+            f"no model folder at {model or workdir!r}: pass --model <an exported model folder>, or a "
+            f"--workdir whose training finished (it writes <workdir>/best, or best_vitjax/ when the "
+            f"model has no class in its family's format).")
     return found
 
 
@@ -149,8 +148,8 @@ def _model_dir(workdir: str | None, model: str | None, native_ok: bool = True) -
 def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
     """The model at --model (or the run's export) on one split of the data; reports in
     <workdir>/eval_<split>/. `config` None: the run's saved config."""
-    from vitjax.predictor import load_trained
     from vitjax.train import evaluation, setup
+    from vitjax.trained import load_trained
     config = saved_config(config, workdir)
     _prepare(config)
     run = setup.build_eval_run(config, workdir, load_trained(_model_dir(workdir, model), config.task))
@@ -168,17 +167,9 @@ def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
 @_user_errors
 def robustness(config, workdir: str, model: str | None, split: str, options) -> dict:
     from vitjax.robustness.run import robustness_report
-    from vitjax.checkpoints.native import MODEL_FILE
     config = saved_config(config, workdir).copy_and_resolve_references()
     _prepare(config)
-    native = os.path.join(workdir, "best_vitjax")  # tasks without a transformers class
-    if model is None and not os.path.isdir(os.path.join(workdir, "best")) and os.path.isdir(native):
-        model = native
-    model_dir = _model_dir(workdir, model)
-    if not os.path.isfile(os.path.join(model_dir, MODEL_FILE)):  # else the run's model, its weights
-        config.model.checkpoint = model_dir
-        config.model.image_size = 0
-    return robustness_report(config, workdir, split, options, model_dir)
+    return robustness_report(config, workdir, split, options, _model_dir(workdir, model))
 
 
 @_user_errors
@@ -190,8 +181,8 @@ def predict(config, workdir: str | None, model: str | None, inputs: list[str], t
     An image that cannot be read gets an "error" naming it instead, and the others are predicted all
     the same (the command line then exits with status 1). `config` None: the run's saved config, if
     any (a bare --model folder describes itself). `top_k`: ranked entries per image (labels,
-    detections); None: the task's default (`Predictor.predict`)."""
-    from vitjax.predictor import load_trained
+    detections); None: the task's default (`Task.default_top_k`, as the service's)."""
+    from vitjax.trained import load_trained
     if config is None and workdir and os.path.isfile(os.path.join(workdir, "config.json")):
         config = saved_config(None, workdir)
     if config is not None:
@@ -271,6 +262,6 @@ def export_deployable(workdir: str | None, model: str | None, fmt: str, output: 
     from vitjax.deploy.artifacts import export as export_artifact
     if not output:
         raise BadValue(f"--mode export --format {fmt} needs --output DIR (the folder to write).")
-    path = export_artifact(_model_dir(workdir, model, native_ok=True), fmt, output)
+    path = export_artifact(_model_dir(workdir, model), fmt, output)
     logging.getLogger("vitjax").info("exported %s to %s", fmt, path)
     return path

@@ -1,8 +1,10 @@
 """What a finished run leaves behind: test report, results.json, learning curves, the HF export.
 
-Only process 0 writes. The exported `best/` folder is the best checkpoint in Hugging Face format
-(loads with `transformers` as it is) with a model card; tasks without a transformers class get
-`best_vitjax/` in vitjax's own format instead (`vitjax.checkpoints.native`: orbax params + json).
+Only process 0 writes. The exported `best/` folder is the best checkpoint in its family's format
+(loads with `transformers`, or timm, as it is) with a model card; a model without a class there (a
+task without a transformers class, or a head the family's class does not pool as, such as
+`config.task.pooling='mean'` on a ViT) gets `best_vitjax/` in vitjax's own format instead
+(`vitjax.checkpoints.native`: orbax params + json).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from vitjax import report
 from vitjax.files import read_json
 from vitjax.lora import run as lora_run
 from vitjax.train import evaluation
+from vitjax.trained import export_format
 
 log = logging.getLogger(__name__)
 
@@ -71,25 +74,31 @@ def finish(run, best_state, eval_step, host: dict, best_step: int) -> dict:
 
 
 def export_dir(run) -> str:
-    """Where a finished run exports its best weights: `best/` in Hugging Face format, or
-    `best_vitjax/` in vitjax's own format for tasks without a transformers class."""
-    return os.path.join(run.workdir, "best" if run.task.hf_config() is not None else "best_vitjax")
+    """Where a finished run exports its best weights: `best/` in its family's format (transformers'
+    or timm's), or `best_vitjax/` in vitjax's own format for a model without a class there
+    (`vitjax.trained.export_format`)."""
+    family = export_format(run.task, run.spec, run.model.head).pooling is not None
+    return os.path.join(run.workdir, "best" if family else "best_vitjax")
 
 
 def export(run, params, directory: str, metrics: dict | None = None) -> str:
-    """Writes `params` (host arrays: `parallel.to_host`) in Hugging Face format (+ model card) when
-    the task has a transformers class, else in vitjax's own format. LoRA adapters are merged into
+    """Writes `params` (host arrays: `parallel.to_host`) in its family's format (+ model card) when
+    the model has a class there, else in vitjax's own format. LoRA adapters are merged into
     the weights, and written alone in PEFT's format to `<directory>_adapter`."""
     params = lora_run.export_adapter(run, params, directory)
-    hf = run.task.hf_config()
-    if hf is None:
+    form = export_format(run.task, run.spec, run.model.head)
+    if form.pooling is None:
         path = export_native(directory, run.spec, params, run.preprocessing, run.task.name,
                              config_lib.to_dict(run.config)["task"], run.dataset.class_names,
                              {"base_checkpoint": run.base, "metrics": metrics or {}})
-        log.info("task %r has no transformers class: exported in vitjax's format to %s", run.task.name, path)
+        if form.refused:
+            log.warning("%s: exported in vitjax's format to %s instead", form.refused, path)
+        else:
+            log.info("task %r has no transformers class: exported in vitjax's format to %s", run.task.name, path)
         return path
+    hf = run.task.hf_config()
     id2label = {int(k): v for k, v in hf["id2label"].items()}
-    path = export_pretrained(directory, run.spec, params, id2label, run.preprocessing, task_fields=hf)
+    path = export_pretrained(directory, run.spec, params, id2label, run.preprocessing, form.pooling, hf)
     report.write_model_card(path, {
         "base_checkpoint": run.base if run.base != "scratch" else None,
         "dataset": run.dataset.source,

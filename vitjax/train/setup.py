@@ -255,7 +255,7 @@ def build_training(config, params: dict, spec: ViTSpec, dataset: ImageDataset) -
 
 
 def build_eval_run(config, workdir: str, trained) -> Run:
-    """A run that evaluates a trained model (`vitjax.predictor.Predictor`) on `config.data`: data,
+    """A run that evaluates a trained model (`vitjax.trained.TrainedModel`) on `config.data`: data,
     model and parameters, no optimizer, no base checkpoint."""
     mesh = make_mesh(config)
     _, dataset = open_data(config)
