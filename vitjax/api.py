@@ -55,8 +55,10 @@ class Classifier:
     @classmethod
     def of(cls, model: Model, params: dict, preprocessing: Preprocessing, spec: ViTSpec,
            id2label: dict) -> "Classifier":
-        """The classifier of `model` (a ViT + `ClassificationHead`) with `params` over `id2label`."""
-        config = {"name": "classification", "plugins": [], "pooling": model.head.pooling}
+        """The classifier of `model` (a ViT + `ClassificationHead`) with `params` over `id2label` (one
+        label: a sigmoid, as multi-label)."""
+        config = {"name": "classification", "plugins": [], "pooling": model.head.pooling,
+                  "multilabel": len(id2label) == 1}
         task = make_task(config, [str(id2label[i]) for i in sorted(int(k) for k in id2label)])
         return cls(TrainedModel(task, model, params, preprocessing, spec, config))
 
