@@ -102,7 +102,7 @@ class Classifier:
         results = []
         images = list(images)
         for start in range(0, len(images), batch_size):
-            chunk = [load_rgb(im, str(im)) if isinstance(im, (str, os.PathLike)) else im
+            chunk = [load_rgb(os.fspath(im), os.fspath(im)) if isinstance(im, (str, os.PathLike)) else im
                      for im in images[start:start + batch_size]]
             found = self.trained.predictions(chunk, top_k)
             results += [[(self.id2label[int(i)], float(p)) for i, p in zip(indices, probabilities)]

@@ -187,12 +187,12 @@ def predict(config, workdir: str | None, model: str | None, inputs: list[str], t
         config = saved_config(None, workdir)
     if config is not None:
         _prepare(config)
-    predictor = load_trained(_model_dir(workdir, model), None if config is None else config.task)
+    trained = load_trained(_model_dir(workdir, model), None if config is None else config.task)
     paths = expand_inputs(inputs)
     if not output and not workdir:
         raise BadValue("--mode predict needs --output (a folder) or --workdir (writes "
                        "<workdir>/predictions).")
-    records = predictor.predict(paths, output or os.path.join(workdir, "predictions"), top_k)
+    records = trained.predict(paths, output or os.path.join(workdir, "predictions"), top_k)
     width = max(len(r["file"]) for r in records)
     for r in records:
         shown = json.dumps({k: v for k, v in r.items() if k != "file"})
