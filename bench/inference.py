@@ -24,7 +24,7 @@ import torch
 import transformers
 
 from vitjax.deploy import artifacts
-from vitjax.deploy.servable import load_servable
+from vitjax.trained import load_trained
 from vitjax.serve.backends import OnnxBackend
 
 
@@ -59,14 +59,14 @@ def main() -> None:
 
     work = tempfile.mkdtemp(prefix="vitjax_bench_")
     folder = vit_b16_folder(os.path.join(work, "best")) if args.model == "vit-b16" else args.model
-    servable = load_servable(folder)
-    jax_forward = jax.jit(servable.apply)
+    trained = load_trained(folder)
+    jax_forward = jax.jit(trained.apply)
     onnx_dir = artifacts.export(folder, "onnx", os.path.join(work, "onnx"))
     int8_dir = artifacts.export(folder, "onnx-int8", os.path.join(work, "int8"))
     threads = 0  # ONNX Runtime's own default (a thread per core): no HTTP server shares the cores here
     backends = {
-        "vitjax JAX (jit)": (lambda x: jax.block_until_ready(jax_forward(servable.params, x)),
-                             sum(v.nbytes for v in jax.tree.leaves(servable.params))),
+        "vitjax JAX (jit)": (lambda x: jax.block_until_ready(jax_forward(trained.params, x)),
+                             sum(v.nbytes for v in jax.tree.leaves(trained.params))),
         "ONNX Runtime float32": (OnnxBackend(onnx_dir, artifacts.read_info(onnx_dir), threads).run,
                                  os.path.getsize(os.path.join(onnx_dir, "model.onnx"))),
         "ONNX Runtime int8": (OnnxBackend(int8_dir, artifacts.read_info(int8_dir), threads).run,
@@ -75,18 +75,18 @@ def main() -> None:
     hf = transformers.AutoModelForImageClassification.from_pretrained(folder).eval()
 
     def torch_forward(images):
-        pixels = torch.from_numpy(np.ascontiguousarray(servable.preprocessing.normalize(images).transpose(0, 3, 1, 2)))
+        pixels = torch.from_numpy(np.ascontiguousarray(trained.preprocessing.normalize(images).transpose(0, 3, 1, 2)))
         with torch.inference_mode():
             return hf(pixel_values=pixels).logits
 
     backends["transformers PyTorch (eager)"] = (torch_forward, sum(p.numel() * 4 for p in hf.parameters()))
 
-    print(f"model {args.model}: input {servable.input_shape}, {servable.task.num_classes} labels; "
+    print(f"model {args.model}: input {trained.input_shape}, {trained.task.num_classes} labels; "
           f"{os.cpu_count()} CPUs, jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     print(f"| backend | batch | latency ms (median) | img/s | vs PyTorch | model MB |")
     print(f"|---|---|---|---|---|---|")
     for batch in (int(b) for b in args.batch_sizes.split(",")):
-        images = np.random.default_rng(0).integers(0, 256, (batch, *servable.input_shape), dtype=np.uint8)
+        images = np.random.default_rng(0).integers(0, 256, (batch, *trained.input_shape), dtype=np.uint8)
         seconds = {name: timed(fn, images, args.warmup, args.iters) for name, (fn, _) in backends.items()}
         base = seconds["transformers PyTorch (eager)"]
         for name, (_, size) in backends.items():

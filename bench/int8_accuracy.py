@@ -26,7 +26,7 @@ from vitjax import registry
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.data.transforms import load_rgb
 from vitjax.deploy import artifacts
-from vitjax.deploy.servable import INPUT_NAME, load_servable
+from vitjax.trained import INPUT_NAME, load_trained
 from vitjax.serve.backends import OnnxBackend
 
 
@@ -81,9 +81,9 @@ def main() -> None:
     int8_dir = artifacts.export(best, "onnx-int8", os.path.join(work, "int8"))
     info = artifacts.read_info(float_dir)
     static_dir = static_int8(float_dir, os.path.join(work, "static"), calibration)
-    servable = load_servable(best)
-    forward = jax.jit(servable.apply)
-    runs = {"vitjax JAX float32": (lambda x: jax.device_get(forward(servable.params, x)), None)}
+    trained = load_trained(best)
+    forward = jax.jit(trained.apply)
+    runs = {"vitjax JAX float32": (lambda x: jax.device_get(forward(trained.params, x)), None)}
     for name, folder in [("ONNX float32", float_dir), ("ONNX int8 dynamic (--format onnx-int8)", int8_dir),
                          ("ONNX int8 static (QDQ, 256 calibration images)", static_dir)]:
         runs[name] = (OnnxBackend(folder, {**info, "model_file": "model.onnx"}).run,

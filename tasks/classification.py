@@ -34,7 +34,7 @@ from vitjax.data.pipeline import RecordTransforms, image_label_transforms
 from vitjax.errors import BadValue
 from vitjax.metrics import ConfusionMatrix
 from vitjax.models.heads import DEFAULT_POOLING, POOLINGS
-from vitjax.registry import Task, register_task
+from vitjax.registry import MAX_TOP_K, Task, register_task
 from vitjax.report import plot_confusion_matrix, write_evaluation_report
 
 # Multi-label predictions: a label is predicted when its sigmoid probability reaches this.
@@ -154,8 +154,9 @@ class Classification(Task):
         # Multi-label: sigmoid binary cross-entropy on float multi-hot labels [B, C] instead of softmax.
         config.multilabel = False
         # k of the top-k accuracy metric, reported as "top{k}_accuracy" when there are more than k
-        # classes (single-label only), and labels listed per image by --mode predict (unless --top_k);
-        # 0 turns the metric off (predict then lists every label, at most 100).
+        # classes (single-label only), and the labels a prediction lists per image when none is asked
+        # (--mode predict, the service, the API: `default_top_k`); 0 turns the metric off (a
+        # prediction then lists every label, at most 100).
         config.top_k = 5
         # Warn when one class receives at least this fraction of an evaluation's predictions (a sign
         # of a too-high learning rate); None turns the warning off. Single-label only.
@@ -193,6 +194,11 @@ class Classification(Task):
         if self.config.multilabel:
             return multi_hot_transforms(preprocessing, data_cfg, self.num_classes)
         return image_label_transforms(preprocessing, data_cfg)
+
+    @property
+    def default_top_k(self) -> int:
+        """The labels a prediction lists: `top_k`, or when 0 every label (at most `MAX_TOP_K`)."""
+        return min(self.config.top_k or MAX_TOP_K, MAX_TOP_K)
 
     @property
     def _top_k(self) -> int:

@@ -17,9 +17,9 @@ from hf_oracle import TINY, make
 from vitjax.api import Classifier, load_pretrained
 from vitjax.checkpoints.native import export_native
 from vitjax.checkpoints.preprocessing import Preprocessing
-from vitjax.deploy.servable import make_task
 from vitjax.models.model import Model
 from vitjax.models.vit import ViT, ViTSpec
+from vitjax.trained import make_task
 
 LABELS = {0: "apple", 1: "banana", 2: "cherry", 3: "date"}
 BACKBONES = {

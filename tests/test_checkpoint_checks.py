@@ -125,6 +125,10 @@ def test_uint8_images_to_logits_are_normalised_like_the_processor(vit_dir):
         theirs = make("ViTForImageClassification", "ViTConfig", **VIT, num_labels=3)(
             torch.from_numpy(processed)).logits.numpy()
     np.testing.assert_allclose(clf.logits(images), theirs, atol=1e-4)
+    # channels-last uint8 [B, H, W, 3], the layout every export takes, is the same images
+    np.testing.assert_array_equal(clf.logits(images.transpose(0, 2, 3, 1)), clf.logits(images))
+    with pytest.raises(errors.BadValue, match=r"or uint8 \[batch, 32, 32, 3\]; got shape \(2, 32, 31, 3\)"):
+        clf.logits(images.transpose(0, 2, 3, 1)[:, :, :31])
     with pytest.raises(errors.BadValue, match=r"pixel_values of dtype int64"):
         clf.logits(images.astype(np.int64))
 

@@ -16,20 +16,20 @@ import transformers
 from deploy_helpers import BACKBONES, LABELS, digit_images, digits_classifier_folder, hf_model_folder, uint8_images
 from hf_oracle import rel_err, report, torch_forward
 from vitjax.deploy import artifacts, onnx_export
-from vitjax.deploy.servable import load_servable
 from vitjax.serve.backends import open_backend
+from vitjax.trained import load_trained
 
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_exports_match_vitjax_and_transformers(backbone, tmp_path):
     folder = hf_model_folder(tmp_path, backbone)
-    servable = load_servable(folder)
+    trained = load_trained(folder)
     images = uint8_images(3)
-    ours = jax.device_get(jax.jit(servable.apply)(servable.params, images))
+    ours = jax.device_get(jax.jit(trained.apply)(trained.params, images))
 
     # The oracle: transformers' model on the same normalised pixels, probabilities sorted best first.
     hf = transformers.AutoModelForImageClassification.from_pretrained(folder).eval()
-    pixels = np.ascontiguousarray(servable.preprocessing.normalize(images).transpose(0, 3, 1, 2))
+    pixels = np.ascontiguousarray(trained.preprocessing.normalize(images).transpose(0, 3, 1, 2))
     probabilities = torch.softmax(torch_forward(hf, pixels).logits, -1).numpy()
     np.testing.assert_array_equal(ours["indices"], np.argsort(-probabilities, axis=-1))
     assert rel_err(ours["probabilities"], -np.sort(-probabilities, axis=-1)) < 1e-4
@@ -43,7 +43,7 @@ def test_exports_match_vitjax_and_transformers(backbone, tmp_path):
 
     info = onnx_export.read_info(onnx.load_model(str(tmp_path / "onnx" / "model.onnx")))
     assert info["class_names"] == list(LABELS.values()) and info["task"] == "classification"
-    assert info["preprocessing"]["image_mean"] == list(servable.preprocessing.mean)
+    assert info["preprocessing"]["image_mean"] == list(trained.preprocessing.mean)
     assert info["input"] == {"name": "images", "shape": ["batch", 32, 32, 3], "dtype": "uint8"}
     assert info["ranked"] == ["indices", "probabilities"]
 
@@ -75,9 +75,9 @@ def test_export_command_and_its_errors(tmp_path):
                "--format", "stablehlo", "--output", str(tmp_path / "shlo")]
     subprocess.run(command, check=True, capture_output=True)
     exported = jax.export.deserialize(bytearray((tmp_path / "shlo" / "model.stablehlo").read_bytes()))
-    servable = load_servable(folder)
+    trained = load_trained(folder)
     np.testing.assert_allclose(exported.call(uint8_images(2))["probabilities"],
-                               jax.jit(servable.apply)(servable.params, uint8_images(2))["probabilities"],
+                               jax.jit(trained.apply)(trained.params, uint8_images(2))["probabilities"],
                                rtol=1e-6)
     missing = subprocess.run([*command[:5], "--workdir", str(tmp_path / "nowhere"), "--format", "onnx",
                               "--output", str(tmp_path / "x")], capture_output=True, text=True)

@@ -14,9 +14,9 @@ from PIL import Image
 from deploy_helpers import native_model_folder, png_bytes, uint8_images
 from vitjax import registry
 from vitjax.deploy import artifacts
-from vitjax.deploy.servable import load_servable
 from vitjax.serve.app import create_app
 from vitjax.serve.backends import open_backend
+from vitjax.trained import load_trained
 
 BRIGHTNESS_PLUGIN = textwrap.dedent('''
     """A third-party task: one number per image; only the hooks deployment calls are written."""
@@ -70,9 +70,9 @@ def _tasks(tmp_path):
 def test_task_exports_and_serves(task, tmp_path):
     task_config, class_names = _tasks(tmp_path)[task]
     folder = native_model_folder(tmp_path, task_config, class_names)
-    servable = load_servable(folder)
+    trained = load_trained(folder)
     images = uint8_images(3)
-    ours = jax.device_get(jax.jit(servable.apply)(servable.params, images))
+    ours = jax.device_get(jax.jit(trained.apply)(trained.params, images))
     onnx_out = open_backend(artifacts.export(folder, "onnx", str(tmp_path / "onnx"))).run(images)
     assert sorted(onnx_out) == sorted(ours)
     for name, value in ours.items():

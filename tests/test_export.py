@@ -1,5 +1,6 @@
 """Round trip: vitjax -> export_hf -> transformers loads it -> same logits; pipeline() agrees with predict()."""
 import json
+import logging
 import os
 
 import jax
@@ -8,10 +9,15 @@ import pytest
 import transformers
 from PIL import Image
 
+import vitjax
 from hf_oracle import TINY, make, pixels, rel_err, report, torch_forward
+from train_helpers import colour_folder, tiny_config
+from vitjax import modes
 from vitjax.api import Classifier, load_pretrained
 from vitjax.checkpoints import hf_export
 from vitjax.checkpoints.preprocessing import Preprocessing
+from vitjax.errors import BadValue
+from vitjax.models.model import build_model
 from vitjax.models.vit import ViTSpec
 
 LABELS = {0: "apple", 1: "banana", 2: "cherry", 3: "date"}
@@ -108,3 +114,27 @@ def test_export_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     clf.save_pretrained(target)  # overwriting an export replaces it whole
     assert sorted(os.listdir(tmp_path)) == ["best"]
+
+
+def test_a_head_the_family_class_cannot_pool_is_not_written_as_that_class(tmp_path, caplog):
+    """A ViT run with config.task.pooling='mean' was once exported as ViTForImageClassification,
+    which pools the CLS token (transformers then disagreed with vitjax): `save_pretrained` refuses
+    it, and training and --mode export write `best_vitjax/` (still mean-pooled), naming the key."""
+    spec = ViTSpec(image_size=16, patch_size=4, hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64)
+    mean = Classifier.of(build_model(spec, 2, "mean"), Classifier.from_scratch(spec, {0: "a", 1: "b"}).params,
+                         Preprocessing.default(16), spec, {0: "a", 1: "b"})
+    with pytest.raises(BadValue, match=r"config\.task\.pooling='mean'; ViTForImageClassification pools 'cls'"):
+        mean.save_pretrained(tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+
+    config = tiny_config(f"folder:{colour_folder(str(tmp_path / 'colours'), per_class=4, size=16)}",
+                         batch_size=8, epochs=1)
+    config.task.pooling = "mean"
+    workdir = tmp_path / "run"
+    with caplog.at_level(logging.WARNING):
+        results = modes.train(config, str(workdir))
+    assert "config.task.pooling='mean'" in caplog.text and "best_vitjax instead" in caplog.text
+    assert not (workdir / "best").exists()
+    assert vitjax.load_trained(workdir).model.head.pooling == "mean"
+    assert modes.evaluate(None, str(workdir), None, "test") == pytest.approx(results["metrics"]["test"])
+    assert modes.export(None, str(workdir), None) == str(workdir / "best_vitjax")

@@ -21,7 +21,7 @@ from hf_oracle import TINY, make, pixels, rel_err, report, torch_forward
 from train_helpers import colour_folder
 from vitjax import config as config_lib
 from vitjax import modes
-from vitjax.api import Classifier, load_pretrained
+from vitjax.api import load_pretrained
 from vitjax.lora import peft as peft_format
 from vitjax.lora.model import LoRAModel, LoRASpec, adapted_layers, merge
 from vitjax.train import setup
@@ -91,8 +91,7 @@ def test_a_peft_adapter_from_pytorch_loads_with_equal_logits(base, tmp_path):
     clf = load_pretrained(base)
     lora, params = peft_format.load_adapter(str(tmp_path / "adapter"), clf.spec, clf.pooling, clf.params)
     model = LoRAModel(clf.model.backbone, clf.model.head, lora=lora)
-    err_adapters = rel_err(Classifier(model, params, clf.preprocessing, clf.spec, clf.id2label).logits(x),
-                           expected)
+    err_adapters = rel_err(clf.replace(model=model, params=params).logits(x), expected)
     # transformers 4 names (those of the saved model files) read the same
     legacy = tmp_path / "legacy"
     legacy.mkdir()
@@ -162,10 +161,9 @@ def test_vitjax_adapters_export_to_peft_with_equal_logits(base, tmp_path):
     original = transformers.AutoModelForImageClassification.from_pretrained(base).eval()
     theirs = peft.PeftModel.from_pretrained(original, tmp_path / "adapter").eval()
     x = pixels(2, 32, 32, seed=4)
-    ours = Classifier(model, params, clf.preprocessing, clf.spec, clf.id2label).logits(x)
+    ours = clf.replace(model=model, params=params).logits(x)
     err = rel_err(ours, torch_forward(theirs, x).logits.numpy())
-    err_merged = rel_err(Classifier(clf.model, merge(params, spec), clf.preprocessing, clf.spec,
-                                    clf.id2label).logits(x), ours)
+    err_merged = rel_err(clf.replace(params=merge(params, spec)).logits(x), ours)
     report("vitjax_adapters_into_peft", logits=err, merged_vs_adapters=err_merged)
     assert err < 1e-4 and err_merged < 1e-5
 

@@ -1,5 +1,6 @@
 """`--mode predict` and the HTTP service compute a prediction one way (`Task.predict`, then
-`Task.prediction_records`): for the same image files they give the same records — classification and
+`Task.prediction_records`): for the same image files they give the same records, with a `top_k` and
+without (both then take the task's `default_top_k`) — classification and
 multi-label (both checked against transformers' own softmax / sigmoid), segmentation (masks at each
 image's own size) and detection (boxes in each image's pixels, drawn) — the service returning the
 files predict mode writes inline. A task without those hooks trains and evaluates, and predict, the
@@ -8,6 +9,7 @@ import base64
 import io
 import json
 import os
+import re
 import textwrap
 
 import numpy as np
@@ -86,18 +88,25 @@ def test_predict_mode_and_the_service_give_the_same_records(task, tmp_path):
     for i, (height, width) in enumerate(SIZES):
         paths.append(str(tmp_path / f"image_{i}.png"))
         open(paths[-1], "wb").write(png_bytes(height, width, seed=i))
-    outdir = str(tmp_path / "predictions")
+    outdir, default_dir = str(tmp_path / "predictions"), str(tmp_path / "defaults")
     ours = modes.predict(None, None, folder, paths, 3, outdir)
     assert json.load(open(os.path.join(outdir, "predictions.json"))) == ours
+    defaults = modes.predict(None, None, folder, paths, None, default_dir)  # no --top_k
     with TestClient(create_app(JaxBackend(folder), Limits(max_batch=4))) as client:
         files = [("files", (os.path.basename(p), open(p, "rb").read())) for p in paths]
         response = client.post("/predict?top_k=3", files=files)
-    assert response.status_code == 200, response.text
+        at_defaults = client.post("/predict", files=files)  # no top_k
+    assert response.status_code == 200 and at_defaults.status_code == 200, response.text + at_defaults.text
     served = response.json()["predictions"]
     assert [r["file"] for r in ours] == paths and [r["image"] for r in served] == [f"image_{i}.png" for i in range(3)]
-    for record, answer in zip(ours, served):
-        _same({k: v for k, v in record.items() if k != "file"}, {k: v for k, v in answer.items() if k != "image"},
-              outdir)
+    for mine, theirs, where in ((ours, served, outdir), (defaults, at_defaults.json()["predictions"], default_dir)):
+        for record, answer in zip(mine, theirs):
+            _same({k: v for k, v in record.items() if k != "file"},
+                  {k: v for k, v in answer.items() if k != "image"}, where)
+    ranked = {"classification": "top_k", "multilabel": "top_k", "detection": "detections"}.get(task)
+    if ranked:  # the task's default: every label of 4 (config.task.top_k=5), or every detection kept
+        counts = [len(record[ranked]) for record in defaults]
+        assert max(counts) == 4 if ranked == "top_k" else min(counts) > 5  # the service once listed 5
 
     if task in ("classification", "multilabel"):  # the oracle: transformers on the same files
         expected = _transformers_probabilities(folder, paths, task == "multilabel")
@@ -125,6 +134,33 @@ def test_predict_mode_and_the_service_give_the_same_records(task, tmp_path):
                 assert 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height and found["score"] >= 0.05
             drawn = np.asarray(Image.open(record["drawn"]).convert("RGB"))
             assert drawn.shape == (height, width, 3) and (drawn != np.asarray(Image.open(path))).any()
+
+
+def test_top_k_is_checked_once_and_a_task_knob_the_task_does_not_know_is_named(tmp_path):
+    """`--top_k 0` / `-1` / over the most an export keeps are one-line errors (0 was taken as 5), as
+    a request's are; a saved task config with an unknown knob is refused naming it and the folder
+    by every loader (the service once dropped it)."""
+    image = tmp_path / "a.png"
+    image.write_bytes(png_bytes())
+    folder = hf_model_folder(tmp_path, "vit")
+    for top_k in (0, -1, 101):
+        with pytest.raises(modes.UserError, match=rf"^top_k={top_k}: .* from 1 to 100; leave it out for "
+                                                  r"the task's default \(5\)"):
+            modes.predict(None, None, folder, [str(image)], top_k, str(tmp_path / "out"))
+    with TestClient(create_app(JaxBackend(folder))) as client:
+        refused = client.post("/predict?top_k=0", files=[("files", ("a.png", image.read_bytes()))])
+    assert refused.status_code == 422 and "top_k=0: " in refused.json()["detail"]
+
+    native = native_model_folder(tmp_path / "detector", {"name": "detection", "plugins": []}, ["disc", "square"])
+    path = os.path.join(native, "vitjax_model.json")
+    info = json.load(open(path))
+    info["task_config"]["score_treshold"] = 0.5
+    json.dump(info, open(path, "w"))
+    message = rf"^{re.escape(native)}: config.task.score_treshold is not a knob of task 'detection'. Did you mean score_threshold"
+    with pytest.raises(modes.UserError, match=message):
+        modes.predict(None, None, native, [str(image)], None, str(tmp_path / "out"))
+    with pytest.raises(modes.UserError, match=message):
+        JaxBackend(native)
 
 
 NO_HOOKS_PLUGIN = textwrap.dedent('''

@@ -2,7 +2,8 @@
 
 The public API is small: `load_pretrained` returns a `Classifier` (Flax module + params +
 preprocessing) that predicts, exposes logits in the Hugging Face layout, and saves back to
-Hugging Face format; `load_trained` turns a finished run's export (any task) into a `Predictor`.
+Hugging Face format; `load_trained` turns a finished run's export (any task) into a `TrainedModel`,
+of which a `Classifier` is a view.
 Training runs through `python -m vitjax.main --config <file>`.
 """
 
@@ -10,7 +11,7 @@ __version__ = "0.1.0"
 
 
 _PUBLIC = {"load_pretrained": "vitjax.api", "Classifier": "vitjax.api",
-           "load_trained": "vitjax.predictor", "Predictor": "vitjax.predictor"}
+           "load_trained": "vitjax.trained", "TrainedModel": "vitjax.trained"}
 __all__ = ["__version__", *_PUBLIC]
 
 

@@ -1,8 +1,10 @@
 """The public API: `load_pretrained(...) -> Classifier` and the `Classifier` itself.
 
-A `Classifier` holds a linen `Model` (ViT backbone + classification head), its float32 params, the
-checkpoint's `Preprocessing`, the architecture `spec` and `id2label`. It predicts on PIL images or paths,
-gives logits for HF-layout pixels (so results compare 1:1 with transformers) and saves back to HF format.
+A `Classifier` is a view on a classification `vitjax.trained.TrainedModel` (a linen `Model`: ViT
+backbone + classification head, its float32 params, the checkpoint's `Preprocessing`, the
+architecture `spec`, the task over `id2label`). It predicts on PIL images or paths through the task
+(`Task.predict`, as `--mode predict` and the service), gives logits for HF-layout pixels (so results
+compare 1:1 with transformers) or uint8 images, and saves back to its family's format.
 """
 from __future__ import annotations
 
@@ -18,23 +20,47 @@ from PIL import Image
 
 from vitjax.checkpoints.families import export_pretrained, load_checkpoint
 from vitjax.checkpoints.preprocessing import Preprocessing
+from vitjax.data.transforms import load_rgb
 from vitjax.errors import BadValue
 from vitjax.models.heads import DEFAULT_POOLING
 from vitjax.models.model import Model, build_model
 from vitjax.models.vit import ViTSpec
+from vitjax.trained import TrainedModel, make_task
 
 
-@dataclasses.dataclass
 class Classifier:
-    model: Model
-    params: dict
-    preprocessing: Preprocessing
-    spec: ViTSpec
-    id2label: dict[int, str]
+    """A classification `TrainedModel` (`trained`) seen as a classifier of PIL images and of pixels in
+    the Hugging Face layout; `model`, `params`, `preprocessing` and `spec` are the trained model's."""
+
+    def __init__(self, trained: TrainedModel):
+        self.trained = trained
+
+    model = property(lambda self: self.trained.model)
+    params = property(lambda self: self.trained.params)
+    preprocessing = property(lambda self: self.trained.preprocessing)
+    spec = property(lambda self: self.trained.spec)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.trained.task.class_names))
 
     @property
     def pooling(self) -> str:
         return self.model.head.pooling
+
+    def replace(self, **changes) -> "Classifier":
+        """The same classifier with some of the trained model's fields replaced (`params`, `model`)."""
+        return Classifier(dataclasses.replace(self.trained, **changes))
+
+    @classmethod
+    def of(cls, model: Model, params: dict, preprocessing: Preprocessing, spec: ViTSpec,
+           id2label: dict) -> "Classifier":
+        """The classifier of `model` (a ViT + `ClassificationHead`) with `params` over `id2label` (one
+        label: a sigmoid, as multi-label)."""
+        config = {"name": "classification", "plugins": [], "pooling": model.head.pooling,
+                  "multilabel": len(id2label) == 1}
+        task = make_task(config, [str(id2label[i]) for i in sorted(int(k) for k in id2label)])
+        return cls(TrainedModel(task, model, params, preprocessing, spec, config))
 
     @classmethod
     def from_scratch(cls, spec: ViTSpec, id2label: dict[int, str], preprocessing: Preprocessing | None = None,
@@ -45,45 +71,42 @@ class Classifier:
         model = build_model(spec, len(id2label), DEFAULT_POOLING[spec.family], dtype)
         dummy = jnp.zeros((1, *spec.image_size, spec.num_channels), jnp.float32)
         params = jax.jit(functools.partial(model.init, train=False))(jax.random.PRNGKey(seed), dummy)["params"]
-        return cls(model, jax.device_get(params), preprocessing, spec, id2label)
-
-    @functools.cached_property
-    def _forward(self):
-        return jax.jit(lambda params, images: self.model.apply({"params": params}, images, train=False))
+        return cls.of(model, jax.device_get(params), preprocessing, spec, id2label)
 
     def logits(self, pixel_values) -> np.ndarray:
-        """HF-layout pixels [B, 3, H, W] -> numpy logits [B, labels].
-
-        Floats are taken as the processor's `pixel_values` (already rescaled and normalised);
-        uint8 arrays as raw images of the right size, which are rescaled and normalised here first.
-        """
+        """Pixels -> numpy logits [B, labels]: floats as the processor's `pixel_values` [B, 3, H, W]
+        (already rescaled and normalised); uint8 as raw images of the input size, [B, H, W, 3] (the
+        layout every export takes) or [B, 3, H, W], which are rescaled and normalised here first."""
         raw = np.asarray(pixel_values) if not isinstance(pixel_values, jax.Array) else pixel_values
-        if raw.ndim != 4 or raw.shape[1] != self.spec.num_channels:
-            raise BadValue(f"pixel_values must be [batch, {self.spec.num_channels}, H, W] (HF layout), "
-                           f"got shape {tuple(raw.shape)}")
-        images = jnp.asarray(raw).transpose(0, 2, 3, 1)
+        channels, size = self.spec.num_channels, tuple(self.preprocessing.input_size)
+        if raw.dtype == np.uint8 and raw.ndim == 4 and raw.shape[1:] == (*size, channels):
+            images = jnp.asarray(raw)
+        elif raw.ndim == 4 and raw.shape[1] == channels:
+            images = jnp.asarray(raw).transpose(0, 2, 3, 1)
+        else:
+            raise BadValue(f"pixel_values must be [batch, {channels}, H, W] (HF layout), or uint8 "
+                           f"[batch, {size[0]}, {size[1]}, {channels}]; got shape {tuple(raw.shape)}")
         if raw.dtype == np.uint8:
             images = self.preprocessing.normalize(images)
         elif not jnp.issubdtype(raw.dtype, jnp.floating):
             raise BadValue(f"pixel_values of dtype {raw.dtype}: pass the processor's float pixel_values, "
                            f"uint8 images, or PIL images to .predict().")
-        return np.asarray(self._forward(self.params, images.astype(jnp.float32)))
+        return np.asarray(self.trained.jit_forward(self.params, images.astype(jnp.float32)))
 
-    def predict(self, images: Image.Image | str | os.PathLike | Iterable, top_k: int = 5,
+    def predict(self, images: Image.Image | str | os.PathLike | Iterable, top_k: int | None = None,
                 batch_size: int = 32) -> list[list[tuple[str, float]]]:
-        """PIL images or paths -> per image, the top_k (label, probability) pairs, best first."""
+        """PIL images or paths -> per image, the top_k (label, probability) pairs, best first; `top_k`
+        None: the task's default (`Task.default_top_k`, as `--mode predict` and the service)."""
         if isinstance(images, (Image.Image, str, os.PathLike)):
             images = [images]
         results = []
         images = list(images)
         for start in range(0, len(images), batch_size):
-            chunk = [Image.open(im) if isinstance(im, (str, os.PathLike)) else im
+            chunk = [load_rgb(os.fspath(im), os.fspath(im)) if isinstance(im, (str, os.PathLike)) else im
                      for im in images[start:start + batch_size]]
-            probs = jax.nn.softmax(jnp.asarray(self.logits(self.preprocessing(chunk))), axis=-1)
-            probs = np.asarray(probs)
-            for row in probs:
-                order = np.argsort(-row, kind="stable")[:top_k]
-                results.append([(self.id2label[int(i)], float(row[i])) for i in order])
+            found = self.trained.predictions(chunk, top_k)
+            results += [[(self.id2label[int(i)], float(p)) for i, p in zip(indices, probabilities)]
+                        for indices, probabilities in zip(found["indices"], found["probabilities"])]
         return results
 
     def save_pretrained(self, directory: str | os.PathLike) -> str:
@@ -107,4 +130,4 @@ def load_pretrained(name_or_dir: str | os.PathLike, num_labels: int | None = Non
     """
     ckpt = load_checkpoint(name_or_dir, num_labels=num_labels, id2label=id2label, image_size=image_size)
     model = build_model(ckpt.spec, len(ckpt.id2label), ckpt.pooling, dtype, **backbone_kwargs)
-    return Classifier(model, ckpt.params, ckpt.preprocessing, ckpt.spec, ckpt.id2label)
+    return Classifier.of(model, ckpt.params, ckpt.preprocessing, ckpt.spec, ckpt.id2label)

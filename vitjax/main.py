@@ -39,8 +39,9 @@ _MODEL = flags.DEFINE_string("model", None, "evaluate/predict/robustness: an exp
 _INPUTS = flags.DEFINE_list("inputs", [], "predict: image files and/or folders. The exit status is 1 "
                             "when some could not be read (each has an \"error\" in predictions.json; "
                             "the others are predicted).")
-_TOP_K = flags.DEFINE_integer("top_k", None, "predict: ranked entries per image: labels (classification), "
-                              "detections; default config.task.top_k where the task has it, else 100.")
+_TOP_K = flags.DEFINE_integer("top_k", None, "predict: ranked entries per image (1 to 100): labels "
+                              "(classification), detections; default: the task's, as the service's "
+                              "(classification: config.task.top_k).")
 _SWEEP_STORAGE = flags.DEFINE_string("sweep_storage", None, "sweep: an Optuna storage URL shared by "
                                      "several machines (default: sqlite <workdir>/sweep.db).")
 _OUTPUT = flags.DEFINE_string("output", None, "export: target folder; predict: folder for "

@@ -5,7 +5,7 @@ the workdir check) and composes only the parts it uses from `vitjax.train.setup`
 whole: train a `Run` (model, data, training: `vitjax.train.loop`); evaluate an `Evaluation` (the
 exported model over the data); export an `Export` (the recorded model and its parameter groups, the
 best checkpoint's params read with the checkpoints opened read-only: a live run's are never
-touched); predict the exported model (`vitjax.predictor`); the robustness report lives in
+touched); predict the exported model (`vitjax.trained`); the robustness report lives in
 `vitjax.robustness`. Modes after train read the workdir's saved config when given none. Every file
 name of a workdir comes from `vitjax.workdir.Workdir`.
 """
@@ -140,17 +140,16 @@ def saved_config(config, workdir: str | None):
     return config_lib.over_defaults(read_json(path, "pass the run's --config instead"), path)
 
 
-def _model_dir(workdir: str | None, model: str | None, native_ok: bool = True) -> str:
-    """--model, else the run's export: <workdir>/best (Hugging Face format), or best_vitjax/ where
-    `native_ok`."""
-    names = ("best", "best_native") if native_ok else ("best",)
-    candidates = [model] if model else [getattr(Workdir(workdir), name) for name in names if workdir]
-    found = next((path for path in candidates if os.path.isdir(path)), None)
-    if found is None:
+def _model_dir(workdir: str | None, model: str | None) -> str:
+    """--model (a model folder, or a workdir holding one), else the run's export: <workdir>/best
+    (its family's format), else <workdir>/best_vitjax (vitjax's)."""
+    from vitjax.trained import find_model
+    found = find_model(model or workdir) if model or workdir else None
+    if found is None or not os.path.isdir(found) or (not model and found == workdir):
         raise FileNotFoundError(
-            f"no model folder at {' or '.join(map(repr, candidates)) or 'None'}: pass --model <an "
-            f"exported model folder>, or a --workdir whose training finished (it writes <workdir>/best, "
-            f"or best_vitjax/ for tasks without a transformers class).")
+            f"no model folder at {model or workdir!r}: pass --model <an exported model folder>, or a "
+            f"--workdir whose training finished (it writes <workdir>/best, or best_vitjax/ when the "
+            f"model has no class in its family's format).")
     return found
 
 
@@ -158,8 +157,8 @@ def _model_dir(workdir: str | None, model: str | None, native_ok: bool = True) -
 def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
     """The model at --model (or the run's export) on one split of the data; reports in
     <workdir>/eval_<split>/. `config` None: the run's saved config."""
-    from vitjax.predictor import load_trained
     from vitjax.train import evaluation, setup
+    from vitjax.trained import load_trained
     config = saved_config(config, workdir)
     _prepare(config)
     run = setup.build_eval_run(config, workdir, load_trained(_model_dir(workdir, model), config.task))
@@ -178,17 +177,9 @@ def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
 @_user_errors
 def robustness(config, workdir: str, model: str | None, split: str, options) -> dict:
     from vitjax.robustness.run import robustness_report
-    from vitjax.checkpoints.native import MODEL_FILE
     config = saved_config(config, workdir).copy_and_resolve_references()
     _prepare(config)
-    native = Workdir(workdir).best_native  # tasks without a transformers class
-    if model is None and not os.path.isdir(Workdir(workdir).best) and os.path.isdir(native):
-        model = native
-    model_dir = _model_dir(workdir, model)
-    if not os.path.isfile(os.path.join(model_dir, MODEL_FILE)):  # else the run's model, its weights
-        config.model.checkpoint = model_dir
-        config.model.image_size = 0
-    return robustness_report(config, workdir, split, options, model_dir)
+    return robustness_report(config, workdir, split, options, _model_dir(workdir, model))
 
 
 @_user_errors
@@ -200,18 +191,18 @@ def predict(config, workdir: str | None, model: str | None, inputs: list[str], t
     An image that cannot be read gets an "error" naming it instead, and the others are predicted all
     the same (the command line then exits with status 1). `config` None: the run's saved config, if
     any (a bare --model folder describes itself). `top_k`: ranked entries per image (labels,
-    detections); None: the task's default (`Predictor.predict`)."""
-    from vitjax.predictor import load_trained
+    detections); None: the task's default (`Task.default_top_k`, as the service's)."""
+    from vitjax.trained import load_trained
     if config is None and workdir and os.path.isfile(Workdir(workdir).config):
         config = saved_config(None, workdir)
     if config is not None:
         _prepare(config)
-    predictor = load_trained(_model_dir(workdir, model), None if config is None else config.task)
+    trained = load_trained(_model_dir(workdir, model), None if config is None else config.task)
     paths = expand_inputs(inputs)
     if not output and not workdir:
         raise BadValue("--mode predict needs --output (a folder) or --workdir (writes "
                        "<workdir>/predictions).")
-    records = predictor.predict(paths, output or Workdir(workdir).predictions, top_k)
+    records = trained.predict(paths, output or Workdir(workdir).predictions, top_k)
     width = max(len(r["file"]) for r in records)
     for r in records:
         shown = json.dumps({k: v for k, v in r.items() if k != "file"})
@@ -283,6 +274,6 @@ def export_deployable(workdir: str | None, model: str | None, fmt: str, output: 
     from vitjax.deploy.artifacts import export as export_artifact
     if not output:
         raise BadValue(f"--mode export --format {fmt} needs --output DIR (the folder to write).")
-    path = export_artifact(_model_dir(workdir, model, native_ok=True), fmt, output)
+    path = export_artifact(_model_dir(workdir, model), fmt, output)
     logging.getLogger("vitjax").info("exported %s to %s", fmt, path)
     return path

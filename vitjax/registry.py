@@ -21,6 +21,7 @@ runs any task by calling only the methods below (and every one of them is called
     task.report(computed, outdir, split)                       # evaluation report files
     task.hf_config()                                           # export
     arrays = task.predict(outputs, top_k)                      # predict, serve, ONNX/StableHLO: jit-able
+                                                               # (top_k: asked, else task.default_top_k)
     records = task.prediction_records(                         # predict, serve: on the host
         arrays, images, names, outdir)
 
@@ -72,6 +73,8 @@ BUILTIN_PLUGINS = ("vitjax.tasks.classification", "vitjax.tasks.segmentation", "
 ENTRY_POINT_GROUP = "vitjax.tasks"
 # Keys of `config.task` read by the registry itself rather than by the plugin.
 REGISTRY_KEYS = ("name", "plugins")
+# The most ranked entries (top classes, detections) a prediction lists, and what an exported model keeps.
+MAX_TOP_K = 100
 
 _TASKS: dict[str, type[Task]] = {}
 _LOADED_FILES: dict[Path, str] = {}
@@ -213,6 +216,12 @@ class Task(abc.ABC):
         per_class.csv/.md and report.json; `vitjax.metrics` has a clu `ConfusionMatrix` and IoU/Dice."""
 
     # ---- prediction (--mode predict, vitjax.serve, vitjax.deploy): optional, see the docstring ----
+    @property
+    def default_top_k(self) -> int:
+        """The `top_k` of `predict` when the user gives none — in `--mode predict`, the service and
+        `vitjax.load_pretrained(...).predict` alike: every ranked entry an export keeps by default."""
+        return MAX_TOP_K
+
     def predict(self, outputs: Any, top_k: int) -> dict[str, Any]:
         """{name: array [B, ...]} from the head's `outputs` for images prepared as in evaluation, e.g.
         the `top_k` best classes with their probabilities (a ranked output, whose axis 1 is best

@@ -15,9 +15,9 @@ import os
 from vitjax.checkpoints import hf_load, npz, timm_names
 from vitjax.checkpoints.catalog import supported
 from vitjax.checkpoints.convert import Checkpoint, assemble
-from vitjax.checkpoints.hf_export import export_hf
+from vitjax.checkpoints.hf_export import export_hf, hf_architecture
 from vitjax.checkpoints.preprocessing import Preprocessing
-from vitjax.checkpoints.timm_export import export_timm
+from vitjax.checkpoints.timm_export import export_timm, timm_architecture
 from vitjax.errors import BadValue
 from vitjax.models.heads import DEFAULT_POOLING
 from vitjax.models.vit import ViTSpec
@@ -56,3 +56,13 @@ def export_pretrained(directory, spec: ViTSpec, params: dict, id2label: dict[int
     if spec.family == "timm":
         return export_timm(directory, spec, params, id2label, preprocessing, pooling)
     return export_hf(directory, spec, params, id2label, preprocessing, pooling, task_fields)
+
+
+def family_class_problem(spec: ViTSpec, pooling: str) -> str | None:
+    """Why a classifier with a `pooling` head over `spec` has no class in its family's format (the one
+    `export_pretrained` writes), naming config.task.pooling; None when it has one."""
+    try:
+        (timm_architecture if spec.family == "timm" else hf_architecture)(spec, pooling)
+    except BadValue as error:
+        return str(error)
+    return None

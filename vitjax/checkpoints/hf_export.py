@@ -25,12 +25,22 @@ from vitjax.errors import BadValue
 from vitjax.models.vit import ViTSpec
 
 
+def hf_architecture(spec: ViTSpec, pooling: str) -> str:
+    """The transformers class of a classifier with a `pooling` head over `spec`; an error naming the
+    pooling (config.task.pooling) when the family has none: its class pools its own way."""
+    family = HF_FAMILIES.get(spec.family)
+    if family is None or pooling not in family.architectures:
+        held = (", ".join(f"{name} pools {p!r}" for p, name in sorted(family.architectures.items()))
+                if family else f"exportable: {sorted((n, p) for n, f in HF_FAMILIES.items() for p in f.architectures)}")
+        raise BadValue(f"no transformers class holds a {spec.family} backbone with a {pooling!r} head "
+                       f"(config.task.pooling={pooling!r}; {held})")
+    return family.architectures[pooling]
+
+
 def hf_tensors(spec: ViTSpec, params: dict, pooling: str) -> dict[str, np.ndarray]:
     """vitjax params -> HF safetensors dict of the family's classification model."""
+    hf_architecture(spec, pooling)
     family = HF_FAMILIES[spec.family]
-    if pooling not in family.heads:
-        raise BadValue(f"no transformers class for a {spec.family} backbone with a {pooling!r} head; "
-                       f"exportable heads: {sorted(family.architectures)}")
     flat = flatten_dict(params, sep="/")
     rows = [dataclasses.replace(r, flax="backbone/" + r.flax) for r in family.backbone_rows(spec, family.prefixes[0])]
     rows += [dataclasses.replace(r, flax="head/" + r.flax) for r in family.head_rows(pooling)]
@@ -39,16 +49,11 @@ def hf_tensors(spec: ViTSpec, params: dict, pooling: str) -> dict[str, np.ndarra
 
 def hf_config(spec: ViTSpec, pooling: str, id2label: dict[int, str]) -> dict:
     """The `config.json` dict for the exported classification model."""
-    family = HF_FAMILIES.get(spec.family)
-    architecture = family.architectures.get(pooling) if family else None
-    if architecture is None:
-        exportable = sorted((name, p) for name, f in HF_FAMILIES.items() for p in f.architectures)
-        raise BadValue(f"no transformers class for a {spec.family} backbone with a {pooling!r} head; "
-                       f"exportable: {exportable}")
+    architecture = hf_architecture(spec, pooling)
     labels = {int(k): str(v) for k, v in id2label.items()}
     return {
         "architectures": [architecture],
-        **family.config_from_spec(spec),
+        **HF_FAMILIES[spec.family].config_from_spec(spec),
         "id2label": {str(k): v for k, v in sorted(labels.items())},
         "label2id": {v: k for k, v in sorted(labels.items())},
         "dtype": "float32",

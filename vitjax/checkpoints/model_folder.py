@@ -1,7 +1,7 @@
 """A finished run's exported model folder read back, whatever its format: `best_vitjax/` (vitjax's own,
 `native.py`) or `best/` in its family's format (transformers, or timm's for timm and `.npz` bases;
-`families.load_checkpoint` reads both). `read_model_folder` gives what every consumer builds on — the
-predictor (evaluate, predict, robustness) and the servable (deploy artifacts, the HTTP service).
+`families.load_checkpoint` reads both). `read_model_folder` gives what `vitjax.trained.load_trained`
+builds the one `TrainedModel` on (evaluate, predict, robustness, deploy artifacts, the HTTP service).
 """
 from __future__ import annotations
 

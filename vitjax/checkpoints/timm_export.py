@@ -78,15 +78,21 @@ def pretrained_cfg(preprocessing: Preprocessing, num_classes: int) -> dict:
             "crop_mode": mode, "mean": list(p.mean), "std": list(p.std), "num_classes": num_classes}
 
 
-def export_timm(directory: str | os.PathLike, spec: ViTSpec, params: dict, id2label: dict[int, str],
-                preprocessing: Preprocessing, pooling: str) -> str:
-    """Write `directory` in timm's format (atomically, as `hf_export.write_folder`). Returns the path."""
+def timm_architecture(spec: ViTSpec, pooling: str) -> str:
+    """The timm architecture of a classifier with a `pooling` head over `spec` (`architecture`); an
+    error naming the pooling (config.task.pooling) when timm's class pools another way."""
     timm_head = "cls_distillation" if spec.distillation_token else "pooled"
     if pooling != timm_head:
         raise BadValue(f"timm's {'distilled ' if spec.distillation_token else ''}VisionTransformer classifies "
-                       f"with a {timm_head!r} head; a {pooling!r} head has no timm equivalent (set "
-                       f"config.task.pooling={timm_head!r}).")
-    arch = architecture(spec)
+                       f"with a {timm_head!r} head; a {pooling!r} head has no timm equivalent "
+                       f"(config.task.pooling={pooling!r}; set it to {timm_head!r}).")
+    return architecture(spec)
+
+
+def export_timm(directory: str | os.PathLike, spec: ViTSpec, params: dict, id2label: dict[int, str],
+                preprocessing: Preprocessing, pooling: str) -> str:
+    """Write `directory` in timm's format (atomically, as `hf_export.write_folder`). Returns the path."""
+    arch = timm_architecture(spec, pooling)
     rows = [dataclasses.replace(r, flax="backbone/" + r.flax) for r in backbone_rows(spec)]
     rows += [dataclasses.replace(r.resolved(), flax="head/" + r.flax) for r in HEAD_ROWS[pooling]]
     tensors = to_tensors(rows, flatten_dict(params, sep="/"))

@@ -1,11 +1,13 @@
-"""Export folders: `export(model_dir, fmt, output)` writes one, `read_artifact(output)` reads it back.
+"""Export folders: `export(model_dir, fmt, output)` writes one, `read_info(output)` reads its info back.
 
 An export folder holds the model (`model.onnx` for "onnx" and "onnx-int8", `model.stablehlo` for
-"stablehlo") and `deploy.json`: the deploy info (task, labels, preprocessing, outputs), the format and
-the model file's sha256. ONNX files carry the same info in their metadata.
+"stablehlo") and `deploy.json`: the deploy info (`deploy_info`: task, labels, preprocessing, outputs),
+the format and the model file's sha256. ONNX files carry the same info in their metadata. Every format
+is the trained model's one serving function (`vitjax.trained.TrainedModel.apply`) written out.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -35,24 +37,57 @@ def folder_sha256(folder: str) -> str:
     return digest.hexdigest()
 
 
+def deploy_info(trained) -> dict:
+    """What a client and a serving backend need besides the graph of a `TrainedModel`: task, labels,
+    preprocessing, and the outputs (name, shape with "batch", dtype). `ranked` names the outputs whose
+    axis 1 is ranked best first (top classes, detections), which a request's `top_k` may shorten.
+    A task without the prediction hooks is refused, naming them."""
+    import jax
+    import jax.numpy as jnp
+
+    import vitjax
+    from vitjax import registry
+    from vitjax.trained import INPUT_NAME
+
+    registry.require_prediction_hooks(trained.task)
+    images = jax.ShapeDtypeStruct((2, *trained.input_shape), jnp.uint8)
+    shapes = jax.eval_shape(trained.serving_fn(), images)
+    one = jax.eval_shape(functools.partial(trained.apply, top_k=1), trained.params, images)
+    return {
+        "format_version": 1,
+        "vitjax_version": vitjax.__version__,
+        "task": trained.task.name,
+        "task_config": trained.task_config,
+        "class_names": trained.task.class_names,
+        "input": {"name": INPUT_NAME, "shape": ["batch", *trained.input_shape], "dtype": "uint8"},
+        "outputs": {name: {"shape": ["batch", *s.shape[1:]], "dtype": str(s.dtype)}
+                    for name, s in shapes.items()},
+        "ranked": sorted(name for name in shapes if shapes[name].shape != one[name].shape),
+        "max_top_k": registry.MAX_TOP_K,
+        "preprocessing": trained.preprocessing.to_hf(),
+        "backbone_config": trained.spec.to_hf_config(),
+    }
+
+
 def export(model_dir: str, fmt: str, output: str) -> str:
-    """Exports the model folder `model_dir` (`best/` or `best_vitjax/`) as `fmt` into `output`."""
-    from vitjax.deploy.servable import deploy_info, load_servable
+    """Exports the model folder `model_dir` (`best/` or `best_vitjax/`, or a workdir holding one) as
+    `fmt` into `output`."""
+    from vitjax.trained import load_trained
 
     if fmt not in FORMATS:
         raise BadValue(f"--format {fmt!r} is not an export format; use one of {', '.join(FORMATS)}.")
-    servable = load_servable(model_dir)
-    info = deploy_info(servable)
+    trained = load_trained(model_dir)
+    info = deploy_info(trained)
     os.makedirs(output, exist_ok=True)
     path = os.path.join(output, MODEL_FILES[fmt])
     if fmt == "stablehlo":
         from vitjax.deploy.stablehlo_export import to_stablehlo
         with open(path, "wb") as f:
-            f.write(to_stablehlo(servable))
+            f.write(to_stablehlo(trained))
     else:
         import onnx
         from vitjax.deploy.onnx_export import to_onnx
-        model = to_onnx(servable, info)
+        model = to_onnx(trained, info)
         if fmt == "onnx-int8":
             from vitjax.deploy.quantize import quantize_int8
             quantize_int8(model, path)

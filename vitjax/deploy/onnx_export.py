@@ -1,4 +1,4 @@
-"""ONNX export of a `Servable` with jax2onnx: uint8 images [batch, H, W, 3] in (any batch size), the
+"""ONNX export of a `TrainedModel` with jax2onnx: uint8 images [batch, H, W, 3] in (any batch size), the
 task's outputs out, the deploy info (task, labels, preprocessing) in the model's metadata.
 
 jax2onnx converts the jitted serving function's JAX primitives one by one into ONNX operators, so the
@@ -15,28 +15,29 @@ import jax
 import jax.numpy as jnp
 import onnx
 
-from vitjax.deploy.servable import INPUT_NAME, Servable
+from vitjax.trained import INPUT_NAME
 from vitjax.errors import BadValue
 
 log = logging.getLogger(__name__)
 METADATA_KEY = "vitjax"  # metadata_props key holding the deploy info as JSON
 
 
-def to_onnx(servable: Servable, info: dict) -> onnx.ModelProto:
-    """The serving function as an ONNX model with a dynamic batch dimension and `info` as metadata."""
+def to_onnx(trained, info: dict) -> onnx.ModelProto:
+    """`trained`'s serving function (a `vitjax.trained.TrainedModel`) as an ONNX model with a dynamic
+    batch dimension and `info` as metadata."""
     from jax2onnx import to_onnx as convert
 
     logging.getLogger("onnx_ir.serde").setLevel(logging.ERROR)  # harmless notes on shape constants
-    images = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"batch, {', '.join(map(str, servable.input_shape))}"),
+    images = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"batch, {', '.join(map(str, trained.input_shape))}"),
                                   jnp.uint8)
-    names = dict(model_name=f"vitjax_{servable.task.name}", input_names=[INPUT_NAME],
+    names = dict(model_name=f"vitjax_{trained.task.name}", input_names=[INPUT_NAME],
                  output_names=sorted(info["outputs"]))
-    serve = servable.serving_fn()
+    serve = trained.serving_fn()
     try:
         model = convert(serve, [images], **names)
     except jax.errors.InconclusiveDimensionOperation:
         log.warning("an operator of the %s model converts only with a fixed batch size: the ONNX graph "
-                    "loops over the images of a batch", servable.task.name)
+                    "loops over the images of a batch", trained.task.name)
         model = convert(lambda x: jax.lax.map(lambda image: jax.tree.map(lambda a: a[0], serve(image[None])), x),
                         [images], **names)
     for output in model.graph.output:  # jax2onnx may declare a fixed size; the batch is dynamic

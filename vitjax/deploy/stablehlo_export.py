@@ -6,15 +6,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vitjax.deploy.servable import Servable
-
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
 
-def to_stablehlo(servable: Servable) -> bytes:
-    """The serialized `jax.export.Exported` of the serving function, lowered for every platform."""
-    shape = jax.export.symbolic_shape(f"batch, {', '.join(map(str, servable.input_shape))}")
-    exported = jax.export.export(jax.jit(servable.serving_fn()), platforms=PLATFORMS)(
+def to_stablehlo(trained) -> bytes:
+    """The serialized `jax.export.Exported` of `trained`'s serving function (a `TrainedModel`),
+    lowered for every platform."""
+    shape = jax.export.symbolic_shape(f"batch, {', '.join(map(str, trained.input_shape))}")
+    exported = jax.export.export(jax.jit(trained.serving_fn()), platforms=PLATFORMS)(
         jax.ShapeDtypeStruct(shape, jnp.uint8))
     return bytes(exported.serialize())
 

@@ -188,9 +188,9 @@ def load_pretrained(base, adapter: str, **base_kwargs):
     """A `vitjax.api.Classifier`: the checkpoint `base` (hub id or folder, loaded by
     `vitjax.load_pretrained(base, **base_kwargs)`: pass `num_labels`/`id2label` for the adapter's head)
     with the PEFT adapter in the folder `adapter` merged into it."""
-    from vitjax.api import Classifier, load_pretrained as load_base
+    from vitjax.api import load_pretrained as load_base
     from vitjax.lora.model import merge
 
     clf = load_base(base, **base_kwargs)
     lora, params = load_adapter(adapter, clf.spec, clf.pooling, clf.params)
-    return Classifier(clf.model, merge(params, lora), clf.preprocessing, clf.spec, clf.id2label)
+    return clf.replace(params=merge(params, lora))

@@ -135,16 +135,14 @@ def cross_domain(evaluate: _Evaluator, options) -> dict:
 
 def robustness_report(config, workdir: str, split: str, options, model_dir: str) -> dict:
     """Writes `<workdir>/robustness/` (report.json, report.md, heat map, reliability diagram) for
-    the model in `model_dir` — a Hugging Face folder already set as `config.model.checkpoint`, or a
-    folder in vitjax's own format whose weights replace the run's — on `split`, and adds a
-    robustness table to the model card in `model_dir`, if any; returns the report."""
+    the trained model in `model_dir` (`vitjax.trained.load_trained`: `best/` or `best_vitjax/`) on
+    `split`, and adds a robustness table to the model card in `model_dir`, if any; returns the report."""
     from vitjax.train import setup
+    from vitjax.trained import load_trained
 
     started = time.perf_counter()
     if options.baseline:
         report.baseline_report(options.baseline)  # a missing one fails before the work
-    from vitjax.predictor import load_trained
-
     run = setup.build_eval_run(config, workdir, load_trained(model_dir, config.task))
     if split not in run.data.dataset.splits:
         raise BadKey(f"--split {split!r} is not a split of {run.data.dataset.source}; "

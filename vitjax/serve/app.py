@@ -5,7 +5,7 @@
 image: {"image": its file name (or "image_<i>")} and the task plugin's own record
 (`Task.prediction_records`, as `--mode predict` writes it; files a plugin writes, such as segmentation
 masks and drawings, come back inline as base64 PNG). Images are read and prepared as `--mode predict`
-prepares them (`vitjax.predictor.model_input`). Bad input is a 4xx naming the problem, and the
+prepares them (`vitjax.trained.model_input`). Bad input is a 4xx naming the problem, and the
 server stays up. Request bytes, images per request and pixels per image are bounded by `Limits`;
 with an API key, `/predict` needs `Authorization: Bearer <key>`.
 """
@@ -29,8 +29,8 @@ from PIL import Image, UnidentifiedImageError
 
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.data.transforms import load_rgb
-from vitjax.deploy.servable import make_task
-from vitjax.predictor import model_input, unique_stems
+from vitjax.errors import BadValue
+from vitjax.trained import make_task, model_input, resolve_top_k, unique_stems
 from vitjax.serve.batching import DynamicBatcher
 
 
@@ -114,15 +114,17 @@ class Predictor:
                 images.append(load_rgb(image, name))
         return images, np.stack([self.pixels(image) for image in images])
 
-    async def predict(self, named: list[tuple[str, bytes]], top_k: int) -> list[dict]:
+    async def predict(self, named: list[tuple[str, bytes]], top_k: int | None) -> list[dict]:
         if not named:
             raise _bad(400, "no images: send multipart files in the field 'files', or JSON "
                             '{"images": [<base64>, ...]}.')
         if len(named) > self.limits.max_images:
             raise _bad(413, f"{len(named)} images in one request, over the server's limit of "
                             f"{self.limits.max_images} (--max_images).")
-        if not 1 <= top_k <= self.info["max_top_k"]:
-            raise _bad(422, f"top_k={top_k} must be between 1 and {self.info['max_top_k']}.")
+        try:  # None: the task's default, as --mode predict's
+            top_k = resolve_top_k(self.task, top_k, self.info["max_top_k"])
+        except BadValue as error:
+            raise _bad(422, str(error)) from None
         opened = [(name, self.open_image(name, data)) for name, data in named]
         # A small request is decoded and answered here: cheaper than the hand-off to a thread.
         small = sum(image.width * image.height for _, image in opened) <= INLINE_PIXELS
@@ -149,10 +151,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _images_from(request: Request, body: bytes, limits: Limits) -> tuple[list, int]:
-    """(name, bytes) per image and top_k, from a multipart or JSON request body."""
+async def _images_from(request: Request, body: bytes, limits: Limits) -> tuple[list, int | None]:
+    """(name, bytes) per image and top_k (None when not given), from a multipart or JSON request body."""
     kind = request.headers.get("content-type", "")
-    top_k = request.query_params.get("top_k", "5")
+    top_k = request.query_params.get("top_k")  # None: the task's default
     if kind.startswith("multipart/form-data"):
         async def receive():
             return {"type": "http.request", "body": body, "more_body": False}
@@ -174,7 +176,7 @@ async def _images_from(request: Request, body: bytes, limits: Limits) -> tuple[l
         raise _bad(415, f"content-type {kind or '(none)'!r}: send multipart/form-data (field 'files') "
                         f"or application/json.")
     try:
-        return named, int(top_k)
+        return named, None if top_k is None else int(top_k)
     except (TypeError, ValueError):
         raise _bad(422, f"top_k={top_k!r} is not an integer.") from None
 

@@ -1,8 +1,9 @@
 """Serving backends: `run(uint8 images [n, H, W, 3]) -> {output: numpy [n, ...]}` over one model.
 
-`open_backend(path)` picks one from what `path` holds: a model folder (`best/`, `best_vitjax/`) runs the
-jitted JAX serving function, an export folder runs its `model.onnx` with ONNX Runtime (float32 or int8)
-or its `model.stablehlo` with `jax.export`. All expose the same `info` (vitjax.deploy.servable.deploy_info).
+`open_backend(path)` picks one from what `path` holds: a model folder (`best/`, `best_vitjax/`, or a
+workdir holding one) runs the jitted JAX serving function, an export folder runs its `model.onnx`
+with ONNX Runtime (float32 or int8) or its `model.stablehlo` with `jax.export`. All expose the same
+`info` (vitjax.deploy.artifacts.deploy_info).
 `fixed_sizes` says whether a backend compiles per batch shape: the jitted JAX backends do, so the
 batcher pads their batches to fixed sizes (vitjax.serve.batching) and they compile once per size;
 ONNX Runtime runs any batch size as it comes.
@@ -15,7 +16,8 @@ import jax
 import numpy as np
 
 from vitjax.deploy import artifacts
-from vitjax.deploy.servable import INPUT_NAME, deploy_info, load_servable
+from vitjax.deploy.artifacts import deploy_info
+from vitjax.trained import INPUT_NAME, find_model, load_trained
 
 
 class JaxBackend:
@@ -24,11 +26,12 @@ class JaxBackend:
     fixed_sizes = True
 
     def __init__(self, model_dir: str):
-        servable = load_servable(model_dir)
-        self.info = {**deploy_info(servable), "format": "jax", "source": os.path.abspath(model_dir),
+        model_dir = find_model(model_dir)  # a workdir serves its run's export
+        trained = load_trained(model_dir)
+        self.info = {**deploy_info(trained), "format": "jax", "source": os.path.abspath(model_dir),
                      "model_sha256": artifacts.folder_sha256(model_dir)}
-        self.params = jax.device_put(servable.params)
-        self.forward = jax.jit(servable.apply)
+        self.params = jax.device_put(trained.params)
+        self.forward = jax.jit(trained.apply)
 
     def run(self, images: np.ndarray) -> dict:
         return jax.device_get(self.forward(self.params, images))

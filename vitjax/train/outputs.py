@@ -1,8 +1,10 @@
 """What a finished run leaves behind: test report, results.json, learning curves, the HF export.
 
-Only process 0 writes. The exported `best/` folder is the best checkpoint in Hugging Face format
-(loads with `transformers` as it is) with a model card; tasks without a transformers class get
-`best_vitjax/` in vitjax's own format instead (`vitjax.checkpoints.native`: orbax params + json).
+Only process 0 writes. The exported `best/` folder is the best checkpoint in its family's format
+(loads with `transformers`, or timm, as it is) with a model card; a model without a class there (a
+task without a transformers class, or a head the family's class does not pool as, such as
+`config.task.pooling='mean'` on a ViT) gets `best_vitjax/` in vitjax's own format instead
+(`vitjax.checkpoints.native`: orbax params + json).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from vitjax.files import read_json
 from vitjax.workdir import Workdir
 from vitjax.lora import run as lora_run
 from vitjax.train import evaluation
+from vitjax.trained import export_format
 
 log = logging.getLogger(__name__)
 
@@ -77,28 +80,35 @@ def finish(run, params, metrics: dict, loop, best_step: int) -> dict:
 
 
 def export_dir(run) -> str:
-    """Where a finished run exports its best weights: `best/` in Hugging Face format, or
-    `best_vitjax/` in vitjax's own format for tasks without a transformers class."""
-    return run.workdir.export(native=run.model.task.hf_config() is None)
+    """Where a finished run exports its best weights: `best/` in its family's format (transformers'
+    or timm's), or `best_vitjax/` in vitjax's own format for a model without a class there
+    (`vitjax.trained.export_format`)."""
+    model = run.model
+    return run.workdir.export(native=export_format(model.task, model.spec, model.module.head).pooling is None)
 
 
 def export(run, dataset, params, directory: str, metrics: dict | None = None) -> str:
-    """Writes `params` (host arrays: `parallel.to_host`) in Hugging Face format (+ model card) when
-    the task has a transformers class, else in vitjax's own format. LoRA adapters are merged into
+    """Writes `params` (host arrays: `parallel.to_host`) in its family's format (+ model card) when
+    the model has a class there, else in vitjax's own format. LoRA adapters are merged into
     the weights, and written alone in PEFT's format to `<directory>_adapter`. `run`: a training run
     or an export (`vitjax.train.setup`); `dataset`: its source and class names."""
     model = run.model
     params = lora_run.export_adapter(run, params, directory)
-    hf = model.task.hf_config()
-    if hf is None:
+    form = export_format(model.task, model.spec, model.module.head)
+    if form.pooling is None:
         path = export_native(directory, model.spec, params, model.preprocessing, model.task.name,
                              config_lib.to_dict(run.config)["task"], dataset.class_names,
                              {"base_checkpoint": model.base, "metrics": metrics or {}})
-        log.info("task %r has no transformers class: exported in vitjax's format to %s", model.task.name, path)
+        if form.refused:
+            log.warning("%s: exported in vitjax's format to %s instead", form.refused, path)
+        else:
+            log.info("task %r has no transformers class: exported in vitjax's format to %s",
+                     model.task.name, path)
         return path
+    hf = model.task.hf_config()
     id2label = {int(k): v for k, v in hf["id2label"].items()}
     fields = {k: v for k, v in hf.items() if k != "pooling"}  # the head's, not a config.json field
-    path = export_pretrained(directory, model.spec, params, id2label, model.preprocessing, task_fields=fields)
+    path = export_pretrained(directory, model.spec, params, id2label, model.preprocessing, form.pooling, fields)
     report.write_model_card(path, {
         "base_checkpoint": model.base if model.base != "scratch" else None,
         "dataset": dataset.source,

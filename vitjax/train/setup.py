@@ -330,7 +330,7 @@ def build_training(config, params: dict, spec: ViTSpec, train_size: int) -> Trai
 
 
 def build_eval_run(config, workdir: str, trained) -> Evaluation:
-    """A trained model (`vitjax.predictor.Predictor`) over `config.data`: the evaluate and
+    """A trained model (`vitjax.trained.TrainedModel`) over `config.data`: the evaluate and
     robustness modes."""
     mesh = make_mesh(config)
     _, dataset = open_data(config)
