@@ -25,8 +25,8 @@ class JaxBackend:
 
     def __init__(self, model_dir: str):
         servable = load_servable(model_dir)
-        self.info = {**deploy_info(servable), "format": "jax", "source": os.path.abspath(model_dir),
-                     "model_sha256": artifacts.folder_sha256(model_dir)}
+        # No path on disk: /metadata shows `info` to clients.
+        self.info = {**deploy_info(servable), "format": "jax", "model_sha256": artifacts.folder_sha256(model_dir)}
         self.params = jax.device_put(servable.params)
         self.forward = jax.jit(servable.apply)
 
