@@ -102,7 +102,8 @@ def test_bad_requests_are_4xx_naming_the_problem_and_the_server_stays_up(backend
             assert message in response.json()["detail"], response.text
         ok = client.post("/predict", headers=auth, files=[("files", ("a.png", png_bytes()))])
         assert ok.status_code == 200 and ok.json()["predictions"][0]["label"] in LABELS.values()
-        assert client.get("/metadata").json()["server"]["api_key"] is True  # never the key itself
+        assert client.get("/metadata").status_code == 401  # the key guards it too
+        assert client.get("/metadata", headers=auth).json()["server"]["api_key"] is True  # never the key itself
 
 
 def test_each_worker_process_builds_the_app_from_the_command_line(model_dir, monkeypatch):

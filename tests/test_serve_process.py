@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deploy_helpers import LABELS, hf_model_folder, native_model_folder, png_bytes
+from deploy_helpers import LABELS, free_port, hf_model_folder, native_model_folder, png_bytes, wait_healthy
 
 KEY = "s3cret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -36,32 +36,17 @@ SEGMENTATION = ({"name": "segmentation", "plugins": [], "upsample_steps": 1, "he
 ARTIFACTS = Path(os.environ.get("VITJAX_TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "vitjax-test-artifacts"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """`python -m vitjax.serve --model MODEL FLAGS` on a free port; its log goes to a file."""
 
     def __init__(self, folder: Path, model: str, *flags: str, env: dict | None = None):
-        self.port, self.log = _free_port(), folder / "server.log"
+        self.port, self.log = free_port(), folder / "server.log"
         self.url = f"http://127.0.0.1:{self.port}"
         with open(self.log, "w") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "vitjax.serve", "--model", model,
                                              "--port", str(self.port), *flags],
                                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"the server did not come up: {self.log.read_text()}")
+        wait_healthy(self.url, self.process, output=self.log.read_text)
 
     def rss_mb(self) -> float:
         with open(f"/proc/{self.process.pid}/status") as f:
@@ -321,7 +306,11 @@ def test_the_page_shows_labels_and_mask_legends_in_a_browser(keyed, segmenter, t
         api = httpx.post(f"{segmenter.url}/predict", files=[("files", ("fruit.png", image.read_bytes()))]).json()
         legend = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".legend .label")]
         assert sorted(legend) == sorted(api["predictions"][0]["class_pixels"]), legend
-        assert driver.find_elements(By.CSS_SELECTOR, ".card canvas")
+        canvas = "return document.querySelector('.card canvas').toDataURL()"
+        tinted = driver.execute_script(canvas)
+        driver.find_element(By.CSS_SELECTOR, ".legend-entry").click()  # the largest class: shown untinted
+        assert len(driver.find_elements(By.CSS_SELECTOR, ".legend-entry.off")) == 1
+        assert driver.execute_script(canvas) != tinted
         segmentation = ARTIFACTS / "serve_page_segmentation.png"
         driver.save_screenshot(str(segmentation))
     finally:

@@ -3,7 +3,8 @@
 One self-contained HTML document (inline CSS and JavaScript, no external assets). It asks `/metadata`
 for the task and its class names and posts the images to `/predict`, then draws each record by its
 shape, whatever the task: `top_k` as bars with labels (and a multi-label record's `labels`), a `mask`
-(a class index per pixel) as a coloured overlay on the image with a legend of the classes it holds,
+(a class index per pixel) as a coloured overlay on the image with a legend of the classes it holds
+(click one to show or hide its colour, e.g. the background's),
 `detections` as boxes drawn on the image; any other field as JSON. With an API key the page sends
 the key typed into it as `Authorization: Bearer <key>`; the key is kept in the input field only
 (never stored by the page, never in a URL).
@@ -47,6 +48,8 @@ PAGE = r"""<!doctype html>
   .row.chosen .label { font-weight: 600; }
   .num { text-align: right; color: var(--muted); font-variant-numeric: tabular-nums; }
   .legend { display: flex; flex-wrap: wrap; gap: .3em .9em; font-size: .85em; }
+  .legend-entry { font: inherit; background: none; border: 0; padding: 0; cursor: pointer; color: inherit; }
+  .legend-entry.off { opacity: .5; text-decoration: line-through; }
   .legend .swatch { display: inline-block; width: .9em; height: .9em; border-radius: 2px; margin-right: .3em;
                     vertical-align: -.1em; border: 1px solid #0003; }
   pre { font-size: .8em; background: var(--bg); padding: .5em; overflow: auto; }
@@ -144,23 +147,32 @@ async function overlay(image, maskPng) {
                                        { colorSpaceConversion: "none", premultiplyAlpha: "none" });
   const scratch = el("canvas"); scratch.width = canvas.width; scratch.height = canvas.height;
   const sctx = scratch.getContext("2d"); sctx.drawImage(mask, 0, 0, canvas.width, canvas.height);
-  const classes = sctx.getImageData(0, 0, canvas.width, canvas.height).data;
-  const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height);
-  const counts = new Map();
-  for (let i = 0; i < classes.length; i += 4) {
-    const index = classes[i], [r, g, b] = colour(index);
-    counts.set(index, (counts.get(index) || 0) + 1);
-    pixels.data[i] = (pixels.data[i] + r) / 2; pixels.data[i + 1] = (pixels.data[i + 1] + g) / 2;
-    pixels.data[i + 2] = (pixels.data[i + 2] + b) / 2;
-  }
-  ctx.putImageData(pixels, 0, 0);
-  const legend = el("div", { class: "legend" });
+  const classes = sctx.getImageData(0, 0, canvas.width, canvas.height).data;  // the class index in red
+  const original = ctx.getImageData(0, 0, canvas.width, canvas.height), hidden = new Set(), counts = new Map();
+  for (let i = 0; i < classes.length; i += 4) counts.set(classes[i], (counts.get(classes[i]) || 0) + 1);
+  const paint = () => {  // each shown class's colour half over the image
+    const out = new ImageData(new Uint8ClampedArray(original.data), canvas.width, canvas.height);
+    for (let i = 0; i < classes.length; i += 4) {
+      if (hidden.has(classes[i])) continue;
+      const rgb = colour(classes[i]);
+      for (let c = 0; c < 3; c++) out.data[i + c] = (out.data[i + c] + rgb[c]) / 2;
+    }
+    ctx.putImageData(out, 0, 0);
+  };
+  paint();
+  const legend = el("div", { class: "legend", title: "click a class to show or hide its colour" });
   const total = canvas.width * canvas.height;
   for (const [index, count] of [...counts].sort((a, b) => b[1] - a[1])) {
     const name = meta.class_names[index] ?? "class " + index;
-    legend.append(el("span", { class: "legend-entry" },
+    const entry = el("button", { class: "legend-entry", type: "button" },
       el("span", { class: "swatch", style: "background:rgb(" + colour(index).join(",") + ")" }),
-      el("span", { class: "label" }, name), " " + (100 * count / total).toFixed(1) + "%"));
+      el("span", { class: "label" }, name), " " + (100 * count / total).toFixed(1) + "%");
+    entry.addEventListener("click", () => {
+      hidden.has(index) ? hidden.delete(index) : hidden.add(index);
+      entry.classList.toggle("off", hidden.has(index));
+      paint();
+    });
+    legend.append(entry);
   }
   return [canvas, legend];
 }
