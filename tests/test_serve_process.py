@@ -300,6 +300,18 @@ def test_the_page_shows_labels_and_mask_legends_in_a_browser(keyed, segmenter, t
             "return JSON.stringify(localStorage) + JSON.stringify(sessionStorage) + document.cookie")
         classification = ARTIFACTS / "serve_page_classification.png"
         driver.save_screenshot(str(classification))
+        # A detection record (the task's own shape, made up here: no detection model runs) gets its boxes drawn.
+        drawn = driver.execute_async_script("""
+            const done = arguments[arguments.length - 1], source = document.createElement("canvas");
+            source.width = 90; source.height = 120;
+            source.toBlob(async (blob) => {
+              const record = {image: "boxes.png", detections: [{label: "apple", score: 0.9, box: [10, 10, 60, 80]}],
+                              drawn: "..."};
+              const node = await card(record, new File([blob], "boxes.png", {type: "image/png"}));
+              const pixel = node.querySelector("canvas").getContext("2d").getImageData(10, 40, 1, 1).data;
+              done([node.querySelector(".detections .label").textContent, Array.from(pixel)]);
+            });""")
+        assert drawn[0] == "apple" and drawn[1][3] == 255 and sum(drawn[1][:3]) > 0, drawn  # the box's left edge
 
         # A segmentation model: the overlay on the image and a legend naming the classes in its mask.
         By = _upload(driver, segmenter.url, image)
