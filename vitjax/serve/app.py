@@ -27,7 +27,9 @@ import os
 import re
 import reprlib
 import secrets
+import signal
 import tempfile
+import threading
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
@@ -223,24 +225,58 @@ def _top_k(value, most: int) -> int:
     return value
 
 
-async def _read_body(request: Request, limits: Limits) -> bytes:
-    limit, timeout = limits.max_request_bytes, limits.body_timeout_s
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _bad(413, f"request of {declared} bytes, over the server's limit of {limit} (--max_request_bytes).")
-    body = bytearray()
-    try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit:
-                    raise _bad(413, f"request over the server's limit of {limit} bytes (--max_request_bytes).")
-    except TimeoutError:
-        raise HTTPException(408, f"the request body did not arrive within {timeout:g} s (--body_timeout_s): "
-                                 f"{len(body)} bytes came.", headers={"Connection": "close"}) from None
-    except ClientDisconnect:
-        raise _bad(400, f"the client closed the connection after {len(body)} bytes of the body.") from None
-    return bytes(body)
+class Uploads:
+    """The request bodies still arriving, each under its deadline (--body_timeout_s). On SIGTERM or
+    Ctrl-C `close()` ends them at once (503), so a stalled upload does not hold up the shutdown."""
+
+    def __init__(self):
+        self.deadlines: set[asyncio.Timeout] = set()
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        for deadline in self.deadlines:
+            deadline.reschedule(asyncio.get_running_loop().time())
+
+    def close_on_signals(self) -> None:
+        """Calls `close()` on SIGINT and SIGTERM as well as the handlers already there (uvicorn's,
+        which stop the server); only where signals can be handled (the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(number)
+            if callable(previous):
+                def handler(sig, frame, previous=previous):
+                    loop.call_soon_threadsafe(self.close)
+                    previous(sig, frame)
+                signal.signal(number, handler)
+
+    async def read(self, request: Request, limits: Limits) -> bytes:
+        limit, timeout = limits.max_request_bytes, limits.body_timeout_s
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise _bad(413, f"request of {declared} bytes, over the server's limit of {limit} (--max_request_bytes).")
+        body = bytearray()
+        try:
+            async with asyncio.timeout(0 if self.closed else timeout) as deadline:
+                self.deadlines.add(deadline)
+                try:
+                    async for chunk in request.stream():
+                        body += chunk
+                        if len(body) > limit:
+                            raise _bad(413, f"request over the server's limit of {limit} bytes (--max_request_bytes).")
+                finally:
+                    self.deadlines.discard(deadline)
+        except TimeoutError:
+            if self.closed:
+                raise HTTPException(503, "the server is shutting down: send the request again.",
+                                    headers={"Connection": "close"}) from None
+            raise HTTPException(408, f"the request body did not arrive within {timeout:g} s (--body_timeout_s): "
+                                     f"{len(body)} bytes came.", headers={"Connection": "close"}) from None
+        except ClientDisconnect:
+            raise _bad(400, f"the client closed the connection after {len(body)} bytes of the body.") from None
+        return bytes(body)
 
 
 async def _images_from(request: Request, body: bytes, limits: Limits) -> tuple[list, object]:
@@ -301,12 +337,13 @@ class _RequireKey:
 
 
 def create_app(backend, limits: Limits = Limits()) -> FastAPI:
-    predictor = Predictor(backend, limits)
+    predictor, uploads = Predictor(backend, limits), Uploads()
 
     @contextlib.asynccontextmanager
     async def lifespan(_):
         await run_in_threadpool(predictor.batcher.warm_up)
         predictor.batcher.start()
+        uploads.close_on_signals()
         yield
         await predictor.batcher.stop()
         predictor.scratch.cleanup()
@@ -331,7 +368,7 @@ def create_app(backend, limits: Limits = Limits()) -> FastAPI:
 
     @app.post("/predict")
     async def predict(request: Request):
-        body = await _read_body(request, limits)
+        body = await uploads.read(request, limits)
         named, top_k = await _images_from(request, body, limits)
         top_k = _top_k(top_k, predictor.info["max_top_k"])
         # A Response as is: FastAPI's encoder would walk the records again to make them JSON-able.

@@ -130,9 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vitjax serve: {error}", file=sys.stderr)
         return 2
     limits = args.limits
-    # Shutdown waits for the requests in flight; an upload still arriving ends by its body timeout.
     server = dict(host=args.host, port=args.port, log_level="info", access_log=args.access_log,
-                  timeout_graceful_shutdown=max(30, int(limits.body_timeout_s) + 5))
+                  timeout_graceful_shutdown=30)
     if args.workers == 1:
         uvicorn.run(create_app(backend, limits), **server)
         return 0
