@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from vitjax.serve.app import Limits
+from vitjax.serve.limits import Limits
 
 _DEFAULTS = Limits()
 _WORKER_ENV = "VITJAX_SERVE_WORKER"  # the model, limits and threads, as JSON, for --workers > 1
