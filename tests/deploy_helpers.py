@@ -3,10 +3,13 @@
 `hf_model_folder` saves a tiny transformers classifier (ViT, DeiT or DINOv2) with a random head as a
 `best/` folder; `native_model_folder` writes a `best_vitjax/` folder of a task with random weights
 (biases included, so no output is trivially zero); `digits_classifier_folder` a real classifier of
-scikit-learn's digit scans (a random backbone, a logistic-regression head on its features).
+scikit-learn's digit scans (a random backbone, a logistic-regression head on its features);
+`free_port` and `wait_healthy` start a real server process.
 """
 import functools
 import io
+import socket
+import time
 
 import jax
 import jax.numpy as jnp
@@ -89,3 +92,26 @@ def png_bytes(height: int = 40, width: int = 30, seed: int = 0) -> bytes:
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, process, seconds: float = 240, output=None) -> None:
+    """Waits for `url`/health to answer 200; `output()` (default: the process's stderr) explains a
+    server that exits first."""
+    import httpx
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        assert process.poll() is None, (output or process.stderr.read)()
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"the server did not come up: {(output or process.stderr.read)()}")

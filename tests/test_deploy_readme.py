@@ -3,7 +3,6 @@ runs/digits/best): export, quantize, serve with a real uvicorn process on 127.0.
 while a request is in flight: the request is answered and the server exits cleanly."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -12,31 +11,12 @@ from pathlib import Path
 
 import httpx
 
-from deploy_helpers import LABELS, hf_model_folder, png_bytes
+from deploy_helpers import LABELS, free_port, hf_model_folder, png_bytes, wait_healthy
 from doc_blocks import code_blocks
 
 
 def _deploy_commands() -> list[str]:
     return [command for block in code_blocks("docs/deploy.md", "bash") for command in block.commands]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, process, seconds: float = 240) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        assert process.poll() is None, process.stderr.read()
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(1)
-    raise TimeoutError("the server did not come up")
 
 
 def test_readme_deploy_commands(tmp_path):
@@ -45,7 +25,7 @@ def test_readme_deploy_commands(tmp_path):
         ["vitjax", "serve", "--model"], ["curl", "-F", "files=@digit.png"]]
     hf_model_folder(tmp_path / "runs" / "digits")  # runs/digits/best
     (tmp_path / "digit.png").write_bytes(png_bytes())
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     run = lambda command, **kw: subprocess.run(command.replace("python ", f"{sys.executable} ", 1).replace(
         "8000", str(port)), shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, **kw)
@@ -60,7 +40,7 @@ def test_readme_deploy_commands(tmp_path):
                               cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, server)
+        wait_healthy(url, server)
         curl = run(commands[3])
         assert curl.returncode == 0 and '"top_k"' in curl.stdout, curl.stdout + curl.stderr
         assert any(f'"label":"{label}"' in curl.stdout for label in LABELS.values())

@@ -86,7 +86,7 @@ def test_bad_requests_are_4xx_naming_the_problem_and_the_server_stays_up(backend
         ({"files": [("files", ("notes.txt", b"hello"))]}, auth, 400, "'notes.txt' is not an image"),
         ({"files": [("files", ("empty.png", b""))]}, auth, 400, "'empty.png' is empty"),
         ({"files": [("files", ("big.png", big.getvalue()))]}, auth, 413, "10100 pixels"),
-        ({"files": [("files", (f"{i}.png", png_bytes())) for i in range(4)]}, auth, 413, "4 images"),
+        ({"files": [("files", (f"{i}.png", png_bytes())) for i in range(4)]}, auth, 413, "over the server's limit of 3 (--max_images)"),
         ({"files": [("files", ("huge.png", b"x" * 60_000))]}, auth, 413, "limit of 50000"),
         ({"files": [("files", ("a.png", png_bytes()))], "params": {"top_k": 0}}, auth, 422, "top_k=0"),
         ({"files": [("files", ("a.png", png_bytes()))], "params": {"top_k": "two"}}, auth, 422, "not an integer"),
@@ -102,7 +102,8 @@ def test_bad_requests_are_4xx_naming_the_problem_and_the_server_stays_up(backend
             assert message in response.json()["detail"], response.text
         ok = client.post("/predict", headers=auth, files=[("files", ("a.png", png_bytes()))])
         assert ok.status_code == 200 and ok.json()["predictions"][0]["label"] in LABELS.values()
-        assert client.get("/metadata").json()["server"]["api_key"] is True  # never the key itself
+        assert client.get("/metadata").status_code == 401  # the key guards it too
+        assert client.get("/metadata", headers=auth).json()["server"]["api_key"] is True  # never the key itself
 
 
 def test_each_worker_process_builds_the_app_from_the_command_line(model_dir, monkeypatch):

@@ -27,9 +27,9 @@ class JaxBackend:
 
     def __init__(self, model_dir: str):
         model_dir = find_model(model_dir)  # a workdir serves its run's export
+        # No path on disk: /metadata shows `info` to clients.
         trained = load_trained(model_dir)
-        self.info = {**deploy_info(trained), "format": "jax", "source": os.path.abspath(model_dir),
-                     "model_sha256": artifacts.folder_sha256(model_dir)}
+        self.info = {**deploy_info(trained), "format": "jax", "model_sha256": artifacts.folder_sha256(model_dir)}
         self.params = jax.device_put(trained.params)
         self.forward = jax.jit(trained.apply)
 

@@ -9,7 +9,7 @@ its own backend, and Ray's HTTP proxy spreads requests over `num_replicas` repli
 """
 from __future__ import annotations
 
-from vitjax.serve.app import Limits
+from vitjax.serve.limits import Limits
 
 
 def deployment(model: str, limits: Limits = Limits(), num_replicas: int = 1, cpus_per_replica: float = 1.0):
