@@ -2,10 +2,10 @@
 
     python bench/int8_accuracy.py --workdir runs/digits [--vit_b16]
 
-Exports <workdir>/best as ONNX float32, ONNX int8 (the `--format onnx-int8` of the CLI: dynamic
-quantization) and, for comparison, ONNX Runtime's static int8 quantization (QDQ, calibrated on 256
-training images), then classifies the test split of the run's saved config with each, and with
-vitjax's JAX model. Goal (issue 13): int8 >= 3.5x smaller and <= 1 point of accuracy lost.
+Exports <workdir>/best as ONNX float32, ONNX int8 (`--format onnx-int8`: dynamic quantization) and
+static int8 (`--format onnx-int8-static`: 8-bit activations calibrated on 256 training images), then
+classifies the test split of the run's saved config with each, and with vitjax's JAX model, timing
+batches of 32 and single images. Goal (issue 13): int8 >= 3.5x smaller and <= 1 point of accuracy lost.
 `--vit_b16` adds the sizes of a ViT-B/16 (224 px, random weights: no accuracy) exported both ways,
 and how often its int8 top-1 class agrees with float32's on random images.
 """
@@ -22,7 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from vitjax import registry
+from vitjax import modes, registry
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.data.transforms import load_rgb
 from vitjax.deploy import artifacts
@@ -44,28 +44,6 @@ def split_images(workdir: str, split: str, limit: int | None = None) -> tuple[np
     return images, np.asarray([source[i]["label"] for i in indices])
 
 
-def static_int8(float_dir: str, output: str, calibration: np.ndarray) -> str:
-    """ONNX Runtime's static QDQ quantization calibrated on `calibration` images (for comparison)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{INPUT_NAME: calibration[i:i + 32]} for i in range(0, len(calibration), 32)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    os.makedirs(output, exist_ok=True)
-    prepared = os.path.join(output, "prepared.onnx")
-    quant_pre_process(os.path.join(float_dir, "model.onnx"), prepared)
-    quantize_static(prepared, os.path.join(output, "model.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                    op_types_to_quantize=["MatMul"])
-    os.remove(prepared)
-    return output
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True)
@@ -76,28 +54,34 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="vitjax_int8_")
     best = os.path.join(args.workdir, "best")
     images, labels = split_images(args.workdir, args.split)
-    calibration, _ = split_images(args.workdir, "train", limit=256)
     float_dir = artifacts.export(best, "onnx", os.path.join(work, "onnx"))
     int8_dir = artifacts.export(best, "onnx-int8", os.path.join(work, "int8"))
     info = artifacts.read_info(float_dir)
-    static_dir = static_int8(float_dir, os.path.join(work, "static"), calibration)
+    static_dir = artifacts.export(best, "onnx-int8-static", os.path.join(work, "static"),
+                                  calibration=modes.calibration_images(args.workdir, best, 256))
     trained = load_trained(best)
     forward = jax.jit(trained.apply)
     runs = {"vitjax JAX float32": (lambda x: jax.device_get(forward(trained.params, x)), None)}
     for name, folder in [("ONNX float32", float_dir), ("ONNX int8 dynamic (--format onnx-int8)", int8_dir),
-                         ("ONNX int8 static (QDQ, 256 calibration images)", static_dir)]:
+                         ("ONNX int8 static (--format onnx-int8-static, 256 calibration images)", static_dir)]:
         runs[name] = (OnnxBackend(folder, {**info, "model_file": "model.onnx"}).run,
                       os.path.getsize(os.path.join(folder, "model.onnx")))
     float_size = runs["ONNX float32"][1]
     print(f"{args.workdir} {args.split} split: {len(labels)} images")
-    print("| model | size MB | smaller | accuracy | ms / 32 images |")
-    print("|---|---|---|---|---|")
+    print("| model | size MB | smaller | accuracy | ms / 32 images | ms / 1 image |")
+    print("|---|---|---|---|---|---|")
     for name, (run, size) in runs.items():
+        for count in {32, len(images) % 32 or 32, 1}:  # warm-up: JAX compiles each batch size, ORT allocates
+            run(images[:count])
         start = time.perf_counter()
         top1 = np.concatenate([run(images[i:i + 32])["indices"][:, 0] for i in range(0, len(images), 32)])
         ms = 1000 * (time.perf_counter() - start) / -(-len(images) // 32)
+        start = time.perf_counter()
+        for i in range(64):
+            run(images[i:i + 1])
+        single = 1000 * (time.perf_counter() - start) / 64
         shown = (f"{size / 1e6:.2f} | {float_size / size:.2f}x") if size else "- | -"
-        print(f"| {name} | {shown} | {np.mean(top1 == labels):.4f} | {ms:.1f} |")
+        print(f"| {name} | {shown} | {np.mean(top1 == labels):.4f} | {ms:.1f} | {single:.2f} |")
     if args.vit_b16:
         vit_b16_sizes(os.path.join(work, "vit_b16"))
     shutil.rmtree(work)

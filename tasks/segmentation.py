@@ -1,11 +1,14 @@
 """The "segmentation" task plugin: semantic segmentation on the ViT's patch tokens.
 
-Head: a per-patch linear classifier (`upsample_steps=0`), or a light progressive-upsampling decoder
-(each step: 3x3 conv, layer norm, GELU, 2x bilinear upsampling; then the per-pixel classifier). The
-logits are upsampled bilinearly to the label mask's size for the loss and the metrics.
+Head (`task.decoder`): "last_block", a per-patch linear classifier over the last block's patch grid
+(`upsample_steps=0`), or a light progressive-upsampling decoder (each step: 3x3 conv, layer norm,
+GELU, 2x bilinear upsampling; then the per-pixel classifier); or "multilevel", several blocks'
+outputs (`task.decoder_blocks`) unpatchified to finer grids and fused DPT-style (`SegmentationHead`).
+The logits are upsampled bilinearly to the label mask's size for the loss and the metrics.
 
-Loss: per-pixel cross-entropy averaged over the labelled pixels of valid rows; pixels equal to
-`ignore_index` (and labels outside the classes) do not count. Metrics: a summed confusion matrix
+Loss (`task.loss`): "ce", per-pixel cross-entropy averaged over the labelled pixels of valid rows;
+"dice", soft Dice over the classes present in each image, averaged over images; or "ce+dice", their
+sum. Pixels equal to `ignore_index` (and labels outside the classes) do not count. Metrics: a summed confusion matrix
 (`vitjax.metrics.ConfusionMatrix`, which takes per-pixel labels), from which mean IoU and mean Dice
 (over classes present in the labels or predictions), per-class IoU, Dice and accuracy, and pixel
 accuracy are derived (`vitjax.metrics.iou_stats`).
@@ -57,24 +60,100 @@ MASK_COLUMNS = ("annotation", "mask", "segmentation", "semantic_map", "label")
 CLASSES_FILE = "classes.txt"
 
 
+DECODERS = ("last_block", "multilevel")
+LOSSES = ("ce", "dice", "ce+dice")
+
+
 class SegmentationHead(nn.Module):
-    """`__call__(features) -> logits` float32 [B, gh * 2^steps, gw * 2^steps, num_classes] from the
-    backbone's "patches" [B, gh, gw, D]."""
+    """`__call__(features) -> logits` float32 [B, gh * 2^up, gw * 2^up, num_classes].
+
+    Without `blocks` (decoder "last_block") it reads the backbone's "patches" [B, gh, gw, D]. With
+    `blocks` (decoder "multilevel", shallowest block first) it reads those blocks' outputs from the
+    backbone's "hidden_states" and fuses them in the spirit of DPT: block i of k is normed, projected
+    to `channels` and unpatchified by a stride-2^(k-1-i) transposed convolution (the deepest stays at the
+    patch grid, the shallowest comes out 2^(k-1) times finer); then, from the deepest, the running map
+    is upsampled 2x, added to the next level and refined (3x3 conv, layer norm, GELU). Then
+    `upsample_steps` steps of 3x3 conv, layer norm, GELU and 2x bilinear upsampling, and the per-pixel
+    classifier; `up` counts every 2x of both parts."""
 
     num_classes: int
     upsample_steps: int = 0
     channels: int = 128
+    blocks: tuple[int, ...] = ()
+
+    def _refine(self, x, name: str):
+        x = nn.Conv(self.channels, (3, 3), param_dtype=jnp.float32, name=f"conv_{name}")(x)
+        return nn.gelu(nn.LayerNorm(param_dtype=jnp.float32, name=f"norm_{name}")(x))
+
+    def _fused(self, features: dict):
+        states = features.get("hidden_states")
+        if states is None:
+            raise BadValue("config.task.decoder='multilevel' reads the backbone's block outputs "
+                           "(features['hidden_states']), which this backbone does not return; use "
+                           "config.task.decoder='last_block'.")
+        batch, gh, gw = features["patches"].shape[:3]
+        levels = []
+        for i, block in enumerate(self.blocks):
+            tokens = states[block]
+            x = tokens[:, tokens.shape[1] - gh * gw:].reshape(batch, gh, gw, tokens.shape[-1])
+            x = nn.LayerNorm(param_dtype=jnp.float32, name=f"level_{i}_norm")(x.astype(jnp.float32))
+            x = nn.Dense(self.channels, param_dtype=jnp.float32, name=f"level_{i}_proj")(x)
+            factor = 2 ** (len(self.blocks) - 1 - i)
+            if factor > 1:
+                x = nn.ConvTranspose(self.channels, (factor, factor), strides=(factor, factor),
+                                     padding="VALID", param_dtype=jnp.float32, name=f"level_{i}_unpatchify")(x)
+            levels.append(x)
+        x = levels[-1]
+        for i in reversed(range(len(levels) - 1)):
+            x = _resized(x, levels[i].shape[1:3]) + levels[i]
+            x = self._refine(x, f"fuse_{i}")
+        return x
 
     @nn.compact
     def __call__(self, features: dict):
-        x = features["patches"]
+        x = self._fused(features) if self.blocks else features["patches"]
         for i in range(self.upsample_steps):
-            x = nn.Conv(self.channels, (3, 3), param_dtype=jnp.float32, name=f"conv_{i}")(x)
-            x = nn.gelu(nn.LayerNorm(param_dtype=jnp.float32, name=f"norm_{i}")(x))
-            batch, height, width, channels = x.shape
-            x = jax.image.resize(x, (batch, 2 * height, 2 * width, channels), "bilinear", antialias=False)
+            x = self._refine(x, str(i))
+            x = _resized(x, (2 * x.shape[1], 2 * x.shape[2]))
         logits = nn.Dense(self.num_classes, param_dtype=jnp.float32, name="classifier")(x)
         return logits.astype(jnp.float32)
+
+
+def _resized(x, size: tuple[int, int]) -> jnp.ndarray:
+    """[B, h, w, C] resized bilinearly to [B, *size, C] (unchanged when already that size)."""
+    if x.shape[1:3] == tuple(size):
+        return x
+    return jax.image.resize(x, (x.shape[0], *size, x.shape[-1]), "bilinear", antialias=False)
+
+
+def decoder_blocks(task_cfg, num_layers: int) -> tuple[int, ...]:
+    """The encoder blocks the "multilevel" decoder reads, shallowest first: `task.decoder_blocks`, or
+    up to 4 evenly spaced blocks ending at the last (DPT's 2, 5, 8, 11 on 12 blocks)."""
+    blocks = tuple(int(b) for b in task_cfg.decoder_blocks)
+    if not blocks:
+        count = min(4, num_layers)
+        return tuple(sorted({num_layers * (j + 1) // count - 1 for j in range(count)}))
+    if list(blocks) != sorted(set(blocks)) or not all(0 <= b < num_layers for b in blocks):
+        raise BadValue(f"config.task.decoder_blocks={blocks}: give increasing block indices in "
+                       f"0..{num_layers - 1} (the backbone has {num_layers} blocks), or () for 4 evenly "
+                       f"spaced ones.")
+    return blocks
+
+
+def soft_dice_loss(probabilities, labels, counted, num_classes: int) -> jnp.ndarray:
+    """Per image, 1 - the mean over the classes present in its counted labels of the soft Dice
+    2 * sum(p * y) / (sum(p) + sum(y)), sums over the counted pixels; 0 for an image with none.
+
+    probabilities [B, H, W, C], labels [B, H, W] (any value where not counted), counted bool [B, H, W]."""
+    weight = counted[..., None].astype(jnp.float32)
+    onehot = jax.nn.one_hot(jnp.maximum(labels, 0), num_classes) * weight
+    probabilities = probabilities * weight
+    intersection = jnp.sum(probabilities * onehot, axis=(1, 2))
+    total = jnp.sum(probabilities, axis=(1, 2)) + jnp.sum(onehot, axis=(1, 2))
+    dice = 2.0 * intersection / jnp.maximum(total, 1e-7)
+    present = jnp.sum(onehot, axis=(1, 2)) > 0
+    mean = jnp.sum(jnp.where(present, dice, 0.0), axis=-1) / jnp.maximum(jnp.sum(present, axis=-1), 1)
+    return jnp.where(jnp.any(present, axis=-1), 1.0 - mean, 0.0)
 
 
 class MaskSource:
@@ -272,10 +351,19 @@ class Segmentation(Task):
         config.reduce_labels = False
         # Column of the mask image in a Hugging Face dataset; None = found by name.
         config.mask_column = config_dict.placeholder(str)
-        # Head: 0 = a linear classifier per patch; n > 0 = n steps of conv + 2x upsampling first.
+        # Decoder: "last_block" (the final block's patch grid) or "multilevel" (several blocks'
+        # outputs unpatchified to finer grids and fused, DPT-like: sharper boundaries, thin structures).
+        config.decoder = "last_block"
+        # Blocks the multilevel decoder reads (0-based, increasing); () = 4 evenly spaced, the last included.
+        config.decoder_blocks = ()
+        # Then n steps of conv + 2x upsampling before the per-pixel classifier (0 with "last_block":
+        # a linear classifier per patch).
         config.upsample_steps = 0
-        # Channels of the upsampling steps.
+        # Channels of the decoder's levels and upsampling steps.
         config.head_channels = 128
+        # Loss: "ce" (per-pixel cross-entropy), "dice" (soft Dice over the classes present in each
+        # image) or "ce+dice" (their sum); ignore_index pixels count in neither.
+        config.loss = "ce"
         return config
 
     def __init__(self, config: ml_collections.ConfigDict, class_names: Sequence[str]):
@@ -286,6 +374,13 @@ class Segmentation(Task):
                            "(255).")
         if self.config.upsample_steps < 0:
             raise BadValue(f"config.task.upsample_steps must be >= 0; got {self.config.upsample_steps}.")
+        if self.config.decoder not in DECODERS:
+            raise BadValue(f"config.task.decoder={self.config.decoder!r}; use one of {DECODERS}.")
+        if self.config.decoder_blocks and self.config.decoder != "multilevel":
+            raise BadValue(f"config.task.decoder_blocks={tuple(self.config.decoder_blocks)} is read by "
+                           f"config.task.decoder='multilevel' only (decoder={self.config.decoder!r}).")
+        if self.config.loss not in LOSSES:
+            raise BadValue(f"config.task.loss={self.config.loss!r}; use one of {LOSSES}.")
         self._metrics = clu_metrics.Collection.create(
             loss=clu_metrics.Average.from_output("loss"),
             confusion_matrix=ConfusionMatrix.of_size(self.num_classes))
@@ -318,37 +413,38 @@ class Segmentation(Task):
     # ---- model, loss, metrics ------------------------------------------------------------------
     def make_head(self, spec: Any) -> nn.Module:
         self._output_size = tuple(spec.image_size)  # predicted masks come at the input's size
-        return SegmentationHead(self.num_classes, self.config.upsample_steps, self.config.head_channels)
-
-    @staticmethod
-    def _upsampled(logits, size: tuple[int, int]) -> jnp.ndarray:
-        """Logits [B, h, w, C] resized bilinearly to [B, *size, C]."""
-        if logits.shape[1:3] == tuple(size):
-            return logits
-        return jax.image.resize(logits, (logits.shape[0], *size, logits.shape[-1]), "bilinear", antialias=False)
+        blocks = decoder_blocks(self.config, spec.num_layers) if self.config.decoder == "multilevel" else ()
+        return SegmentationHead(self.num_classes, self.config.upsample_steps, self.config.head_channels, blocks)
 
     def _pixels(self, outputs, batch: dict):
         """(logits at mask size, labels with ignored pixels as -1, counted bool [B, H, W])."""
         labels = batch["mask"].astype(jnp.int32)
-        logits = self._upsampled(outputs.astype(jnp.float32), labels.shape[1:3])
+        logits = _resized(outputs.astype(jnp.float32), labels.shape[1:3])
         counted = (labels >= 0) & (labels < self.num_classes) & (labels != self.config.ignore_index)
         valid = batch.get("valid")
         if valid is not None:
             counted &= jnp.asarray(valid, bool)[:, None, None]
         return logits, jnp.where(counted, labels, -1), counted
 
-    def _per_image_loss(self, logits, labels, counted):
-        """(summed cross-entropy of the counted pixels, their count), per image."""
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
-        return jnp.sum(jnp.where(counted, losses, 0.0), axis=(1, 2)), jnp.sum(counted, axis=(1, 2))
-
     def loss(self, outputs, batch: dict) -> tuple[jnp.ndarray, dict]:
-        """Cross-entropy averaged over every counted pixel of the batch; aux: each image's mean over
-        its counted pixels ("loss"), the logits at mask size, the labels and the images counted."""
+        """`task.loss` of the batch: cross-entropy averaged over every counted pixel of the batch,
+        and/or soft Dice averaged over the images with counted pixels (`soft_dice_loss`); aux: each
+        image's own loss ("loss", its cross-entropy averaged over its counted pixels and/or its
+        Dice loss), the logits at mask size, the labels and the images counted."""
         logits, labels, counted = self._pixels(outputs, batch)
-        total, count = self._per_image_loss(logits, labels, counted)
-        aux = {"loss": total / jnp.maximum(count, 1), "logits": logits, "labels": labels, "mask": count > 0}
-        return jnp.sum(total) / jnp.maximum(jnp.sum(count), 1).astype(jnp.float32), aux
+        count = jnp.sum(counted, axis=(1, 2))
+        images = count > 0
+        per_image, loss = jnp.zeros(count.shape, jnp.float32), jnp.zeros([], jnp.float32)
+        if self.config.loss in ("ce", "ce+dice"):
+            losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
+            total = jnp.sum(jnp.where(counted, losses, 0.0), axis=(1, 2))
+            per_image += total / jnp.maximum(count, 1)
+            loss += jnp.sum(total) / jnp.maximum(jnp.sum(count), 1).astype(jnp.float32)
+        if self.config.loss in ("dice", "ce+dice"):
+            dice = soft_dice_loss(jax.nn.softmax(logits, axis=-1), labels, counted, self.num_classes)
+            per_image += dice
+            loss += jnp.sum(dice) / jnp.maximum(jnp.sum(images), 1).astype(jnp.float32)
+        return loss, {"loss": per_image, "logits": logits, "labels": labels, "mask": images}
 
     def metrics(self, training: bool = False) -> type[clu_metrics.Collection]:
         """Loss (per-image mean, averaged over images) and the pixel confusion matrix, in training too
@@ -392,7 +488,7 @@ class Segmentation(Task):
     def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
         """{"mask": int32 [B, H, W] most probable class per input pixel, "probability": its softmax}."""
         size = self._output_size
-        probabilities = jax.nn.softmax(self._upsampled(outputs.astype(jnp.float32), size), axis=-1)
+        probabilities = jax.nn.softmax(_resized(outputs.astype(jnp.float32), size), axis=-1)
         return {"mask": jnp.argmax(probabilities, axis=-1).astype(jnp.int32),
                 "probability": jnp.max(probabilities, axis=-1)}
 

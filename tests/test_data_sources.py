@@ -2,6 +2,7 @@
 import io
 import logging
 import os
+import sys
 
 import datasets
 import numpy as np
@@ -163,9 +164,10 @@ def test_hub_dataset_failure_is_explained():
         open_source(data_config(source="hf:no-such/dataset-xyz"))
 
 
-def test_unknown_source_and_missing_tfds():
+def test_unknown_source_and_missing_tfds(monkeypatch):
     with pytest.raises(ValueError, match=r"Unknown config.data.source 'beans'.*'hf:NAME"):
         open_source(data_config(source="beans"))
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # as if not installed (the test extra has it)
     with pytest.raises(ImportError, match=r"pip install 'vitjax\[tfds\]'"):
         open_source(data_config(source="tfds:cifar10"))
 

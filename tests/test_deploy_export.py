@@ -15,6 +15,7 @@ import transformers
 
 from deploy_helpers import BACKBONES, LABELS, digit_images, digits_classifier_folder, hf_model_folder, uint8_images
 from hf_oracle import rel_err, report, torch_forward
+from vitjax import modes
 from vitjax.deploy import artifacts, onnx_export
 from vitjax.serve.backends import open_backend
 from vitjax.trained import load_trained
@@ -48,6 +49,9 @@ def test_exports_match_vitjax_and_transformers(backbone, tmp_path):
     assert info["ranked"] == ["indices", "probabilities"]
 
 
+STATIC_INT8_LOSS = 0.03  # full-integer int8 may lose at most 3 points of accuracy on the digit scans
+
+
 def test_int8_export_loses_at_most_one_point_on_real_digits_and_is_smaller(tmp_path):
     images, labels = digit_images()
     train, test = slice(0, 1400), slice(1400, None)
@@ -67,6 +71,25 @@ def test_int8_export_loses_at_most_one_point_on_real_digits_and_is_smaller(tmp_p
     assert onnx_export.read_info(model)["class_names"] == [str(i) for i in range(10)]
     info = artifacts.read_info(int8_out)
     assert info["format"] == "onnx-int8" and info["model_sha256"] == artifacts.sha256(str(tmp_path / "q" / "model.onnx"))
+
+    # Static (--format onnx-int8-static): 8-bit activations too, their scales calibrated on 256 training scans.
+    static_out = artifacts.export(folder, "onnx-int8-static", str(tmp_path / "s"), calibration=images[train][:256])
+    static = open_backend(static_out).run(images[test])
+    accuracy["int8 static"] = np.mean(static["indices"][:, 0] == labels[test])
+    print(f"static INT8: accuracy {accuracy['int8 static']}, "
+          f"{sizes[0] / os.path.getsize(tmp_path / 's' / 'model.onnx'):.2f}x smaller")
+    assert accuracy["int8 static"] >= accuracy["float32"] - STATIC_INT8_LOSS
+    model = onnx.load_model(str(tmp_path / "s" / "model.onnx"))
+    quantized_ops = [n for n in model.graph.node if n.op_type in ("MatMul", "Conv")]
+    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    assert quantized_ops and all(n.input[0] in dequantized for n in quantized_ops)  # 8-bit activations in
+    zero_points = {init.name: init.data_type for init in model.graph.initializer}
+    activation_points = [zero_points.get(n.input[2]) for n in model.graph.node
+                         if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert activation_points and set(activation_points) == {onnx.TensorProto.UINT8}   # static scales
+    assert artifacts.read_info(static_out)["format"] == "onnx-int8-static"
+    with pytest.raises(ValueError, match="onnx-int8-static.*--workdir"):
+        modes.export_deployable(None, folder, "onnx-int8-static", str(tmp_path / "x"))
 
 
 def test_export_command_and_its_errors(tmp_path):

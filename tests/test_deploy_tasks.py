@@ -61,12 +61,14 @@ def _tasks(tmp_path):
     return {
         "segmentation": ({"name": "segmentation", "plugins": [], "upsample_steps": 1, "head_channels": 8},
                          ["background", "disc", "square"]),
+        "segmentation-multilevel": ({"name": "segmentation", "plugins": [], "decoder": "multilevel",
+                                     "head_channels": 8}, ["background", "disc", "square"]),
         "detection": ({"name": "detection", "plugins": []}, ["disc", "square"]),
         "brightness": ({"name": "brightness", "plugins": [str(plugin)]}, ["value"]),
     }
 
 
-@pytest.mark.parametrize("task", ["segmentation", "detection", "brightness"])
+@pytest.mark.parametrize("task", ["segmentation", "segmentation-multilevel", "detection", "brightness"])
 def test_task_exports_and_serves(task, tmp_path):
     task_config, class_names = _tasks(tmp_path)[task]
     folder = native_model_folder(tmp_path, task_config, class_names)
@@ -85,7 +87,7 @@ def test_task_exports_and_serves(task, tmp_path):
         response = client.post("/predict?top_k=3", files=[("files", ("a.png", png_bytes()))])
     assert response.status_code == 200, response.text
     record = response.json()["predictions"][0]
-    if task == "segmentation":  # the plugin's mask PNG comes back inline, at the image's own size
+    if task.startswith("segmentation"):  # the plugin's mask PNG comes back inline, at the image's own size
         mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(record["mask"]))))
         assert mask.shape == (40, 30) and set(np.unique(mask)) <= {0, 1, 2}  # png_bytes: 30x40
     elif task == "detection":

@@ -106,7 +106,16 @@ def test_dead_regex_is_named_with_existing_paths(overrides, key):
 @pytest.mark.parametrize("overrides, message", [
     ({"freeze": "last_n_blocks", "last_n_blocks": DEPTH + 1}, f"depth {DEPTH}"),
     ({"name": "adam"}, "optim.name='adam'.*adamw"),
-    ({"schedule": "step"}, "optim.schedule='step'"),
+    ({"schedule": "exponential"}, "optim.schedule='exponential'.*cyclic"),
+    ({"schedule": "step"}, "optim.schedule='step' needs exactly one of optim.step.every"),
+    ({"schedule": "step", "step": {"every": "2", "milestones": ("5",)}}, "exactly one of"),
+    ({"schedule": "step", "step": {"milestones": ("5", "3")}}, r"optim.step.milestones\[1\]='3' is update 30"),
+    ({"schedule": "step", "warmup": "2 epochs", "step": {"milestones": ("1",)}}, "after the warmup"),
+    ({"schedule": "step", "step": {"every": "7", "gamma": 1.5}}, "optim.step.gamma=1.5"),
+    ({"step": {"every": "7 epochs"}}, "optim.schedule='cosine'"),
+    ({"schedule": "cyclic", "cyclic": {"mode": "triangle"}}, "optim.cyclic.mode='triangle'.*onecycle"),
+    ({"schedule": "cyclic", "cyclic": {"low_fraction": 0.0}}, "optim.cyclic.low_fraction=0.0"),
+    ({"schedule": "cyclic", "cyclic": {"period": "1 steps"}}, "optim.cyclic.period='1 steps'"),
     ({"warmup": "20 epochs"}, "optim.warmup='20 epochs'.*shorten"),
     ({"warmup": "3 weeks"}, "unknown unit"),
     ({"param_groups": (("head/.*", -1.0),)}, r"optim.param_groups\[0\].*multiplier"),
@@ -229,6 +238,47 @@ def test_warmup_and_schedules():
     np.testing.assert_allclose([lr(0), lr(5), lr(SPE), lr(TOTAL)], [0.0, 0.5, 1.0, 0.1], rtol=1e-6)
     cosine = build(config(lr=1.0, warmup="0", schedule="cosine")).lr_fns["all"]
     np.testing.assert_allclose([cosine(0), cosine(TOTAL // 2), cosine(TOTAL)], [1.0, 0.5, 0.0], atol=1e-6)
+
+
+def test_step_schedule_matches_a_hand_computed_curve_in_any_unit():
+    """StepLR(step_size=3 epochs, gamma=0.1): 1 until step 30, then 0.1, 0.01 from 60, 0.001 from 90."""
+    expected = {0: 1.0, 29: 1.0, 30: 0.1, 59: 0.1, 60: 0.01, 89: 0.01, 90: 0.001, 99: 0.001}
+    for every in ("3", "3 epochs", "30 steps", "240 examples", "30%"):
+        lr = build(config(lr=1.0, warmup="0", schedule="step", step={"every": every})).lr_fns["all"]
+        np.testing.assert_allclose([lr(s) for s in expected], list(expected.values()), rtol=1e-6, err_msg=every)
+    # MultiStepLR after a warmup: milestones count from the start of training, not from the warmup's end.
+    lr = build(config(lr=1.0, warmup="1 epochs", schedule="step",
+                      step={"milestones": ("25%", "70 steps"), "gamma": 0.5})).lr_fns["all"]
+    np.testing.assert_allclose([lr(s) for s in (0, 5, 10, 24, 25, 69, 70, 99)],
+                               [0.0, 0.5, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25], rtol=1e-6)
+    # With accumulation the rate changes at the update holding step 30 (updates of 2 steps).
+    lr = build(config(lr=1.0, warmup="0", schedule="step", grad_accum_steps=2, step={"every": "3"})).lr_fns["all"]
+    np.testing.assert_allclose([lr(s) for s in (28, 29, 30, 31)], [1.0, 1.0, 0.1, 0.1], rtol=1e-6)
+    # Layer-wise groups keep their multipliers on top of the step curve, and the update applies it.
+    params = fake_params()
+    opt = build(sgd(schedule="step", step={"every": "1"}, layer_decay=0.5), params)
+    np.testing.assert_allclose(float(opt.lr_fns["all@1"](10)), 0.1 * 0.0625, rtol=1e-6)
+    ones = jax.tree.map(jnp.ones_like, params)
+    history = run(opt, params, 11, grads=ones)
+    head = "head/classifier/bias"
+    np.testing.assert_allclose(flat(history[9])[head] - flat(history[10])[head], 0.1, rtol=1e-5)
+    np.testing.assert_allclose(flat(history[8])[head] - flat(history[9])[head], 1.0, rtol=1e-5)
+
+
+def test_cyclic_schedules_match_hand_computed_curves():
+    # Triangular, period 2 epochs = 20 steps, low 0.1: 1 at the start of each period, 0.1 half-way.
+    lr = build(config(lr=1.0, warmup="0", schedule="cyclic", cyclic={"period": "2"})).lr_fns["all"]
+    np.testing.assert_allclose([lr(s) for s in (0, 5, 10, 15, 20, 30, 99)],
+                               [1.0, 0.55, 0.1, 0.55, 1.0, 0.1, 0.91], rtol=1e-6)
+    # After a 10-step warmup (0 -> 1) the wave starts at its peak.
+    lr = build(config(lr=1.0, warmup="10 steps", schedule="cyclic",
+                      cyclic={"period": "160 examples"})).lr_fns["all"]
+    np.testing.assert_allclose([lr(s) for s in (5, 10, 20, 25, 30)], [0.5, 1.0, 0.1, 0.55, 1.0], rtol=1e-6)
+    # One cycle: cosine rise 0.04 -> 1 over the 30% warmup, cosine fall to 0 at step 100.
+    lr = build(config(lr=1.0, warmup="30%", schedule="cyclic",
+                      cyclic={"mode": "onecycle", "low_fraction": 0.04})).lr_fns["all"]
+    np.testing.assert_allclose([lr(s) for s in (0, 15, 30, 65, 100)], [0.04, 0.52, 1.0, 0.5, 0.0],
+                               rtol=1e-5, atol=1e-7)
 
 
 def test_gradient_accumulation():

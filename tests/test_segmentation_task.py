@@ -93,6 +93,114 @@ def test_head_upsamples_and_logits_follow_the_mask_size():
     assert inputs["logits"].shape == (2, 32, 32, 3)
 
 
+def test_soft_dice_matches_a_hand_computed_case_and_skips_ignored_pixels():
+    """One image of 4 pixels, labels (0, 0, 1, ignored), softmax probabilities as written; class 2 is
+    only under the ignored pixel, so it is not present. Class 0: 2 * 1.5 / (1.75 + 2) = 0.8, class 1:
+    2 * 0.75 / (1.25 + 1) = 2/3; Dice loss 1 - (0.8 + 2/3) / 2. A padding row and an image with only
+    ignored pixels count in neither loss."""
+    probabilities = np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.25, 0.75, 0.0], [0.0, 0.0, 1.0]])
+    logits = jnp.log(jnp.maximum(jnp.asarray(probabilities, jnp.float32), 1e-20))[None, None]
+    logits = jnp.concatenate([logits, jnp.zeros_like(logits), jnp.zeros_like(logits)])  # [3, 1, 4, 3]
+    labels = np.array([[[0, 0, 1, 255]], [[1, 1, 1, 1]], [[255, 255, 255, 255]]], np.int32)
+    batch = {"mask": labels, "valid": np.array([True, False, True])}
+    dice = 1 - (0.8 + 2 / 3) / 2
+    ce = -(np.log(0.5) + np.log(1.0) + np.log(0.75)) / 3
+    for name, expected in (("dice", dice), ("ce+dice", ce + dice), ("ce", ce)):
+        loss, aux = make_task(loss=name).loss(logits, batch)
+        assert float(loss) == pytest.approx(expected, rel=1e-5), name
+        assert float(aux["loss"][0]) == pytest.approx(expected, rel=1e-5), name
+        np.testing.assert_array_equal(aux["mask"], [True, False, False])
+
+
+def test_soft_dice_of_hard_predictions_is_one_minus_scikit_learns_macro_f1():
+    """On one-hot probabilities the soft Dice of a class is its F1; the loss averages the classes
+    present in the image's labels."""
+    from sklearn import metrics as sk
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, (2, 6, 6)).astype(np.int32)
+    labels[1][labels[1] == 2] = 0   # image 1 has no class 2: it stays out of that image's mean
+    predicted = rng.integers(0, 3, (2, 6, 6))
+    losses = segmentation.soft_dice_loss(jax.nn.one_hot(predicted, 3), jnp.asarray(labels),
+                                         jnp.ones(labels.shape, bool), 3)
+    for i in range(2):
+        present = np.unique(labels[i])
+        f1 = sk.f1_score(labels[i].ravel(), predicted[i].ravel(), labels=present, average="macro")
+        assert float(losses[i]) == pytest.approx(1 - f1, rel=1e-6)
+
+
+def multilevel_features(depth=3, grid=4, width=16, prefix=1, batch=2):
+    tokens = jnp.ones((batch, prefix + grid * grid, width))
+    states = tuple(tokens * (i + 1) for i in range(depth))
+    return {"patches": jnp.ones((batch, grid, grid, width)), "hidden_states": states}
+
+
+def test_multilevel_decoder_shapes_blocks_and_errors():
+    features = multilevel_features()
+    for blocks, steps, size in (((0, 1, 2), 0, 16), ((1, 2), 1, 16), ((2,), 0, 4)):
+        head = segmentation.SegmentationHead(num_classes=3, upsample_steps=steps, channels=8, blocks=blocks)
+        out, variables = jax.jit(head.init_with_output)(jax.random.key(0), features)
+        assert out.shape == (2, size, size, 3), blocks
+    assert variables["params"]["level_0_proj"]["kernel"].shape == (16, 8)
+    # The default blocks: DPT's choice on 12 blocks, every block of a 2-block model.
+    default = ml_collections.ConfigDict({"decoder_blocks": ()})
+    assert segmentation.decoder_blocks(default, 12) == (2, 5, 8, 11)
+    assert segmentation.decoder_blocks(default, 2) == (0, 1)
+    with pytest.raises(ValueError, match="config.task.decoder_blocks"):
+        segmentation.decoder_blocks(ml_collections.ConfigDict({"decoder_blocks": (3, 1)}), 4)
+    with pytest.raises(ValueError, match="config.task.decoder='multilevel'.*last_block"):
+        head.init(jax.random.key(0), {"patches": features["patches"]})
+    for knobs, key in (({"decoder": "unet"}, "config.task.decoder='unet'"), ({"loss": "focal"}, "config.task.loss"),
+                       ({"decoder_blocks": (0,)}, "config.task.decoder_blocks")):
+        with pytest.raises(ValueError, match=key):
+            make_task(**knobs)
+
+
+def test_multilevel_decoder_with_ce_dice_trains_and_predicts(tmp_path):
+    """A tiny ViT with the multilevel decoder and CE + Dice fits a few shape scenes (the loss drops
+    by more than half); its model folder predicts masks at each image's own size."""
+    import functools
+
+    import optax
+
+    from deploy_helpers import native_model_folder
+    from vitjax import modes
+    from vitjax.models.model import Model
+    from vitjax.models.vit import ViT, ViTSpec
+
+    task_config = {"name": "segmentation", "plugins": [], "decoder": "multilevel", "loss": "ce+dice",
+                   "head_channels": 16}
+    task = registry.get_task("segmentation")(ml_collections.ConfigDict(task_config), CLASSES)
+    spec = ViTSpec(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64)
+    model = Model(ViT(spec), task.make_head(spec))
+    rng = np.random.default_rng(0)
+    scenes = [shapes_scene(rng, 32) for _ in range(8)]
+    images = jnp.asarray(np.stack([s[0] for s in scenes]), jnp.float32) / 127.5 - 1
+    batch = {"mask": np.stack([s[1] for s in scenes]).astype(np.int32)}
+    params = model.init(jax.random.key(0), images, train=False)["params"]
+    assert model.apply({"params": params}, images, train=False).shape == (8, 8, 8, 3)  # 4 x 4 patches, 2 levels
+    tx = optax.adam(3e-3)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(params, state):
+        loss, grads = jax.value_and_grad(
+            lambda p: task.loss(model.apply({"params": p}, images, train=False), batch)[0])(params)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
+    state, losses = tx.init(params), []
+    for _ in range(25):
+        params, state, loss = step(params, state)
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+    folder = native_model_folder(tmp_path, task_config, list(CLASSES))
+    picture = tmp_path / "scene.png"
+    Image.fromarray(scenes[0][0]).resize((40, 36)).save(picture)
+    records = modes.predict(None, None, folder, [str(picture)], None, str(tmp_path / "out"))
+    assert np.asarray(Image.open(records[0]["mask"])).shape == (36, 40)
+
+
 def test_random_crop_and_flip_move_image_and_mask_together():
     rng = np.random.default_rng(1)
     image, mask, _ = shapes_scene(rng, size=48)

@@ -46,9 +46,12 @@ _SWEEP_STORAGE = flags.DEFINE_string("sweep_storage", None, "sweep: an Optuna st
                                      "several machines (default: sqlite <workdir>/sweep.db).")
 _OUTPUT = flags.DEFINE_string("output", None, "export: target folder; predict: folder for "
                               "predictions.json and the task's files (default <workdir>/predictions).")
-_FORMAT = flags.DEFINE_enum("format", "hf", ["hf", "onnx", "onnx-int8", "stablehlo"],
+_FORMAT = flags.DEFINE_enum("format", "hf", ["hf", "onnx", "onnx-int8", "onnx-int8-static", "stablehlo"],
                             "export: hf = the best checkpoint in Hugging Face / vitjax format; onnx, "
-                            "onnx-int8, stablehlo = a deployable model of <workdir>/best (or --model).")
+                            "onnx-int8 (dynamic), onnx-int8-static (full integer), stablehlo = a deployable "
+                            "model of <workdir>/best (or --model).")
+_CALIBRATION = flags.DEFINE_integer("calibration", 256, "export --format onnx-int8-static: the training "
+                                    "images of --workdir's run that calibrate the activations' int8 scales.")
 _ROBUSTNESS = config_flags.DEFINE_config_dict("robustness", default_options(),
                                               "robustness: the report's knobs (vitjax/robustness/options.py).")
 
@@ -121,7 +124,8 @@ def main(argv) -> None:
                 sys.exit(f"vitjax: {unreadable}")  # exit status 1
             return
         if _MODE.value == "export" and _FORMAT.value != "hf":
-            modes.export_deployable(_WORKDIR.value, _MODEL.value, _FORMAT.value, _OUTPUT.value)
+            modes.export_deployable(_WORKDIR.value, _MODEL.value, _FORMAT.value, _OUTPUT.value,
+                                    _CALIBRATION.value)
             return
         if _MODE.value == "robustness" and _WORKDIR.value is not None:
             modes.robustness(_CONFIG.value, _WORKDIR.value, _MODEL.value, _SPLIT.value,

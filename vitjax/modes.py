@@ -268,12 +268,39 @@ def export(config, workdir: str, output: str | None) -> str:
 
 
 @_user_errors
-def export_deployable(workdir: str | None, model: str | None, fmt: str, output: str | None) -> str:
-    """`--mode export --format onnx|onnx-int8|stablehlo`: the model folder (`--model`, else
-    <workdir>/best or best_vitjax) as a deployable artifact in `output` (vitjax.deploy)."""
+def export_deployable(workdir: str | None, model: str | None, fmt: str, output: str | None,
+                      calibration: int = 256) -> str:
+    """`--mode export --format onnx|onnx-int8|onnx-int8-static|stablehlo`: the model folder (`--model`,
+    else <workdir>/best or best_vitjax) as a deployable artifact in `output` (vitjax.deploy);
+    onnx-int8-static calibrates on the first `calibration` training images of the run in `workdir`."""
     from vitjax.deploy.artifacts import export as export_artifact
     if not output:
         raise BadValue(f"--mode export --format {fmt} needs --output DIR (the folder to write).")
-    path = export_artifact(_model_dir(workdir, model), fmt, output)
+    model_dir = _model_dir(workdir, model)
+    images = calibration_images(workdir, model_dir, calibration) if fmt == "onnx-int8-static" else None
+    path = export_artifact(model_dir, fmt, output, images)
     logging.getLogger("vitjax").info("exported %s to %s", fmt, path)
     return path
+
+
+def calibration_images(workdir: str | None, model_dir: str, count: int):
+    """The first `count` images of the training split of the run in `workdir` (its saved config's
+    data), as the model's uint8 inputs [N, H, W, C]: what static quantization calibrates on."""
+    import numpy as np
+
+    from vitjax import registry
+    from vitjax.data.transforms import load_rgb
+    from vitjax.trained import load_trained
+    if count < 1:
+        raise BadValue(f"--calibration={count}: static int8 needs at least one calibration image (256 is usual).")
+    if not workdir or not os.path.isfile(Workdir(workdir).config):
+        raise BadValue("--format onnx-int8-static calibrates on the run's training images: pass the run's "
+                       "--workdir (its config.json names the data), or use --format onnx-int8 (dynamic, "
+                       "no calibration).")
+    config = saved_config(None, workdir)
+    _prepare(config)
+    registry.load_plugins(config.task.plugins)
+    source = registry.get_task(config.task.name).open_source(config.data, config.task).splits["train"]
+    preprocessing = load_trained(model_dir).preprocessing
+    return np.stack([preprocessing.to_uint8(load_rgb(source[i]["image"], source.describe(i)))
+                     for i in range(min(count, len(source)))])

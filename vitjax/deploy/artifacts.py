@@ -1,6 +1,6 @@
 """Export folders: `export(model_dir, fmt, output)` writes one, `read_info(output)` reads its info back.
 
-An export folder holds the model (`model.onnx` for "onnx" and "onnx-int8", `model.stablehlo` for
+An export folder holds the model (`model.onnx` for the "onnx*" formats, `model.stablehlo` for
 "stablehlo") and `deploy.json`: the deploy info (`deploy_info`: task, labels, preprocessing, outputs),
 the format and the model file's sha256. ONNX files carry the same info in their metadata. Every format
 is the trained model's one serving function (`vitjax.trained.TrainedModel.apply`) written out.
@@ -14,9 +14,10 @@ import os
 
 from vitjax.errors import BadValue
 
-FORMATS = ("onnx", "onnx-int8", "stablehlo")
+FORMATS = ("onnx", "onnx-int8", "onnx-int8-static", "stablehlo")
 INFO_FILE = "deploy.json"
-MODEL_FILES = {"onnx": "model.onnx", "onnx-int8": "model.onnx", "stablehlo": "model.stablehlo"}
+MODEL_FILES = {"onnx": "model.onnx", "onnx-int8": "model.onnx", "onnx-int8-static": "model.onnx",
+               "stablehlo": "model.stablehlo"}
 
 
 def sha256(path: str) -> str:
@@ -69,13 +70,16 @@ def deploy_info(trained) -> dict:
     }
 
 
-def export(model_dir: str, fmt: str, output: str) -> str:
+def export(model_dir: str, fmt: str, output: str, calibration=None) -> str:
     """Exports the model folder `model_dir` (`best/` or `best_vitjax/`, or a workdir holding one) as
-    `fmt` into `output`."""
+    `fmt` into `output`; "onnx-int8-static" needs `calibration`, uint8 images [N, H, W, C] at the
+    model's input size."""
     from vitjax.trained import load_trained
 
     if fmt not in FORMATS:
         raise BadValue(f"--format {fmt!r} is not an export format; use one of {', '.join(FORMATS)}.")
+    if (fmt == "onnx-int8-static") != (calibration is not None):
+        raise BadValue(f"--format {fmt}: calibration images are read for onnx-int8-static only")
     trained = load_trained(model_dir)
     info = deploy_info(trained)
     os.makedirs(output, exist_ok=True)
@@ -91,6 +95,9 @@ def export(model_dir: str, fmt: str, output: str) -> str:
         if fmt == "onnx-int8":
             from vitjax.deploy.quantize import quantize_int8
             quantize_int8(model, path)
+        elif fmt == "onnx-int8-static":
+            from vitjax.deploy.quantize import quantize_int8_static
+            quantize_int8_static(model, path, calibration, INPUT_NAME)
         else:
             onnx.save_model(model, path)
     info.update(format=fmt, model_file=MODEL_FILES[fmt], model_sha256=sha256(path), source=os.path.abspath(model_dir))

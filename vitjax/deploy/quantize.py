@@ -1,12 +1,11 @@
 """int8 post-training quantization of an exported ONNX model with ONNX Runtime, and the graph made compact.
 
-Dynamic quantization (`quantize_dynamic`): the weights of every MatMul (attention projections, MLP,
+Two formats. Static (`quantize_int8_static`, `--format onnx-int8-static`): 8-bit activations at
+scales calibrated on training images, for runtimes that need every matrix product in integers.
+Dynamic quantization (`quantize_dynamic`, `--format onnx-int8`): the weights of every MatMul (attention projections, MLP,
 head) and of the patch-embedding Conv are stored as int8 per output channel, and the activations are
 quantized on the fly per batch (MatMulInteger, ConvInteger), so no calibration data is needed and the
-activations' scale follows each batch's actual range. Static QDQ quantization, calibrated on 256
-training images, was measured against it (`bench/int8_accuracy.py`): no more accurate on the digits
-demo, slower, and barely smaller (1.30 MB against 1.32 MB float32: its MatMul-only setting there
-quantized next to nothing; not pursued, as it needs calibration images at export time).
+activations' scale follows each batch's actual range (`bench/int8_accuracy.py` measures both).
 A ViT holds nearly all its parameters in MatMuls, so a ViT-B/16 shrinks ~3.9x from them alone; a
 small model such as the 0.3M-parameter digits demo also carries float tensors outside them and a
 graph whose names and shape annotations weigh tens of kB. So, after ORT's quantizer:
@@ -38,11 +37,54 @@ WEIGHT_ONLY_MIN_SIZE = 1024  # elements: smaller float tensors (biases, norms) a
 def quantize_int8(model: onnx.ModelProto, output_path: str) -> onnx.ModelProto:
     """Writes the int8 version of `model` (metadata kept) to `output_path` and returns it."""
     with tempfile.TemporaryDirectory() as tmp:
-        source, prepared = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "prepared.onnx")
-        onnx.save_model(model, source)
-        quant_pre_process(source, prepared)  # shape inference + graph cleanup, as ORT recommends
+        prepared = _prepared(model, tmp)
         quantize_dynamic(prepared, output_path, weight_type=QuantType.QInt8, per_channel=True,
                          op_types_to_quantize=["MatMul", "Conv"])
+    return _finished(model, output_path)
+
+
+def quantize_int8_static(model: onnx.ModelProto, output_path: str, calibration: np.ndarray,
+                         input_name: str) -> onnx.ModelProto:
+    """Writes the static int8 version of `model` to `output_path` and returns it: QDQ
+    (QuantizeLinear / DequantizeLinear pairs) around every MatMul, Conv and Gemm — where a ViT does
+    all its arithmetic — with int8 weights per output channel and 8-bit activations at static scales:
+    the ranges each input takes over `calibration` (the graph's uint8 input images [N, H, W, C], fed
+    32 at a time; min-max calibration). ONNX Runtime fuses the pairs into integer kernels; an
+    integer runtime runs every matrix product on 8-bit operands. Activations are unsigned (uint8 with
+    a zero point, ONNX Runtime's x86 default): its quantizer (1.32) writes int8-activation QDQ graphs
+    that fail to load (a QuantizeLinear's output type disagrees with its zero point). LayerNorm,
+    GELU and softmax stay float between the pairs; quantizing them too (every op ORT knows) took
+    the digits demo from 0.53 to chance (0.13), its softmax and top-k outputs squeezed into 256 levels."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static
+
+    if len(calibration) == 0:
+        raise ValueError("quantize_int8_static needs at least one calibration image")
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{input_name: calibration[i:i + 32]} for i in range(0, len(calibration), 32)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = _prepared(model, tmp)
+        quantize_static(prepared, output_path, Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                        calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=["MatMul", "Conv", "Gemm"])
+    return _finished(model, output_path)
+
+
+def _prepared(model: onnx.ModelProto, folder: str) -> str:
+    """`model` saved in `folder` after ORT's recommended shape inference and graph cleanup; its path."""
+    source, prepared = os.path.join(folder, "float.onnx"), os.path.join(folder, "prepared.onnx")
+    onnx.save_model(model, source)
+    quant_pre_process(source, prepared)
+    return prepared
+
+
+def _finished(model: onnx.ModelProto, output_path: str) -> onnx.ModelProto:
+    """The quantized file at `output_path` made compact, with `model`'s metadata, saved and returned."""
     quantized = onnx.load_model(output_path)
     store_weight_only_int8(quantized.graph)
     compact(quantized.graph)

@@ -34,8 +34,8 @@ class ViTBottom(nn.Module):
         if self.spec.pre_norm:
             x = nn.LayerNorm(self.spec.layer_norm_eps, dtype=self.dtype, param_dtype=jnp.float32,
                              name="pre_layernorm")(x)
-        x = Encoder(self.spec, self.dtype, self.attention_impl, self.attention_pad, stop=self.cut,
-                    name="encoder")(x, True)
+        x, _ = Encoder(self.spec, self.dtype, self.attention_impl, self.attention_pad, stop=self.cut,
+                       name="encoder")(x, True)
         return {"hidden": x}
 
 
@@ -58,9 +58,9 @@ class ViTTop(nn.Module):
     @nn.compact
     def __call__(self, inputs: dict, *, train: bool):
         deterministic = not (train and self.has_rng("dropout"))
-        x = Encoder(self.spec, self.dtype, self.attention_impl, self.attention_pad, self.remat,
-                    self.remat_policy, start=self.cut, name="encoder")(inputs["hidden"].astype(self.dtype),
-                                                                       deterministic)
+        x, _ = Encoder(self.spec, self.dtype, self.attention_impl, self.attention_pad, self.remat,
+                       self.remat_policy, start=self.cut, name="encoder")(inputs["hidden"].astype(self.dtype),
+                                                                          deterministic)
         return final_features(x, self.spec, self.grid, self.dtype)
 
 

@@ -397,7 +397,8 @@ class Embeddings(nn.Module):
 
 class Encoder(nn.Module):
     """The stack of blocks `layer_00`, `layer_01`, ...; stochastic depth grows linearly to
-    `spec.drop_path_rate` at the last block (as in timm/big_vision), optional rematerialisation."""
+    `spec.drop_path_rate` at the last block (as in timm/big_vision), optional rematerialisation.
+    Returns (the last block's tokens, every block's output tokens in order)."""
 
     spec: ViTSpec
     dtype: Any = jnp.float32
@@ -415,11 +416,13 @@ class Encoder(nn.Module):
             raise BadValue(f"remat_policy={self.remat_policy!r}; use one of {REMAT_POLICIES}")
         policy = getattr(jax.checkpoint_policies, self.remat_policy)
         block = nn.remat(Block, static_argnums=(2,), policy=policy) if self.remat else Block
+        states = []
         for i in range(self.start, spec.num_layers if self.stop is None else self.stop):
             rate = spec.drop_path_rate * i / max(spec.num_layers - 1, 1)
             x = block(spec, rate, self.dtype, self.attention_impl, self.attention_pad,
                       name=f"layer_{i:02d}")(x, deterministic)
-        return x
+            states.append(x)
+        return x, tuple(states)
 
 
 class MAPHead(nn.Module):
@@ -449,6 +452,7 @@ class ViT(nn.Module):
     """The backbone. `__call__(images NHWC float, *, train)` returns a dict of features:
 
     "tokens" [B, T, D] after the final layer norm (if the family has one), "patches" [B, gh, gw, D],
+    "hidden_states" (each block's output tokens [B, T, D], before the final norm: multi-level heads),
     "pooled" [B, D] (`spec.pool`, then `spec.fc_norm`), with a class token "cls" [B, D] and, with a
     distillation token (DeiT), "distillation" [B, D]. Dropout and stochastic depth run only when
     `train=True` and a 'dropout' rng is given. Compute runs in `dtype`; parameters stay float32.
@@ -471,13 +475,14 @@ class ViT(nn.Module):
         x = nn.Dropout(spec.hidden_dropout)(x, deterministic=deterministic)
         if spec.pre_norm:
             x = norm("pre_layernorm")(x)
-        x = Encoder(spec, self.dtype, self.attention_impl, self.attention_pad, self.remat, self.remat_policy,
-                    name="encoder")(x, deterministic)
-        return final_features(x, spec, (gh, gw), self.dtype)
+        x, states = Encoder(spec, self.dtype, self.attention_impl, self.attention_pad, self.remat,
+                            self.remat_policy, name="encoder")(x, deterministic)
+        return final_features(x, spec, (gh, gw), self.dtype, hidden_states=states)
 
 
-def final_features(x, spec: ViTSpec, grid: tuple[int, int], dtype) -> dict:
-    """The backbone's feature dict from the encoder's output tokens [B, T, D] on a patch `grid`.
+def final_features(x, spec: ViTSpec, grid: tuple[int, int], dtype, hidden_states=None) -> dict:
+    """The backbone's feature dict from the encoder's output tokens [B, T, D] on a patch `grid`
+    (with "hidden_states", every block's output, when given: a head reads what it needs, jit drops the rest).
 
     Called inside a compact `__call__` (`ViT`, and `split.ViTTop` over cached lower blocks): the final
     norm, the MAP head and `fc_norm` it creates live in the caller's scope, at the backbone's own paths.
@@ -487,6 +492,8 @@ def final_features(x, spec: ViTSpec, grid: tuple[int, int], dtype) -> dict:
         x = norm("layernorm")(x)
     n_pre = spec.num_prefix_tokens
     out = {"tokens": x, "patches": x[:, n_pre:].reshape(x.shape[0], *grid, x.shape[-1])}
+    if hidden_states is not None:
+        out["hidden_states"] = hidden_states
     if spec.class_token:
         out["cls"] = x[:, 0]
     if spec.distillation_token:

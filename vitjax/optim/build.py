@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -28,7 +29,8 @@ from vitjax.errors import BadValue
 from vitjax.optim.transforms import clip_by_active_global_norm, scale_by_group_lr
 
 OPTIMIZERS = ("adamw", "sgd", "lion")
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "step", "cyclic")
+CYCLIC_MODES = ("triangular", "onecycle")
 MOMENTUM_DTYPES = ("float32", "bfloat16")
 # Never weight-decayed besides 0/1-d tensors (biases, norm scales, layer scales): tokens and position
 # embeddings, i.e. anything held directly by `embeddings/` (the patch projection kernel is decayed).
@@ -66,24 +68,95 @@ def decay_mask(params) -> Any:
                         groups_lib.path_tree(params), params)
 
 
-def base_schedule(optim_cfg, total_updates: int, warmup_updates: int) -> optax.Schedule:
-    """The base learning rate per optimizer update: linear warmup from 0, then cosine/linear/constant."""
+def base_schedule(optim_cfg, total_updates: int, warmup_updates: int,
+                  to_updates: Callable[[Any, str], int] = lambda value, key: int(value)) -> optax.Schedule:
+    """The base learning rate per optimizer update: linear warmup from 0, then cosine/linear/constant,
+    step decay or a cyclic rate (a one-cycle rate rises through the warmup itself, see
+    `vitjax.optim.config`). `to_updates(value, key)` turns a duration in the config (bare numbers are
+    epochs) into optimizer updates from the start of training."""
     lr, kind = optim_cfg.lr, optim_cfg.schedule
     if kind not in SCHEDULES:
         raise BadValue(f"optim.schedule={kind!r}: use one of {SCHEDULES}")
+    if kind != "step" and (optim_cfg.step.every is not None or optim_cfg.step.milestones):
+        raise BadValue(f"optim.step.every / optim.step.milestones are set but optim.schedule={kind!r}; "
+                       f"set optim.schedule='step' or clear them")
     if not 0 <= warmup_updates < total_updates:
         raise BadValue(f"optim.warmup={optim_cfg.warmup!r} is {warmup_updates} updates but the run has only "
                        f"{total_updates}; shorten the warmup")
     decay_updates = total_updates - warmup_updates
+    if kind == "cyclic" and optim_cfg.cyclic.mode not in CYCLIC_MODES:
+        raise BadValue(f"optim.cyclic.mode={optim_cfg.cyclic.mode!r}: use one of {CYCLIC_MODES}")
+    if kind == "cyclic" and optim_cfg.cyclic.mode == "onecycle":
+        return _one_cycle(optim_cfg, total_updates, warmup_updates)
     if kind == "cosine":
         main = optax.cosine_decay_schedule(lr, decay_updates, alpha=optim_cfg.end_lr_fraction)
     elif kind == "linear":
         main = optax.linear_schedule(lr, lr * optim_cfg.end_lr_fraction, decay_updates)
+    elif kind == "step":
+        main = optax.piecewise_constant_schedule(
+            lr, {m - warmup_updates: optim_cfg.step.gamma
+                 for m in _milestones(optim_cfg, total_updates, warmup_updates, to_updates)})
+    elif kind == "cyclic":
+        main = _triangular(optim_cfg, to_updates)
     else:
         main = optax.constant_schedule(lr)
     if not warmup_updates:
         return main
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup_updates), main], [warmup_updates])
+
+
+def _milestones(optim_cfg, total_updates: int, warmup_updates: int, to_updates) -> list[int]:
+    """The updates (from the start of training) at which the step schedule multiplies the rate by gamma."""
+    cfg = optim_cfg.step
+    if (cfg.every is None) == (not cfg.milestones):
+        raise BadValue(f"optim.schedule='step' needs exactly one of optim.step.every (e.g. '7 epochs') and "
+                       f"optim.step.milestones (e.g. ('30 epochs', '60 epochs')); got every={cfg.every!r}, "
+                       f"milestones={tuple(cfg.milestones)!r}")
+    if not 0 < cfg.gamma <= 1:
+        raise BadValue(f"optim.step.gamma={cfg.gamma}: use a factor in (0, 1]")
+    if cfg.every is not None:
+        every = to_updates(cfg.every, "optim.step.every")
+        if every < 1:
+            raise BadValue(f"optim.step.every={cfg.every!r} is less than one optimizer update; lengthen it")
+        return list(range(every, total_updates, every))
+    milestones = [to_updates(m, f"optim.step.milestones[{i}]") for i, m in enumerate(cfg.milestones)]
+    for i, m in enumerate(milestones):
+        if not warmup_updates < m < total_updates or (i and m <= milestones[i - 1]):
+            raise BadValue(f"optim.step.milestones[{i}]={cfg.milestones[i]!r} is update {m}: milestones must "
+                           f"increase and lie after the warmup ({warmup_updates} updates) and before the "
+                           f"end ({total_updates})")
+    return milestones
+
+
+def _cyclic_low(optim_cfg) -> float:
+    low = optim_cfg.cyclic.low_fraction
+    if not 0 < low < 1:
+        raise BadValue(f"optim.cyclic.low_fraction={low}: use a fraction of optim.lr in (0, 1)")
+    return optim_cfg.lr * low
+
+
+def _triangular(optim_cfg, to_updates) -> optax.Schedule:
+    """A triangle wave from the peak down to `lr * low_fraction` (half a period) and back, period after period."""
+    period = to_updates(optim_cfg.cyclic.period, "optim.cyclic.period")
+    if period < 2:
+        raise BadValue(f"optim.cyclic.period={optim_cfg.cyclic.period!r} is {period} optimizer updates; a "
+                       f"cycle needs at least 2")
+    high, low = optim_cfg.lr, _cyclic_low(optim_cfg)
+
+    def schedule(count):
+        phase = jnp.mod(count, period) / period              # 0 at the peak, 0.5 at the low point
+        return low + (high - low) * jnp.abs(1.0 - 2.0 * phase)
+
+    return schedule
+
+
+def _one_cycle(optim_cfg, total_updates: int, warmup_updates: int) -> optax.Schedule:
+    """Smith's one cycle: cosine from `lr * low_fraction` up to `lr` over the warmup, then cosine down
+    to `lr * end_lr_fraction` at the end of training."""
+    low = _cyclic_low(optim_cfg)
+    return optax.piecewise_interpolate_schedule(
+        "cosine", low, {warmup_updates: optim_cfg.lr / low,
+                        total_updates: optim_cfg.end_lr_fraction})
 
 
 def _direction(optim_cfg, decay: Any) -> optax.GradientTransformation:
@@ -142,7 +215,8 @@ def build_optimizer(optim_cfg, params, *, num_layers: int, steps_per_epoch: int,
     starts = per_trained_leaf(lambda g: _first_update(g.start, accum))
     total_updates = total_steps // accum
     warmup_updates = round(convert(optim_cfg.warmup, name="optim.warmup") / accum)
-    schedule = base_schedule(optim_cfg, total_updates, warmup_updates)
+    schedule = base_schedule(optim_cfg, total_updates, warmup_updates,
+                             lambda value, key: round(convert(value, bare="epochs", name=key) / accum))
     decay = jax.tree.map(lambda keep, d: d if keep else optax.MaskedNode(), trainable, decay_mask(params))
     chain = [clip_by_active_global_norm(optim_cfg.clip_grad_norm, starts)] if optim_cfg.clip_grad_norm else []
     chain += [_direction(optim_cfg, decay),

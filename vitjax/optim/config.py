@@ -1,9 +1,10 @@
 """`default_config()`: every knob of `config.optim`, commented.
 
-Durations (`warmup`, `unfreeze_every`, the start of `unfreeze` / `param_groups` entries) are written as
-strings in any unit, see `vitjax.durations`: "500 steps", "3 epochs", "20000 examples", "10%". A "step"
-is one train step (one global batch); with gradient accumulation the optimizer updates every
-`grad_accum_steps` steps and the schedules advance once per update.
+Durations (`warmup`, `unfreeze_every`, `step.every`, `step.milestones`, `cyclic.period`, the start of
+`unfreeze` / `param_groups` entries) are written as strings in any unit, see `vitjax.durations`:
+"500 steps", "3 epochs", "20000 examples", "10%". A "step" is one train step (one global batch); with
+gradient accumulation the optimizer updates every `grad_accum_steps` steps and the schedules advance
+once per update.
 """
 from __future__ import annotations
 
@@ -29,10 +30,25 @@ def default_config() -> ml_collections.ConfigDict:
                                       # "bfloat16" halves it and its memory traffic (second moment stays float32)
 
     # Schedule of the base learning rate: linear warmup from 0, then "cosine" / "linear" decay to
-    # lr * end_lr_fraction at the last step, or "constant".
+    # lr * end_lr_fraction at the last step, "constant", "step" (multiply by step.gamma at milestones,
+    # like torch's StepLR / MultiStepLR) or "cyclic" (see cyclic.mode).
     c.schedule = "cosine"
     c.warmup = "5%"                   # a duration: "500 steps", "1 epochs", "5%", "0" = none
-    c.end_lr_fraction = 0.0           # final lr as a fraction of the peak (cosine / linear)
+    c.end_lr_fraction = 0.0           # final lr as a fraction of the peak (cosine / linear / onecycle)
+    # schedule="step": give exactly one of `every` and `milestones`; durations from the start of
+    # training, bare numbers are epochs. StepLR(step_size=7, gamma=0.1) is every="7", gamma=0.1.
+    c.step = ml_collections.ConfigDict()
+    c.step.every = placeholder(str)   # multiply the rate by gamma every this long, e.g. "7 epochs"
+    c.step.milestones = ()            # or at these times, e.g. ("30 epochs", "60 epochs"), after the warmup
+    c.step.gamma = 0.1                # the factor applied at each step, in (0, 1]
+    # schedule="cyclic": mode "triangular" (after the warmup, a triangle wave from lr down to
+    # lr * low_fraction at half a period and back up, every period) or "onecycle" (Smith's one cycle:
+    # the warmup becomes a cosine rise from lr * low_fraction to lr, then a cosine fall to
+    # lr * end_lr_fraction at the end; set warmup to its rising part, e.g. "30%" as torch's OneCycleLR).
+    c.cyclic = ml_collections.ConfigDict()
+    c.cyclic.mode = "triangular"
+    c.cyclic.period = "4 epochs"      # triangular: length of one whole cycle (bare numbers are epochs)
+    c.cyclic.low_fraction = 0.1       # the low point (triangular) / start (onecycle) as a fraction of lr
 
     c.clip_grad_norm = 1.0            # clip the global gradient norm of trained params; 0 = off
     c.grad_accum_steps = 1            # average gradients over this many steps per update (optax.MultiSteps)
