@@ -1,6 +1,6 @@
 """JSON files vitjax keeps or is given (a checkpoint's `config.json` and `preprocessor_config.json`,
 a workdir's `config.json` and `data_split.json`, `vitjax_model.json`), read with every failure named
-by the file and the fix."""
+by the file and the fix, and the JSON object of a config."""
 
 from __future__ import annotations
 
@@ -21,3 +21,9 @@ def read_json(path: str, what: str = "") -> dict:
         raise BadValue(f"{path} holds a JSON {type(value).__name__}, not an object; "
                        f"{what or 'restore the file or write it again'}.")
     return value
+
+
+def config_dict(config) -> dict:
+    """An `ml_collections.ConfigDict` as the plain JSON object a workdir's `config.json` holds (a value
+    JSON cannot hold becomes its string)."""
+    return json.loads(config.to_json_best_effort())
