@@ -1,6 +1,7 @@
 """Two XLA:CPU behaviours behind the slow digits train step, each reduced to a few lines of plain JAX.
 
     python bench/xla_cpu_repro.py faults      # per-call page faults of a large scratch buffer
+    python bench/xla_cpu_repro.py faults --keep   # the same after vitjax's keep_host_buffers()
     python bench/xla_cpu_repro.py attention   # jax.nn.dot_product_attention's backward vs einsums
 
 `faults`: XLA:CPU allocates an executable's scratch ("temp") buffer on every call. glibc serves blocks
@@ -8,8 +9,8 @@ over its mmap threshold (at most 32 MB), and any block over 64 MB from a thread'
 with a fresh mmap that is unmapped on free, so every call touches fresh pages (measured with jax
 0.10.2: ~1.08M minor faults per call here; 3.2k with the settings below). PyTorch allocates per tensor (each under the threshold) and
 reuses its heap. Run it twice, the second time with `MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0
-MALLOC_TRIM_THRESHOLD_=1073741824` in the environment (what `vitjax.train.fast_paths.keep_host_buffers`
-sets through mallopt), to see the faults go.
+MALLOC_TRIM_THRESHOLD_=1073741824` in the environment, or with `--keep` (the same settings through
+mallopt: `vitjax.train.fast_paths.keep_host_buffers`), to see the faults go.
 
 `attention`: the gradient of `jax.nn.dot_product_attention(implementation="xla")` at the demo's shape
 ([64, 65, 4, 24]) against the same attention written as two einsums and `jax.nn.softmax`. The former
@@ -66,7 +67,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["faults", "attention"])
     parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("--keep", action="store_true", help="faults: call keep_host_buffers() first")
     args = parser.parse_args()
+    if args.keep:
+        from vitjax.train.fast_paths import keep_host_buffers
+
+        print("keep_host_buffers applied:", keep_host_buffers())
     print(f"jax {jax.__version__}, backend {jax.default_backend()}")
     faults() if args.what == "faults" else attention(args.iters)
 

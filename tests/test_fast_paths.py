@@ -7,7 +7,6 @@ import functools
 import os
 import subprocess
 import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -157,27 +156,15 @@ def test_bad_knobs_name_the_key(key, value, message):
 def test_cpu_host_keeps_scratch_between_steps():
     """XLA:CPU allocates a step's scratch anew each call; over 32 MB glibc maps fresh pages for it, which
     every call then page-faults. After `keep_host_buffers()` the heap's pages are mostly reused."""
-    script = textwrap.dedent("""
-        import resource, sys
-        from vitjax.train.fast_paths import keep_host_buffers
-        kept = keep_host_buffers() if sys.argv[1] == "keep" else False
-        import jax, jax.numpy as jnp
-        f = jax.jit(lambda a: (jnp.sin(a) @ jnp.cos(a)).sum())  # two 64 MB temporaries
-        a = jnp.ones((4096, 4096))
-        f(a).block_until_ready()
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(3):
-            f(a).block_until_ready()
-        print(kept, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 3)
-    """)
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "xla_cpu_repro.py")
     faults = {}
-    for mode in ("keep", "default"):
-        out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True,
-                             env={**os.environ, "JAX_PLATFORMS": "cpu"}).stdout.split()
-        faults[mode] = int(out[-1])
-        assert out[0] == str(mode == "keep")
-    assert faults["default"] > 30_000  # 2 x 64 MB of 4 KiB pages at least, faulted on every call
-    assert faults["keep"] * 10 < faults["default"]
+    for flags in ([], ["--keep"]):
+        out = subprocess.run([sys.executable, script, "faults", *flags], capture_output=True, text=True,
+                             check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}).stdout
+        assert ("keep_host_buffers applied: True" in out) == bool(flags)
+        faults[bool(flags)] = int(out.split("minor page faults per call: ")[1].split()[0])
+    assert faults[False] > 30_000  # 2 x 64 MB of 4 KiB pages at least, faulted on every call
+    assert faults[True] * 10 < faults[False]
 
 
 def test_bad_momentum_dtype_names_the_key():
