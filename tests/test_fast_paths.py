@@ -1,8 +1,12 @@
 """The fast paths compute the same function as the plain ones (CPU: cuDNN's padding and masking are
-checked through XLA's attention with the same padding code), and "auto" stays plain off the GPU."""
+checked through XLA's attention with the same padding code), "auto" picks the spelled-out attention
+on CPU, and the CPU host keeps its scratch memory between steps."""
 
 import dataclasses
 import functools
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +46,18 @@ def test_padded_attention_values_and_grads(tokens, multiple):
     assert out_p.shape == out.shape and _rel(out_p, out) < 1e-6
     for g_p, g in zip(vjp_p(cot), vjp(cot)):
         assert _rel(g_p, g) < 1e-6
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-6), ("bfloat16", 1e-2)])
+def test_einsum_attention_values_and_grads(dtype, tol):
+    q, k, v, cot = (jnp.asarray(np.random.default_rng(s).standard_normal((2, 65, 4, 24)), dtype)
+                    for s in range(4))
+    plain = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, implementation="xla")
+    out, vjp = jax.vjp(jax.jit(plain), q, k, v)
+    out_e, vjp_e = jax.vjp(jax.jit(functools.partial(padded_attention, implementation="einsum")), q, k, v)
+    assert out_e.dtype == out.dtype and _rel(out_e, out) < tol
+    for g_e, g in zip(vjp_e(cot), vjp(cot)):
+        assert _rel(g_e, g) < tol
 
 
 @pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 2e-2)])
@@ -112,11 +128,11 @@ def test_bfloat16_momentum_state_close_to_float32():
                  updates["bfloat16"], updates["float32"])
 
 
-def test_auto_is_plain_off_the_gpu_and_fast_on_it():
+def test_auto_picks_per_backend():
     model = tiny_config("unused").model
     model.dtype = "bfloat16"
     assert backbone_options(model, gpu=False) | {"dtype": None} == dict(
-        dtype=None, attention_impl="xla", attention_pad=0, patch_embed="conv", remat=False,
+        dtype=None, attention_impl="einsum", attention_pad=0, patch_embed="conv", remat=False,
         remat_policy="nothing_saveable")
     on_gpu = backbone_options(model, gpu=True)
     assert (on_gpu["attention_impl"], on_gpu["attention_pad"], on_gpu["patch_embed"]) == ("cudnn", 64, "matmul")
@@ -136,6 +152,20 @@ def test_bad_knobs_name_the_key(key, value, message):
     model[key] = value
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
         backbone_options(model, gpu=False)
+
+
+def test_cpu_host_keeps_scratch_between_steps():
+    """XLA:CPU allocates a step's scratch anew each call; over 32 MB glibc maps fresh pages for it, which
+    every call then page-faults. After `keep_host_buffers()` the heap's pages are mostly reused."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "xla_cpu_repro.py")
+    faults = {}
+    for flags in ([], ["--keep"]):
+        out = subprocess.run([sys.executable, script, "faults", *flags], capture_output=True, text=True,
+                             check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}).stdout
+        assert ("keep_host_buffers applied: True" in out) == bool(flags)
+        faults[bool(flags)] = int(out.split("minor page faults per call: ")[1].split()[0])
+    assert faults[False] > 30_000  # 2 x 64 MB of 4 KiB pages at least, faulted on every call
+    assert faults[True] * 10 < faults[False]
 
 
 def test_bad_momentum_dtype_names_the_key():

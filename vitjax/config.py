@@ -42,8 +42,9 @@ def base_config(task: str = "classification", plugins=()) -> ml_collections.Conf
     c.model.remat_policy = "nothing_saveable"  # with remat, what a block keeps: "nothing_saveable",
                                      # "dots_with_no_batch_dims_saveable" or "dots_saveable"
     # Fast paths (vitjax/train/fast_paths.py), each the same function as the plain path; "auto" = the
-    # fast one on CUDA GPUs, plain XLA elsewhere.
-    c.model.attention = "auto"       # "xla", or "cudnn" (fused flash attention; bfloat16/float16 only)
+    # fast one for the backend.
+    c.model.attention = "auto"       # "xla", "einsum" (auto on CPU), or "cudnn" (fused flash attention;
+                                     # bfloat16/float16 only, auto on CUDA GPUs)
     c.model.attention_pad = 64       # cudnn: tokens padded to a multiple of this inside attention, masked
     c.model.patch_embed = "auto"     # "conv" (strided convolution) or "matmul" (patches as rows)
 

@@ -110,6 +110,9 @@ _INTERRUPTED = ("interrupted by Ctrl-C; run the same command again to resume fro
 
 def main(argv) -> None:
     del argv
+    from vitjax.train.fast_paths import keep_host_buffers
+
+    keep_host_buffers()  # before JAX starts its threads
     from vitjax import modes  # heavy imports after flag parsing (grain workers read the flags)
 
     logging.getLogger().setLevel(logging.WARNING)  # orbax, jax and absl chatter stays quiet

@@ -30,7 +30,7 @@ the embeddings resized (torch-matching bicubic) to its patch grid, as transforme
 `interpolate_pos_encoding=True` (and always, for DINOv2).
 
 Fast paths (the same function, other kernels; `vitjax/train/fast_paths.py` picks them per backend):
-`attention_impl="cudnn"` with `attention_pad` (the token axis padded inside attention only, the padding
+`attention_impl="einsum"` (attention spelled out: the fast backward on XLA:CPU), `attention_impl="cudnn"` with `attention_pad` (the token axis padded inside attention only, the padding
 masked by sequence lengths: cuDNN's fused kernel rejects 197 tokens), `patch_embed="matmul"` (patches
 reshaped into rows, one matrix product instead of a strided convolution), and `remat_policy`.
 """
@@ -216,11 +216,26 @@ class ViTSpec:
         return config
 
 
+def einsum_attention(q, k, v, dropout=None):
+    """Softmax attention over [B, T, N, H] spelled out as two einsums (softmax in float32), with an
+    optional `dropout(probs)`. The same function as `jax.nn.dot_product_attention`; on XLA:CPU its
+    backward runs ~3x faster: that function's XLA path vmaps over head groups, and the softmax
+    backward it leaves behind is fused with a batched dot into one slow YNNPACK fusion (bench/NOTES.md)."""
+    logits = jnp.einsum("btnh,bsnh->bnts", q, k) / np.sqrt(q.shape[-1]).astype(q.dtype)
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+    if dropout is not None:
+        probs = dropout(probs)
+    return jnp.einsum("bnts,bsnh->btnh", probs, v)
+
+
 def padded_attention(q, k, v, *, implementation: str | None = None, pad_multiple: int = 0):
     """`jax.nn.dot_product_attention` over [B, T, N, H] with the token axis padded to a multiple of
     `pad_multiple` (0: unpadded). The padded keys are masked by `key_value_seq_lengths`, the padded
     queries by `query_seq_lengths` and dropped from the output, so the result equals the unpadded one.
+    `implementation="einsum"` is `einsum_attention` (unpadded).
     """
+    if implementation == "einsum":
+        return einsum_attention(q, k, v)
     tokens = q.shape[1]
     padded = -(-tokens // pad_multiple) * pad_multiple if pad_multiple else tokens
     if padded == tokens:
@@ -252,10 +267,8 @@ class Attention(nn.Module):
         v = split(dense("value", spec.qkv_bias)(x))
         if spec.attention_dropout > 0 and not deterministic:
             # jax.nn.dot_product_attention has no dropout: spell attention out when it is active.
-            logits = jnp.einsum("btnh,bsnh->bnts", q, k) / np.sqrt(head_dim).astype(q.dtype)
-            probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-            probs = nn.Dropout(spec.attention_dropout)(probs, deterministic=False)
-            out = jnp.einsum("bnts,bsnh->btnh", probs, v)
+            dropout = nn.Dropout(spec.attention_dropout)
+            out = einsum_attention(q, k, v, lambda probs: dropout(probs, deterministic=False))
         else:
             out = padded_attention(q, k, v, implementation=self.attention_impl,
                                    pad_multiple=self.attention_pad)
@@ -460,7 +473,7 @@ class ViT(nn.Module):
 
     spec: ViTSpec
     dtype: Any = jnp.float32
-    attention_impl: str | None = None  # None: XLA picks; "cudnn" for the fused GPU kernel.
+    attention_impl: str | None = None  # None: JAX picks; "cudnn" fused GPU kernel; "einsum" (CPU)
     attention_pad: int = 0  # pad the tokens to a multiple of this inside attention (masked); 0 = no
     patch_embed: str = "conv"  # "conv" or "matmul": the same function
     remat: bool = False
