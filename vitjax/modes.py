@@ -21,7 +21,7 @@ import jax
 
 from vitjax import config as config_lib
 from vitjax import errors, parallel, workdir_lock
-from vitjax.data.folders import IMAGE_EXTENSIONS
+from vitjax.data.folders import IMAGE_EXTENSIONS, is_image_file
 from vitjax.errors import BadKey, BadValue
 from vitjax.files import read_json
 
@@ -158,10 +158,11 @@ def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
         raise BadKey(f"--split {split!r} is not a split of {run.dataset.source}; "
                      f"choose one of {sorted(run.dataset.splits)}.")
     os.makedirs(workdir, exist_ok=True)
-    summary = evaluation.report(run, run.placed_params(), run.jit_eval_step(), split,
-                                os.path.join(workdir, f"eval_{split}"))
+    outdir = os.path.join(workdir, f"eval_{split}")
+    summary = evaluation.report(run, run.placed_params(), run.jit_eval_step(), split, outdir)
     for k, v in sorted(summary.items()):
         print(f"{split} {k:<24} {v:.4f}")
+    print(f"the {split} report (per class, and the task's files) is in {outdir}")
     return summary
 
 
@@ -226,12 +227,9 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     for item in inputs:
         if os.path.isdir(item):
             for root, _, files in sorted(os.walk(item)):
-                paths += [os.path.join(root, f) for f in sorted(files)
-                          if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
-        elif os.path.isfile(item):
+                paths += [path for path in (os.path.join(root, f) for f in sorted(files)) if is_image_file(path)]
+        else:  # a file, or a path that is none: its record says why it was not read
             paths.append(item)
-        else:
-            raise FileNotFoundError(f"--inputs: {item!r} is neither a file nor a folder.")
     if not paths:
         raise BadValue(f"--inputs {inputs} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
     return paths
@@ -244,16 +242,15 @@ def export(config, workdir: str, output: str | None) -> str:
     workdir alone, no data and no base checkpoint: the class names come from the run's data_split.json,
     the architecture and preprocessing from its model.json. `config` None: the run's saved config."""
     from vitjax.train import outputs, setup
-    from vitjax.train.checkpointing import Checkpointer
+    from vitjax.train.checkpointing import Checkpointer, has_checkpoints
     config = saved_config(config, workdir)
     _prepare(config)
     run = setup.build_export_run(config, workdir)
+    if not has_checkpoints(os.path.join(workdir, "checkpoints")):  # before orbax starts its threads
+        raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint; train first.")
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), metric=config.train.best_metric,
                         mode=config.train.best_mode, keep_best=config.train.keep_best)
     step = ckpt.best_step()
-    if step is None:
-        ckpt.close()
-        raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint; train first.")
     params = ckpt.restore_params(step, run.abstract_params(), ema=config.optim.ema_decay > 0)
     checkpoint_metrics = ckpt.metrics(step)
     ckpt.close()

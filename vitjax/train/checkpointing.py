@@ -46,11 +46,17 @@ def _write_failure(e: BaseException) -> bool:
 
 class _ReportedHere(logging.Filter):
     """Drops orbax's logged tracebacks of what this module reports itself in one message (a write
-    failure, as CheckpointWriteError) and of Ctrl-C, which is no failure."""
+    failure, as CheckpointWriteError) and of Ctrl-C, which is no failure, and its warning about a
+    save without metrics."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith(_UNRANKED_SAVE):
+            return False  # a save between evaluations (an interruption): ranked once its evaluation runs
         error = record.exc_info[1] if record.exc_info else None
         return error is None or not (_write_failure(error) or isinstance(error, KeyboardInterrupt))
+
+
+_UNRANKED_SAVE = "Requested `tracked_metric`; did not provide metrics"
 
 
 _ORBAX_LOG = logging.getLogger("absl")  # orbax logs through absl.logging

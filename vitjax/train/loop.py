@@ -132,8 +132,7 @@ def train(config, workdir: str, sinks=()) -> dict:
                     progress.epoch_table(record)
                     window_start = time.time()  # evaluation time is not training throughput
                     if stop:
-                        log.info("early stopping at step %d: no %s improvement in %d evaluations",
-                                 step, cfg.best_metric, cfg.early_stopping_patience)
+                        log.info("early stopping at step %d: %s", step, stopper.why(cfg.best_metric))
                 if step >= total or stop:
                     break
                 state, (update, grad_norm) = train_step(state, next(train_iter))
