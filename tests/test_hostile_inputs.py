@@ -140,6 +140,10 @@ def test_a_full_disk_names_the_file_and_leaves_no_part_of_it(tmp_path, monkeypat
         write_folder(tmp_path / "best", {}, {})
     assert sorted(os.listdir(tmp_path)) == ["test"]
 
+    with pytest.raises(errors.UserError, match=r"^OSError: \[Errno 28\] No space left on device; free disk "
+                                               r"space and run the same command again$"):
+        modes._user_errors(_disk_full)()  # any other write of a mode
+
 
 def test_messages_that_used_to_mislead(tmp_path, caplog):
     """The model card of a from-scratch model; early stopping on a tie; orbax's warning on a save

@@ -11,6 +11,7 @@ the workdir's saved config when given none.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import logging
@@ -49,7 +50,8 @@ def _user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except OSError as e:
-            raise UserError(f"{type(e).__name__}: {e}") from e
+            full = "; free disk space and run the same command again" if e.errno == errno.ENOSPC else ""
+            raise UserError(f"{type(e).__name__}: {e}{full}") from e
     return wrapped
 
 

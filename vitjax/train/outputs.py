@@ -19,7 +19,7 @@ from vitjax import parallel
 from vitjax.checkpoints.families import export_pretrained
 from vitjax.checkpoints.native import export_native
 from vitjax import report
-from vitjax.files import read_json
+from vitjax.files import read_json, write_text
 from vitjax.lora import run as lora_run
 from vitjax.train import evaluation
 
@@ -56,8 +56,7 @@ def finish(run, best_state, eval_step, host: dict, best_step: int) -> dict:
     }
     host_params = parallel.to_host(params, run.mesh) if cfg.export else None
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2)
+        write_text(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
         if history:
             # The loss and the tracked metric (the task's best metric unless the config names another).
             curves = dict.fromkeys(("loss", cfg.best_metric, run.task.best_metric[0]))
