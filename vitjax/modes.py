@@ -222,7 +222,8 @@ def unreadable_inputs(records: list[dict]) -> str | None:
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
-    """Image paths from files and folders (folders walked recursively, sorted)."""
+    """Image paths from files and folders: a folder's image files (`is_image_file`, walked recursively,
+    sorted); any other path as it is, its record saying so when it cannot be read."""
     if not inputs:
         raise BadValue("--inputs is empty: pass image files and/or folders, comma-separated.")
     paths = []
@@ -230,7 +231,7 @@ def expand_inputs(inputs: list[str]) -> list[str]:
         if os.path.isdir(item):
             for root, _, files in sorted(os.walk(item)):
                 paths += [path for path in (os.path.join(root, f) for f in sorted(files)) if is_image_file(path)]
-        else:  # a file, or a path that is none: its record says why it was not read
+        else:
             paths.append(item)
     if not paths:
         raise BadValue(f"--inputs {inputs} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
