@@ -1,6 +1,6 @@
 """A "regression" task plugin: one number per image (an age, a count, a brightness), squared-error loss.
 
-The worked example of the README's "Bring your own task": a third-party task in one file, registered
+The worked example of docs/tasks.md: a third-party task in one file, registered
 by naming the file in `config.task.plugins` (see `examples/regression_config.py`). Data: "folder:ROOT"
 with `ROOT/targets.csv`, columns `image` (a path relative to ROOT) and `target`; validation and test
 splits are carved from it. Metrics: loss and mean absolute error ("mae", the best checkpoint's). No

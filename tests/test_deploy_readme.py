@@ -1,8 +1,7 @@
-"""The README's "Deploy" commands, run as written (a tiny model stands in for runs/digits/best):
-export, quantize, serve with a real uvicorn process on 127.0.0.1, the curl example, then SIGTERM
+"""The "Deploy and serve" page's commands (docs/deploy.md), run as written (a tiny model stands in for
+runs/digits/best): export, quantize, serve with a real uvicorn process on 127.0.0.1, the curl example, then SIGTERM
 while a request is in flight: the request is answered and the server exits cleanly."""
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -14,14 +13,11 @@ from pathlib import Path
 import httpx
 
 from deploy_helpers import LABELS, hf_model_folder, png_bytes
-
-README = Path(__file__).resolve().parent.parent / "README.md"
+from doc_blocks import code_blocks
 
 
 def _deploy_commands() -> list[str]:
-    section = README.read_text().split("## Deploy", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
-    return [line for block in blocks for line in block.splitlines() if line and not line.startswith("#")]
+    return [command for block in code_blocks("docs/deploy.md", "bash") for command in block.commands]
 
 
 def _free_port() -> int:

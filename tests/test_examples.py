@@ -1,4 +1,4 @@
-"""The README's plugin example, `examples/regression_task.py` with `examples/regression_config.py`, run
+"""The plugin example of docs/tasks.md, `examples/regression_task.py` with `examples/regression_config.py`, run
 as a user runs it: `python -m vitjax.main` with the plugin named by file path and two data worker
 processes, from a local tiny backbone-only checkpoint (standing in for the hub id), then evaluated and
 used to predict."""
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from doc_blocks import set_flag, vitjax_args
 from hf_oracle import TINY, make
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,9 +36,10 @@ def brightness_folder(root: str, count: int = 64, size: int = 32, seed: int = 0)
 
 
 def cli(mode: str, workdir, data, checkpoint, *extra):
+    args = vitjax_args("docs/tasks.md", "python -m vitjax.main --config examples/regression_config.py")
+    args = set_flag(set_flag(args, "--workdir", str(workdir)), "--config.data.source", f"folder:{data}")
     return subprocess.run(
-        [sys.executable, "-m", "vitjax.main", "--mode", mode, "--config", "examples/regression_config.py",
-         "--workdir", str(workdir), f"--config.data.source=folder:{data}", "--config.data.workers=2",
+        [sys.executable, "-m", "vitjax.main", "--mode", mode, *args, "--config.data.workers=2",
          f"--config.model.checkpoint={checkpoint}", "--config.model.dtype=float32",
          "--config.train.batch_size=8", "--config.train.epochs=3", "--config.optim.lr=1e-3",
          "--config.train.progress=False", "--config.compilation_cache=", *extra],

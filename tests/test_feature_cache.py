@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from doc_blocks import set_flag, vitjax_args
 from train_helpers import colour_folder, tiny_config
 from vitjax import modes, parallel
 from vitjax.api import Classifier
@@ -116,12 +117,13 @@ def test_on_names_what_stops_it_and_auto_falls_back(data, tmp_path, caplog):
 
 
 def test_linear_probe_config_from_the_command_line(data, tmp_path):
-    """configs/linear_probe.py as its docstring runs it, on a local tiny checkpoint."""
+    """configs/linear_probe.py as docs/training.md runs it, on a local tiny checkpoint."""
     spec = ViTSpec(image_size=16, patch_size=4, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64)
     Classifier.from_scratch(spec, {0: "a", 1: "b"}, Preprocessing.default(16), seed=0).save_pretrained(
         tmp_path / "checkpoint")
-    cmd = [sys.executable, "-m", "vitjax.main", "--config", "configs/linear_probe.py",
-           f"--config.data.source=folder:{data}", "--workdir", str(tmp_path / "probe"),
+    args = vitjax_args("docs/training.md", "python -m vitjax.main --config configs/linear_probe.py")
+    args = set_flag(set_flag(args, "--config.data.source", f"folder:{data}"), "--workdir", str(tmp_path / "probe"))
+    cmd = [sys.executable, "-m", "vitjax.main", *args,
            f"--config.model.checkpoint={tmp_path / 'checkpoint'}",
            f"--config.data.cache_dir={tmp_path / 'cache'}", "--config.train.epochs=10",
            "--config.train.progress=False", "--config.compilation_cache="]

@@ -27,3 +27,14 @@ def test_models_import_only_models():
     outside = {name: sorted(m for m in imports if not m.startswith(("vitjax.models", "vitjax.errors")))
                for name, imports in graph.items() if name.startswith("vitjax.models")}
     assert not any(outside.values()), f"vitjax.models reaches outside itself: {outside}"
+
+
+def test_trackers_import_only_trackers_and_leaves():
+    """`vitjax.config` imports the trackers' defaults (`vitjax.trackers.config`), so a tracker importing
+    the config module would be an arrow up the layers (once `trackers/` did, for `config.to_dict`)."""
+    from test_data_source_spec import LEAVES
+
+    graph = _module_graph()
+    up = {name: sorted(m for m in imports if not m.startswith(("vitjax.trackers", *LEAVES)))
+          for name, imports in graph.items() if name.startswith("vitjax.trackers")}
+    assert not any(up.values()), f"vitjax.trackers reaches above itself: {up}"

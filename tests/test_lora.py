@@ -16,6 +16,7 @@ import transformers
 from flax.traverse_util import flatten_dict, unflatten_dict
 from safetensors.numpy import load_file, save_file
 
+from doc_blocks import set_flag, vitjax_args
 from hf_oracle import TINY, make, pixels, rel_err, report, torch_forward
 from train_helpers import colour_folder
 from vitjax import config as config_lib
@@ -107,10 +108,11 @@ def test_a_peft_adapter_from_pytorch_loads_with_equal_logits(base, tmp_path):
 
 
 def test_lora_beans_recipe_trains_and_exports_merged_and_peft(base, colours, tmp_path):
-    """configs/lora_beans.py through the CLI on a local tiny checkpoint: best/ loads in transformers,
-    best_adapter/ in PEFT, and both give vitjax's logits."""
-    cmd = [sys.executable, "-m", "vitjax.main", "--config", "configs/lora_beans.py",
-           "--workdir", str(tmp_path / "run"), f"--config.model.checkpoint={base}",
+    """configs/lora_beans.py through the CLI (the command of docs/lora-sweeps-trackers.md) on a local
+    tiny checkpoint: best/ loads in transformers, best_adapter/ in PEFT, and both give vitjax's logits."""
+    args = vitjax_args("docs/lora-sweeps-trackers.md", "python -m vitjax.main --config configs/lora_beans.py")
+    cmd = [sys.executable, "-m", "vitjax.main", *set_flag(args, "--workdir", str(tmp_path / "run")),
+           f"--config.model.checkpoint={base}",
            f"--config.data.source=folder:{colours}", "--config.model.dtype=float32",
            "--config.data.workers=0", "--config.train.batch_size=8", "--config.train.epochs=1",
            "--config.train.progress=False", "--config.compilation_cache="]

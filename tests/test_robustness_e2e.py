@@ -1,6 +1,6 @@
 """`--mode robustness` end to end on a tiny trained run (3 digits of scikit-learn's scans): the
-README's command through the command line, its report files and model card table, clean accuracy =
-the run's test accuracy = the attacks at epsilon 0, PGD <= FGSM <= clean, cross-domain classes
+robustness page's command (docs/robustness.md) through the command line, its report files and model
+card table, clean accuracy = the run's test accuracy = the attacks at epsilon 0, PGD <= FGSM <= clean, cross-domain classes
 matched by name, and the relative mCE against a baseline report."""
 from __future__ import annotations
 
@@ -36,9 +36,9 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cli_report(trained):
-    """The README's robustness command on the tiny run, a short sweep and a cross-domain source."""
+    """The robustness page's command (docs/robustness.md) on the tiny run, a short sweep and a cross-domain source."""
     workdir, _, other = trained
-    readme = open(os.path.join(ROOT, "README.md")).read()
+    readme = open(os.path.join(ROOT, "docs", "robustness.md")).read()
     command = re.search(r"^python -m vitjax\.main --mode robustness .*$", readme, re.M).group(0)
     args = command.split()[1:]
     args[args.index("--workdir") + 1] = workdir

@@ -1,4 +1,4 @@
-"""Sweeps with Optuna: on digits a short lr sweep beats a deliberately bad default; the README's CLI
+"""Sweeps with Optuna: on digits a short lr sweep beats a deliberately bad default; the docs' CLI
 command (made small) writes the trials table, the importance plot and a best_config.py that rebuilds
 the best trial, and continues from its SQLite study; the pruning sink stops a trial that falls behind."""
 import importlib.util
@@ -9,12 +9,14 @@ import sys
 
 import pytest
 
+from doc_blocks import set_flag, vitjax_args
 from train_helpers import colour_folder, tiny_config
 from vitjax import config as config_lib, modes, sweep
 
 optuna = pytest.importorskip("optuna")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAGE = "docs/lora-sweeps-trackers.md"  # the sweep command, run below made small
 # configs/digits_sweep.py made small: a 2-block ViT at 16 px, 2 epochs per trial.
 SMALL = ["--config.model.spec.image_size=16", "--config.model.spec.hidden_size=32",
          "--config.model.spec.num_layers=2", "--config.model.spec.num_heads=2",
@@ -53,8 +55,8 @@ def test_digits_lr_sweep_beats_a_bad_default(tmp_path):
 def test_sweep_cli_writes_the_table_plot_and_best_config_and_resumes(tmp_path):
     workdir = tmp_path / "sweep"
     data = colour_folder(str(tmp_path / "colours"), per_class=8)
-    args = ["--mode", "sweep", "--config", "configs/digits_sweep.py", "--workdir", str(workdir), *SMALL,
-            f"--config.data.source=folder:{data}", "--config.train.batch_size=8"]
+    args = set_flag(vitjax_args(PAGE, "python -m vitjax.main --mode sweep"), "--workdir", str(workdir))
+    args += [*SMALL, f"--config.data.source=folder:{data}", "--config.train.batch_size=8"]
     storage = f"--sweep_storage=sqlite:///{tmp_path}/shared.db"  # as a PostgreSQL/MySQL URL would be
     _cli(*args, storage, "--config.sweep.trials=2")
     # the same command with one more trial continues the study: trials 0-1 are not run again

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from hf_oracle import pixels
+from doc_blocks import set_flag, vitjax_args
 from train_helpers import colour_folder, tiny_config
 from vitjax import config as config_lib
 from vitjax.api import load_pretrained
@@ -35,12 +36,15 @@ def tracked(tmp_path_factory):
     data = colour_folder(str(root / "data"), per_class=8)
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "WANDB_MODE": "offline", "WANDB_DIR": str(root / "wandb_dir"),
            "WANDB_SILENT": "true"}
-    # The README's command, on a tiny ViT and a generated folder; run from the tmp folder, where
+    # The docs' command (docs/lora-sweeps-trackers.md), on a tiny ViT and a generated folder; run from the tmp folder, where
     # MLflow's default artifact root (./mlruns) lands.
-    cmd = [sys.executable, "-m", "vitjax.main", "--config", os.path.join(REPO, "configs", "digits.py"),
-           "--workdir", str(root / "run"), f"--config.train.report_to=tensorboard,{','.join(AVAILABLE)}",
-           f"--config.trackers.mlflow_tracking_uri=sqlite:///{root}/mlflow.db",
-           "--config.trackers.registered_model=colours", f"--config.data.source=folder:{data}", *SMALL]
+    args = vitjax_args("docs/lora-sweeps-trackers.md", "python -m vitjax.main --config configs/digits.py")
+    for flag, value in (("--config", os.path.join(REPO, "configs", "digits.py")), ("--workdir", str(root / "run")),
+                        ("--config.train.report_to", f"tensorboard,{','.join(AVAILABLE)}"),
+                        ("--config.trackers.mlflow_tracking_uri", f"sqlite:///{root}/mlflow.db"),
+                        ("--config.trackers.registered_model", "colours")):
+        args = set_flag(args, flag, value)
+    cmd = [sys.executable, "-m", "vitjax.main", *args, f"--config.data.source=folder:{data}", *SMALL]
     for _ in range(2):
         out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900, env=env)
         assert out.returncode == 0, out.stderr[-3000:]

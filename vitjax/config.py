@@ -17,6 +17,7 @@ import ml_collections
 from vitjax import durations, optim, sweep_config
 from vitjax.data import config as data_config
 from vitjax.errors import BadKey, BadValue
+from vitjax.files import config_dict as to_dict  # config.json's object; a leaf, so trackers/ use it too
 from vitjax.lora import config as lora_config
 from vitjax.trackers.config import default_config as trackers_defaults, validate as validate_trackers
 from vitjax.models.vit import ViTSpec
@@ -239,10 +240,6 @@ def check_batch_divides(batch_size: int, key: str, devices: int) -> None:
     if batch_size % devices:
         raise BadValue(f"config.{key}={batch_size} is not divisible by the {devices} devices; "
                        f"use a multiple of {devices}, e.g. {max(devices, batch_size // devices * devices)}.")
-
-
-def to_dict(config: ml_collections.ConfigDict) -> dict:
-    return json.loads(config.to_json_best_effort())
 
 
 # Keys that may change between a run and its resume without changing what is computed (the

@@ -1,6 +1,7 @@
 """JSON files vitjax keeps or is given (a checkpoint's `config.json` and `preprocessor_config.json`,
 a workdir's `config.json` and `data_split.json`, `vitjax_model.json`), read with every failure named
-by the file and the fix; and `writing`, how an output file is written whole or not at all."""
+by the file and the fix; the JSON object of a config; and `writing`, how an output file is written whole
+or not at all."""
 
 from __future__ import annotations
 
@@ -50,3 +51,9 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """`text` into `path` (UTF-8) through `writing`."""
     with writing(path) as partial, open(partial, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def config_dict(config) -> dict:
+    """An `ml_collections.ConfigDict` as the plain JSON object a workdir's `config.json` holds (a value
+    JSON cannot hold becomes its string)."""
+    return json.loads(config.to_json_best_effort())

@@ -34,12 +34,15 @@ metrics that need every prediction (average precision, COCO mAP).
 The data hooks default to image classification: `open_source` reads `config.data.source` into
 {"image", "label"} records and `data_transforms` returns None, which keeps the pipeline's own
 decode/augment/cache path. A task with other targets (masks, boxes) overrides both: its records carry
-what it needs, and its `RecordTransforms` turn a record into the batch fields with augmentation applied to image and targets together, plus the padding example of eval batches.
+what it needs, and its `RecordTransforms` turn a record into the batch fields with augmentation applied
+to image and targets together, plus the padding example of eval batches.
 
-Plugins come from three places, all imported by `load_plugins`: the built-ins (`vitjax.tasks.*`,
-  the repo's `tasks/` folder), module
-paths or `.py` file paths listed in `config.task.plugins`, and the `vitjax.tasks` entry-point group
-of installed distributions.
+Plugins come from three places, all imported by `load_plugins`: the built-ins (`vitjax.tasks.*`, the
+repo's `tasks/` folder), module paths or `.py` file paths listed in `config.task.plugins`, and the
+`vitjax.tasks` entry-point group of installed distributions.
+
+This module's docstrings are the plugin reference; docs/tasks.md renders them (mkdocstrings) beside a
+worked example.
 """
 from __future__ import annotations
 
@@ -77,14 +80,15 @@ class Task(abc.ABC):
     count in losses or metrics).
     """
 
-    name: ClassVar[str]  # set by @register_task
-    # The metric (a key of `summarize`'s result) that picks the best checkpoint by default, and
-    # whether higher ("max") or lower ("min") is better.
+    name: ClassVar[str]
+    """The name the task is registered under (set by `@register_task`; `config.task.name`)."""
     best_metric: ClassVar[tuple[str, str]]
-    # False for a task without classes (regression, ...): its source passes `class_names=None` to
-    # `vitjax.data.splits.resolve_splits` (its `labels()` are then only strata for carving splits),
-    # it gets `class_names == []`, and no per-class checks or warnings.
+    """The metric (a key of `summarize`'s result) that picks the best checkpoint, the default of
+    `config.train.best_metric`, and whether higher ("max") or lower ("min") is better."""
     has_classes: ClassVar[bool] = True
+    """False for a task without classes (regression, ...): its source passes `class_names=None` to
+    `vitjax.data.splits.resolve_splits` (its `labels()` are then only strata for carving splits),
+    it gets `class_names == []`, and no per-class checks or warnings."""
 
     def __init__(self, config: ml_collections.ConfigDict, class_names: Sequence[str]):
         """Takes `config.task` and the dataset's class names (index i names label i; [] without classes)."""
@@ -100,35 +104,57 @@ class Task(abc.ABC):
 
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
-        """The task's knobs with their defaults (merged under `config.task`)."""
+        """The task's knobs with their defaults (merged under `config.task`); a knob the task does not
+        list is an error naming the close matches."""
         return ml_collections.ConfigDict()
 
     @classmethod
     def open_source(cls, data_cfg: ml_collections.ConfigDict,
                     task_cfg: ml_collections.ConfigDict) -> Any:
         """The `vitjax.data.records.ImageDataset` (train/validation/test record sources and class
-        names) of `data_cfg.source`; called before the task exists, with the unresolved `config.task`.
-        The default reads image-classification sources into {"image", "label"} records."""
+        names) of `data_cfg.source`; called before the task exists (the task needs the class names),
+        with the unresolved `config.task`. The default reads image-classification sources into
+        {"image", "label"} records.
+
+        A task of its own builds a dict of splits, each a record source (`len()`, `[i] -> dict`,
+        `labels()`, `ids()`, `describe(i)`), and hands it to
+        `vitjax.data.splits.resolve_splits(source, raw, class_names, data_cfg)`: it maps split names,
+        drops corrupt images when `config.data.skip_corrupt` is set, and carves missing validation/test
+        splits with a seeded split stratified on `labels()` (zeros when records have no single class).
+        A record holds whatever the transforms need: keep images undecoded (paths, bytes) so decoding
+        happens in the data workers, and put a readable `"name"` in it for error messages."""
         from vitjax.data.sources import open_source
 
         return open_source(data_cfg)
 
     def data_transforms(self, preprocessing: Any, data_cfg: ml_collections.ConfigDict) -> Any:
-        """A `vitjax.data.pipeline.RecordTransforms` turning this task's records into batches of
-        "image" (at `preprocessing.input_size`) plus the task's target fields, or None (the default) for the
-        pipeline's own image-classification transforms."""
+        """A `vitjax.data.pipeline.RecordTransforms(train, eval, padding)` turning this task's records
+        into examples, or None (the default) for the pipeline's own image-classification transforms
+        (decode cache, device-side augmentation, mixup/cutmix: they know image + class-label records).
+
+        `train(record, rng)` and `eval(record)` return a dict of numpy arrays of a fixed shape:
+        "image" (uint8 [H, W, 3] at `preprocessing.input_size`) plus the task's target fields;
+        `padding` is the example of the rows that fill the last eval batch (they get `valid=False`).
+        The transforms are pickled to grain's worker processes: a frozen dataclass, not a closure. For
+        targets that move with the pixels, `vitjax.data.paired` applies one crop/flip `View` to an
+        image, a mask (nearest) and boxes."""
         return None
 
     @abc.abstractmethod
     def make_head(self, spec: Any) -> nn.Module:
-        """The head: a linen module from the backbone's output dict to this task's `outputs`."""
+        """The head: a linen module from the backbone's feature dict — "cls" [B, D], "tokens"
+        [B, T, D], "patches" [B, gh, gw, D] (and "distillation" for DeiT) — to this task's `outputs`
+        (an array or a dict). Its parameters live under `head/`; the backbone's always come from the
+        checkpoint."""
 
     def head_from_checkpoint(self) -> Sequence[str]:
         """Regexes (full match) over the head's parameter paths ("head/classifier/kernel", ...) that may
         take the checkpoint's tensor of the same path and shape; every other head tensor keeps
         `make_head`'s initialisation. The backbone always loads. The default, none, suits any head
         that is not a transformers classifier over the same labels (like big_vision's `dont_load`
-        of the head)."""
+        of the head) and keeps e.g. a detection head's prior bias; the warning at start names the head
+        tensors that start fresh. Classification reuses the checkpoint's classifier when it was trained
+        on the same classes."""
         return ()
 
     @abc.abstractmethod
@@ -136,7 +162,8 @@ class Task(abc.ABC):
         """(the scalar the optimizer minimises, over valid examples; `aux`: per-example values, such as
         the per-example loss and its parts, that `metric_inputs` receives so the metrics — and with
         them the logs and metrics.jsonl — reuse them instead of recomputing). Jit-able; called in
-        the train and the eval step alike."""
+        the train and the eval step alike. Training batches have no "valid" key (no padding rows);
+        evaluation batches do."""
 
     @abc.abstractmethod
     def metrics(self, training: bool = False) -> type[clu_metrics.Collection]:
@@ -144,7 +171,8 @@ class Task(abc.ABC):
 
         `training=True` asks for the cheap subset accumulated over training steps (what the learning
         curves need, no host-collected predictions); the default is the full evaluation collection.
-        Updates are merged on the host, outside jit (see the module docstring).
+        Updates are merged on the host, outside jit, so a `clu.metrics.CollectingMetric` may collect
+        predictions for metrics computed in `summarize` (as detection's mAP does).
         """
 
     @abc.abstractmethod
@@ -163,7 +191,9 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def report(self, computed: dict[str, Any], outdir: str | os.PathLike, split: str) -> dict:
-        """Writes the evaluation report files of `split` under `outdir`; returns a JSON-able summary."""
+        """Writes the evaluation report files of `split` under `outdir` (`validation/`, `test/`);
+        returns a JSON-able summary. `vitjax.report.write_evaluation_report` writes the usual
+        per_class.csv/.md and report.json; `vitjax.metrics` has a clu `ConfusionMatrix` and IoU/Dice."""
 
     # ---- prediction (--mode predict, vitjax.serve, vitjax.deploy): optional, see the docstring ----
     def predict(self, outputs: Any, top_k: int) -> dict[str, Any]:
@@ -178,12 +208,14 @@ class Task(abc.ABC):
         `images`: the RGB PIL images as read, at their own size (to map masks and boxes back to it,
         to draw on); `names`: a file stem per image, unique within the call, for the files the task
         writes under `outdir` (masks, drawings), which a record names by path (the service returns
-        them inline, base64)."""
+        them inline, base64). `--mode predict` adds "file" to each record, the service "image"."""
         raise BadValue(_missing_hooks(self, ["prediction_records"]))
 
     def hf_config(self) -> dict | None:
         """Fields the Hugging Face `config.json` needs (id2label, ...), or None when no transformers
-        class fits the task, in which case the model is exported in vitjax's own format."""
+        class fits the task, in which case the best weights are exported in vitjax's own format to
+        `<workdir>/best_vitjax/` (`vitjax.load_trained` runs them;
+        `vitjax.checkpoints.native.load_native` reads the raw params)."""
         return None
 
 
@@ -201,7 +233,7 @@ def _missing_hooks(task: Task, missing: Sequence[str]) -> str:
     return (f"task {task.name!r} ({type(task).__module__}) does not implement {' and '.join(missing)}: "
             f"--mode predict, the prediction service and --format onnx/stablehlo run a model through "
             f"Task.predict(outputs, top_k) and Task.prediction_records(predictions, images, names, "
-            f"outdir); add them to the plugin (README, 'Bring your own task'). Training, evaluate and "
+            f"outdir); add them to the plugin (docs/tasks.md). Training, evaluate and "
             f"--format hf export need neither.")
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 
+from vitjax.files import config_dict
+
+
 def artifacts(workdir: str) -> list[str]:
     """The run's plots, reports and records worth keeping with a tracker run (paths that exist)."""
     names = ["config.json", "param_groups.txt", "data_split.json", "results.json", "learning_curves.png",
@@ -26,8 +29,6 @@ def best_metrics(results: dict) -> dict[str, float]:
 
 def flat_config(config) -> dict[str, str]:
     """The resolved config as dotted keys -> value strings (tracker parameters)."""
-    from vitjax import config as config_lib
-
     out = {}
 
     def walk(prefix, value):
@@ -37,5 +38,5 @@ def flat_config(config) -> dict[str, str]:
         else:
             out[prefix] = json.dumps(value) if not isinstance(value, str) else value
 
-    walk("", config_lib.to_dict(config))
+    walk("", config_dict(config))
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from vitjax import config as config_lib
+from vitjax.files import config_dict
 import vitjax.trackers.run_files as run_files
 
 
@@ -20,7 +20,7 @@ class WandbTracker:
         directory = os.environ.get("WANDB_DIR") or workdir
         os.makedirs(directory, exist_ok=True)
         self.run = wandb.init(project=cfg.experiment, name=cfg.run_name or os.path.basename(os.path.abspath(workdir)),
-                              id=run_id, resume="allow", dir=directory, config=config_lib.to_dict(config),
+                              id=run_id, resume="allow", dir=directory, config=config_dict(config),
                               reinit="create_new")
         self.run_id = self.run.id
 
