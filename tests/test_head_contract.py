@@ -105,6 +105,6 @@ def test_the_log_says_what_happens_to_each_tensor(checkpoint, tmp_path, caplog):
     config.model.checkpoint = str(checkpoint)
     config.lora.targets = "backbone/.*/attention/(query|value)"
     with caplog.at_level(logging.INFO):
-        setup.build_model(config, registry.get_task("classification"), ImageDataset("toy", {}, ["red", "green"]))
+        setup.build_model(config, None, registry.get_task("classification"), ImageDataset("toy", {}, ["red", "green"]))
     assert "newly initialized" not in caplog.text and "lora_a" not in caplog.text
     assert "8 tensors that" in caplog.text and "keeping the trained head tensors" in caplog.text

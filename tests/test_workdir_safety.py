@@ -13,7 +13,7 @@ import pytest
 
 import kill_resume
 from train_helpers import colour_folder, tiny_config
-from vitjax import errors, modes
+from vitjax import errors, modes, trackers
 from vitjax.train import evaluation, outputs, setup
 from vitjax.train.checkpointing import CheckpointMismatch
 from vitjax.train.preemption import Stopped
@@ -117,6 +117,7 @@ def test_sigterm_in_every_phase_saves_says_so_and_exits_143(colours, tmp_path, m
     previous = signal.signal(signal.SIGTERM, unhandled)
     workdir, config = str(tmp_path / "run"), _config(colours)
     phases = [
+        (modes, "prepare_workdir", lambda *a, **k: True, r"while preparing the workdir .*run, before training"),
         (setup, "build_run", lambda *a, **k: True, r"while setting up the run in .*run, before training"),
         (evaluation, "evaluate", lambda *a, **k: True,  # the last evaluation of training
          r"at step 4 of 4; saved the checkpoint of step 4"),
@@ -124,6 +125,8 @@ def test_sigterm_in_every_phase_saves_says_so_and_exits_143(colours, tmp_path, m
          r"while evaluating the best checkpoint, after training ended at step 4"),
         (outputs, "export", lambda *a, **k: True,
          r"while writing the results and the export \(both complete\)"),
+        (trackers.Trackers, "finish", lambda *a, **k: True,
+         r"while handing the results to the trackers; the run in .*run is complete"),
     ]
     try:
         for module, name, when, message in phases:
@@ -133,7 +136,8 @@ def test_sigterm_in_every_phase_saves_says_so_and_exits_143(colours, tmp_path, m
                     modes.train(config, workdir)
             assert stopped.value.exit_code == 143, name
             saved = _steps(workdir) if os.path.isdir(os.path.join(workdir, "checkpoints")) else []
-            assert [s for s in saved if not s.startswith(".")] == ([] if name == "build_run" else ["4"])
+            assert [s for s in saved if not s.startswith(".")] == (
+                [] if name in ("prepare_workdir", "build_run") else ["4"])
         assert os.path.isdir(os.path.join(workdir, "best"))  # the export that was under way completed
         results = modes.train(config, workdir)  # and the run ends as one that was never stopped
     finally:

@@ -107,14 +107,21 @@ def train(config, workdir: str, overwrite: bool = False, sinks=()) -> dict:
     """`sinks`: receivers of every logged record besides the trackers (a sweep's pruning callback)."""
     from vitjax import trackers
     from vitjax.train import loop
+    from vitjax.train.preemption import StopSignals
     _prepare(config)
     Workdir(workdir).check_usable(overwrite)  # before the lock file is written into it
     lock = workdir_lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
-    with lock:  # process 0 speaks for the run
-        prepare_workdir(config, workdir, overwrite)
+    signals = StopSignals()  # the phases around the loop (which holds its own while it runs)
+    with lock, signals:  # process 0 speaks for the run
+        prepare_workdir(config, workdir, overwrite)  # completes, then a stop that came meanwhile
+        signals.check(lambda what: f"stopped by {what} while preparing the workdir {workdir}, before "
+                                   f"training; run the same command again.")
         with trackers.open_trackers(config, workdir) as tracked:
             results = loop.train(config, workdir, sinks=[*tracked.sinks, *sinks])
-            tracked.finish(results)
+            with signals.at_once(lambda what: f"stopped by {what} while handing the results to the "
+                                              f"trackers; the run in {workdir} is complete (results.json, "
+                                              f"the export): the trackers may miss its last files."):
+                tracked.finish(results)
         return results
 
 
@@ -249,9 +256,10 @@ def export(config, workdir: str, output: str | None) -> str:
     from vitjax.train.checkpointing import Checkpointer, has_checkpoints
     config = saved_config(config, workdir)
     _prepare(config)
+    checkpoints = Workdir(workdir).checkpoints
+    if not has_checkpoints(checkpoints):  # before the run is rebuilt and orbax starts its threads
+        raise FileNotFoundError(f"{checkpoints} holds no checkpoint; train first.")
     run = setup.build_export_run(config, workdir)
-    if not has_checkpoints(run.workdir.checkpoints):  # before orbax starts its threads
-        raise FileNotFoundError(f"{run.workdir.checkpoints} holds no checkpoint; train first.")
     ckpt = Checkpointer(run.workdir.checkpoints, metric=config.train.best_metric,
                         mode=config.train.best_mode, keep_best=config.train.keep_best, read_only=True)
     try:

@@ -74,7 +74,7 @@ def export(model_dir: str, fmt: str, output: str, calibration=None) -> str:
     """Exports the model folder `model_dir` (`best/` or `best_vitjax/`, or a workdir holding one) as
     `fmt` into `output`; "onnx-int8-static" needs `calibration`, uint8 images [N, H, W, C] at the
     model's input size."""
-    from vitjax.trained import load_trained
+    from vitjax.trained import INPUT_NAME, load_trained
 
     if fmt not in FORMATS:
         raise BadValue(f"--format {fmt!r} is not an export format; use one of {', '.join(FORMATS)}.")
