@@ -63,6 +63,8 @@ def check(docs: list[dict]) -> dict[str, str]:
     # The SIGTERM save gets the time SLURM gives it (launch/slurm.sbatch's --signal=TERM@seconds).
     slurm = re.search(r"--signal=TERM@(\d+)", (REPO / "launch/slurm.sbatch").read_text()).group(1)
     assert pod["terminationGracePeriodSeconds"] == int(slurm)
+    # One error brings every process down once: a Job-wide backoffLimit would be spent by a single one.
+    assert "backoffLimit" not in spec and spec["backoffLimitPerIndex"] > 0 and spec["maxFailedIndexes"] == 0
     rules = spec["podFailurePolicy"]["rules"]
     assert {"operator": "In", "values": [143]} in [r.get("onExitCodes") for r in rules if r["action"] == "Ignore"]
     return env
