@@ -33,6 +33,7 @@ RUN_ELSEWHERE = {
     ("docs/tasks.md", "python -m vitjax.main --config examples/regression_config.py"): "test_examples.py",
     ("docs/lora-sweeps-trackers.md", "python -m vitjax.main --config configs/lora_beans.py"): "test_lora.py",
     ("docs/training.md", "python -m vitjax.main --config configs/linear_probe.py"): "test_feature_cache.py",
+    ("docs/scale-out.md", "# 4 nodes of 8 GPUs"): "test_launch_k8s.py",  # rendered and validated, not applied
 }
 # Run by the tests below.
 FIRST_RUN = "python -m vitjax.main --config configs/digits.py --workdir runs/digits"
