@@ -273,6 +273,9 @@ class Classification(Task):
                 fields[f"top{self._top_k}_accuracy"] = TopKAccuracy.of_k(self._top_k)
             if not training:
                 fields["confusion_matrix"] = ConfusionMatrix.of_size(self.num_classes)
+                # Per example (in the split's order): what the report's gallery of mistakes lists.
+                fields["predictions"] = clu_metrics.CollectingMetric.from_outputs(
+                    ("labels", "predicted", "probability", "mask"))
         return clu_metrics.Collection.create(**fields)
 
     def metric_inputs(self, outputs, batch: dict, aux: dict) -> dict[str, jnp.ndarray]:
@@ -285,10 +288,14 @@ class Classification(Task):
         }
         if self.config.multilabel:
             inputs["targets"] = self._targets(labels)
-        elif labels.ndim == 1:
-            inputs["labels"] = labels.astype(jnp.int32)
-        else:  # Soft (mixup/cutmix) targets count as their strongest class.
-            inputs["labels"] = jnp.argmax(labels, axis=-1).astype(jnp.int32)
+        else:
+            if labels.ndim == 1:
+                inputs["labels"] = labels.astype(jnp.int32)
+            else:  # Soft (mixup/cutmix) targets count as their strongest class.
+                inputs["labels"] = jnp.argmax(labels, axis=-1).astype(jnp.int32)
+            probabilities = jax.nn.softmax(logits, axis=-1)
+            inputs["predicted"] = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+            inputs["probability"] = jnp.max(probabilities, axis=-1)
         return inputs
 
     def _counts(self, computed: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -386,9 +393,22 @@ class Classification(Task):
             rows.append(row)
         return rows
 
+    @staticmethod
+    def _mistakes(computed: dict, class_names: Sequence[str]) -> list[dict]:
+        """The misclassified examples, most confident first: {"index" (the record's index in the
+        split), "label", "predicted", "probability" (of the predicted class)}."""
+        collected = computed["predictions"]
+        valid = np.asarray(collected["mask"], bool)
+        index = np.flatnonzero(valid & (collected["labels"] != collected["predicted"]))
+        index = index[np.argsort(-collected["probability"][index], kind="stable")]
+        return [{"index": int(i), "label": class_names[collected["labels"][i]],
+                 "predicted": class_names[collected["predicted"][i]],
+                 "probability": float(collected["probability"][i])} for i in index]
+
     def report(self, computed: dict, outdir: str | os.PathLike, split: str) -> dict:
         """Writes per_class.csv, per_class.md, report.json and (single-label) confusion_matrix.png
-        under `outdir`; returns the report.json content."""
+        under `outdir`; returns the report.json content, which for single-label classification lists
+        the "mistakes" (`report_sections` shows them)."""
         rows = self.per_class_rows(computed)
         summary = self.summarize(computed)
         result = {
@@ -402,11 +422,22 @@ class Classification(Task):
         if not self.config.multilabel:
             matrix = np.asarray(computed["confusion_matrix"])
             result["confusion_matrix"] = matrix.tolist()
+            result["mistakes"] = self._mistakes(computed, self.class_names)
             Path(outdir).mkdir(parents=True, exist_ok=True)
             plot_confusion_matrix(matrix, self.class_names, Path(outdir) / "confusion_matrix.png",
                                   title=f"Confusion matrix ({split})")
         write_evaluation_report(outdir, split, summary, rows, result)
         return result
+
+    def report_sections(self, report: dict) -> list[dict]:
+        """The gallery of the split's mistakes, most confident first (single-label)."""
+        if "mistakes" not in report:
+            return []
+        mistakes = report["mistakes"]
+        return [{"title": f"Mistakes ({len(mistakes)})",
+                 "text": "The images the model gets wrong, most confident first.",
+                 "gallery": [{"index": m["index"], "caption": f"true: {m['label']}\npredicted: "
+                              f"{m['predicted']} ({m['probability']:.1%})"} for m in mistakes]}]
 
     def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
         """The `top_k` most probable classes per image: {"indices": int [B, k], "probabilities": [B, k]}
