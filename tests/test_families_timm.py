@@ -80,6 +80,27 @@ def test_timm_parity(case, tmp_path):
         assert max(errors.values()) < TOL, errors
 
 
+# timm's pooling x prefix tokens (pool_include_prefix=False, timm's default: avg and map pool the patches only)
+POOLING_GRID = [(pool, cls, regs) for pool in ("token", "avg", "map") for cls in (True, False) for regs in (0, 2)
+                if cls or pool != "token"]
+
+
+def test_timm_pooling_prefix_parity(tmp_path):
+    """Every global_pool x class_token x reg_tokens combination loads with timm's logits (MAP with a class
+    token used to attend over the class token too: 10-16 % off)."""
+    errors = {}
+    for pool, cls, regs in POOLING_GRID:
+        path = tmp_path / f"{pool}_{cls}_{regs}"
+        model = save_timm(path, "vit_base_patch16_224", global_pool=pool, class_token=cls, reg_tokens=regs,
+                          no_embed_class=not cls)
+        x = pixels(2, 32, 32)
+        with torch.no_grad():
+            errors[f"{pool}_cls{int(cls)}_reg{regs}"] = rel_err(load_pretrained(path).logits(x),
+                                                                 model(nchw(x)).numpy())
+    report("timm_pooling_prefix_grid", **errors)
+    assert max(errors.values()) < TOL, errors
+
+
 def test_hub_layout_without_model_args(tmp_path):
     """timm's hub repos carry no model_args: heads come from the model-size name, size from pretrained_cfg."""
     model = save_timm(tmp_path, "vit_small_patch16_224", embed_dim=48, num_heads=6)

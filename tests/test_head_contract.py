@@ -88,3 +88,23 @@ def test_a_headless_task_warns_about_its_own_fresh_tensors(checkpoint, caplog):
     warning = next(r.getMessage() for r in caplog.records if "newly initialized" in r.getMessage())
     assert "head/regressor/bias" in warning and "head/regressor/kernel" in warning
     assert "classifier" not in warning
+
+
+def test_the_log_says_what_happens_to_each_tensor(checkpoint, tmp_path, caplog):
+    """A checkpoint of generic labels (LABEL_0, LABEL_1) under detection: detection starts its own head,
+    so nothing says the checkpoint's head is kept "renamed"; LoRA adapters are not called "newly
+    initialized by the task's head"."""
+    make("ViTForImageClassification", "ViTConfig", **VIT, num_labels=2).save_pretrained(tmp_path)
+    with caplog.at_level(logging.INFO):
+        start_params(tmp_path, "detection", ["disc", "square"], head_channels=32)
+    assert "keeping the checkpoint's trained head" not in caplog.text and "renamed" not in caplog.text
+    assert "head/classifier/kernel" in caplog.text  # named once, as new
+
+    caplog.clear()
+    config = tiny_config("unused")
+    config.model.checkpoint = str(checkpoint)
+    config.lora.targets = "backbone/.*/attention/(query|value)"
+    with caplog.at_level(logging.INFO):
+        setup.build_model(config, registry.get_task("classification"), ImageDataset("toy", {}, ["red", "green"]))
+    assert "newly initialized" not in caplog.text and "lora_a" not in caplog.text
+    assert "8 tensors that" in caplog.text and "keeping the trained head tensors" in caplog.text

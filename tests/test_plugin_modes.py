@@ -113,7 +113,7 @@ def test_a_plugin_file_through_train_evaluate_predict_and_export(tmp_path):
     report = json.load(open(run / "eval_test" / "report.json"))
     results = json.load(open(run / "results.json"))
     assert abs(report["metrics"]["mae"] - results["metrics"]["test"]["mae"]) < 1e-5
-    assert "test mae" in printed
+    assert "test mae" in printed and "report (per class, and the task's files) is in run/eval_test" in printed
 
     vitjax_main("--mode", "predict", "--workdir", "run", "--inputs", f"{data}/red,{data}/blue",
                 "--output", "preds", cwd=tmp_path)

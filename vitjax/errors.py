@@ -21,3 +21,7 @@ class BadKey(UserError, KeyError):
 
     def __str__(self) -> str:  # the message itself, not KeyError's quoted repr of it
         return str(self.args[0]) if self.args else ""
+
+
+class WriteFailed(UserError):
+    """A file vitjax could not write (a full disk, no permission); the message names it and the fix."""

@@ -1,4 +1,4 @@
-"""The command line: flags and mode dispatch, nothing else.
+"""vitjax: fine-tune Vision Transformers in JAX, then evaluate, predict, export and serve them.
 
     python -m vitjax.main --config configs/digits.py --workdir runs/digits
     python -m vitjax.main --config configs/beans.py --config.optim.lr=3e-5 --workdir runs/beans
@@ -12,6 +12,7 @@
 
 Modes after train read the workdir's saved config.json unless --config is given.
 """
+# (This module is the command line's flags and mode dispatch, nothing else; its docstring is --help.)
 
 from __future__ import annotations
 
@@ -115,6 +116,8 @@ def main(argv) -> None:
     keep_host_buffers()  # before JAX starts its threads
     from vitjax import modes  # heavy imports after flag parsing (grain workers read the flags)
 
+    if hasattr(sys.stdout, "reconfigure"):  # a file name that is not UTF-8 prints escaped, not as a crash
+        sys.stdout.reconfigure(errors="backslashreplace")
     logging.getLogger().setLevel(logging.WARNING)  # orbax, jax and absl chatter stays quiet
     logging.getLogger("vitjax").setLevel(logging.INFO)
     try:

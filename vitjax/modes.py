@@ -13,6 +13,7 @@ name of a workdir comes from `vitjax.workdir.Workdir`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import logging
@@ -22,7 +23,7 @@ import jax
 
 from vitjax import config as config_lib
 from vitjax import errors, parallel, workdir_lock
-from vitjax.data.folders import IMAGE_EXTENSIONS
+from vitjax.data.folders import IMAGE_EXTENSIONS, is_image_file
 from vitjax.errors import BadKey, BadValue
 from vitjax.files import read_json
 from vitjax.workdir import Workdir
@@ -51,7 +52,8 @@ def _user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except OSError as e:
-            raise UserError(f"{type(e).__name__}: {e}") from e
+            full = "; free disk space and run the same command again" if e.errno == errno.ENOSPC else ""
+            raise UserError(f"{type(e).__name__}: {e}{full}") from e
     return wrapped
 
 
@@ -168,13 +170,14 @@ def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
                      f"choose one of {sorted(dataset.splits)}.")
     os.makedirs(workdir, exist_ok=True)
     folder = Workdir(workdir)
-    summary = evaluation.report(run, run.model.placed_params(), run.jit_eval_step(), split,
-                                folder.evaluation(split))
+    outdir = folder.evaluation(split)
+    summary = evaluation.report(run, run.model.placed_params(), run.jit_eval_step(), split, outdir)
     if jax.process_index() == 0:
         from vitjax import report_page
         report_page.write(folder, run.model.task, dataset, config.train.test_split)
     for k, v in sorted(summary.items()):
         print(f"{split} {k:<24} {v:.4f}")
+    print(f"the {split} report (per class, and the task's files) is in {outdir}")
     return summary
 
 
@@ -224,19 +227,17 @@ def unreadable_inputs(records: list[dict]) -> str | None:
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
-    """Image paths from files and folders (folders walked recursively, sorted)."""
+    """Image paths from files and folders: a folder's image files (`is_image_file`, walked recursively,
+    sorted); any other path as it is, its record saying so when it cannot be read."""
     if not inputs:
         raise BadValue("--inputs is empty: pass image files and/or folders, comma-separated.")
     paths = []
     for item in inputs:
         if os.path.isdir(item):
             for root, _, files in sorted(os.walk(item)):
-                paths += [os.path.join(root, f) for f in sorted(files)
-                          if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
-        elif os.path.isfile(item):
-            paths.append(item)
+                paths += [path for path in (os.path.join(root, f) for f in sorted(files)) if is_image_file(path)]
         else:
-            raise FileNotFoundError(f"--inputs: {item!r} is neither a file nor a folder.")
+            paths.append(item)
     if not paths:
         raise BadValue(f"--inputs {inputs} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
     return paths
@@ -249,16 +250,16 @@ def export(config, workdir: str, output: str | None) -> str:
     workdir alone, no data and no base checkpoint: the class names come from the run's data_split.json,
     the architecture and preprocessing from its model.json. `config` None: the run's saved config."""
     from vitjax.train import outputs, setup
-    from vitjax.train.checkpointing import Checkpointer
+    from vitjax.train.checkpointing import Checkpointer, has_checkpoints
     config = saved_config(config, workdir)
     _prepare(config)
     run = setup.build_export_run(config, workdir)
+    if not has_checkpoints(run.workdir.checkpoints):  # before orbax starts its threads
+        raise FileNotFoundError(f"{run.workdir.checkpoints} holds no checkpoint; train first.")
     ckpt = Checkpointer(run.workdir.checkpoints, metric=config.train.best_metric,
                         mode=config.train.best_mode, keep_best=config.train.keep_best, read_only=True)
     try:
         step = ckpt.best_step()
-        if step is None:
-            raise FileNotFoundError(f"{run.workdir.checkpoints} holds no checkpoint; train first.")
         params = ckpt.restore_params(step, run.model.abstract_params(), ema=config.optim.ema_decay > 0)
         checkpoint_metrics = ckpt.metrics(step)
     finally:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from vitjax.errors import BadValue
+from vitjax.files import write_text, writing
 
 # Confusion matrices up to this many classes get a count written in each cell.
 _ANNOTATE_MAX_CLASSES = 30
@@ -60,7 +61,8 @@ def plot_learning_curves(
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.savefig(path, dpi=100)
+    with writing(path) as partial:
+        fig.savefig(partial, dpi=100)
 
 
 def plot_confusion_matrix(
@@ -94,7 +96,8 @@ def plot_confusion_matrix(
             for j in range(num_classes):
                 colour = "white" if rates[i, j] > 0.5 else "black"
                 ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", color=colour, fontsize=8)
-    fig.savefig(path, dpi=100)
+    with writing(path) as partial:
+        fig.savefig(partial, dpi=100)
 
 
 def format_table(
@@ -139,16 +142,14 @@ def write_evaluation_report(outdir: str | os.PathLike, split: str, summary: Mapp
     `summary` metrics, then `rows`) and report.json (`result`); returns `outdir`."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    with open(outdir / "per_class.csv", "w", newline="") as file:
+    with writing(outdir / "per_class.csv") as partial, open(partial, "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
         writer.writeheader()
         writer.writerows(rows)
     metric_rows = [{"metric": key, "value": value} for key, value in summary.items()]
-    (outdir / "per_class.md").write_text(
-        f"# {split} evaluation\n\n{format_table(metric_rows, markdown=True)}\n\n"
-        f"{format_table(rows, markdown=True)}\n"
-    )
-    (outdir / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_text(outdir / "per_class.md", f"# {split} evaluation\n\n{format_table(metric_rows, markdown=True)}\n\n"
+                                        f"{format_table(rows, markdown=True)}\n")
+    write_text(outdir / "report.json", json.dumps(result, indent=2) + "\n")
     return outdir
 
 
@@ -175,8 +176,8 @@ def write_model_card(directory: str | os.PathLike, info: Mapping[str, Any]) -> P
     title = f"{base} fine-tuned" if base else "Vision Transformer"
     lines = [*front, "", f"# {title}" + (f" on {dataset}" if dataset else ""), ""]
     lines.append(
-        "Fine-tuned with vitjax (JAX/Flax) and exported in Hugging Face format, so it loads in "
-        "`transformers`."
+        f"{'Fine-tuned' if base else 'Trained from scratch'} with vitjax (JAX/Flax) and exported in Hugging Face "
+        "format, so it loads in `transformers`."
     )
     names = info.get("class_names")
     if names:
@@ -202,7 +203,7 @@ def write_model_card(directory: str | os.PathLike, info: Mapping[str, Any]) -> P
             "```",
         ]
     path = Path(directory) / "README.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
     return path
 
 

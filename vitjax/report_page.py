@@ -21,6 +21,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vitjax.files import write_text
 from vitjax.workdir import Workdir
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,7 @@ def write(workdir: Workdir, task: Any, dataset: Any, test_split: str | None) -> 
     page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>vitjax run: {_text(os.path.basename(os.path.abspath(workdir.path)))}</title>\n"
             f"<style>{_STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
-    tmp = workdir.report_html + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, workdir.report_html)
+    write_text(workdir.report_html, page)
     log.info("the run's report page: %s", workdir.report_html)
     return workdir.report_html
 

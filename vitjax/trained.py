@@ -172,6 +172,8 @@ class TrainedModel:
 
 def _read_image(path: str):
     """(the decoded RGB image, None), or (None, what went wrong, naming `path`)."""
+    if not os.path.isfile(path):  # missing, or a FIFO or device, whose read would block
+        return None, f"{path}: {'not a regular file' if os.path.exists(path) else 'no such file'}"
     try:
         return load_rgb(path, path), None
     except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, ... for bad files

@@ -158,8 +158,8 @@ class Workdir:
     def own_files(self, test_split: str = "test") -> list[str]:
         """The entries of the folder that vitjax wrote (never the marker or the lock)."""
         fixed = {CONFIG, CONFIG_TEXT, SPLIT, MODEL, PARAM_GROUPS, METRICS, TENSORBOARD, CHECKPOINTS,
-                 RESULTS, REPORT_HTML, LEARNING_CURVES, BEST, BEST_NATIVE, BEST_ADAPTER, PREDICTIONS, ROBUSTNESS,
-                 TRACKERS, VALIDATION, *SWEEP_FILES, *([test_split] if test_split else [])}
+                 RESULTS, REPORT_HTML, LEARNING_CURVES, BEST, BEST_NATIVE, BEST_ADAPTER, PREDICTIONS,
+                 ROBUSTNESS, TRACKERS, VALIDATION, *SWEEP_FILES, *([test_split] if test_split else [])}
         return [name for name in self.foreign_entries()
                 if name != MARKER and (name in fixed or _OWN_PATTERNS.fullmatch(name))]
 

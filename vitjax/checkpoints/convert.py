@@ -133,6 +133,10 @@ def _choose_head(source: Source, num_labels, id2label, name,
         bias = next(r for r in source.head_rows if r.flax == "classifier/bias")
         head_size = part_of(source.tensors[bias.hf], bias).shape[0]
         ckpt_labels = source.labels or {}
+        if ckpt_labels and len(ckpt_labels) != head_size and num_labels is None and id2label is None:
+            raise BadValue(f"{name}: its config.json names {len(ckpt_labels)} classes but the classifier head in "
+                           f"{source.weights} has {head_size} outputs; fix the class names there (id2label, timm's "
+                           "label_names), or pass id2label= (or num_labels=) for the classes you want.")
         if len(ckpt_labels) != head_size:
             ckpt_labels = {i: f"LABEL_{i}" for i in range(head_size)}
     labels = _target_labels(ckpt_labels, num_labels, id2label)
@@ -144,7 +148,7 @@ def _choose_head(source: Source, num_labels, id2label, name,
     same_size = source.head_pooling is not None and labels is not None and len(labels) == len(ckpt_labels)
     generic = ckpt_labels is not None and all(v == f"LABEL_{k}" for k, v in ckpt_labels.items())
     keep_head = same_size and (id2label is None or generic or labels == ckpt_labels)
-    if keep_head and labels != ckpt_labels:
+    if keep_head and labels != ckpt_labels and need_labels:  # else the caller's task decides on the head
         log.warning("%s: keeping the checkpoint's trained head of %d classes, its generic labels %s "
                     "renamed to %s; pass id2label of another size (or train) for a fresh head.",
                     name, len(labels), list(ckpt_labels.values())[:3], list(labels.values())[:3])

@@ -22,6 +22,7 @@ from vitjax.checkpoints.catalog import HF_FAMILIES
 from vitjax.checkpoints.hf_load import CONFIG, PREPROCESSOR, WEIGHTS
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.errors import BadValue
+from vitjax.files import write_failed
 from vitjax.models.vit import ViTSpec
 
 
@@ -93,7 +94,9 @@ def write_folder(directory: str | os.PathLike, tensors: dict[str, np.ndarray], j
         os.rename(staging, directory)
         if old:
             shutil.rmtree(old)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise write_failed(directory, e) from e
         raise
     return directory

@@ -144,7 +144,7 @@ def read_hf(files: dict, name_or_dir) -> Source:
     prefix = next((p for p in family.prefixes if p + anchor in tensors), family.prefixes[0])
     head_pooling = next((pooling for pooling in family.heads
                          if all(r.hf in tensors for r in family.head_rows(pooling))), None)
-    labels = {int(k): v for k, v in config.get("id2label", {}).items()} if head_pooling else None
+    labels = validate.labels_of(config, files[CONFIG]) if head_pooling else None
     return Source(
         spec=spec, tensors=tensors, weights=", ".join(files[WEIGHTS]),
         backbone_rows=family.backbone_rows(spec, prefix),

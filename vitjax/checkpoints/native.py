@@ -17,7 +17,7 @@ import orbax.checkpoint as ocp
 
 from vitjax.checkpoints import architecture
 from vitjax.checkpoints.preprocessing import Preprocessing
-from vitjax.files import read_json
+from vitjax.files import read_json, write_text
 from vitjax.models.vit import ViTSpec
 
 MODEL_FILE = "vitjax_model.json"
@@ -36,8 +36,7 @@ def export_native(directory: str, spec, params, preprocessing, task: str, task_c
     info = {"format": "vitjax", "task": task, "task_config": task_config, "class_names": list(class_names),
             **architecture.to_fields(spec, preprocessing), "backbone_config": spec.to_hf_config(),
             "preprocessor_config": preprocessing.to_hf(), **(extra or {})}
-    with open(os.path.join(directory, MODEL_FILE), "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=2)
+    write_text(os.path.join(directory, MODEL_FILE), json.dumps(info, indent=2))
     return directory
 
 

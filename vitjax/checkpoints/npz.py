@@ -7,6 +7,8 @@ crop_pct 0.9) gives the preprocessing a loaded `.npz` gets.
 """
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 
 from vitjax.checkpoints.catalog import NPZ
@@ -57,24 +59,44 @@ AUGREG_CFG = {"input_size": (3, 224, 224), "interpolation": "bicubic", "crop_pct
               "std": (0.5, 0.5, 0.5)}
 
 
+def _arrays(path: str) -> dict[str, np.ndarray]:
+    """Every array of the `.npz` archive at `path`; object arrays are refused, never unpickled."""
+    try:
+        loaded = np.load(path)  # allow_pickle=False
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array")
+        with loaded as f:
+            return {name: np.asarray(f[name]) for name in f.files}
+    except (ValueError, EOFError, zipfile.BadZipFile):  # numpy's words would suggest unpickling it
+        raise BadValue(f"{path} is not a .npz archive of numeric arrays (vitjax never loads object arrays or "
+                       f"pickles); vitjax reads .npz files in the {NPZ}.") from None
+
+
+def _shape(tensors: dict, name: str, ndim: int, path: str) -> tuple[int, ...]:
+    """The shape of tensor `name`, which the architecture is read from."""
+    if name not in tensors or np.ndim(tensors[name]) != ndim:
+        found = f"has shape {np.shape(tensors[name])}" if name in tensors else "is missing"
+        raise BadValue(f"{path}: tensor {name!r} {found}, where vitjax reads a {ndim}-d tensor of the {NPZ}.")
+    return np.shape(tensors[name])
+
+
 def read_npz(path: str) -> Source:
-    with np.load(path) as f:
-        raw = {name: np.asarray(f[name]) for name in f.files}
+    raw = _arrays(path)
     prefix = next((p for p in ("", "opt/target/") if p + "embedding/kernel" in raw), None)
     if prefix is None:
         raise BadValue(f"{path} has no embedding/kernel; vitjax reads the {NPZ}.")
     tensors = {name[len(prefix):]: value for name, value in raw.items() if name.startswith(prefix)}
-    kernel = tensors["embedding/kernel"]
-    patch, channels, hidden = kernel.shape[0], kernel.shape[2], kernel.shape[3]
-    positions = tensors["Transformer/posembed_input/pos_embedding"].shape[1] - 1
+    patch, _, channels, hidden = _shape(tensors, "embedding/kernel", 4, path)
+    positions = _shape(tensors, "Transformer/posembed_input/pos_embedding", 3, path)[1] - 1
     side = int(round(positions ** 0.5))
     if side * side != positions:
         raise BadValue(f"{path}: {positions} position embeddings are not a square grid.")
     depth = len({name.split("/")[1] for name in tensors if name.startswith("Transformer/encoderblock_")})
     spec = ViTSpec(
         family="timm", image_size=side * patch, patch_size=patch, num_channels=channels, hidden_size=hidden,
-        num_layers=depth, num_heads=tensors[f"{_A.format(i=0)}/query/kernel"].shape[1],
-        mlp_dim=tensors["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"].shape[1], layer_norm_eps=1e-6,
+        num_layers=depth, num_heads=_shape(tensors, f"{_A.format(i=0)}/query/kernel", 3, path)[1],
+        mlp_dim=_shape(tensors, "Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel", 2, path)[1],
+        layer_norm_eps=1e-6,
         posemb_interpolation="bilinear",  # timm's npz reader resizes bilinearly, without antialiasing
     )
     rows = [r.resolved() for r in EMBEDDINGS]

@@ -32,6 +32,8 @@ ACTIVATIONS = {"gelu": "gelu", "quick_gelu": "quick_gelu", "gelu_tanh": "gelu_py
 POOLS = {"token": "cls", "avg": "avg", "map": "map"}
 # model_args vitjax does not implement, with the value it does.
 UNSUPPORTED_ARGS = {"pos_embed": "learn", "pool_include_prefix": False, "dynamic_img_pad": False, "qk_norm": False}
+# The tensors the architecture is read from.
+_SPEC_TENSORS = ("patch_embed.proj.weight", "pos_embed", "blocks.0.mlp.fc1.weight")
 INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
                   "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
 
@@ -95,6 +97,11 @@ def spec_from_timm(config: dict, tensors: dict, path: str) -> ViTSpec:
     architecture = config["architecture"].split(".")[0]
     if not _ARCHITECTURE.match(architecture):
         raise BadValue(f"{path}: timm architecture {architecture!r} is not supported; vitjax loads timm's {TIMM}.")
+    absent = [name for name in _SPEC_TENSORS if name not in tensors]
+    if absent:
+        raise BadValue(f"{path} describes a timm model, but its weights have no {absent[0]!r} (they hold "
+                       f"{sorted(tensors)[:3]} ...): the config and the weights are of different models; put the "
+                       "weights' own config.json beside them.")
     args = config.get("model_args", {})
     unsupported = {k: args[k] for k, default in UNSUPPORTED_ARGS.items() if args.get(k, default) != default}
     if unsupported:

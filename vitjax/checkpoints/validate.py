@@ -3,7 +3,7 @@ key and what is allowed.
 
 `check_model_config`
 and `check_preprocessor_config` hold a checkpoint's values to the ranges a ViT can be built and fed
-with; `read_safetensors` names the weights file that is truncated or corrupt.
+with; `labels_of` reads its `id2label`; `read_safetensors` names the weights file that is truncated or corrupt.
 """
 
 from __future__ import annotations
@@ -67,6 +67,18 @@ def check_model_config(config: dict, path: str) -> None:
     if "mlp_ratio" in config and not _real(config["mlp_ratio"], 0.0, 64.0, low_open=True):
         raise BadValue(f"{path}: mlp_ratio={config['mlp_ratio']!r} is out of range; a number in (0, 64] "
                        f"is allowed.")
+
+
+def labels_of(config: dict, path: str) -> dict[int, str]:
+    """A checkpoint config's `id2label` as {class index: name}; its keys must be the indices 0..N-1."""
+    raw = config.get("id2label") or {}
+    keys = list(raw) if isinstance(raw, dict) else None
+    if keys is None or not all(isinstance(k, (str, int)) and str(k).isdigit() for k in keys) \
+            or sorted(int(k) for k in keys) != list(range(len(keys))):
+        shown = sorted(map(str, keys))[:5] if keys is not None else type(raw).__name__
+        raise BadValue(f"{path}: id2label must map the class indices 0..N-1 (\"0\", \"1\", ...) to names, got "
+                       f"{shown}; fix it in the file, or pass id2label= for a new head.")
+    return {int(k): str(v) for k, v in raw.items()}
 
 
 def check_preprocessor_config(config: dict, path: str) -> None:

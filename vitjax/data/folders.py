@@ -27,6 +27,12 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
                               ".pgm", ".pbm", ".jfif", ".jp2", ".ico"})
 
 
+def is_image_file(path: str | os.DirEntry) -> bool:
+    """A regular file (symlinks followed; not a FIFO or device, whose read would block) named as an image."""
+    regular = path.is_file() if isinstance(path, os.DirEntry) else os.path.isfile(path)
+    return regular and os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
+
+
 class FileSource:
     """A split made of image files and their labels."""
 
@@ -67,7 +73,7 @@ def _scan_classes(split_dir: str, problems: Problems) -> dict[str, list[str]]:
         files = _entries(class_entry.path)
         good = []
         for entry in files:
-            if not entry.is_file() or os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
+            if not is_image_file(entry):
                 problems.add("not_image", entry.path)
             elif entry.stat().st_size == 0:
                 problems.add("zero_byte", entry.path)

@@ -133,6 +133,18 @@ def split_summary(dataset: ImageDataset) -> dict:
     return summary
 
 
+def read_split(path: str, what: str) -> dict:
+    """The data_split.json at `path` as `write_split` wrote it; a file of another shape is named, with
+    `what` to do about it."""
+    recorded = read_json(path, what)
+    splits = recorded.get("splits")
+    if not (isinstance(recorded.get("source"), str) and isinstance(recorded.get("class_names"), (list, type(None)))
+            and isinstance(splits, dict) and all(isinstance(split, dict) for split in splits.values())):
+        raise BadValue(f"{path} is not a data split vitjax wrote (\"source\", \"class_names\" and \"splits\" of "
+                       f"objects); {what}.")
+    return recorded
+
+
 def write_split(workdir: str, dataset: ImageDataset, replace: bool = False) -> str:
     """Writes `<workdir>/data_split.json`: source, classes, and per split its summary and record ids.
 
@@ -151,7 +163,7 @@ def write_split(workdir: str, dataset: ImageDataset, replace: bool = False) -> s
     text = json.dumps(payload, indent=1, ensure_ascii=True)  # ascii: non-UTF-8 names stay writable.
     path = os.path.join(workdir, SPLIT_FILE)
     if os.path.exists(path) and not replace:
-        previous = read_json(path, "delete it to record the current split afresh")
+        previous = read_split(path, "delete it to record the current split afresh")
         current = json.loads(text)
         changed = [k for k in ("source", "class_names") if previous.get(k) != current[k]]
         changed += [f"splits/{name}" for name in current["splits"]

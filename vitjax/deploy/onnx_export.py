@@ -36,14 +36,31 @@ def to_onnx(trained, info: dict) -> onnx.ModelProto:
     try:
         model = convert(serve, [images], **names)
     except jax.errors.InconclusiveDimensionOperation:
-        log.warning("an operator of the %s model converts only with a fixed batch size: the ONNX graph "
-                    "loops over the images of a batch", trained.task.name)
+        log.info("an operator of the %s model does not convert over a symbolic batch: the ONNX graph runs "
+                 "the images of a batch one after another (any batch size works)", trained.task.name)
         model = convert(lambda x: jax.lax.map(lambda image: jax.tree.map(lambda a: a[0], serve(image[None])), x),
                         [images], **names)
+    _drop_unused_initializers(model.graph)
     for output in model.graph.output:  # jax2onnx may declare a fixed size; the batch is dynamic
         output.type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(info)})
     return model
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto) -> set[str]:
+    """Removes the constants no node of `graph` (or of a graph nested in it) reads, which ONNX Runtime
+    would otherwise announce one warning each (the loop body of a converted `lax.map` holds dozens);
+    returns the names `graph` and its nested graphs read."""
+    used = {output.name for output in graph.output}
+    for node in graph.node:
+        used.update(node.input)
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                used |= _drop_unused_initializers(sub)  # a body may read the enclosing graph's names
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return used
 
 
 def read_info(model: onnx.ModelProto) -> dict:

@@ -440,7 +440,7 @@ class Encoder(nn.Module):
 
 class MAPHead(nn.Module):
     """Multi-head attention pooling (SigLIP's head, timm's `AttentionPoolLatent`): a learned `probe`
-    attends over the tokens, then a residual MLP on its layer-normed output. Returns [B, D]."""
+    attends over the patch tokens (timm's `pool_include_prefix=False`), then a residual MLP on its layer-normed output. Returns [B, D]."""
 
     spec: ViTSpec
     dtype: Any = jnp.float32
@@ -516,6 +516,6 @@ def final_features(x, spec: ViTSpec, grid: tuple[int, int], dtype, hidden_states
     elif spec.pool == "avg":
         pooled = x[:, n_pre:].mean(axis=1)
     else:
-        pooled = MAPHead(spec, dtype, name="map_head")(x)
+        pooled = MAPHead(spec, dtype, name="map_head")(x[:, n_pre:])  # the patches, as timm's default
     out["pooled"] = norm("fc_norm")(pooled) if spec.fc_norm else pooled
     return out

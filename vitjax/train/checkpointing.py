@@ -72,13 +72,19 @@ def _write_failure(e: BaseException) -> bool:
 
 class _ReportedHere(logging.Filter):
     """Drops orbax's logged tracebacks of what this module reports itself in one message (a write
-    failure, as CheckpointWriteError) and of Ctrl-C, which is no failure."""
+    failure, as CheckpointWriteError) and of Ctrl-C, which is no failure, and its warning about a
+    save without metrics."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if str(record.msg).startswith("Given directory is read only"):
             return False  # a reader's manager (`read_only`), as asked
+        if record.getMessage().startswith(_UNRANKED_SAVE):
+            return False  # a save between evaluations (an interruption): ranked once its evaluation runs
         error = record.exc_info[1] if record.exc_info else None
         return error is None or not (_write_failure(error) or isinstance(error, KeyboardInterrupt))
+
+
+_UNRANKED_SAVE = "Requested `tracked_metric`; did not provide metrics"
 
 
 _ORBAX_LOG = logging.getLogger("absl")  # orbax logs through absl.logging

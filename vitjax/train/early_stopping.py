@@ -22,3 +22,10 @@ class EarlyStopping(MetricTracker):
 
     def should_stop(self) -> bool:
         return self.patience > 0 and self.bad_evals >= self.patience
+
+    def why(self, metric: str) -> str:
+        """Why it stopped, true also when an evaluation tied the best (the checkpoints are ranked by the
+        value alone, so the latest of tied ones is the best checkpoint)."""
+        return (f"{metric} has not beaten its best, {self.best:.6g}, by more than {self.min_delta:g} in "
+                f"{self.bad_evals} evaluations (a tie is no improvement; the best checkpoint is ranked by the "
+                "value alone, the latest of equal ones first)")

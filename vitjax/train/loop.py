@@ -225,8 +225,7 @@ def _fit(run, ckpt: Checkpointer, start: _Start, eval_step, signals: StopSignals
                 progress.epoch_table(record)
                 window.start = time.time()  # evaluation time is not training throughput
                 if stop:
-                    log.info("early stopping at step %d: no %s improvement in %d evaluations",
-                             step, cfg.best_metric, cfg.early_stopping_patience)
+                    log.info("early stopping at step %d: %s", step, stopper.why(cfg.best_metric))
             if step >= total or stop:
                 return state, loop, step
             # ---- One train step ------------------------------------------------------------------

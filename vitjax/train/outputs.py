@@ -21,7 +21,7 @@ from vitjax import parallel
 from vitjax.checkpoints.families import export_pretrained
 from vitjax.checkpoints.native import export_native
 from vitjax import report, report_page
-from vitjax.files import read_json
+from vitjax.files import read_json, write_text
 from vitjax.workdir import Workdir
 from vitjax.lora import run as lora_run
 from vitjax.train import evaluation
@@ -42,8 +42,8 @@ def reports(run, params, eval_step) -> dict:
 
 
 def finish(run, params, metrics: dict, loop, best_step: int) -> dict:
-    """Writes results.json, the learning curves and the report page (report.html), exports the best weights `params` (`best/`);
-    returns the results. `loop`: the loop's state (`loop.LoopState`)."""
+    """Writes results.json, the learning curves and the report page (report.html), exports the
+    best weights `params` (`best/`); returns the results. `loop`: the loop's state (`loop.LoopState`)."""
     cfg, training, dataset = run.config.train, run.training, run.data.dataset
     history = loop.history
     train_steps = training.total_steps if not history else history[-1]["step"]
@@ -65,9 +65,7 @@ def finish(run, params, metrics: dict, loop, best_step: int) -> dict:
     }
     host_params = parallel.to_host(params, run.mesh) if cfg.export else None
     if jax.process_index() == 0:
-        with open(run.workdir.results + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2)
-        os.replace(run.workdir.results + ".tmp", run.workdir.results)
+        write_text(run.workdir.results, json.dumps(results, indent=2))
         if history:
             # The loss and the tracked metric (the task's best metric unless the config names another).
             curves = dict.fromkeys(("loss", cfg.best_metric, run.model.task.best_metric[0]))

@@ -352,8 +352,8 @@ def recorded_dataset(workdir: str) -> tuple[ImageDataset, int]:
     path = Workdir(workdir).split
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} is missing: {workdir} holds no training run; train first.")
-    recorded = read_json(path, "train the run again to rewrite it")
-    train = (recorded.get("splits") or {}).get("train") or {}
+    recorded = splits_lib.read_split(path, "train the run again to rewrite it")
+    train = recorded["splits"].get("train") or {}
     dataset = ImageDataset(source=recorded["source"], splits={}, class_names=recorded["class_names"])
     return dataset, len(train.get("ids") or ())
 
@@ -471,10 +471,17 @@ def _with_task_head(model: Model, spec: ViTSpec, loaded: dict | None, seed: int,
         elif fits and any(pattern.fullmatch(path) for pattern in reusable):
             kept[path] = value
     missing = [path for path in shapes if path not in kept]
-    if missing:
+    new_head = sorted(path for path in missing if path.startswith("head/"))
+    if new_head:
         log.warning("Some weights of the model were not initialized from the checkpoint at %s and are "
                     "newly initialized by the task's head: %s. Train this model on a down-stream task "
-                    "before using it for predictions.", base, sorted(missing))
+                    "before using it for predictions.", base, new_head)
+    if len(new_head) < len(missing):
+        log.info("%d tensors that %s has no counterpart of (LoRA adapters) start from their initialisers.",
+                 len(missing) - len(new_head), base)
+    kept_head = sorted(path for path in kept if path.startswith("head/"))
+    if kept_head:
+        log.info("keeping the trained head tensors of %s: %s", base, kept_head)
     if any(not path.startswith("head/") for path in missing):
         fresh = init(key, dummy)
     elif missing:

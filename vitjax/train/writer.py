@@ -10,6 +10,7 @@ those steps run again, and the logs read as one uninterrupted run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 
@@ -74,17 +75,34 @@ def _summary_writer_class():
 
 
 def _drop_records_after(path: str, step: int) -> None:
-    """Rewrites `path` without the records of steps after `step` (and a line cut by a kill)."""
+    """Rewrites `path` without the records of steps after `step` and a last line cut by a kill. A line
+    that is no record of vitjax's (written in by hand, another encoding) is kept as it is, with a warning."""
     if not os.path.exists(path):
         return
-    kept = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                if json.loads(line)["step"] <= step:
-                    kept.append(line if line.endswith("\n") else line + "\n")
-            except (ValueError, KeyError):
-                continue
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    with open(path, "rb") as f:
+        lines = f.readlines()
+    kept, foreign = [], []
+    for number, line in enumerate(lines, 1):
+        record_step = _step_of(line)
+        if record_step is None and line.endswith(b"\n"):
+            foreign.append(number)
+            kept.append(line)
+        elif record_step is not None and record_step <= step:
+            kept.append(line if line.endswith(b"\n") else line + b"\n")
+    if foreign:
+        shown = ", ".join(map(str, foreign[:10])) + (" ..." if len(foreign) > 10 else "")
+        logging.getLogger(__name__).warning("%s: line(s) %s hold no metric record of vitjax's; kept as they are",
+                                            path, shown)
+    with open(path + ".tmp", "wb") as f:
         f.writelines(kept)
     os.replace(path + ".tmp", path)
+
+
+def _step_of(line: bytes) -> int | None:
+    """The step of a record line of `MetricWriter`'s, else None."""
+    try:
+        record = json.loads(line)
+    except ValueError:  # also a UnicodeDecodeError
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
