@@ -115,27 +115,31 @@ def test_evaluate_refreshes_the_page(run):
     assert [p[0] for p in page.figures["eval_test"]] == [p[0] for p in page.figures["test"]]
 
 
-def test_the_page_renders_from_disk_in_a_browser(run, capsys):
+@pytest.fixture
+def driver():
     from browser_helpers import browser
 
+    opened = browser()
+    yield opened
+    opened.quit()
+    shutil.rmtree(opened.profile, ignore_errors=True)
+
+
+def test_the_page_renders_from_disk_in_a_browser(run, driver, capsys):
+    from selenium.webdriver.common.by import By
+
     workdir, data, _ = run
-    driver = browser()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.get(Path(workdir, "report.html").resolve().as_uri())
+    figures = driver.find_elements(By.CSS_SELECTOR, "#test .gallery figure")
+    heading = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "#test h3") if h.text.startswith("Mistakes")]
+    assert heading == [f"Mistakes ({len(figures)})"] and figures
+    assert len(figures) == len(_independent_mistakes(workdir, data))
+    # Every image decoded (a broken data URI has naturalWidth 0), nothing fetched.
+    widths = driver.execute_script("return Array.from(document.images).map(i => i.naturalWidth)")
+    assert widths and all(w > 0 for w in widths)
+    assert driver.execute_script("return performance.getEntriesByType('resource').length") == 0
     screenshot = ARTIFACTS / "report_page.png"
-    try:
-        from selenium.webdriver.common.by import By
-        driver.get(Path(workdir, "report.html").resolve().as_uri())
-        figures = driver.find_elements(By.CSS_SELECTOR, "#test .gallery figure")
-        heading = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "#test h3") if h.text.startswith("Mistakes")]
-        assert heading == [f"Mistakes ({len(figures)})"] and figures
-        assert len(figures) == len(_independent_mistakes(workdir, data))
-        # Every image decoded (a broken data URI has naturalWidth 0), nothing fetched.
-        widths = driver.execute_script("return Array.from(document.images).map(i => i.naturalWidth)")
-        assert widths and all(w > 0 for w in widths)
-        assert driver.execute_script("return performance.getEntriesByType('resource').length") == 0
-        driver.save_screenshot(str(screenshot))
-    finally:
-        driver.quit()
-        shutil.rmtree(driver.profile, ignore_errors=True)
+    driver.save_screenshot(str(screenshot))
     with capsys.disabled():
         print(f"\nscreenshot of the report page: {screenshot}")
