@@ -1,5 +1,5 @@
 """The run on one page: `<workdir>/report.html`, written at the end of training and refreshed by
-`--mode evaluate`.
+`--mode evaluate` and `--mode robustness`.
 
 One self-contained file (inline CSS, images inlined as base64 data URIs, no script, no network): it
 opens from disk anywhere. It shows what the workdir already holds — the summary (base checkpoint,
@@ -7,7 +7,8 @@ data, split sizes, recipe, best step, runtime: results.json, config.json, data_s
 learning curves, and per evaluated split (`Workdir.reports`: validation, the test split, evaluate's
 eval_<split>/) its metrics, per-class table and confusion matrix from report.json — then the task's
 own sections (`Task.report_sections`: classification's gallery of mistakes, most confident first),
-whose gallery thumbnails are read from the split's records. Host-side only; process 0 writes it.
+whose gallery thumbnails are read from the split's records; then the robustness report's headline
+numbers, heat map and reliability diagram when `--mode robustness` ran. Host-side only; process 0 writes it.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def write(workdir: Workdir, task: Any, dataset: Any, test_split: str | None) -> 
         body.append(f"<h2>Learning curves</h2>\n{_image_file(workdir.learning_curves)}")
     for folder in workdir.reports(test_split):
         body.append(_split_report(folder, task, dataset))
+    body.append(_robustness(workdir.robustness))
     page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>vitjax run: {_text(os.path.basename(os.path.abspath(workdir.path)))}</title>\n"
             f"<style>{_STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
@@ -118,6 +120,21 @@ def _split_report(folder: str, task: Any, dataset: Any) -> str:
     records = dataset.splits.get(split) if dataset is not None else None
     for section in task.report_sections(report) if report else []:
         parts.append(_section(section, folder, records))
+    return "\n".join(parts) + "\n</section>"
+
+
+def _robustness(folder: str) -> str:
+    """`--mode robustness`'s headline numbers and its plots, when it ran."""
+    result = _read(os.path.join(folder, "report.json"))
+    if not result:
+        return ""
+    parts = [f"<section id=\"robustness\">\n<h2>Robustness ({_text(result.get('split'))}, "
+             f"{_text(result.get('metric'))})</h2>"]
+    summary = result.get("summary", {})
+    parts.append(_table([{"measure": k, "value": v} for k, v in summary.items()]))
+    for plot in ("corruption_heatmap.png", "reliability_diagram.png"):
+        if os.path.isfile(os.path.join(folder, plot)):
+            parts.append(_image_file(os.path.join(folder, plot)))
     return "\n".join(parts) + "\n</section>"
 
 
