@@ -40,6 +40,8 @@ from vitjax.report import plot_confusion_matrix, write_evaluation_report
 # Multi-label predictions: a label is predicted when its sigmoid probability reaches this.
 MULTILABEL_THRESHOLD = 0.5
 _STATS = ("precision", "recall", "f1")
+# The report page's most-confused class pairs, and the example images shown per pair.
+CONFUSED_PAIRS, PAIR_EXAMPLES = 3, 6
 
 
 @flax.struct.dataclass
@@ -430,14 +432,27 @@ class Classification(Task):
         return result
 
     def report_sections(self, report: dict) -> list[dict]:
-        """The gallery of the split's mistakes, most confident first (single-label)."""
+        """The gallery of the split's mistakes, most confident first, then the most-confused class
+        pairs (up to `CONFUSED_PAIRS`) with up to `PAIR_EXAMPLES` of their images each (single-label)."""
         if "mistakes" not in report:
             return []
         mistakes = report["mistakes"]
-        return [{"title": f"Mistakes ({len(mistakes)})",
-                 "text": "The images the model gets wrong, most confident first.",
-                 "gallery": [{"index": m["index"], "caption": f"true: {m['label']}\npredicted: "
-                              f"{m['predicted']} ({m['probability']:.1%})"} for m in mistakes]}]
+
+        def entry(m):
+            return {"index": m["index"],
+                    "caption": f"true: {m['label']}\npredicted: {m['predicted']} ({m['probability']:.1%})"}
+
+        sections = [{"title": f"Mistakes ({len(mistakes)})",
+                     "text": "The images the model gets wrong, most confident first.",
+                     "gallery": [entry(m) for m in mistakes]}]
+        pairs: dict[tuple[str, str], list[dict]] = {}
+        for m in mistakes:
+            pairs.setdefault((m["label"], m["predicted"]), []).append(m)
+        ranked = sorted(pairs.items(), key=lambda item: -len(item[1]))[:CONFUSED_PAIRS]
+        for (true, predicted), examples in ranked:
+            sections.append({"title": f"Confused: {true} taken for {predicted} ({len(examples)})",
+                             "gallery": [entry(m) for m in examples[:PAIR_EXAMPLES]]})
+        return sections
 
     def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
         """The `top_k` most probable classes per image: {"indices": int [B, k], "probabilities": [B, k]}

@@ -283,9 +283,17 @@ def test_report_lists_the_mistakes_most_confident_first_without_padding(tmp_path
         i = mistake["index"]
         assert (mistake["label"], mistake["predicted"]) == (f"class_{labels[i]}", f"class_{logits[i].argmax()}")
         assert mistake["probability"] == pytest.approx(probabilities[i].max(), rel=1e-5)
-    (section,) = task.report_sections(result)
+    section, *pairs = task.report_sections(result)
     assert section["title"] == f"Mistakes ({len(expected)})"
     assert [entry["index"] for entry in section["gallery"]] == expected
+    # The most-confused pairs: the largest off-diagonal cells of the confusion matrix, their images.
+    matrix = np.array(result["confusion_matrix"])
+    np.fill_diagonal(matrix, 0)
+    assert [int(p["title"].rsplit("(", 1)[1][:-1]) for p in pairs] == sorted(matrix.ravel())[::-1][:3]
+    for pair in pairs:
+        true, predicted = pair["title"].removeprefix("Confused: ").split(" (")[0].split(" taken for ")
+        shown = [m for m in result["mistakes"] if (m["label"], m["predicted"]) == (true, predicted)]
+        assert [e["index"] for e in pair["gallery"]] == [m["index"] for m in shown][:6]
     assert task.report_sections({"metrics": {}}) == []
 
 

@@ -34,29 +34,40 @@ def run(tmp_path_factory):
 
 
 class _Gallery(HTMLParser):
-    """The figures of each section's gallery: {section id: [(file name, caption text), ...]}, and
-    every src/href."""
+    """The figures of each section's galleries: {(section id, heading): [[file name, caption text...]]},
+    and every src/href."""
 
     def __init__(self):
         super().__init__()
-        self.figures, self.links, self._section, self._in = {}, [], None, None
+        self.figures, self.links, self._section, self._in, self._heading = {}, [], None, None, None
+        self._key = (None, "")
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         self.links += [attrs[k] for k in ("src", "href") if k in attrs]
         if tag == "section":
             self._section = attrs["id"]
+        elif tag == "h3":
+            self._heading = ""
         elif tag == "figure":
             self._in = []
-            self.figures.setdefault(self._section, []).append(self._in)
+            self.figures.setdefault(self._key, []).append(self._in)
 
     def handle_endtag(self, tag):
         if tag == "figure":
             self._in = None
+        elif tag == "h3":
+            self._key, self._heading = (self._section, self._heading), None
 
     def handle_data(self, data):
         if self._in is not None:
             self._in.append(data)
+        elif self._heading is not None:
+            self._heading += data
+
+    def mistakes(self, section):
+        return next(shown for (where, heading), shown in self.figures.items()
+                    if where == section and heading.startswith("Mistakes"))
 
 
 def _page(workdir):
@@ -93,7 +104,7 @@ def test_the_page_holds_the_run_and_its_test_mistakes(run):
     matrix = report["confusion_matrix"]
     assert len(expected) == sum(sum(row) for row in matrix) - sum(matrix[i][i] for i in range(len(matrix)))
     assert 0 < len(expected) < split["splits"]["test"]["size"], "the tiny run should make some mistakes"
-    shown = page.figures["test"]
+    shown = page.mistakes("test")
     assert f"Mistakes ({len(expected)})" in text
     assert sorted(parts[0] for parts in shown) == sorted(expected)
     probabilities = [float(re.search(r"\(([\d.]+)%\)", "".join(parts)).group(1)) for parts in shown]
@@ -103,6 +114,15 @@ def test_the_page_holds_the_run_and_its_test_mistakes(run):
         true = os.path.basename(os.path.dirname(parts[0]))
         assert f"true: {true}" in "".join(parts)
     assert text.count("<img") >= len(shown) + 3  # thumbnails, curves, two confusion matrices
+    # The most-confused pair of classes, with its images.
+    pairs = {}
+    for name in expected:
+        pairs.setdefault(os.path.basename(os.path.dirname(name)), []).append(name)
+    confused = [(heading, shown) for (where, heading), shown in page.figures.items()
+                if where == "test" and heading.startswith("Confused: ")]
+    assert confused and all(0 < len(shown) <= 6 for _, shown in confused)
+    counts = [int(heading.rsplit("(", 1)[1][:-1]) for heading, _ in confused]
+    assert counts == sorted(counts, reverse=True) and sum(counts) <= len(expected)
 
 
 def test_evaluate_refreshes_the_page(run):
@@ -112,7 +132,7 @@ def test_evaluate_refreshes_the_page(run):
     text, page = _page(workdir)
     assert os.path.getmtime(os.path.join(workdir, "report.html")) >= before
     assert "evaluate: test" in text
-    assert [p[0] for p in page.figures["eval_test"]] == [p[0] for p in page.figures["test"]]
+    assert [p[0] for p in page.mistakes("eval_test")] == [p[0] for p in page.mistakes("test")]
 
 
 @pytest.fixture
@@ -131,7 +151,7 @@ def test_the_page_renders_from_disk_in_a_browser(run, driver, capsys):
     workdir, data, _ = run
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver.get(Path(workdir, "report.html").resolve().as_uri())
-    figures = driver.find_elements(By.CSS_SELECTOR, "#test .gallery figure")
+    figures = driver.find_elements(By.CSS_SELECTOR, "#test .gallery")[0].find_elements(By.TAG_NAME, "figure")
     heading = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "#test h3") if h.text.startswith("Mistakes")]
     assert heading == [f"Mistakes ({len(figures)})"] and figures
     assert len(figures) == len(_independent_mistakes(workdir, data))
