@@ -40,6 +40,8 @@ from vitjax.report import plot_confusion_matrix, write_evaluation_report
 # Multi-label predictions: a label is predicted when its sigmoid probability reaches this.
 MULTILABEL_THRESHOLD = 0.5
 _STATS = ("precision", "recall", "f1")
+# The report page's most-confused class pairs, and the example images shown per pair.
+CONFUSED_PAIRS, PAIR_EXAMPLES = 3, 6
 
 
 @flax.struct.dataclass
@@ -273,6 +275,9 @@ class Classification(Task):
                 fields[f"top{self._top_k}_accuracy"] = TopKAccuracy.of_k(self._top_k)
             if not training:
                 fields["confusion_matrix"] = ConfusionMatrix.of_size(self.num_classes)
+                # Per example (in the split's order): what the report's gallery of mistakes lists.
+                fields["predictions"] = clu_metrics.CollectingMetric.from_outputs(
+                    ("labels", "predicted", "probability", "mask"))
         return clu_metrics.Collection.create(**fields)
 
     def metric_inputs(self, outputs, batch: dict, aux: dict) -> dict[str, jnp.ndarray]:
@@ -285,10 +290,14 @@ class Classification(Task):
         }
         if self.config.multilabel:
             inputs["targets"] = self._targets(labels)
-        elif labels.ndim == 1:
-            inputs["labels"] = labels.astype(jnp.int32)
-        else:  # Soft (mixup/cutmix) targets count as their strongest class.
-            inputs["labels"] = jnp.argmax(labels, axis=-1).astype(jnp.int32)
+        else:
+            if labels.ndim == 1:
+                inputs["labels"] = labels.astype(jnp.int32)
+            else:  # Soft (mixup/cutmix) targets count as their strongest class.
+                inputs["labels"] = jnp.argmax(labels, axis=-1).astype(jnp.int32)
+            probabilities = jax.nn.softmax(logits, axis=-1)
+            inputs["predicted"] = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+            inputs["probability"] = jnp.max(probabilities, axis=-1)
         return inputs
 
     def _counts(self, computed: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -386,9 +395,22 @@ class Classification(Task):
             rows.append(row)
         return rows
 
+    @staticmethod
+    def _mistakes(computed: dict, class_names: Sequence[str]) -> list[dict]:
+        """The misclassified examples, most confident first: {"index" (the record's index in the
+        split), "label", "predicted", "probability" (of the predicted class)}."""
+        collected = computed["predictions"]
+        valid = np.asarray(collected["mask"], bool)
+        index = np.flatnonzero(valid & (collected["labels"] != collected["predicted"]))
+        index = index[np.argsort(-collected["probability"][index], kind="stable")]
+        return [{"index": int(i), "label": class_names[collected["labels"][i]],
+                 "predicted": class_names[collected["predicted"][i]],
+                 "probability": float(collected["probability"][i])} for i in index]
+
     def report(self, computed: dict, outdir: str | os.PathLike, split: str) -> dict:
         """Writes per_class.csv, per_class.md, report.json and (single-label) confusion_matrix.png
-        under `outdir`; returns the report.json content."""
+        under `outdir`; returns the report.json content, which for single-label classification lists
+        the "mistakes" (`report_sections` shows them)."""
         rows = self.per_class_rows(computed)
         summary = self.summarize(computed)
         result = {
@@ -402,11 +424,35 @@ class Classification(Task):
         if not self.config.multilabel:
             matrix = np.asarray(computed["confusion_matrix"])
             result["confusion_matrix"] = matrix.tolist()
+            result["mistakes"] = self._mistakes(computed, self.class_names)
             Path(outdir).mkdir(parents=True, exist_ok=True)
             plot_confusion_matrix(matrix, self.class_names, Path(outdir) / "confusion_matrix.png",
                                   title=f"Confusion matrix ({split})")
         write_evaluation_report(outdir, split, summary, rows, result)
         return result
+
+    def report_sections(self, report: dict) -> list[dict]:
+        """The gallery of the split's mistakes, most confident first, then the most-confused class
+        pairs (up to `CONFUSED_PAIRS`) with up to `PAIR_EXAMPLES` of their images each (single-label)."""
+        if "mistakes" not in report:
+            return []
+        mistakes = report["mistakes"]
+
+        def entry(m):
+            return {"index": m["index"],
+                    "caption": f"true: {m['label']}\npredicted: {m['predicted']} ({m['probability']:.1%})"}
+
+        sections = [{"title": f"Mistakes ({len(mistakes)})",
+                     "text": "The images the model gets wrong, most confident first.",
+                     "gallery": [entry(m) for m in mistakes]}]
+        pairs: dict[tuple[str, str], list[dict]] = {}
+        for m in mistakes:
+            pairs.setdefault((m["label"], m["predicted"]), []).append(m)
+        ranked = sorted(pairs.items(), key=lambda item: -len(item[1]))[:CONFUSED_PAIRS]
+        for (true, predicted), examples in ranked:
+            sections.append({"title": f"Confused: {true} taken for {predicted} ({len(examples)})",
+                             "gallery": [entry(m) for m in examples[:PAIR_EXAMPLES]]})
+        return sections
 
     def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
         """The `top_k` most probable classes per image: {"indices": int [B, k], "probabilities": [B, k]}

@@ -1,5 +1,6 @@
 """Tests of the classification plugin: losses against numpy/optax references and clu metrics against
 scikit-learn, with padded rows, batch merging, multi-label mode, the report files and predictions."""
+import functools
 import json
 import sys
 import types
@@ -153,8 +154,8 @@ def test_merged_batches_equal_one_big_batch_and_device_reduce():
     reduced = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *per_device).reduce().compute()
     for computed in (merged, reduced):
         assert computed.keys() == whole.keys()
-        for name in whole:
-            np.testing.assert_allclose(computed[name], whole[name], rtol=1e-6)
+        for name in whole:  # the collected per-example predictions too, in the examples' order
+            jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6), computed[name], whole[name])
 
 
 def test_soft_labels_count_as_their_strongest_class():
@@ -266,6 +267,34 @@ def test_report_writes_tables_json_and_confusion_plot(tmp_path):
     assert "| class_3 " in (tmp_path / "test" / "per_class.md").read_text()
     png = (tmp_path / "test" / "confusion_matrix.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 1000
+
+
+def test_report_lists_the_mistakes_most_confident_first_without_padding(tmp_path):
+    rng = np.random.default_rng(11)
+    task = make_task(num_classes=4)
+    logits = rng.normal(size=(23, 4)).astype(np.float32)
+    labels = rng.integers(0, 4, size=23).astype(np.int32)
+    result = task.report(run_metrics(task, padded_batches(logits, labels, 8, rng)), tmp_path, "test")
+    probabilities = np.exp(log_softmax(logits.astype(np.float64)))
+    wrong = np.flatnonzero(logits.argmax(-1) != labels)
+    expected = sorted(wrong, key=lambda i: -probabilities[i].max())
+    assert [m["index"] for m in result["mistakes"]] == expected and len(expected) > 3
+    for mistake in result["mistakes"]:
+        i = mistake["index"]
+        assert (mistake["label"], mistake["predicted"]) == (f"class_{labels[i]}", f"class_{logits[i].argmax()}")
+        assert mistake["probability"] == pytest.approx(probabilities[i].max(), rel=1e-5)
+    section, *pairs = task.report_sections(result)
+    assert section["title"] == f"Mistakes ({len(expected)})"
+    assert [entry["index"] for entry in section["gallery"]] == expected
+    # The most-confused pairs: the largest off-diagonal cells of the confusion matrix, their images.
+    matrix = np.array(result["confusion_matrix"])
+    np.fill_diagonal(matrix, 0)
+    assert [int(p["title"].rsplit("(", 1)[1][:-1]) for p in pairs] == sorted(matrix.ravel())[::-1][:3]
+    for pair in pairs:
+        true, predicted = pair["title"].removeprefix("Confused: ").split(" (")[0].split(" taken for ")
+        shown = [m for m in result["mistakes"] if (m["label"], m["predicted"]) == (true, predicted)]
+        assert [e["index"] for e in pair["gallery"]] == [m["index"] for m in shown][:6]
+    assert task.report_sections({"metrics": {}}) == []
 
 
 def test_multilabel_report_has_average_precision(tmp_path):

@@ -114,6 +114,12 @@ def test_a_plugin_file_through_train_evaluate_predict_and_export(tmp_path):
     results = json.load(open(run / "results.json"))
     assert abs(report["metrics"]["mae"] - results["metrics"]["test"]["mae"]) < 1e-5
     assert "test mae" in printed and "report (per class, and the task's files) is in run/eval_test" in printed
+    # A plugin without `report_sections` still gets the report page's common parts.
+    page = (run / "report.html").read_text()
+    for part in ("Summary", "Learning curves", '<section id="test">', '<section id="eval_test">',
+                 f"{results['metrics']['test']['mae']:.4f}"):
+        assert part in page, part
+    assert "gallery" not in page.split("</style>")[1]
 
     vitjax_main("--mode", "predict", "--workdir", "run", "--inputs", f"{data}/red,{data}/blue",
                 "--output", "preds", cwd=tmp_path)

@@ -62,6 +62,11 @@ def test_report_files_and_model_card(trained, cli_report):
     assert cli_report["options"]["pgd_steps"] == 3
     assert set(cli_report["corruptions"]) == {"gaussian_noise", "glass_blur", "fog"}
     assert all(set(row) == {"1", "5"} for row in cli_report["corruptions"].values())
+    # The run's report page now carries the robustness section: its headline numbers and both plots.
+    page = open(os.path.join(workdir, "report.html")).read()
+    section = page[page.index('<section id="robustness">'):]
+    assert "Robustness (test, accuracy)" in section and "worst_corruption" in section
+    assert section.count('src="data:image/png;base64,') == 2
 
 
 def test_clean_and_attacked_accuracies(trained, cli_report):

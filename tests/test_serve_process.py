@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from browser_helpers import browser as _browser
 from deploy_helpers import LABELS, free_port, hf_model_folder, native_model_folder, png_bytes, wait_healthy
 
 KEY = "s3cret-key"
@@ -231,33 +232,6 @@ def test_the_key_guards_every_path_but_health_and_the_page(keyed):
 
 
 # ---- issue 23: the page, in a real browser ---------------------------------------------------------
-
-def _browser():
-    """Headless Chromium under selenium, or a skip (a failure under CI) naming what is missing."""
-    missing = [path for path in ("/usr/bin/chromium", "/usr/bin/chromedriver") if not os.path.exists(path)]
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        missing.append("selenium (pip)")
-    if missing:
-        message = (f"the browser test needs {', '.join(missing)}: apt-get install chromium chromium-driver; "
-                   f"pip install -e '.[test]'")
-        if os.environ.get("CI", "").lower() in ("1", "true"):
-            pytest.fail(f"CI must run the browser test: {message}")
-        pytest.skip(message)
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    profile = tempfile.mkdtemp(prefix="vitjax-chromium-")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                 "--window-size=1200,900", f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
-    driver.set_page_load_timeout(60)
-    driver.profile = profile
-    return driver
-
 
 def _upload(driver, url: str, image: Path, key: str | None = None, top_k: int = 3):
     from selenium.webdriver.common.by import By

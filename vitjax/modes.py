@@ -165,7 +165,7 @@ def _model_dir(workdir: str | None, model: str | None) -> str:
 @_user_errors
 def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
     """The model at --model (or the run's export) on one split of the data; reports in
-    <workdir>/eval_<split>/. `config` None: the run's saved config."""
+    <workdir>/eval_<split>/, and refreshes <workdir>/report.html. `config` None: the run's saved config."""
     from vitjax.train import evaluation, setup
     from vitjax.trained import load_trained
     config = saved_config(config, workdir)
@@ -176,8 +176,12 @@ def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
         raise BadKey(f"--split {split!r} is not a split of {dataset.source}; "
                      f"choose one of {sorted(dataset.splits)}.")
     os.makedirs(workdir, exist_ok=True)
-    outdir = Workdir(workdir).evaluation(split)
+    folder = Workdir(workdir)
+    outdir = folder.evaluation(split)
     summary = evaluation.report(run, run.model.placed_params(), run.jit_eval_step(), split, outdir)
+    if jax.process_index() == 0:
+        from vitjax import report_page
+        report_page.write(folder, run.model.task, dataset, config.train.test_split)
     for k, v in sorted(summary.items()):
         print(f"{split} {k:<24} {v:.4f}")
     print(f"the {split} report (per class, and the task's files) is in {outdir}")

@@ -19,6 +19,7 @@ runs any task by calling only the methods below (and every one of them is called
     computed = merged.compute()
     task.summarize(computed), task.warnings(computed)          # logs, early stopping, best checkpoint
     task.report(computed, outdir, split)                       # evaluation report files
+    task.report_sections(report)                               # its sections of report.html
     task.hf_config()                                           # export
     arrays = task.predict(outputs, top_k)                      # predict, serve, ONNX/StableHLO: jit-able
                                                                # (top_k: asked, else task.default_top_k)
@@ -214,6 +215,16 @@ class Task(abc.ABC):
         """Writes the evaluation report files of `split` under `outdir` (`validation/`, `test/`);
         returns a JSON-able summary. `vitjax.report.write_evaluation_report` writes the usual
         per_class.csv/.md and report.json; `vitjax.metrics` has a clu `ConfusionMatrix` and IoU/Dice."""
+
+    def report_sections(self, report: dict) -> list[dict]:
+        """The task's own sections of the run's report page (`<workdir>/report.html`,
+        `vitjax.report_page`) for one evaluated split, from `report`'s result (its report.json). Each
+        section is a dict: "title", optional "text" (a paragraph), "figures" (file names of PNGs
+        `report` wrote beside report.json, shown inlined) and "gallery" (a list of {"index": the
+        record's index in the split, "caption": text}: the page shows each record's image as a
+        thumbnail with its file name and the caption). The default, none: the page then shows the
+        common parts only (summary, curves, metrics, per-class table, confusion matrix)."""
+        return []
 
     # ---- prediction (--mode predict, vitjax.serve, vitjax.deploy): optional, see the docstring ----
     @property

@@ -8,6 +8,7 @@
       data_split.json     the split, audited on resume      model.json   the resolved architecture
       param_groups.txt    the optimizer's parameter groups  metrics.jsonl, tensorboard/   the logs
       checkpoints/        orbax: the best k and the latest   results.json, learning_curves.png
+      report.html         the run on one page (`vitjax.report_page`)
       validation/, <test split>/   the finished run's reports     eval_<split>/   --mode evaluate's
       best/ (Hugging Face), best_vitjax/ (vitjax's format), best_adapter/ (LoRA, PEFT format)
       predictions/, robustness/    the modes after training    trackers.json   tracker run ids
@@ -36,6 +37,7 @@ METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 CHECKPOINTS = "checkpoints"
 RESULTS = "results.json"
+REPORT_HTML = "report.html"
 LEARNING_CURVES = "learning_curves.png"
 BEST, BEST_NATIVE, BEST_ADAPTER = "best", "best_vitjax", "best_adapter"
 PREDICTIONS = "predictions"
@@ -85,6 +87,7 @@ class Workdir:
     tensorboard = property(lambda self: self.file(TENSORBOARD))
     checkpoints = property(lambda self: self.file(CHECKPOINTS))
     results = property(lambda self: self.file(RESULTS))
+    report_html = property(lambda self: self.file(REPORT_HTML))
     learning_curves = property(lambda self: self.file(LEARNING_CURVES))
     best = property(lambda self: self.file(BEST))
     best_native = property(lambda self: self.file(BEST_NATIVE))
@@ -99,6 +102,13 @@ class Workdir:
     def evaluation(self, split: str) -> str:
         """Where `--mode evaluate` writes its report of `split`."""
         return self.file(f"eval_{split}")
+
+    def reports(self, test_split: str | None) -> list[str]:
+        """The report folders present: the finished run's (validation, the test split), then
+        `--mode evaluate`'s."""
+        names = ["validation", *([test_split] if test_split else [])]
+        names += sorted(name for name in self.foreign_entries() if name.startswith("eval_"))
+        return [self.file(name) for name in dict.fromkeys(names) if os.path.isdir(self.file(name))]
 
     def export(self, native: bool) -> str:
         """`best/` (Hugging Face format), or `best_vitjax/` for a task without a transformers class."""
@@ -148,8 +158,8 @@ class Workdir:
     def own_files(self, test_split: str = "test") -> list[str]:
         """The entries of the folder that vitjax wrote (never the marker or the lock)."""
         fixed = {CONFIG, CONFIG_TEXT, SPLIT, MODEL, PARAM_GROUPS, METRICS, TENSORBOARD, CHECKPOINTS,
-                 RESULTS, LEARNING_CURVES, BEST, BEST_NATIVE, BEST_ADAPTER, PREDICTIONS, ROBUSTNESS,
-                 TRACKERS, VALIDATION, *SWEEP_FILES, *([test_split] if test_split else [])}
+                 RESULTS, REPORT_HTML, LEARNING_CURVES, BEST, BEST_NATIVE, BEST_ADAPTER, PREDICTIONS,
+                 ROBUSTNESS, TRACKERS, VALIDATION, *SWEEP_FILES, *([test_split] if test_split else [])}
         return [name for name in self.foreign_entries()
                 if name != MARKER and (name in fixed or _OWN_PATTERNS.fullmatch(name))]
 

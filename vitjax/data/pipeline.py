@@ -222,16 +222,20 @@ def train_examples(split, preprocessing, data_cfg, record_transforms: RecordTran
 
 @dataclasses.dataclass(frozen=True)
 class _TaskEvalRecord(grain.transforms.Map):
-    """Position j of this shard -> a task's eval example of record shard_index + j * shard_count, or
-    its padding example."""
+    """Position j of this shard -> a task's eval example, or its padding example. Each global batch
+    holds consecutive records, process 0's rows first: the rows of the global batches, in order,
+    are the split's records in order (a task collecting per-example outputs finds record i at
+    row i)."""
 
     source: Any
     shard_index: int
     shard_count: int
+    batch_size: int
     transforms: RecordTransforms
 
     def map(self, j) -> dict:
-        index = self.shard_index + int(j) * self.shard_count
+        batch, row = divmod(int(j), self.batch_size)
+        index = (batch * self.shard_count + self.shard_index) * self.batch_size + row
         if index >= len(self.source):
             return {**self.transforms.padding, "valid": np.bool_(False)}
         return {**self.transforms.eval(self.source[index]), "valid": np.bool_(True)}
@@ -265,7 +269,8 @@ def eval_batches(split, preprocessing, *, batch_size: int, shard_index: int = 0,
     """Evaluation batches of `split`; padding rows have valid=False.
 
     Every process yields ceil(ceil(N / shard_count) / batch_size) batches, so hosts stay in step and
-    each of the N records is valid in exactly one row across all shards. `data_cfg` (optional) supplies
+    each of the N records is valid in exactly one row across all shards; the global batches (process
+    0's rows first) hold the records in the split's order. `data_cfg` (optional) supplies
     read_threads/prefetch and the decode cache (None: `vitjax.data.config.default_config()`'s). Evaluation decodes in
     threads of this process (PIL releases the GIL), not worker processes, which would be started
     anew on every pass. Rows are `record_transforms.eval(record)` (by default
@@ -281,7 +286,7 @@ def eval_batches(split, preprocessing, *, batch_size: int, shard_index: int = 0,
     num_batches = math.ceil(math.ceil(n / shard_count) / batch_size)
     source = eval_source(split, preprocessing, data_cfg, record_transforms)
     ds = grain.MapDataset.range(num_batches * batch_size).map(
-        _TaskEvalRecord(source, shard_index, shard_count, record_transforms)).batch(batch_size)
+        _TaskEvalRecord(source, shard_index, shard_count, batch_size, record_transforms)).batch(batch_size)
     return EvalBatches(parallel_reader(ds, data_cfg, workers=0), num_batches, n)
 
 

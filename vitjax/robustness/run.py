@@ -17,10 +17,10 @@ import time
 import jax
 import numpy as np
 
-from vitjax import parallel
+from vitjax import parallel, report_page
 from vitjax.errors import BadKey, BadValue
 from vitjax.robustness import attacks, calibration, corruptions, inputs, report
-from vitjax.workdir import ROBUSTNESS
+from vitjax.workdir import ROBUSTNESS, Workdir
 
 log = logging.getLogger(__name__)
 OUTDIR = ROBUSTNESS
@@ -181,5 +181,6 @@ def robustness_report(config, workdir: str, split: str, options, model_dir: str)
         report.write(result, os.path.join(workdir, OUTDIR))
         if os.path.isfile(os.path.join(model_dir, "README.md")):
             report.add_to_model_card(result, model_dir)
+        report_page.write(Workdir(workdir), run.model.task, run.data.dataset, config.train.test_split)
         print(report.markdown(result))
     return result

@@ -20,7 +20,7 @@ from vitjax import config as config_lib
 from vitjax import parallel
 from vitjax.checkpoints.families import export_pretrained
 from vitjax.checkpoints.native import export_native
-from vitjax import report
+from vitjax import report, report_page
 from vitjax.files import read_json, write_text
 from vitjax.workdir import Workdir
 from vitjax.lora import run as lora_run
@@ -42,8 +42,8 @@ def reports(run, params, eval_step) -> dict:
 
 
 def finish(run, params, metrics: dict, loop, best_step: int) -> dict:
-    """Writes results.json and the learning curves, exports the best weights `params` (`best/`);
-    returns the results. `loop`: the loop's state (`loop.LoopState`)."""
+    """Writes results.json, the learning curves and the report page (report.html), exports the
+    best weights `params` (`best/`); returns the results. `loop`: the loop's state (`loop.LoopState`)."""
     cfg, training, dataset = run.config.train, run.training, run.data.dataset
     history = loop.history
     train_steps = training.total_steps if not history else history[-1]["step"]
@@ -70,6 +70,7 @@ def finish(run, params, metrics: dict, loop, best_step: int) -> dict:
             # The loss and the tracked metric (the task's best metric unless the config names another).
             curves = dict.fromkeys(("loss", cfg.best_metric, run.model.task.best_metric[0]))
             report.plot_learning_curves(history, run.workdir.learning_curves, metrics=tuple(curves))
+        report_page.write(run.workdir, run.model.task, dataset, cfg.test_split)
         if cfg.export:
             export(run, dataset, host_params, export_dir(run), metrics)
     for split, values in metrics.items():
