@@ -4,8 +4,8 @@
 
 1,797 real 8x8 scans of handwritten digits ship with scikit-learn; they are split 80/10/10
 (seeded, stratified), upscaled to 32x32 and fed to a 4-block ViT with 4x4 patches. Expected:
-test accuracy >= 0.95 in a few minutes on 2 CPU cores (measured: 0.983 in 1 min 40 s, best of
-two on a shared 2-core box; bench/digits_vs_trainer.py runs it beside HF Trainer).
+test accuracy >= 0.95 in a few minutes on 2 CPU cores (measured: 0.983 in 79-83 s on an idle 2-core
+box, whole process; bench/digits_vs_trainer.py runs it beside HF Trainer).
 """
 
 from vitjax.config import base_config
