@@ -34,9 +34,9 @@ from vitjax.errors import BadKey, BadValue
 from vitjax.models.heads import ClassificationHead
 from vitjax.models.model import Model
 from vitjax.models.vit import ViT, ViTSpec
+from vitjax.workdir import Workdir
 
 PREDICTIONS_FILE = "predictions.json"
-EXPORT_DIRS = ("best", "best_vitjax")  # where a finished run exports: its family's format, else vitjax's
 INPUT_NAME = "images"  # the serving function's input in every artifact: uint8 [batch, H, W, 3]
 
 
@@ -198,8 +198,8 @@ def unique_stems(paths: Sequence[str]) -> list[str]:
 def find_model(path: str | os.PathLike) -> str:
     """The export of the run in `path` (`best/`, else `best_vitjax/`) when it holds one, else `path`
     itself (a model folder, or `read_model_folder` names what is missing)."""
-    path = os.fspath(path)
-    return next((p for p in (os.path.join(path, name) for name in EXPORT_DIRS) if os.path.isdir(p)), path)
+    path, run = os.fspath(path), Workdir(path)
+    return next((p for p in (run.best, run.best_native) if os.path.isdir(p)), path)
 
 
 def load_trained(directory: str | os.PathLike,
