@@ -78,25 +78,34 @@ def absolute(p: str | os.PathLike) -> str:
 
 
 def filesystem(p: str | os.PathLike):
-    """(fsspec filesystem, the path in its terms) of a URL: what epath uses under it, for what epath
-    has no call for (conditional create, recursive transfers)."""
+    """(fsspec filesystem, the path in its terms) of a URL: the filesystem epath uses under it (s3fs,
+    gcsfs), without a listings cache, so that what another process or client wrote is seen at once."""
     import fsspec.core
 
-    return fsspec.core.url_to_fs(normalize(p))
+    return fsspec.core.url_to_fs(normalize(p), use_listings_cache=False)
 
 
 # ---- queries ----------------------------------------------------------------------------------------
 def exists(p: str | os.PathLike) -> bool:
-    return path(p).exists() if is_remote(p) else os.path.exists(p)
+    if not is_remote(p):
+        return os.path.exists(p)
+    fs, key = filesystem(p)
+    return fs.exists(key)
 
 
 def isfile(p: str | os.PathLike) -> bool:
-    return path(p).is_file() if is_remote(p) else os.path.isfile(p)
+    if not is_remote(p):
+        return os.path.isfile(p)
+    fs, key = filesystem(p)
+    return fs.isfile(key)
 
 
 def isdir(p: str | os.PathLike) -> bool:
     """A local folder, or a prefix on object storage with at least one key under it."""
-    return path(p).is_dir() if is_remote(p) else os.path.isdir(p)
+    if not is_remote(p):
+        return os.path.isdir(p)
+    fs, key = filesystem(p)
+    return fs.isdir(key)
 
 
 def listdir(p: str | os.PathLike) -> list[str]:
@@ -106,7 +115,7 @@ def listdir(p: str | os.PathLike) -> list[str]:
         return sorted(os.listdir(p))
     fs, key = filesystem(p)
     try:
-        entries = fs.ls(key, detail=False, refresh=True)
+        entries = fs.ls(key, detail=False)
     except FileNotFoundError:
         return []
     return sorted({posixpath.basename(e.rstrip("/")) for e in entries} - {""})
@@ -131,7 +140,7 @@ def walk_files(p: str | os.PathLike) -> list[str]:
     fs, key = filesystem(p)
     key = key.rstrip("/")
     try:
-        found = fs.find(key, refresh=True)
+        found = fs.find(key)
     except FileNotFoundError:
         return []
     return sorted(f[len(key) + 1:] for f in found if f.startswith(key + "/"))
@@ -140,7 +149,8 @@ def walk_files(p: str | os.PathLike) -> list[str]:
 # ---- whole files -------------------------------------------------------------------------------------
 def read_bytes(p: str | os.PathLike) -> bytes:
     if is_remote(p):
-        return path(p).read_bytes()
+        fs, key = filesystem(p)
+        return fs.cat_file(key)
     with open(p, "rb") as f:
         return f.read()
 
@@ -153,7 +163,8 @@ def write_bytes(p: str | os.PathLike, data: bytes) -> None:
     """`data` into `p`, whole or not at all: locally written beside it and renamed over it, on object
     storage one PUT (atomic there)."""
     if is_remote(p):
-        path(p).write_bytes(data)
+        fs, key = filesystem(p)
+        fs.pipe_file(key, data)
         return
     partial = f"{os.fspath(p)}.tmp"
     try:
@@ -188,11 +199,6 @@ def create_exclusive(p: str | os.PathLike, data: bytes) -> bool:
     except FileExistsError:
         return False
     return True
-
-
-def open_file(p: str | os.PathLike, mode: str = "r", **kwargs):
-    """A file object of `p` (reading; on object storage, writing streams one object on close)."""
-    return path(p).open(mode, **kwargs) if is_remote(p) else open(p, mode, **kwargs)
 
 
 # ---- folders -----------------------------------------------------------------------------------------
