@@ -92,8 +92,8 @@ def export(run, dataset, params, directory: str, metrics: dict | None = None) ->
     the weights, and written alone in PEFT's format to `<directory>_adapter`. `run`: a training run
     or an export (`vitjax.train.setup`); `dataset`: its source and class names."""
     model = run.model
-    params = lora_run.export_adapter(run, params, directory)
     form = export_format(model.task, model.spec, model.module.head)
+    params = lora_run.export_adapter(run, params, directory, form.pooling)
     if form.pooling is None:
         path = export_native(directory, model.spec, params, model.preprocessing, model.task.name,
                              config_lib.to_dict(run.config)["task"], dataset.class_names,
