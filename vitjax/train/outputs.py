@@ -106,8 +106,7 @@ def export(run, dataset, params, directory: str, metrics: dict | None = None) ->
         return path
     hf = model.task.hf_config()
     id2label = {int(k): v for k, v in hf["id2label"].items()}
-    fields = {k: v for k, v in hf.items() if k != "pooling"}  # the head's, not a config.json field
-    path = export_pretrained(directory, model.spec, params, id2label, model.preprocessing, form.pooling, fields)
+    path = export_pretrained(directory, model.spec, params, id2label, model.preprocessing, form.pooling, hf)
     report.write_model_card(path, {
         "base_checkpoint": model.base if model.base != "scratch" else None,
         "dataset": dataset.source,
