@@ -102,8 +102,8 @@ def export(run, dataset, params, directory: str, metrics: dict | None = None) ->
 
 def _export(run, dataset, params, directory: str, metrics: dict | None) -> str:
     model = run.model
-    params = lora_run.export_adapter(run, params, directory)
     form = export_format(model.task, model.spec, model.module.head)
+    params = lora_run.export_adapter(run, params, directory, form.pooling)
     if form.pooling is None:
         path = export_native(directory, model.spec, params, model.preprocessing, model.task.name,
                              config_lib.to_dict(run.config)["task"], dataset.class_names,
@@ -116,8 +116,7 @@ def _export(run, dataset, params, directory: str, metrics: dict | None) -> str:
         return path
     hf = model.task.hf_config()
     id2label = {int(k): v for k, v in hf["id2label"].items()}
-    fields = {k: v for k, v in hf.items() if k != "pooling"}  # the head's, not a config.json field
-    path = export_pretrained(directory, model.spec, params, id2label, model.preprocessing, form.pooling, fields)
+    path = export_pretrained(directory, model.spec, params, id2label, model.preprocessing, form.pooling, hf)
     report.write_model_card(path, {
         "base_checkpoint": model.base if model.base != "scratch" else None,
         "dataset": dataset.source,
