@@ -157,7 +157,12 @@ def test_a_run_on_s3_killed_preempted_and_resumed_equals_the_run_on_local_disk(s
             ".vitjax-workdir", "best/model.safetensors"} <= _layout(workdir)
     assert not os.path.exists(tmp_path / "s3:")
 
-    # the modes after training, reading the bucket: the local run's answers
+    # the modes after training, reading the bucket: the local run's answers; export writes nothing there
+    listing = storage.walk_files(workdir)
+    from safetensors.numpy import load_file
+    exported = load_file(os.path.join(modes.export(None, workdir, str(tmp_path / "exported")), "model.safetensors"))
+    assert storage.walk_files(workdir) == listing
+    assert all((exported[k] == v).all() for k, v in load_file(os.path.join(local, "best", "model.safetensors")).items())
     images = [str(tmp_path / "data" / "red")]
     predicted = [modes.predict(None, wd, None, images, None, str(tmp_path / f"pred_{i}")) for i, wd in
                  enumerate((local, workdir))]
