@@ -1,11 +1,12 @@
 """One path layer for local folders and object storage (`gs://`, `s3://`): every file vitjax reads or
 writes under a workdir, a model folder or a data folder goes through these functions.
 
-Paths stay strings: a local path works exactly as before (`os`, atomic rename-over writes), a URL
-`scheme://bucket/key` goes through etils `epath` (orbax's own path type) and, under it, the fsspec
-filesystem of its scheme (s3fs, gcsfs: the `cloud` extra). Credentials come the usual way: for S3 the
-AWS environment (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, `~/.aws`), for GCS Application Default
-Credentials.
+Paths stay strings: a local path works exactly as before (`os`, atomic rename-over writes); a URL
+`scheme://bucket/key` is an etils `epath.Path` where a library takes one (`path`: orbax's own path
+type), and is read and written through the fsspec filesystem epath uses under it (s3fs, gcsfs: the
+`cloud` extra), opened without a listings cache so that what another process wrote is seen at once.
+Credentials come the usual way: for S3 the AWS environment (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`,
+`~/.aws`), for GCS Application Default Credentials.
 
 Object storage has no folders (a "folder" is the prefix of its keys, there when a key under it is), no
 rename (a copy and a delete), no append, and no lock; a whole-object PUT is atomic (readers see the old
