@@ -6,9 +6,10 @@ a free port become the coordinator, handed to the others through Ray) and runs `
 run `python -m vitjax.main` makes, in the same workdir, which every worker must see. Every record
 vitjax logs (train summaries, validations) is reported to Ray (`ray.train.report`), and the run's
 `summary` last, with results.json as Ray's checkpoint of the run (Ray's `Result.metrics` and
-`Result.checkpoint`; the model's checkpoints stay vitjax's own, in the workdir). When a worker dies, Ray stops the others and starts the group again (up to
-`max_failures` times); the new group resumes from the newest checkpoint in the workdir, as the same
-command run again does (the dead run's workdir lock is taken over: the kernel released it).
+`Result.checkpoint`; the model's checkpoints stay vitjax's own, in the workdir). When a worker dies,
+Ray stops the others and starts the group again (up to `max_failures` times); the new group resumes
+from the newest checkpoint in the workdir, as the same command run again does (the dead run's workdir
+lock is taken over: the kernel released it with its process).
 
 Ray is not a dependency of vitjax: install `ray[train]` to use this module.
 """
