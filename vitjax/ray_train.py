@@ -16,14 +16,14 @@ Ray is not a dependency of vitjax: install `ray[train]` to use this module.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import shutil
 import socket
 import tempfile
 
 from vitjax import modes
-from vitjax.workdir import Workdir
+from vitjax.workdir import RESULTS
 
 
 class _RayReport:
@@ -75,7 +75,8 @@ def _worker(loop_config: dict) -> None:
     results = modes.train(config, workdir, sinks=[_RayReport()])
     with tempfile.TemporaryDirectory() as folder:  # the results, handed back as Ray's checkpoint
         if rank == 0:
-            shutil.copy(Workdir(workdir).results, folder)
+            with open(os.path.join(folder, RESULTS), "w", encoding="utf-8") as f:
+                json.dump(results, f, indent=2)
         ray.train.report(summary(results),
                          checkpoint=ray.train.Checkpoint.from_directory(folder) if rank == 0 else None)
 
@@ -92,12 +93,13 @@ def fit(config, workdir: str, *, num_workers: int, cpus_per_worker: float = 1, g
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.v2.jax import JaxTrainer
 
-    workdir = os.path.abspath(workdir)  # the workers' working directory is Ray's
+    if "://" not in workdir:  # a local path (on shared storage): the workers' working directory is Ray's
+        workdir = os.path.abspath(workdir)
     resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
     trainer = JaxTrainer(
         _worker, train_loop_config={"config": config, "workdir": workdir},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=gpus_per_worker > 0,
                                      resources_per_worker=resources),
-        run_config=RunConfig(name=f"vitjax-{os.path.basename(workdir)}", storage_path=storage_path,
+        run_config=RunConfig(name=f"vitjax-{os.path.basename(workdir.rstrip('/'))}", storage_path=storage_path,
                              failure_config=FailureConfig(max_failures=max_failures)))
     return trainer.fit()
