@@ -19,13 +19,14 @@ import sys
 
 import pytest
 
-from doc_blocks import REPO, code_blocks
+from doc_blocks import code_blocks
 from scale_helpers import ROOT, assert_same_run, one_device_run, records, results
 
 if os.environ.get("CI") != "true":
     pytest.importorskip("ray", reason="ray is not installed (not in the test extra): pip install 'ray[train]>=2.40'")
 
 pytestmark = pytest.mark.slow
+
 
 def _documented_command() -> list[str]:
     """docs/scale-out.md's Ray Train command, as words."""
@@ -47,11 +48,12 @@ def runs(tmp_path_factory):
 
 
 def _launch(config: str, workdir: str, kill: dict | None = None) -> tuple[dict, str]:
-    """Runs the documented command with the test's config and workdir; returns (the metrics Ray
-    holds, the output)."""
+    """Runs the documented command with the test's config and workdir (Ray's records beside it);
+    returns (the metrics Ray holds, the output)."""
     words = _documented_command()
     words[words.index("--config") + 1] = config
     words[words.index("--workdir") + 1] = workdir
+    words += ["--storage_path", workdir + "_ray"]
     runtime_env = {"worker_process_setup_hook": "scale_helpers.ray_worker_setup",
                    "env_vars": {"PYTHONPATH": f"{ROOT}{os.pathsep}{os.path.join(ROOT, 'tests')}",
                                 "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1",
