@@ -168,14 +168,17 @@ def assert_same_run(workdir: str, reference: str) -> None:
 
 
 def ray_worker_setup() -> None:
-    """Ray's `worker_process_setup_hook` in the Ray Train tests: the precision of the other runs and,
-    with `VITJAX_TEST_KILL={"rank": R, "checkpoints": FOLDER, "marker": FILE}`, a crash: the worker of
+    """Ray's `worker_process_setup_hook` in the Ray Train tests: the precision of the other runs; with
+    `VITJAX_TEST_REPORTS=FILE`, every `ray.train.report` of rank 0 (its metrics) appended to FILE as a
+    JSON line; with `VITJAX_TEST_KILL={"rank": R, "checkpoints": FOLDER, "marker": FILE}`, a crash: the worker of
     rank R kills itself (SIGKILL) at the first batch that reaches the devices once FOLDER holds a
     committed checkpoint (orbax names it by its step), and only once: the first process to create FILE
     (the restarted group finds it)."""
     import jax
 
     jax.config.update("jax_default_matmul_precision", "highest")
+    if os.environ.get("VITJAX_TEST_REPORTS"):
+        _record_ray_reports(os.environ["VITJAX_TEST_REPORTS"])
     if not os.environ.get("VITJAX_TEST_KILL"):
         return
     kill = json.loads(os.environ["VITJAX_TEST_KILL"])
@@ -194,3 +197,17 @@ def ray_worker_setup() -> None:
         return real(local, mesh)
 
     parallel.global_batch = crashing  # for the life of the process
+
+
+def _record_ray_reports(path: str) -> None:
+    import ray.train
+
+    real = ray.train.report
+
+    def recording(metrics, *args, **kwargs):
+        if ray.train.get_context().get_world_rank() == 0:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(metrics) + "\n")
+        return real(metrics, *args, **kwargs)
+
+    ray.train.report = recording

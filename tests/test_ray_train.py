@@ -1,5 +1,6 @@
 """Ray Train (launch/ray_train.py, vitjax.ray_train) on a local Ray cluster of 2 CPUs, with 2 workers: the
-run equals the one-device run within the scale-out tests' tolerances, Ray holds its results, and a
+run equals the one-device run within the scale-out tests' tolerances, every logged record is reported to
+Ray and Ray holds the results, and a
 worker killed mid-run is restarted by Ray and the run resumes from its last checkpoint to the same end.
 
 Slow, and ray is not in the test extra: CI installs it and runs this file in a step of its own
@@ -47,9 +48,10 @@ def runs(tmp_path_factory):
     return root, str(config), reference
 
 
-def _launch(config: str, workdir: str, kill: dict | None = None) -> tuple[dict, str]:
+def _launch(config: str, workdir: str, **hooks) -> tuple[dict, str]:
     """Runs the documented command with the test's config and workdir (Ray's records beside it);
-    returns (the metrics Ray holds, the output)."""
+    returns (the metrics Ray holds, the output). `hooks`: `ray_worker_setup`'s, as keyword arguments
+    (`kill=...`, `reports=...`)."""
     words = _documented_command()
     words[words.index("--config") + 1] = config
     words[words.index("--workdir") + 1] = workdir
@@ -57,7 +59,8 @@ def _launch(config: str, workdir: str, kill: dict | None = None) -> tuple[dict, 
     runtime_env = {"worker_process_setup_hook": "scale_helpers.ray_worker_setup",
                    "env_vars": {"PYTHONPATH": f"{ROOT}{os.pathsep}{os.path.join(ROOT, 'tests')}",
                                 "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1",
-                                **({"VITJAX_TEST_KILL": json.dumps(kill)} if kill else {})}}
+                                **{f"VITJAX_TEST_{name.upper()}": value if isinstance(value, str) else json.dumps(value)
+                                   for name, value in hooks.items()}}}
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", RAY_DEDUP_LOGS="0",
                RAY_JOB_CONFIG_JSON_ENV_VAR=json.dumps({"runtime_env": runtime_env}))
     done = subprocess.run([sys.executable, *words[1:]], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -78,12 +81,20 @@ def _assert_ray_holds_the_results(metrics: dict, workdir: str) -> None:
 
 def test_two_workers_equal_one_device(runs):
     root, config, reference = runs
-    workdir = str(root / "two_workers")
-    metrics, _ = _launch(config, workdir)
+    workdir, reports = str(root / "two_workers"), str(root / "reports.jsonl")
+    metrics, _ = _launch(config, workdir, reports=reports)
     assert results(workdir)["devices"] == 2
     assert_same_run(workdir, reference)
     assert records(workdir) == records(reference)  # written once, by process 0
     _assert_ray_holds_the_results(metrics, workdir)
+    # Every record vitjax logged went to Ray as it was logged, the run's summary last.
+    with open(reports, encoding="utf-8") as f:
+        reported = [json.loads(line) for line in f]
+    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+        logged = [json.loads(line) for line in f]
+    assert reported[:-1] == [{"step": r["step"], **{f"{r['split']}/{k}": v for k, v in r.items()
+                                                   if k not in ("step", "split", "time")}} for r in logged]
+    assert reported[-1] == metrics
 
 
 def test_a_killed_worker_is_restarted_and_the_run_resumes_to_the_same_end(runs):
