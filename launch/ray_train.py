@@ -12,6 +12,7 @@ reported to Ray. See vitjax/ray_train.py and docs/scale-out.md.
 from __future__ import annotations
 
 import json
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -29,11 +30,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv) -> None:
     del argv
-    from vitjax import ray_train
+    from vitjax import modes, ray_train
 
-    result = ray_train.fit(_CONFIG.value, _WORKDIR.value, num_workers=_WORKERS.value,
-                           cpus_per_worker=_CPUS.value, gpus_per_worker=_GPUS.value,
-                           max_failures=_FAILURES.value, storage_path=_STORAGE.value)
+    try:
+        result = ray_train.fit(_CONFIG.value, _WORKDIR.value, num_workers=_WORKERS.value,
+                               cpus_per_worker=_CPUS.value, gpus_per_worker=_GPUS.value,
+                               max_failures=_FAILURES.value, storage_path=_STORAGE.value)
+    except modes.UserError as e:  # the config's checks, on the driver
+        sys.exit(f"vitjax: {e}")
     print(f"Ray Train's record of the run: {result.checkpoint.path}")
     print(json.dumps(result.metrics, sort_keys=True))  # the steps, the best step, each split's metrics
 

@@ -29,11 +29,14 @@ if os.environ.get("CI") != "true":
 pytestmark = pytest.mark.slow
 
 
-def _documented_command() -> list[str]:
-    """docs/scale-out.md's Ray Train command, as words."""
+def _command(config: str, workdir: str) -> list[str]:
+    """docs/scale-out.md's Ray Train command with the test's config and workdir, to run here."""
     (command,) = [c for b in code_blocks("docs/scale-out.md", "bash") for c in b.commands
                   if c.startswith("python launch/ray_train.py")]
-    return shlex.split(command)
+    words = shlex.split(command)
+    words[words.index("--config") + 1] = config
+    words[words.index("--workdir") + 1] = workdir
+    return [sys.executable, *words[1:]]
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +55,7 @@ def _launch(config: str, workdir: str, **hooks) -> tuple[dict, str]:
     """Runs the documented command with the test's config and workdir (Ray's records beside it);
     returns (the metrics Ray holds, the output). `hooks`: `ray_worker_setup`'s, as keyword arguments
     (`kill=...`, `reports=...`)."""
-    words = _documented_command()
-    words[words.index("--config") + 1] = config
-    words[words.index("--workdir") + 1] = workdir
-    words += ["--storage_path", workdir + "_ray"]
+    command = [*_command(config, workdir), "--storage_path", workdir + "_ray"]
     runtime_env = {"worker_process_setup_hook": "scale_helpers.ray_worker_setup",
                    "env_vars": {"PYTHONPATH": f"{ROOT}{os.pathsep}{os.path.join(ROOT, 'tests')}",
                                 "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1",
@@ -63,7 +63,7 @@ def _launch(config: str, workdir: str, **hooks) -> tuple[dict, str]:
                                    for name, value in hooks.items()}}}
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", RAY_DEDUP_LOGS="0",
                RAY_JOB_CONFIG_JSON_ENV_VAR=json.dumps({"runtime_env": runtime_env}))
-    done = subprocess.run([sys.executable, *words[1:]], cwd=ROOT, env=env, capture_output=True, text=True,
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-6000:]
@@ -113,3 +113,13 @@ def test_a_killed_worker_is_restarted_and_the_run_resumes_to_the_same_end(runs):
     assert_same_run(workdir, reference)
     assert records(workdir) == records(reference)
     _assert_ray_holds_the_results(metrics, workdir)
+
+
+def test_a_bad_config_is_refused_before_any_worker_starts(runs):
+    root, config, _ = runs
+    command = [*_command(config, str(root / "refused")), "--config.train.batch_size=0"]
+    done = subprocess.run(command, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == "vitjax: config.train.batch_size must be a positive integer, got 0."
+    assert not os.path.exists(root / "refused")

@@ -22,6 +22,7 @@ import os
 import socket
 import tempfile
 
+from vitjax import config as config_lib
 from vitjax import modes
 from vitjax.workdir import RESULTS
 
@@ -89,7 +90,9 @@ def fit(config, workdir: str, *, num_workers: int, cpus_per_worker: float = 1, g
 
     `workdir` must be a path every worker sees (NFS, a shared volume); `storage_path` is where Ray
     keeps its own records of the run (default: Ray's, ~/ray_results). A run whose group failed
-    more than `max_failures` times raises Ray's `TrainingFailedError`."""
+    more than `max_failures` times raises Ray's `TrainingFailedError`. A config that fails vitjax's
+    checks raises here, before any worker starts (a worker would fail each restart alike)."""
+    config_lib.validate(config)
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.v2.jax import JaxTrainer
 
