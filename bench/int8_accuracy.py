@@ -12,9 +12,9 @@ ratios are float32's time over each row's, measured in the same run). The QAT ru
 (its fake-quantized model in JAX, results.json) is the last row.
 
 `--vit_s DIR` first builds a ViT-S/16 (hidden 384, 12 layers, 6 heads, 224 px) with random weights as a
-transformers `save_pretrained` folder (no network), writes 400 training and 200 test digit scans as an
+Hugging Face `save_pretrained` folder (no network), writes 400 training and 200 test digit scans as an
 image folder, then trains two runs: float (the last block and the head over the feature cache of the
-frozen first 11 blocks, 8 epochs) and QAT (from the float run's best, the same trainable part,
+frozen first 11 blocks, 10 epochs) and QAT (from the float run's best, the same trainable part,
 `config.quant.enabled`, 1 epoch), and prints their table. `--vit_b16` adds the sizes of a ViT-B/16
 (224 px, random weights: no accuracy) exported float32 and dynamic int8.
 """
@@ -86,8 +86,8 @@ def vit_s_runs(root: str) -> tuple[str, str]:
     config.data.source, config.data.workers, config.data.cache = f"folder:{data}", 0, "ram"
     config.data.augment.crop_scale, config.data.augment.crop_ratio, config.data.augment.hflip = (1.0, 1.0), (1.0, 1.0), 0.0
     config.optim.freeze, config.optim.last_n_blocks = "last_n_blocks", 1
-    config.optim.lr, config.optim.warmup = 1e-3, "1 epochs"
-    config.train.batch_size, config.train.epochs, config.train.eval_every = 32, 8, "4 epochs"
+    config.optim.lr, config.optim.warmup = 2e-3, "1 epochs"
+    config.train.batch_size, config.train.epochs, config.train.eval_every = 32, 10, "5 epochs"
     config.train.feature_cache, config.train.progress = "on", False
     float_run, qat_run = os.path.join(root, "float"), os.path.join(root, "qat")
     modes.train(config, float_run)
@@ -115,18 +115,14 @@ def digit_folder(root: str, train_per_class: int = 40, test_per_class: int = 20)
     return root
 
 
-def vit_s_folder(root: str) -> str:
-    """A ViT-S/16 classifier (384 wide, 12 blocks, 6 heads, 224 px) with random weights, saved as a
-    Hugging Face folder."""
-    import torch
-    import transformers
+def vit_s_folder(root: str, size: int = 224) -> str:
+    """A ViT-S/16 classifier of the 10 digits (384 wide, 12 blocks, 6 heads, `size` px) with random
+    weights (vitjax's initialisers), saved as a Hugging Face folder."""
+    from vitjax.api import Classifier
+    from vitjax.models.vit import ViTSpec
 
-    torch.manual_seed(0)
-    config = transformers.ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
-                                    intermediate_size=1536, image_size=224, patch_size=16, num_labels=10)
-    transformers.ViTForImageClassification(config).save_pretrained(root)
-    transformers.ViTImageProcessor(size={"height": 224, "width": 224}).save_pretrained(root)
-    return root
+    spec = ViTSpec(image_size=size, patch_size=16, hidden_size=384, num_layers=12, num_heads=6, mlp_dim=1536)
+    return Classifier.from_scratch(spec, {i: str(i) for i in range(10)}).save_pretrained(root)
 
 
 def vit_b16_sizes(work: str) -> None:
