@@ -148,7 +148,9 @@ def main() -> None:
                         help="static int8 calibration images (default 256; 32 with --vit_s)")
     parser.add_argument("--vit_b16", action="store_true", help="also the sizes of a ViT-B/16 export")
     args = parser.parse_args()
-    if args.workdir and args.qat_workdir:
+    if bool(args.workdir) != bool(args.qat_workdir):
+        parser.error("--workdir (the float run) and --qat_workdir (its QAT fine-tuning) go together")
+    if args.workdir:
         table(args.workdir, args.qat_workdir, args.calibration or 256)
     if args.vit_s:
         table(*vit_s_runs(args.vit_s), args.calibration or 32)
