@@ -10,9 +10,9 @@ import pytest
 
 from train_helpers import tiny_config
 from vitjax import config as config_lib, modes
-from vitjax.errors import UserError
+from vitjax.errors import BadValue, UserError
 from vitjax.serve.backends import open_backend
-from vitjax.train import setup
+from vitjax.train import feature_cache, setup
 from vitjax.trained import load_trained
 
 # The static int8 export may differ from the QAT model's own evaluation by at most 2 points of test
@@ -62,3 +62,11 @@ def test_bad_quant_keys_are_one_line_errors_naming_the_key(key, value, message):
     with pytest.raises(UserError) as err:
         config_lib.validate(config)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_qat_turns_the_feature_cache_off(tmp_path):
+    """The cached frozen part would run unquantized: "on" is an error naming config.quant.enabled."""
+    config = tiny_config("demo:digits")
+    config.optim.freeze, config.train.feature_cache, config.quant.enabled = "head_only", "on", True
+    with pytest.raises(BadValue, match=r"config.quant.enabled=True \(the cached frozen part would run unquantized\)"):
+        feature_cache.cached_run(setup.build_run(config, str(tmp_path / "run")))
