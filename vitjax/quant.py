@@ -7,7 +7,8 @@ fake-quantized to 8 bits (quantized and dequantized in the forward pass, gradien
 through within the range), as the static int8 export quantizes every MatMul, Conv and Gemm of the
 ONNX graph (`vitjax.deploy.quantize.quantize_int8_static`):
 
-  * weights: int8, symmetric, one scale per output channel (absmax), as the export's weights;
+  * weights: int8, symmetric, one scale per output channel (absmax), as the export's weights
+    (qwix's grid spans ±127.5 steps, ONNX Runtime's ±127: scales 0.4% apart);
   * activations: 8-bit, asymmetric (min/max, zero kept exact), one scale per tensor, as the
     export's uint8 activations. In attention's two products, where both operands are activations,
     qwix takes one asymmetric operand only: the softmax probabilities (and one of queries and keys)
