@@ -580,7 +580,7 @@ class Segmentation(Task):
             mask_path = os.path.join(outdir, f"{name}_mask.png")
             overlay_path = os.path.join(outdir, f"{name}_overlay.png")
             Image.fromarray(mask.astype(np.uint8 if self.num_classes <= 256 else np.uint16)).save(mask_path)
-            save_figure(self.overlay_figure([[(name, np.asarray(image), mask)]]), overlay_path)
+            save_figure(self.overlay_figure([[("predicted", np.asarray(image), mask)]]), overlay_path)
             counts = np.bincount(mask.ravel(), minlength=self.num_classes)
             records.append({"mask": mask_path, "overlay": overlay_path,
                             "class_pixels": {self.class_names[c]: int(counts[c]) for c in np.flatnonzero(counts)}})

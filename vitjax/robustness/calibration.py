@@ -83,7 +83,7 @@ def plot_reliability(curves: dict[str, dict], path: str | os.PathLike) -> None:
     drawn through them to 0 would read as a miscalibrated bin), so a sparse test split shows only the
     bins it fills."""
     fig = Figure(figsize=(5, 6.5), layout="tight")
-    ax, counts = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1)})
+    ax, counts = fig.subplots(2, 1, gridspec_kw={"height_ratios": (3, 1)})
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
     width = 1.0 / len(next(iter(curves.values()))["bins"]) / (len(curves) + 1)
     for k, (name, result) in enumerate(curves.items()):
@@ -95,14 +95,15 @@ def plot_reliability(curves: dict[str, dict], path: str | os.PathLike) -> None:
                         xytext=(0, 6 if k % 2 == 0 else -12), ha="center", fontsize=7, color=line.get_color())
         counts.bar([row["lower"] + (k + 0.5) * width for row in filled], [row["count"] for row in filled],
                    width=width, align="edge", color=line.get_color(), label=name)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.08, 1.08)
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability diagram ({len(next(iter(curves.values()))['bins'])} bins; "
-                 f"the numbers: forecasts per bin)")
+    ax.set_title(f"Reliability diagram ({len(next(iter(curves.values()))['bins'])} bins)\n"
+                 f"beside each point: the forecasts in its bin", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
+    counts.set_xlim(-0.02, 1.02)
     counts.set_xlabel("confidence")
     counts.set_ylabel("forecasts")
     counts.grid(alpha=0.3, axis="y")
