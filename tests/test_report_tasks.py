@@ -30,7 +30,7 @@ def multilabel(tmp_path_factory):
     from vitjax.robustness.options import default_options
 
     root = tmp_path_factory.mktemp("report_multilabel")
-    data = csv_folder(str(root / "data"), count=64, size=32)
+    data = csv_folder(str(root / "data"), count=96, size=32)
     config = tiny_config(f"folder:{data}", batch_size=16, epochs=2)
     config.task.multilabel = True
     config.model.spec.image_size, config.model.spec.patch_size = 32, 8
