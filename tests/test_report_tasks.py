@@ -25,12 +25,19 @@ from vitjax import modes
 
 @pytest.fixture(scope="module")
 def multilabel(tmp_path_factory):
-    """A 2-epoch multi-label run at 32 px (ImageNet-C's least), then `--mode robustness` on it (one
+    """A 2-epoch multi-label run at 32 px (ImageNet-C's least) on red/blue halves with a quarter of the
+    blue labels wrong, then `--mode robustness` on it (one
     corruption, two attack budgets, calibration): its heat map and reliability diagram."""
     from vitjax.robustness.options import default_options
 
     root = tmp_path_factory.mktemp("report_multilabel")
     data = csv_folder(str(root / "data"), count=96, size=32)
+    lines = open(os.path.join(data, "labels.csv")).read().splitlines()
+    for i in range(1, len(lines), 4):  # a wrong "blue" on every fourth image: mistakes a model must make
+        name, labels = lines[i].split(",")
+        labels = set(filter(None, labels.split(";"))) ^ {"blue"}
+        lines[i] = f"{name},{';'.join(sorted(labels))}"
+    open(os.path.join(data, "labels.csv"), "w").write("\n".join(lines) + "\n")
     config = tiny_config(f"folder:{data}", batch_size=16, epochs=2)
     config.task.multilabel = True
     config.model.spec.image_size, config.model.spec.patch_size = 32, 8
@@ -198,3 +205,38 @@ def test_the_page_opens_from_disk_with_no_request(task, request, driver, capsys)
     screenshot = full_screenshot(driver, f"report_page_{task}.png")
     with capsys.disabled():
         print(f"\nscreenshot of the {task} report page: {screenshot}")
+
+
+def test_a_gallery_entry_may_carry_an_image_of_its_own(tmp_path):
+    """A plugin's gallery entry with "image" (a PNG its report wrote, e.g. where the model looked)
+    shows it beside the record's thumbnail; the page inlines it."""
+    import base64
+
+    from PIL import Image
+
+    from vitjax import report_page
+    from vitjax.workdir import Workdir
+
+    class Records(list):
+        def ids(self):
+            return [f"img{i}.png" for i in range(len(self))]
+
+        def describe(self, index):
+            return self.ids()[index]
+
+    class Plugin:
+        def report_sections(self, report):
+            return [{"title": "Looked at", "gallery": [{"index": 1, "caption": "why", "image": "map_1.png"}]}]
+
+    class Dataset:
+        splits = {"test": Records([{"image": np.zeros((8, 8, 3), np.uint8)}] * 2)}
+
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "report.json").write_text(json.dumps({"split": "test", "metrics": {"loss": 1.0}}))
+    Image.new("RGB", (5, 3), (200, 0, 0)).save(tmp_path / "test" / "map_1.png")
+    report_page.write(Workdir(tmp_path), Plugin(), Dataset(), "test")
+    text, page = _page(str(tmp_path))
+    encoded = base64.b64encode((tmp_path / "test" / "map_1.png").read_bytes()).decode()
+    figure = text[text.index('<figure data-index="1">'):text.index("</figure>")]
+    assert figure.count("<img") == 2 and f'class="extra" alt="map_1.png" src="data:image/png;base64,{encoded}"' in figure
+    assert page.figures[("test", "Looked at")] == [["img1.png", "\nwhy"]]
