@@ -44,7 +44,6 @@ import numpy as np
 import optax
 from clu import metrics as clu_metrics
 from ml_collections import config_dict
-from PIL import ImageDraw
 
 from vitjax.data import hf, paired, splits as splits_lib
 from vitjax.data.pipeline import RecordTransforms
@@ -493,7 +492,7 @@ class Detection(Task):
     def report(self, computed: dict, outdir: str | os.PathLike, split: str) -> dict:
         """Writes per_class.csv/.md (AP, AP50, AP75 per class), report.json and samples.png (the
         split's first images with their true and predicted boxes, `boxes_figure`) under `outdir`;
-        report.json lists the samples' record indices as "samples"."""
+        report.json gives their number as "samples"."""
         summary = self.summarize(computed)
         ap = self._average_precision(computed)
         found = computed["detections"]
@@ -518,9 +517,9 @@ class Detection(Task):
                                (samples["pred_boxes"][i][kept] * scale, samples["pred_scores"][i][kept],
                                 samples["pred_classes"][i][kept])))
             Path(outdir).mkdir(parents=True, exist_ok=True)
-            save_figure(self.boxes_figure(panels, f"{split}: the first {len(panels)} images"),
+            save_figure(self.boxes_figure(panels, f"{split}: the first {len(panels)} images", inches=3.0),
                         Path(outdir) / "samples.png")
-            result["samples"] = list(range(len(panels)))
+            result["samples"] = len(panels)
         write_evaluation_report(outdir, split, summary, rows, result)
         return result
 
@@ -529,23 +528,27 @@ class Detection(Task):
         boxes; the per-class AP is in the common per-class table."""
         if not report.get("samples"):
             return []
-        return [{"title": f"Samples ({len(report['samples'])})",
+        return [{"title": f"Samples ({report['samples']})",
                  "text": f"The split's first images: true boxes dashed, predicted boxes (score at least "
                          f"{self.config.score_threshold}) solid, each labelled with its class.",
                  "figures": ["samples.png"]}]
 
-    def boxes_figure(self, panels: Sequence[tuple], title: str | None = None):
+    def boxes_figure(self, panels: Sequence[tuple], title: str | None = None, inches: float | None = None):
         """A matplotlib figure of panels (title, RGB image [H, W, 3], truths (boxes [m, 4] xyxy pixels,
         classes [m]) or None, predictions (boxes [n, 4], scores [n], classes [n]) or None), three to a
         row: true boxes dashed, predicted ones solid with their score, each labelled with its class
-        and coloured by it, and one legend naming the classes and the two line styles."""
+        and coloured by it, and one legend naming the classes and the line styles drawn: the one
+        drawing of boxes, for predict's *_boxes.png and the report's samples.png alike. `inches`: a
+        panel's longer side; None: the first image's own pixels (at 100 dpi, at least 300)."""
         from matplotlib.figure import Figure
         from matplotlib.lines import Line2D
         from matplotlib.patches import Patch, Rectangle
 
         columns = min(3, len(panels))
         rows = -(-len(panels) // columns)
-        fig = Figure(figsize=(3 * columns + 0.4, 3 * rows + 1.0), layout="constrained")
+        height, width = np.asarray(panels[0][1]).shape[:2]
+        side = (inches or max(height, width, 300) / 100) / max(height, width)  # inches per pixel
+        fig = Figure(figsize=(columns * width * side + 0.4, rows * height * side + 1.0), layout="constrained")
         axes = fig.subplots(rows, columns, squeeze=False).ravel()
         colours = class_colours(self.num_classes)
         shown: set[int] = set()
@@ -570,8 +573,10 @@ class Detection(Task):
             ax.set_title(name, fontsize=9)
         for ax in axes:
             ax.set_axis_off()
-        handles = [Line2D([], [], color="black", linestyle="--", label="true box"),
-                   Line2D([], [], color="black", linestyle="-", label="predicted box (score)"),
+        styles = [("--", "true box", any(p[2] is not None for p in panels)),
+                  ("-", "predicted box (score)", any(p[3] is not None for p in panels))]
+        handles = [*(Line2D([], [], color="black", linestyle=style, label=label) for style, label, drawn in styles
+                     if drawn),
                    *(Patch(facecolor=colours[c], label=self.class_names[c]) for c in sorted(shown))]
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8)
         if title:
@@ -599,22 +604,17 @@ class Detection(Task):
 
     def prediction_records(self, predictions: dict, images, names, outdir) -> list[dict]:
         """Per image, the detections scoring at least `score_threshold`, best first (label, score, xyxy
-        box in the image's own pixels) and `<name>_boxes.png`, the image with those boxes drawn:
-        {"detections": [{"label", "score", "box"}, ...], "drawn": path}."""
+        box in the image's own pixels) and `<name>_boxes.png`, the image with those boxes drawn and
+        labelled, with a legend (`boxes_figure`): {"detections": [{"label", "score", "box"}, ...],
+        "drawn": path}."""
         records = []
         for i, (image, name) in enumerate(zip(images, names)):
             scale = np.asarray([image.width, image.height, image.width, image.height], np.float64)
             kept = np.flatnonzero(predictions["scores"][i] >= self.config.score_threshold)
-            boxes = [{"label": self.class_names[int(predictions["classes"][i, k])],
-                      "score": float(predictions["scores"][i, k]),
-                      "box": [round(float(v), 2) for v in predictions["boxes"][i, k] * scale]} for k in kept]
-            drawn = image.copy()
-            draw = ImageDraw.Draw(drawn)
-            for box in boxes:
-                draw.rectangle(box["box"], outline=(255, 0, 0))
-                draw.text((box["box"][0] + 1, box["box"][1] + 1), f"{box['label']} {box['score']:.2f}",
-                          fill=(255, 0, 0))
+            found = (predictions["boxes"][i, kept] * scale, predictions["scores"][i, kept], predictions["classes"][i, kept])
+            boxes = [{"label": self.class_names[int(c)], "score": float(score),
+                      "box": [round(float(v), 2) for v in box]} for box, score, c in zip(*found)]
             path = os.path.join(outdir, f"{name}_boxes.png")
-            drawn.save(path)
+            save_figure(self.boxes_figure([("predicted", np.asarray(image), None, found)]), path)
             records.append({"detections": boxes, "drawn": path})
         return records

@@ -481,7 +481,7 @@ class Segmentation(Task):
     def report(self, computed: dict, outdir: str | os.PathLike, split: str) -> dict:
         """Writes per_class.csv/.md (per-class IoU), report.json, confusion_matrix.png (pixels) and
         samples.png (the split's first images: the image, its true and its predicted mask as overlays
-        with a legend), whose record indices report.json lists as "samples"."""
+        with a legend), their number in report.json's "samples"."""
         summary = self.summarize(computed)
         rows = self.per_class_rows(computed)
         matrix = np.asarray(computed["confusion_matrix"])
@@ -494,9 +494,9 @@ class Segmentation(Task):
         if samples:
             panels = [[("image", image, None), ("true", image, truth), ("predicted", image, predicted)]
                       for image, truth, predicted in zip(samples["image"], samples["truth"], samples["predicted"])]
-            save_figure(self.overlay_figure(panels, f"{split}: the first {len(panels)} images"),
+            save_figure(self.overlay_figure(panels, f"{split}: the first {len(panels)} images", inches=2.2),
                         Path(outdir) / "samples.png")
-            result["samples"] = list(range(len(panels)))
+            result["samples"] = len(panels)
         write_evaluation_report(outdir, split, summary, rows, result)
         return result
 
@@ -506,7 +506,7 @@ class Segmentation(Task):
         if not report.get("samples"):
             return []
         untinted = f" ({self.config.background} is left untinted)" if self._background() is not None else ""
-        return [{"title": f"Samples ({len(report['samples'])})",
+        return [{"title": f"Samples ({report['samples']})",
                  "text": f"The split's first images, their true and their predicted masks{untinted}.",
                  "figures": ["samples.png"]}]
 
@@ -526,17 +526,19 @@ class Segmentation(Task):
         out[tinted] = 0.5 * out[tinted] + 0.5 * palette[mask[tinted]]
         return out.round().astype(np.uint8)
 
-    def overlay_figure(self, panels: Sequence[Sequence[tuple[str, Any, Any]]], title: str | None = None):
+    def overlay_figure(self, panels: Sequence[Sequence[tuple[str, Any, Any]]], title: str | None = None,
+                       inches: float | None = None):
         """A matplotlib figure of a grid of panels, each (title, RGB image, mask or None: the image
         alone) drawn with `overlay`, and one legend naming the colour of every class the masks show
         and the untinted background class: the one picture of a mask, for predict's
-        *_overlay.png and the report's samples.png alike."""
+        *_overlay.png and the report's samples.png alike. `inches`: a panel's longer side; None:
+        the image's own pixels (at 100 dpi, at least 300)."""
         from matplotlib.figure import Figure
         from matplotlib.patches import Patch
 
         rows, columns = len(panels), max(len(row) for row in panels)
         height, width = np.asarray(panels[0][0][1]).shape[:2]
-        side = 3.0 / max(height, width)  # inches per pixel: the longer side 3 inches
+        side = (inches or max(height, width, 300) / 100) / max(height, width)  # inches per pixel
         fig = Figure(figsize=(columns * width * side + 0.4, rows * height * side + 0.9), layout="constrained")
         axes = fig.subplots(rows, columns, squeeze=False)
         shown: set[int] = set()

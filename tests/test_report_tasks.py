@@ -71,9 +71,11 @@ def detection(tmp_path_factory):
     config = dense_config("detection", f"coco:{data}", batch_size=16, epochs=2)
     config.task.score_threshold = 0.05  # a 2-epoch model's scores are low: draw some predicted boxes
     workdir = str(root / "run")
+    images = [os.path.join(data, f"{i:03d}.png") for i in range(2)]
     with recorded_figures() as saved:
         results = modes.train(config, workdir)
-    return workdir, results, saved
+        records = modes.predict(None, workdir, None, images, None, os.path.join(workdir, "predictions"))
+    return workdir, results, saved, records
 
 
 RUNS = ("multilabel", "segmentation", "detection")
@@ -81,13 +83,13 @@ RUNS = ("multilabel", "segmentation", "detection")
 
 @pytest.mark.parametrize("task", RUNS)
 def test_every_png_of_the_run_is_labelled(task, request):
-    workdir, saved = request.getfixturevalue(task)[0], request.getfixturevalue(task)[-2 if task == "segmentation" else -1]
+    workdir, saved = request.getfixturevalue(task)[0], request.getfixturevalue(task)[-2 if task != "multilabel" else -1]
     checked = assert_every_png_labelled(workdir, saved, data_files=("_mask.png",))
     names = {os.path.relpath(png, workdir) for png in checked}
     expected = {"learning_curves.png", "validation/confusion_matrix.png" if task == "segmentation" else None,
                 "test/samples.png" if task != "multilabel" else "robustness/reliability_diagram.png",
                 "robustness/corruption_heatmap.png" if task == "multilabel" else None,
-                "predictions/000_overlay.png" if task == "segmentation" else None} - {None}
+                {"segmentation": "predictions/000_overlay.png", "detection": "predictions/000_boxes.png"}.get(task)} - {None}
     assert expected <= names, sorted(names)
 
 
@@ -158,7 +160,7 @@ def test_segmentation_overlays_leave_the_background_untinted(segmentation):
 
 
 def test_detection_samples_draw_true_and_predicted_boxes(detection):
-    workdir, _, saved = detection
+    workdir, _, saved, records = detection
     text, _ = _page(workdir)
     assert f"Samples ({min(6, len(_test_files(workdir)))})" in text and "ap50" in text
     figure = saved[os.path.join(workdir, "test", "samples.png")]
@@ -169,6 +171,14 @@ def test_detection_samples_draw_true_and_predicted_boxes(detection):
     assert dashed and solid  # true boxes and (over the lowered threshold) predicted ones
     labels = {t.get_text().split(" ")[0] for ax in figure.axes for t in ax.texts}
     assert labels <= {"red", "green"} and labels
+    for record in records:  # predict's drawing: the same picture, its detections only
+        drawn = saved[record["drawn"]]
+        boxes = [p.get_bbox().bounds for p in drawn.axes[0].patches]
+        expected = [(x0 - 0.5, y0 - 0.5, x1 - x0, y1 - y0) for x0, y0, x1, y1 in (d["box"] for d in record["detections"])]
+        np.testing.assert_allclose(boxes, expected, atol=0.02)
+        texts = [t.get_text() for t in drawn.axes[0].texts]
+        assert texts == [f"{d['label']} {d['score']:.2f}" for d in record["detections"]] and texts
+        assert legend_texts(drawn)[0] == "predicted box (score)"
 
 
 @pytest.fixture(scope="module")
