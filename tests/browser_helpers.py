@@ -55,6 +55,7 @@ def requested(driver) -> list[tuple[str, str]]:
 def full_screenshot(driver, name: str) -> Path:
     """A screenshot of the whole page (the window stretched to its height) as ARTIFACTS/name."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.set_window_size(1200, 900)  # the page's height, not a window stretched for an earlier one
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(1200, min(max(height, 900), 12000))
     path = ARTIFACTS / name
