@@ -127,7 +127,7 @@ def test_a_run_on_s3_killed_preempted_and_resumed_equals_the_run_on_local_disk(s
                                                                                monkeypatch):
     """kill -9 in a train step, then SIGTERM in another, then to the end, with --workdir s3://...: the
     export, results.json and metrics.jsonl equal a local run's, the bucket holds the same files, nothing
-    lands in a local folder named `s3:`; predict, evaluate and serve read the bucket's best/."""
+    lands in a local folder named `s3:`; export, predict, evaluate, robustness and serve read the bucket."""
     config_path = _write_config(tmp_path)
     config = _load_config(config_path)
     monkeypatch.chdir(tmp_path)
@@ -169,6 +169,12 @@ def test_a_run_on_s3_killed_preempted_and_resumed_equals_the_run_on_local_disk(s
     assert predicted[0] == predicted[1]
     assert modes.evaluate(None, workdir, None, "validation") == modes.evaluate(None, local, None, "validation")
     assert storage.isfile(storage.join(workdir, "eval_validation", "report.json"))
+    from vitjax.robustness.options import default_options
+    options = default_options()
+    options.update(corruptions=(), epsilons=())  # calibration only: the tiny model is 16 px
+    result = modes.robustness(None, workdir, None, "validation", options)
+    assert json.loads(storage.read_text(storage.join(workdir, "robustness", "report.json")))["clean"] == result["clean"]
+    assert "obustness" in storage.read_text(storage.join(workdir, "best", "README.md"))  # the model card's table
     from fastapi.testclient import TestClient
 
     from vitjax.serve import cli
