@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from vitjax import explain as explaining
 from vitjax import registry
 from vitjax.checkpoints.families import family_class_problem
 from vitjax.checkpoints.model_folder import read_model_folder
@@ -142,14 +143,33 @@ class TrainedModel:
         top_k = resolve_top_k(self.task, top_k)
         return jax.device_get(self._jit_apply(self.params, self._batch(images), top_k))
 
+    @functools.cached_property
+    def _jit_explain(self):
+        return jax.jit(functools.partial(explaining.maps, self.model, self.spec))
+
+    def explain(self, images: Sequence[Image.Image]) -> list[explaining.Explanation]:
+        """What the model looks at in RGB PIL images: per image, the attention rollout and integrated
+        gradients maps of the evidence for its top class (`vitjax.explain`); a task without class
+        logits (`Task.class_logits`) is refused, naming the tasks that have them."""
+        explaining.require_class_logits(self.task)
+        pixels = self._batch(images)
+        black = self.preprocessing.normalize(np.zeros((1, *pixels.shape[1:]), np.uint8))
+        found = jax.device_get(self._jit_explain(self.params, self.preprocessing.normalize(pixels), black))
+        return [explaining.Explanation(image, int(top), self.task.class_names[int(top)],
+                                       {key: found[key][i] for key in explaining.METHODS})
+                for i, (image, top) in enumerate(zip(pixels, found["class"]))]
+
     def predict(self, paths: Sequence[str], outdir: str, top_k: int | None = None,
-                batch_size: int = 32) -> list[dict]:
+                batch_size: int = 32, explain: bool = False) -> list[dict]:
         """Predicts every image of `paths` with the task's `predict` and `prediction_records`, which
         writes the task's files under `outdir`; returns one record per image, {"file": path, ...the
         task's record} or {"file": path, "error": why it could not be read}, also written to
         `outdir/predictions.json`. `top_k`: the ranked entries per image, by default the task's
-        (`Task.default_top_k`, as the service's)."""
+        (`Task.default_top_k`, as the service's). `explain`: also write `<name>_explain.png` per
+        image (`vitjax.explain.write_explanations`), named by the record's "explanation"."""
         registry.require_prediction_hooks(self.task)
+        if explain:
+            explaining.require_class_logits(self.task)
         top_k = resolve_top_k(self.task, top_k)
         os.makedirs(outdir, exist_ok=True)
         names = unique_stems(paths)
@@ -161,8 +181,12 @@ class TrainedModel:
             images = [decoded[i][0] for i in good]
             written = {}
             if good:
+                stems = [names[start + i] for i in good]
                 written = dict(zip(good, self.task.prediction_records(
-                    self.predictions(images, top_k), images, [names[start + i] for i in good], outdir)))
+                    self.predictions(images, top_k), images, stems, outdir)))
+                if explain:
+                    for i, path in zip(good, explaining.write_explanations(self, images, stems, outdir)):
+                        written[i]["explanation"] = path
             records += [{"file": path, **written[i]} if i in written else {"file": path, "error": decoded[i][1]}
                         for i, path in enumerate(chunk)]
         with open(os.path.join(outdir, PREDICTIONS_FILE), "w", encoding="utf-8") as f:
