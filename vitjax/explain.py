@@ -47,13 +47,16 @@ SUFFIX = "_explain.png"  # <image stem>_explain.png: one overlay PNG per image
 class Explanation(NamedTuple):
     """One image's explanation: `pixels` uint8 [H, W, 3] (the image as the model sees it: resized and
     cropped by its preprocessing), the class explained (`class_index`, `class_name`: the top
-    prediction) and `maps`: {"rollout", "integrated_gradients"} -> float [gh, gw] over the patch grid,
-    each summing to 1 (integrated gradients all zeros when no patch holds positive evidence)."""
+    prediction), `maps`: {"rollout", "integrated_gradients"} -> float [gh, gw] over the grid of
+    `patch_size` patches, each summing to 1 (integrated gradients all zeros when no patch holds
+    positive evidence), and `file`: its overlay PNG when one was written (`write_overlay`)."""
 
     pixels: np.ndarray
     class_index: int
     class_name: str
     maps: dict[str, np.ndarray]
+    patch_size: int
+    file: str | None = None
 
 
 def require_class_logits(task: registry.Task) -> None:
@@ -145,45 +148,33 @@ def maps(model: Any, spec: Any, params: dict, images: jnp.ndarray, baseline: jnp
             "integrated_gradients": _normalised(evidence).reshape(shape)}
 
 
-def write_overlays(explanations: Sequence[Explanation], names: Sequence[str], outdir: str | os.PathLike,
-                   patch_size: int) -> list[str]:
-    """Per explanation, `<outdir>/<name>_explain.png`: the image as the model sees it, then each map
-    over it in a colormap with its colorbar, titled with the method and the class explained. Returns
-    the paths."""
+def write_overlay(explanation: Explanation, path: str) -> Explanation:
+    """Writes `path` (PNG): the image as the model sees it, then each map over it in a colormap with
+    its colorbar, titled with the method and the class explained; returns `explanation` naming it."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    os.makedirs(outdir, exist_ok=True)
-    paths = []
-    for explanation, name in zip(explanations, names):
-        fig = Figure(figsize=(4 * (1 + len(METHODS)), 4.3), layout="constrained")
-        axes = fig.subplots(1, 1 + len(METHODS))
-        axes[0].imshow(explanation.pixels)
-        axes[0].set_title("input (as the model sees it)")
-        for ax, (key, method) in zip(axes[1:], METHODS.items()):
-            heat = explanation.maps[key]
-            gh, gw = heat.shape
-            ax.imshow(explanation.pixels)
-            shown = ax.imshow(heat / heat.max() if heat.max() > 0 else heat, cmap="inferno", alpha=0.55,
-                              vmin=0.0, vmax=1.0, interpolation="bilinear",
-                              extent=(0, gw * patch_size, gh * patch_size, 0))
-            ax.set_xlim(0, explanation.pixels.shape[1])
-            ax.set_ylim(explanation.pixels.shape[0], 0)
-            ax.set_title(f"{method}: {explanation.class_name}")
-            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02, label="evidence (1 = the image's most)")
-        for ax in axes:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.suptitle(f"predicted: {explanation.class_name} (what the model looks at)")
-        path = os.path.join(outdir, f"{name}{SUFFIX}")
-        with writing(path) as partial:
-            fig.savefig(partial, dpi=80)
-        paths.append(path)
-    return paths
-
-
-def write_explanations(trained: Any, images: Sequence[Any], names: Sequence[str],
-                       outdir: str | os.PathLike) -> list[str]:
-    """The overlay PNGs (`write_overlays`) of RGB PIL `images` explained by `trained` (a
-    `vitjax.trained.TrainedModel`), one `<name>_explain.png` per image under `outdir`; returns their
-    paths. What `--mode predict --explain` writes, and what the report page's gallery can show."""
-    return write_overlays(trained.explain(images), names, outdir, trained.spec.patch_size)
+    scale = ScalarMappable(Normalize(0.0, 1.0), "inferno")  # the colorbar, opaque (the overlay is not)
+    fig = Figure(figsize=(4 * (1 + len(METHODS)), 4.3), layout="constrained")
+    axes = fig.subplots(1, 1 + len(METHODS))
+    axes[0].imshow(explanation.pixels)
+    axes[0].set_title("input (as the model sees it)")
+    height, width = explanation.pixels.shape[:2]
+    for ax, (key, method) in zip(axes[1:], METHODS.items()):
+        heat = explanation.maps[key]
+        gh, gw = heat.shape
+        ax.imshow(explanation.pixels)
+        ax.imshow(heat / heat.max() if heat.max() > 0 else heat, cmap=scale.cmap, norm=scale.norm, alpha=0.55,
+                  interpolation="bilinear", extent=(0, gw * explanation.patch_size, gh * explanation.patch_size, 0))
+        ax.set_xlim(0, width)
+        ax.set_ylim(height, 0)
+        ax.set_title(f"{method}: {explanation.class_name}")
+        fig.colorbar(scale, ax=ax, fraction=0.046, pad=0.02, label="evidence (1 = the image's most)")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"predicted: {explanation.class_name} (what the model looks at)")
+    with writing(path) as partial:
+        fig.savefig(partial, dpi=80)
+    return explanation._replace(file=path)

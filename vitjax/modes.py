@@ -198,14 +198,15 @@ def robustness(config, workdir: str, model: str | None, split: str, options) -> 
 
 @_user_errors
 def predict(config, workdir: str | None, model: str | None, inputs: list[str], top_k: int | None,
-            output: str | None) -> list[dict]:
+            output: str | None, explain: bool = False) -> list[dict]:
     """The task's predictions for every image of `inputs` (files and folders), through the task's
     `predict` and `prediction_records` hooks as the service computes them, written to `output`
     (default <workdir>/predictions): the task's files and predictions.json; prints one line per image.
     An image that cannot be read gets an "error" naming it instead, and the others are predicted all
     the same (the command line then exits with status 1). `config` None: the run's saved config, if
     any (a bare --model folder describes itself). `top_k`: ranked entries per image (labels,
-    detections); None: the task's default (`Task.default_top_k`, as the service's)."""
+    detections); None: the task's default (`Task.default_top_k`, as the service's). `explain`: also
+    what the model looks at, `<name>_explain.png` per image (`vitjax.explain`)."""
     from vitjax.trained import load_trained
     if config is None and workdir and os.path.isfile(Workdir(workdir).config):
         config = saved_config(None, workdir)
@@ -216,7 +217,7 @@ def predict(config, workdir: str | None, model: str | None, inputs: list[str], t
     if not output and not workdir:
         raise BadValue("--mode predict needs --output (a folder) or --workdir (writes "
                        "<workdir>/predictions).")
-    records = trained.predict(paths, output or Workdir(workdir).predictions, top_k)
+    records = trained.predict(paths, output or Workdir(workdir).predictions, top_k, explain=explain)
     width = max(len(r["file"]) for r in records)
     for r in records:
         shown = json.dumps({k: v for k, v in r.items() if k != "file"})

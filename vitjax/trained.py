@@ -147,17 +147,29 @@ class TrainedModel:
     def _jit_explain(self):
         return jax.jit(functools.partial(explaining.maps, self.model, self.spec))
 
-    def explain(self, images: Sequence[Image.Image]) -> list[explaining.Explanation]:
+    def explain(self, images: Sequence[Image.Image], outdir: str | None = None,
+                names: Sequence[str] | None = None, batch_size: int = 32) -> list[explaining.Explanation]:
         """What the model looks at in RGB PIL images: per image, the attention rollout and integrated
-        gradients maps of the evidence for its top class (`vitjax.explain`); a task without class
-        logits (`Task.class_logits`) is refused, naming the tasks that have them."""
+        gradients maps of the evidence for its top class (`vitjax.explain`); with `outdir`, each also
+        drawn to `<outdir>/<name>_explain.png` (`names`: a unique file stem per image, by default
+        image_0, image_1, ...), which its `file` names. A task without class logits
+        (`Task.class_logits`) is refused, naming the tasks that have them."""
         explaining.require_class_logits(self.task)
-        pixels = self._batch(images)
-        black = self.preprocessing.normalize(np.zeros((1, *pixels.shape[1:]), np.uint8))
-        found = jax.device_get(self._jit_explain(self.params, self.preprocessing.normalize(pixels), black))
-        return [explaining.Explanation(image, int(top), self.task.class_names[int(top)],
-                                       {key: found[key][i] for key in explaining.METHODS})
-                for i, (image, top) in enumerate(zip(pixels, found["class"]))]
+        found = []
+        for start in range(0, len(images), batch_size):
+            pixels = self._batch(images[start:start + batch_size])
+            black = self.preprocessing.normalize(np.zeros((1, *pixels.shape[1:]), np.uint8))
+            maps = jax.device_get(self._jit_explain(self.params, self.preprocessing.normalize(pixels), black))
+            found += [explaining.Explanation(image, int(top), self.task.class_names[int(top)],
+                                             {key: maps[key][i] for key in explaining.METHODS},
+                                             self.spec.patch_size)
+                      for i, (image, top) in enumerate(zip(pixels, maps["class"]))]
+        if outdir is None:
+            return found
+        os.makedirs(outdir, exist_ok=True)
+        names = names if names is not None else [f"image_{i}" for i in range(len(images))]
+        return [explaining.write_overlay(explanation, os.path.join(outdir, f"{name}{explaining.SUFFIX}"))
+                for explanation, name in zip(found, names)]
 
     def predict(self, paths: Sequence[str], outdir: str, top_k: int | None = None,
                 batch_size: int = 32, explain: bool = False) -> list[dict]:
@@ -166,7 +178,7 @@ class TrainedModel:
         task's record} or {"file": path, "error": why it could not be read}, also written to
         `outdir/predictions.json`. `top_k`: the ranked entries per image, by default the task's
         (`Task.default_top_k`, as the service's). `explain`: also write `<name>_explain.png` per
-        image (`vitjax.explain.write_explanations`), named by the record's "explanation"."""
+        image (`explain`), named by the record's "explanation"."""
         registry.require_prediction_hooks(self.task)
         if explain:
             explaining.require_class_logits(self.task)
@@ -185,8 +197,8 @@ class TrainedModel:
                 written = dict(zip(good, self.task.prediction_records(
                     self.predictions(images, top_k), images, stems, outdir)))
                 if explain:
-                    for i, path in zip(good, explaining.write_explanations(self, images, stems, outdir)):
-                        written[i]["explanation"] = path
+                    for i, explanation in zip(good, self.explain(images, outdir, stems)):
+                        written[i]["explanation"] = explanation.file
             records += [{"file": path, **written[i]} if i in written else {"file": path, "error": decoded[i][1]}
                         for i, path in enumerate(chunk)]
         with open(os.path.join(outdir, PREDICTIONS_FILE), "w", encoding="utf-8") as f:
