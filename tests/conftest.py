@@ -44,3 +44,6 @@ def _define_missing_torchvision_ops() -> None:
 
 
 _define_missing_torchvision_ops()
+
+
+from tests.s3_server import s3_bucket, s3_env, s3_server  # noqa: E402,F401 (fixtures for the object-storage tests)
