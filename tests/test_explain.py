@@ -216,3 +216,32 @@ def test_multilabel_explains_its_top_label_and_dense_tasks_are_refused(tmp_path)
     with pytest.raises(BadValue, match="task 'segmentation' has no class logits"):
         segmentation.predict([], str(tmp_path / "never"), explain=True)
     assert not os.path.exists(tmp_path / "never")
+
+
+class _Records:
+    """A split's record source as the report page reads it: records[i]["image"], describe(i)."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __getitem__(self, index):
+        if self.images[index] is None:
+            raise OSError("gone")
+        return {"image": self.images[index]}
+
+    def describe(self, index):
+        return f"record {index}"
+
+
+def test_the_report_gallery_gets_an_overlay_per_explained_entry(trained_on_boxes, tmp_path):
+    images = list(_synthetic(5, seed=5)[0]) + [None]  # the last record's file is gone
+    sections = [{"title": "Mistakes", "gallery": [{"index": i, "caption": "c"} for i in (4, 1, 5, 0)]},
+                {"title": "Confused", "gallery": [{"index": 1, "caption": "c"}, {"index": 3, "image": "own.png"}]},
+                {"title": "Text only", "text": "no gallery"}]
+    out = explain.gallery_overlays(trained_on_boxes, sections, _Records(images), str(tmp_path), limit=3)
+    assert [[e.get("image") for e in s.get("gallery", ())] for s in out] == [
+        ["explain/4_explain.png", "explain/1_explain.png", None, None], ["explain/1_explain.png", "own.png"], []]
+    assert sorted(os.listdir(tmp_path / "explain")) == ["1_explain.png", "4_explain.png"]  # once per record
+    assert out[2] == sections[2]
+    segmentation = type("Trained", (), {"task": type("Task", (), {"class_logits": False})()})()
+    assert explain.gallery_overlays(segmentation, sections, _Records(images), str(tmp_path)) == sections

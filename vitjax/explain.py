@@ -26,6 +26,7 @@ is the top one (the highest logit, for softmax and sigmoid alike).
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -41,7 +42,11 @@ from vitjax.files import writing
 
 METHODS = {"rollout": "attention rollout", "integrated_gradients": "integrated gradients"}  # key -> title
 IG_STEPS = 16  # integrated gradients' steps (forward + backward passes per image)
+log = logging.getLogger(__name__)
+
 SUFFIX = "_explain.png"  # <image stem>_explain.png: one overlay PNG per image
+GALLERY_FOLDER = "explain"  # a report folder's overlays of its gallery entries: explain/<index>_explain.png
+GALLERY_EXPLAINED = 24  # the entries explained per gallery of the report page, first first
 
 
 class Explanation(NamedTuple):
@@ -178,3 +183,37 @@ def write_overlay(explanation: Explanation, path: str) -> Explanation:
     with writing(path) as partial:
         fig.savefig(partial, dpi=80)
     return explanation._replace(file=path)
+
+
+def gallery_overlays(trained: Any, sections: Sequence[dict], records: Any, folder: str,
+                     limit: int = GALLERY_EXPLAINED) -> list[dict]:
+    """The report page's task sections (`Task.report_sections`) with the first `limit` entries of each
+    gallery given an "image": the overlay PNG of what `trained` (a `vitjax.trained.TrainedModel`)
+    looks at in the entry's record (`records`: the split's record source), written once per record
+    to `<folder>/explain/<index>_explain.png` (the name relative to `folder`). Unchanged when the task
+    has no class logits, without records, or for an entry that already has an image or whose record
+    cannot be read (logged)."""
+    if not trained.task.class_logits or records is None:
+        return list(sections)
+    from vitjax.data.transforms import load_rgb
+
+    wanted = list(dict.fromkeys(entry["index"] for section in sections
+                                for entry in list(section.get("gallery", ()))[:limit] if not entry.get("image")))
+    images = {}
+    for index in wanted:
+        try:
+            images[index] = load_rgb(records[index]["image"], records.describe(index))
+        except (OSError, ValueError) as error:  # the data moved since the run: no map for it
+            log.warning("report page: no explanation of %s: %s", records.describe(index), error)
+    if not images:
+        return list(sections)
+    found = trained.explain(list(images.values()), os.path.join(folder, GALLERY_FOLDER), [str(i) for i in images])
+    files = {index: os.path.relpath(e.file, folder) for index, e in zip(images, found)}
+
+    def with_image(entry, position):
+        if position >= limit or entry.get("image") or entry["index"] not in files:
+            return entry
+        return {**entry, "image": files[entry["index"]]}
+
+    return [{**section, "gallery": [with_image(entry, i) for i, entry in enumerate(section["gallery"])]}
+            if section.get("gallery") else section for section in sections]
