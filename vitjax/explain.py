@@ -14,9 +14,9 @@ grid, and their overlay PNGs.
   pixels' difference from black, summed over channels and over each patch; the map keeps the
   positive sums (evidence for the class). Class-specific, and complete: the attributions add up to
   the logit's change from the black image (up to the path's discretisation). Grad-CAM on the last
-  block's patch tokens was tried first and dropped: on the known-region check (tests/test_explain.py)
-  its mass in the object's box was below chance (0.6x the box's area fraction; integrated gradients
-  12x), since a ViT's last block mixes the evidence into the CLS token before its patch tokens.
+  block's patch tokens (channel weights: the gradient's mean over patches) was tried first and
+  dropped: on the known-region check (tests/test_explain.py) its mass in the object's box was below
+  chance (0.6x the box's area fraction, where integrated gradients reach 12.8x).
 
 Rollout runs the model with `mutable=["intermediates"]`: its attention is then spelled out and the
 probabilities sown (`vitjax.models.vit.Attention`); the predict and train paths never ask for them
@@ -132,8 +132,8 @@ def integrated_gradients(logit_of: Any, images: jnp.ndarray, baseline: jnp.ndarr
 
 def maps(model: Any, spec: Any, params: dict, images: jnp.ndarray, baseline: jnp.ndarray) -> dict:
     """Normalised float images [B, H, W, C] through `model` (a `Model`: ViT backbone + a head of class
-    logits) -> {"class": the top class [B], "logit": its logit [B], "rollout", "integrated_gradients":
-    maps [B, gh, gw] summing to 1}; `baseline`: the normalised black image (integrated gradients' start).
+    logits) -> {"class": the top class [B], "rollout", "integrated_gradients": maps [B, gh, gw]
+    summing to 1}; `baseline`: the normalised black image (integrated gradients' start).
     Jit-able (`model` and `spec` static)."""
     grid = (images.shape[1] // spec.patch_size, images.shape[2] // spec.patch_size)
     logits, state = model.apply({"params": params}, images, train=False, mutable=["intermediates"])
@@ -148,8 +148,7 @@ def maps(model: Any, spec: Any, params: dict, images: jnp.ndarray, baseline: jnp
     attributions = integrated_gradients(logit_of, images, jnp.broadcast_to(baseline, images.shape), IG_STEPS)
     evidence = jax.nn.relu(_per_patch(attributions.sum(axis=-1), spec.patch_size))
     shape = (images.shape[0], *grid)
-    return {"class": top, "logit": jnp.take_along_axis(logits, top[:, None], axis=-1)[:, 0],
-            "rollout": _normalised(rollout).reshape(shape),
+    return {"class": top, "rollout": _normalised(rollout).reshape(shape),
             "integrated_gradients": _normalised(evidence).reshape(shape)}
 
 
