@@ -161,7 +161,7 @@ def write_overlay(explanation: Explanation, path: str) -> Explanation:
     from matplotlib.figure import Figure
 
     scale = ScalarMappable(Normalize(0.0, 1.0), "inferno")  # the colorbar, opaque (the overlay is not)
-    fig = Figure(figsize=(4 * (1 + len(METHODS)), 4.3), layout="constrained")
+    fig = Figure(figsize=(4 * (1 + len(METHODS)), 4.5), layout="constrained")
     axes = fig.subplots(1, 1 + len(METHODS))
     axes[0].imshow(explanation.pixels)
     axes[0].set_title("input (as the model sees it)")
@@ -177,8 +177,8 @@ def write_overlay(explanation: Explanation, path: str) -> Explanation:
         ax.set_title(f"{method}: {explanation.class_name}")
         fig.colorbar(scale, ax=ax, fraction=0.046, pad=0.02, label="evidence (1 = the image's most)")
     for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set_xlabel("x (pixels)")
+        ax.set_ylabel("y (pixels)")
     fig.suptitle(f"predicted: {explanation.class_name} (what the model looks at)")
     with writing(path) as partial:
         fig.savefig(partial, dpi=80)
