@@ -2,7 +2,7 @@
 
 - attention rollout equals a rollout computed in torch from transformers' own attention
   probabilities (`output_attentions=True`) of the same tiny checkpoint (ViT: the CLS row; DINOv2:
-  the CLS and patch-mean rows its CLS + mean head reads);
+  the CLS and patch-mean rows its CLS + mean head reads; DeiT with teacher: the CLS and distillation rows);
 - integrated gradients are complete: the attributions add up to the logit's change from the black
   image (the method's axiom, the gradients JAX's);
 - on a synthetic set where a coloured object pasted at a known patch on grey clutter decides the
@@ -41,6 +41,7 @@ from vitjax.trained import load_trained
 ROLLOUT_CASES = {  # transformers class, config class, extra config, the rows the head reads
     "vit": ("ViTForImageClassification", "ViTConfig", dict(intermediate_size=64), "cls"),
     "dinov2": ("Dinov2ForImageClassification", "Dinov2Config", dict(mlp_ratio=2), "cls_mean"),
+    "deit": ("DeiTForImageClassificationWithTeacher", "DeiTConfig", dict(intermediate_size=64), "cls_distillation"),
 }
 
 
@@ -52,8 +53,10 @@ def _torch_rollout(attentions, rows: str) -> np.ndarray:
     for layer in attentions:
         a = 0.5 * layer.double().mean(dim=1) + 0.5 * eye  # the paper's 0.5 W + 0.5 I (rows sum to 1)
         rollout = torch.bmm(a, rollout)
-    row = rollout[:, 0] if rows == "cls" else (rollout[:, 0] + rollout[:, 1:].mean(dim=1)) / 2
-    patches = row[:, 1:]
+    prefix = 2 if rows == "cls_distillation" else 1
+    row = {"cls": lambda: rollout[:, 0], "cls_mean": lambda: (rollout[:, 0] + rollout[:, 1:].mean(dim=1)) / 2,
+           "cls_distillation": lambda: (rollout[:, 0] + rollout[:, 1]) / 2}[rows]()
+    patches = row[:, prefix:]
     return (patches / patches.sum(dim=-1, keepdim=True)).numpy()
 
 
