@@ -153,20 +153,23 @@ def maps(model: Any, spec: Any, params: dict, images: jnp.ndarray, baseline: jnp
             "integrated_gradients": _normalised(evidence).reshape(shape)}
 
 
-def write_overlay(explanation: Explanation, path: str) -> Explanation:
+def write_overlay(explanation: Explanation, path: str, compact: bool = False) -> Explanation:
     """Writes `path` (PNG): the image as the model sees it, then each map over it in a colormap with
-    its colorbar, titled with the method and the class explained; returns `explanation` naming it."""
+    its colorbar, titled with the method and the class explained; `compact` (a gallery's, beside a
+    thumbnail of the image): the maps alone, small, one colorbar. Returns `explanation` naming it."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
     scale = ScalarMappable(Normalize(0.0, 1.0), "inferno")  # the colorbar, opaque (the overlay is not)
-    fig = Figure(figsize=(4 * (1 + len(METHODS)), 4.5), layout="constrained")
-    axes = fig.subplots(1, 1 + len(METHODS))
-    axes[0].imshow(explanation.pixels)
-    axes[0].set_title("input (as the model sees it)")
+    panels = len(METHODS) + (not compact)
+    fig = Figure(figsize=(2.2 * panels, 2.2) if compact else (4 * panels, 4.5), layout="constrained")
+    axes = list(fig.subplots(1, panels))
+    if not compact:
+        axes[0].imshow(explanation.pixels)
+        axes[0].set_title("input (as the model sees it)")
     height, width = explanation.pixels.shape[:2]
-    for ax, (key, method) in zip(axes[1:], METHODS.items()):
+    for ax, (key, method) in zip(axes[panels - len(METHODS):], METHODS.items()):
         heat = explanation.maps[key]
         gh, gw = heat.shape
         ax.imshow(explanation.pixels)
@@ -174,12 +177,19 @@ def write_overlay(explanation: Explanation, path: str) -> Explanation:
                   interpolation="bilinear", extent=(0, gw * explanation.patch_size, gh * explanation.patch_size, 0))
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)
-        ax.set_title(f"{method}: {explanation.class_name}")
-        fig.colorbar(scale, ax=ax, fraction=0.046, pad=0.02, label="evidence (1 = the image's most)")
+        ax.set_title(method if compact else f"{method}: {explanation.class_name}", fontsize=9 if compact else None)
+        if not compact:
+            fig.colorbar(scale, ax=ax, fraction=0.046, pad=0.02, label="evidence (1 = the image's most)")
+    if compact:
+        fig.colorbar(scale, ax=axes, fraction=0.05, pad=0.02).set_label("evidence", fontsize=8)
     for ax in axes:
-        ax.set_xlabel("x (pixels)")
-        ax.set_ylabel("y (pixels)")
-    fig.suptitle(f"predicted: {explanation.class_name} (what the model looks at)")
+        ax.set_xlabel("x (pixels)", fontsize=8 if compact else None)
+        ax.set_ylabel("y (pixels)", fontsize=8 if compact else None)
+        if compact:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(f"predicted: {explanation.class_name}" + ("" if compact else " (what the model looks at)"),
+                 fontsize=9 if compact else None)
     with writing(path) as partial:
         fig.savefig(partial, dpi=80)
     return explanation._replace(file=path)
@@ -188,8 +198,8 @@ def write_overlay(explanation: Explanation, path: str) -> Explanation:
 def gallery_overlays(trained: Any, sections: Sequence[dict], records: Any, folder: str,
                      limit: int = GALLERY_EXPLAINED) -> list[dict]:
     """The report page's task sections (`Task.report_sections`) with the first `limit` entries of each
-    gallery given an "image": the overlay PNG of what `trained` (a `vitjax.trained.TrainedModel`)
-    looks at in the entry's record (`records`: the split's record source), written once per record
+    gallery given an "image": the compact overlay PNG (`write_overlay`) of what `trained` (a
+    `vitjax.trained.TrainedModel`) looks at in the entry's record (`records`: the split's record source), written once per record
     to `<folder>/explain/<index>_explain.png` (the name relative to `folder`). Unchanged when the task
     has no class logits, without records, or for an entry that already has an image or whose record
     cannot be read (logged)."""
@@ -207,8 +217,11 @@ def gallery_overlays(trained: Any, sections: Sequence[dict], records: Any, folde
             log.warning("report page: no explanation of %s: %s", records.describe(index), error)
     if not images:
         return list(sections)
-    found = trained.explain(list(images.values()), os.path.join(folder, GALLERY_FOLDER), [str(i) for i in images])
-    files = {index: os.path.relpath(e.file, folder) for index, e in zip(images, found)}
+    os.makedirs(os.path.join(folder, GALLERY_FOLDER), exist_ok=True)
+    files = {}
+    for index, explanation in zip(images, trained.explain(list(images.values()))):
+        files[index] = os.path.join(GALLERY_FOLDER, f"{index}{SUFFIX}")
+        write_overlay(explanation, os.path.join(folder, files[index]), compact=True)
 
     def with_image(entry, position):
         if position >= limit or entry.get("image") or entry["index"] not in files:
