@@ -39,7 +39,7 @@ from flax import traverse_util
 
 from vitjax import registry
 from vitjax.errors import BadValue
-from vitjax.files import writing
+from vitjax.report import save_figure
 
 METHODS = {"rollout": "attention rollout", "integrated_gradients": "integrated gradients"}  # key -> title
 IG_STEPS = 16  # integrated gradients' steps (forward + backward passes per image)
@@ -190,8 +190,7 @@ def write_overlay(explanation: Explanation, path: str, compact: bool = False) ->
             ax.set_yticks([])
     fig.suptitle(f"predicted: {explanation.class_name}" + ("" if compact else " (what the model looks at)"),
                  fontsize=9 if compact else None)
-    with writing(path) as partial:
-        fig.savefig(partial, dpi=80)
+    save_figure(fig, path, dpi=80)
     return explanation._replace(file=path)
 
 

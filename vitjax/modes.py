@@ -170,7 +170,8 @@ def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
     from vitjax.trained import load_trained
     config = saved_config(config, workdir)
     _prepare(config)
-    run = setup.build_eval_run(config, workdir, load_trained(_model_dir(workdir, model), config.task))
+    trained = load_trained(_model_dir(workdir, model), config.task)
+    run = setup.build_eval_run(config, workdir, trained)
     dataset = run.data.dataset
     if split not in dataset.splits:
         raise BadKey(f"--split {split!r} is not a split of {dataset.source}; "
@@ -181,7 +182,7 @@ def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
     summary = evaluation.report(run, run.model.placed_params(), run.jit_eval_step(), split, outdir)
     if jax.process_index() == 0:
         from vitjax import report_page
-        report_page.write(folder, run.model.task, dataset, config.train.test_split)
+        report_page.write(folder, run.model.task, dataset, config.train.test_split, trained)
     for k, v in sorted(summary.items()):
         print(f"{split} {k:<24} {v:.4f}")
     print(f"the {split} report (per class, and the task's files) is in {outdir}")
