@@ -10,7 +10,7 @@
   far above chance (>= 2x its area fraction on average) for both methods; the numbers are printed
   (`EXPLAIN ...` lines, `pytest -s`);
 - `--mode predict --explain` writes one PNG per image, with matplotlib's colormap as a colorbar in
-  it, and predictions.json names each; multi-label models explain their top label; a task without
+  it, and predictions.json names each; every overlay has labelled axes (`figure_checks`); multi-label models explain their top label; a task without
   class logits is refused, naming the tasks that have them.
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from deploy_helpers import native_model_folder
+from figure_checks import assert_every_png_labelled, recorded_figures
 from hf_oracle import TINY, make, pixels, rel_err, report
 from vitjax import explain
 from vitjax.api import Classifier, load_pretrained
@@ -207,7 +208,9 @@ def test_multilabel_explains_its_top_label_and_dense_tasks_are_refused(tmp_path)
     trained = load_trained(native_model_folder(tmp_path / "ml", {"name": "classification", "plugins": [],
                                                                   "multilabel": True}, names))
     photos = [Image.fromarray(image) for image in _synthetic(3, seed=4)[0]]
-    explained = trained.explain(photos, str(tmp_path / "ml_out"), ["a", "b", "c"])
+    with recorded_figures() as saved:
+        explained = trained.explain(photos, str(tmp_path / "ml_out"), ["a", "b", "c"])
+    assert len(assert_every_png_labelled(str(tmp_path / "ml_out"), saved)) == 3
     top = trained.outputs(photos).argmax(axis=-1)
     assert [e.class_name for e in explained] == [names[i] for i in top]
     assert all(os.path.isfile(e.file) for e in explained)
@@ -241,7 +244,9 @@ def test_the_report_gallery_gets_an_overlay_per_explained_entry(trained_on_boxes
     sections = [{"title": "Mistakes", "gallery": [{"index": i, "caption": "c"} for i in (4, 1, 5, 0)]},
                 {"title": "Confused", "gallery": [{"index": 1, "caption": "c"}, {"index": 3, "image": "own.png"}]},
                 {"title": "Text only", "text": "no gallery"}]
-    out = explain.gallery_overlays(trained_on_boxes, sections, _Records(images), str(tmp_path), limit=3)
+    with recorded_figures() as saved:
+        out = explain.gallery_overlays(trained_on_boxes, sections, _Records(images), str(tmp_path), limit=3)
+    assert len(assert_every_png_labelled(str(tmp_path), saved)) == 2
     assert [[e.get("image") for e in s.get("gallery", ())] for s in out] == [
         ["explain/4_explain.png", "explain/1_explain.png", None, None], ["explain/1_explain.png", "own.png"], []]
     assert sorted(os.listdir(tmp_path / "explain")) == ["1_explain.png", "4_explain.png"]  # once per record
