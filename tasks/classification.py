@@ -477,10 +477,9 @@ class Classification(Task):
         return records
 
     def hf_config(self) -> dict:
-        """id2label/label2id and the problem type for transformers' *ForImageClassification config,
-        and the head's pooling (None: the family's own), which picks the family's classifier class."""
+        """id2label/label2id and the problem type for transformers' *ForImageClassification config
+        (the head's pooling picks the family's classifier class: `vitjax.trained.export_format`)."""
         return {
-            "pooling": self.config.pooling,
             "id2label": dict(enumerate(self.class_names)),
             "label2id": {name: i for i, name in enumerate(self.class_names)},
             "problem_type": f"{'multi' if self.config.multilabel else 'single'}_label_classification",

@@ -24,7 +24,8 @@ from vitjax import modes
 from vitjax.api import load_pretrained
 from vitjax.lora import peft as peft_format
 from vitjax.lora.model import LoRAModel, LoRASpec, adapted_layers, merge
-from vitjax.train import setup
+from vitjax.train import outputs, setup
+from vitjax.trained import load_trained
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = dict(r=16, lora_alpha=16, lora_dropout=0.1, target_modules=["q_proj", "v_proj"],
@@ -190,6 +191,19 @@ def test_lora_composes_with_layer_decay_presets_and_bfloat16_base(base, colours,
                               flat["backbone/encoder/layer_00/attention/query/lora_b"])
     np.testing.assert_array_equal(after["backbone/encoder/layer_00/mlp/fc1/kernel"],
                                   flat["backbone/encoder/layer_00/mlp/fc1/kernel"])
+
+
+def test_a_mean_pooled_lora_run_writes_no_peft_adapter_for_a_cls_class(base, colours, tmp_path):
+    """PEFT's adapter sits on the family's class (ViTForImageClassification pools the CLS token): a
+    mean-pooled LoRA run is exported merged in vitjax's format, with no adapter claiming that class."""
+    config = recipe_config(base, colours)
+    config.task.pooling = "mean"
+    run = setup.build_run(config, str(tmp_path))
+    directory = outputs.export(run, run.data.dataset, jax.device_get(run.model.params), outputs.export_dir(run))
+    assert os.path.basename(directory) == "best_vitjax"
+    assert sorted(os.listdir(tmp_path)) == ["best_vitjax"]  # no best_vitjax_adapter/
+    trained = load_trained(directory)
+    assert trained.task.name == "classification" and trained.model.head.pooling == "mean"
 
 
 def test_lora_config_errors_name_the_key(base, colours, tmp_path):

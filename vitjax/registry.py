@@ -43,7 +43,7 @@ What the core asks a task, besides calling the hooks above (it never reads a tas
 - the flags of its `RecordTransforms` (`decode_cache`, `device_augment`, `mixup`): which data knobs
   its records support, and how prediction prepares an image;
 - whether its record sources' `labels()` are classes or strata only (`classes()`, see `open_source`);
-- `hf_config()` and its "pooling": whether the model is a transformers classifier, with which head.
+- `hf_config()`: whether the model is a transformers classifier (its head's pooling picks the class).
 
 Plugins come from three places, all imported by `load_plugins`: the built-ins (`vitjax.tasks.*`, the
 repo's `tasks/` folder), module paths or `.py` file paths listed in `config.task.plugins`, and the
@@ -252,9 +252,9 @@ class Task(abc.ABC):
         """Fields the Hugging Face `config.json` needs (id2label, ...), or None when no transformers
         class fits the task, in which case the best weights are exported in vitjax's own format to
         `<workdir>/best_vitjax/` (`vitjax.load_trained` runs them;
-        `vitjax.checkpoints.native.load_native` reads the raw params). A task whose head is a
-        `vitjax.models.heads.ClassificationHead` adds its "pooling" (None: the family's default),
-        which picks the family's classifier class and is not written to config.json."""
+        `vitjax.checkpoints.native.load_native` reads the raw params). The model's head must be a
+        `vitjax.models.heads.ClassificationHead`, whose pooling picks the family's classifier class
+        (`vitjax.trained.export_format`)."""
         return None
 
 

@@ -13,7 +13,6 @@ from vitjax.errors import BadValue
 from vitjax.lora import peft as peft_format
 from vitjax.lora.config import enabled
 from vitjax.lora.model import ADAPTER_PATH, LoRAModel, LoRASpec, adapted_layers, merge
-from vitjax.models.heads import DEFAULT_POOLING
 from vitjax.models.model import Model
 from vitjax.optim import groups
 from vitjax.workdir import adapter_dir
@@ -51,21 +50,21 @@ def prepare_params(lora_cfg, params, trainable_mask):
     return jax.tree.map(lambda p, trains: p if trains else np.asarray(p).astype(dtype), params, trainable_mask)
 
 
-def export_adapter(run, params, directory: str) -> dict:
+def export_adapter(run, params, directory: str, pooling: str | None) -> dict:
     """With LoRA: writes the PEFT adapter to `<directory>_adapter` and returns the merged params to
     export as a plain model; without it, returns `params` unchanged. `run`: a training run or an
-    export (`vitjax.train.setup`), both with their model and training parts."""
+    export (`vitjax.train.setup`), both with their model and training parts; `pooling`: the head's in
+    the family's format (`vitjax.trained.export_format`), None when the model is written in vitjax's
+    format, where a PEFT adapter over the family's class would pool differently."""
     model = run.model
     if not isinstance(model.module, LoRAModel):
         return params
-    hf = model.task.hf_config() or {}  # tasks without a transformers classifier: merge only
-    if "pooling" not in hf or model.spec.family not in peft_format.FAMILIES:
-        log.info("LoRA: no PEFT adapter for a %s %s model; best/ holds the adapters merged",
+    if pooling is None or model.spec.family not in peft_format.FAMILIES:
+        log.info("LoRA: no PEFT adapter for a %s %s model in this format; the export holds the adapters merged",
                  model.spec.family, model.task.name)
         return merge(params, model.module.lora)
     trained = [p for p, t in zip(jax.tree.leaves(groups.path_tree(params)),
                                  jax.tree.leaves(run.training.optimizer.trainable_mask)) if t]
-    pooling = hf["pooling"] or DEFAULT_POOLING[model.spec.family]
     path = peft_format.save_adapter(adapter_dir(directory), model.spec, pooling,
                                     params, model.module.lora, trained, base=model.base)
     log.info("exported the LoRA adapter in PEFT format to %s", path)

@@ -92,8 +92,8 @@ def export(run, dataset, params, directory: str, metrics: dict | None = None) ->
     the weights, and written alone in PEFT's format to `<directory>_adapter`. `run`: a training run
     or an export (`vitjax.train.setup`); `dataset`: its source and class names."""
     model = run.model
-    params = lora_run.export_adapter(run, params, directory)
     form = export_format(model.task, model.spec, model.module.head)
+    params = lora_run.export_adapter(run, params, directory, form.pooling)
     if form.pooling is None:
         path = export_native(directory, model.spec, params, model.preprocessing, model.task.name,
                              config_lib.to_dict(run.config)["task"], dataset.class_names,
@@ -106,8 +106,7 @@ def export(run, dataset, params, directory: str, metrics: dict | None = None) ->
         return path
     hf = model.task.hf_config()
     id2label = {int(k): v for k, v in hf["id2label"].items()}
-    fields = {k: v for k, v in hf.items() if k != "pooling"}  # the head's, not a config.json field
-    path = export_pretrained(directory, model.spec, params, id2label, model.preprocessing, form.pooling, fields)
+    path = export_pretrained(directory, model.spec, params, id2label, model.preprocessing, form.pooling, hf)
     report.write_model_card(path, {
         "base_checkpoint": model.base if model.base != "scratch" else None,
         "dataset": dataset.source,
