@@ -63,7 +63,7 @@ def test_a_data_folder_on_s3_trains_like_the_same_folder_on_disk(s3_bucket, tmp_
     remote = upload(data, f"{s3_bucket}/images")
     results = {}
     for name, source in (("local", data), ("s3", remote)):
-        results[name] = modes.train(tiny_config(f"folder:{source}", epochs=2, batch_size=8), str(tmp_path / name))
+        results[name] = modes.train(tiny_config(f"folder:{source}", epochs=1, batch_size=8), str(tmp_path / name))
     split = {name: json.loads((tmp_path / name / "data_split.json").read_text()) for name in results}
     assert split["s3"]["source"] == f"folder:{remote}"
     assert split["s3"]["splits"] == split["local"]["splits"]  # the same files (relative ids), labels, split
@@ -155,6 +155,7 @@ def test_a_missing_bucket_prefix_or_credentials_is_one_line_naming_the_url(s3_bu
 
     colour_folder(str(tmp_path / "data"), per_class=1)
     upload(str(tmp_path / "data"), f"{s3_bucket}/images")
+    assert storage.isdir(f"{s3_bucket}/images")  # epath keeps its client for the process: made with credentials
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(key, raising=False)
     for key in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
@@ -162,8 +163,11 @@ def test_a_missing_bucket_prefix_or_credentials_is_one_line_naming_the_url(s3_bu
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     import s3fs
     s3fs.S3FileSystem.clear_instance_cache()  # a client made with the credentials above would be reused
-    with pytest.raises(PermissionError) as error:
-        open_dataset("classification", f"folder:{s3_bucket}/images")
+    try:
+        with pytest.raises(PermissionError) as error:
+            open_dataset("classification", f"folder:{s3_bucket}/images")
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()  # and none without them is left to later tests
     message = str(error.value)
     assert message.startswith(f"no credentials to read {s3_bucket}/images") and "AWS_ACCESS_KEY_ID" in message
     assert "\n" not in message
