@@ -101,12 +101,12 @@ def test_remote_copies_and_decode_caches_follow_the_content(s3_bucket, tmp_path,
 
 def test_coco_segmentation_and_multilabel_folders_on_s3_read_the_same_records(s3_bucket, tmp_path):
     layouts = {"detection": (coco_folder(str(tmp_path / "coco"), count=10), "coco", "/annotations.json"),
-               "segmentation": (segmentation_folder(str(tmp_path / "seg"), count=10), "folder", ""),
+               "segmentation": (segmentation_folder(str(tmp_path / "seg"), count=10), "", ""),  # a bare URL
                "multilabel": (csv_folder(str(tmp_path / "ml"), count=10), "folder", "")}
     for task, (local, kind, suffix) in layouts.items():
         remote = upload(local, f"{s3_bucket}/{task}")
-        ours = open_dataset(task, f"{kind}:{remote}{suffix}")
-        theirs = open_dataset(task, f"{kind}:{local}{suffix}")
+        ours = open_dataset(task, f"{kind}:{remote}{suffix}".lstrip(":"))
+        theirs = open_dataset(task, f"{kind}:{local}{suffix}".lstrip(":"))
         assert ours.class_names == theirs.class_names, task
         copy = storage.cached_copy(remote)
         assert records(ours, copy) == records(theirs, local), task

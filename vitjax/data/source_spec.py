@@ -34,8 +34,9 @@ class SourceSpec:
         if not storage.is_remote(self.name):
             return os.path.expanduser(self.name)
         with storage.remote_errors(self.name):
-            if storage.isfile(self.name):
-                return os.path.join(storage.cached_copy(storage.dirname(self.name)), storage.basename(self.name))
+            is_file = storage.isfile(self.name)
+        if is_file:
+            return os.path.join(storage.cached_copy(storage.dirname(self.name)), storage.basename(self.name))
         return storage.cached_copy(self.name)
 
 
