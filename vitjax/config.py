@@ -14,7 +14,7 @@ import os
 
 import ml_collections
 
-from vitjax import durations, optim, sweep_config
+from vitjax import durations, optim, storage, sweep_config
 from vitjax.data import config as data_config
 from vitjax.errors import BadKey, BadValue
 from vitjax.files import config_dict as to_dict  # config.json's object; a leaf, so trackers/ use it too
@@ -278,7 +278,4 @@ def save(config: ml_collections.ConfigDict, workdir: str) -> None:
     """
     for name, text in ((CONFIG, json.dumps(to_dict(config), indent=2, sort_keys=True)),
                        (CONFIG_TEXT, str(config))):
-        path = os.path.join(workdir, name)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+        storage.write_text(storage.join(workdir, name), text)

@@ -1,7 +1,7 @@
 """JSON files vitjax keeps or is given (a checkpoint's `config.json` and `preprocessor_config.json`,
 a workdir's `config.json` and `data_split.json`, `vitjax_model.json`), read with every failure named
 by the file and the fix; the JSON object of a config; and `writing`, how an output file is written whole
-or not at all."""
+or not at all. Paths may be local or on object storage (`vitjax.storage`)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import contextlib
 import json
 import os
 
+from vitjax import storage
 from vitjax.errors import BadValue, WriteFailed
 
 
 def read_json(path: str, what: str = "") -> dict:
     """The JSON object in `path`; a file that is not one is named with how to fix it."""
     try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
+        value = json.loads(storage.read_text(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadValue(f"{path} is not valid JSON ({e}); {what or 'restore the file or write it again'}.") \
             from None
@@ -29,7 +29,15 @@ def read_json(path: str, what: str = "") -> dict:
 @contextlib.contextmanager
 def writing(path: str | os.PathLike):
     """Yields a temporary name beside `path` to write to; it becomes `path` once written. A write that
-    fails (a full disk, no permission) leaves neither behind and is named with the fix."""
+    fails (a full disk, no permission) leaves neither behind and is named with the fix. On object
+    storage the name is a local file, uploaded whole once written."""
+    if storage.is_remote(path):
+        try:
+            with storage.local_output(path, folder=False) as local:
+                yield local
+        except OSError as e:
+            raise write_failed(path, e) from e
+        return
     root, ext = os.path.splitext(os.fspath(path))
     partial = f"{root}.partial{ext}"  # the same extension: writers pick the format from it
     try:

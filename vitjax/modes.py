@@ -22,10 +22,11 @@ import os
 import jax
 
 from vitjax import config as config_lib
-from vitjax import errors, parallel, workdir_lock
+from vitjax import errors, parallel, storage, workdir_lock
 from vitjax.data.folders import IMAGE_EXTENSIONS, is_image_file
 from vitjax.errors import BadKey, BadValue
 from vitjax.files import read_json
+from vitjax.storage import is_remote
 from vitjax.workdir import Workdir
 
 UserError = errors.UserError  # what the CLI prints as one line (VITJAX_TRACEBACK=1: with traceback)
@@ -70,7 +71,7 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
     folder = Workdir(workdir)
     folder.check_usable(overwrite)
     remove, previous = False, None
-    if os.path.exists(folder.config):
+    if storage.exists(folder.config):
         previous = read_json(folder.config, "pass --overwrite to start afresh, or use another --workdir")
         diff = config_lib.differences(previous, config_lib.to_dict(config))
         if overwrite:
@@ -84,7 +85,7 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
                 f"{workdir} holds a run with a different config ({'; '.join(diff[:8])}). "
                 f"Resuming it with this config would mix two runs. Use another --workdir, or "
                 f"pass --overwrite to delete the earlier run and start afresh.")
-        elif not config.train.resume and os.path.isdir(folder.checkpoints):
+        elif not config.train.resume and storage.isdir(folder.checkpoints):
             raise BadValue(f"{workdir} already holds checkpoints and config.train.resume=False; "
                            f"pass --overwrite to start afresh, or drop resume=False to resume.")
     elif overwrite and folder.foreign_entries():
@@ -109,6 +110,7 @@ def train(config, workdir: str, overwrite: bool = False, sinks=()) -> dict:
     from vitjax.train import loop
     from vitjax.train.preemption import StopSignals
     _prepare(config)
+    check_workdir_store(workdir)
     Workdir(workdir).check_usable(overwrite)  # before the lock file is written into it
     lock = workdir_lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     signals = StopSignals()  # the phases around the loop (which holds its own while it runs)
@@ -125,10 +127,24 @@ def train(config, workdir: str, overwrite: bool = False, sinks=()) -> dict:
         return results
 
 
+def check_workdir_store(workdir: str) -> None:
+    """Refuses what a workdir on object storage cannot hold: a multi-process run on a store whose
+    checkpoints are staged locally (s3://: each process would stage its own part, and none holds the
+    others' to commit the step)."""
+    from vitjax.train.checkpointing import staged
+    if jax.process_count() > 1 and staged(workdir):
+        raise BadValue(f"--workdir {workdir}: a run of {jax.process_count()} processes cannot write its "
+                       f"checkpoints to {storage.scheme(workdir)}:// (orbax writes them to gs:// or a "
+                       f"shared file system only); use a gs:// workdir or a folder every host mounts.")
+
+
 @_user_errors
 def sweep(config, workdir: str, storage: str | None = None, overwrite: bool = False) -> dict:
     from vitjax import sweep as sweep_lib
     _prepare(config)
+    if is_remote(workdir):
+        raise BadValue(f"--workdir {workdir}: a sweep keeps its trials in a SQLite database, which object "
+                       f"storage cannot hold; sweep into a local or shared folder.")
     Workdir(workdir).check_usable(overwrite)
     lock = workdir_lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     with lock:  # the sweep's trials run in subfolders; the sweep holds its own folder
@@ -143,7 +159,7 @@ def saved_config(config, workdir: str | None):
     if config is not None:
         return config
     path = workdir and Workdir(workdir).config
-    if not path or not os.path.isfile(path):
+    if not path or not storage.isfile(path):
         raise FileNotFoundError(f"no config: pass --config, or a --workdir holding a run's config.json "
                                 f"(not found at {path!r}).")
     return config_lib.over_defaults(read_json(path, "pass the run's --config instead"), path)
@@ -154,7 +170,7 @@ def _model_dir(workdir: str | None, model: str | None) -> str:
     (its family's format), else <workdir>/best_vitjax (vitjax's)."""
     from vitjax.trained import find_model
     found = find_model(model or workdir) if model or workdir else None
-    if found is None or not os.path.isdir(found) or (not model and found == workdir):
+    if found is None or not storage.isdir(found) or (not model and found == storage.normalize(workdir)):
         raise FileNotFoundError(
             f"no model folder at {model or workdir!r}: pass --model <an exported model folder>, or a "
             f"--workdir whose training finished (it writes <workdir>/best, or best_vitjax/ when the "
@@ -175,7 +191,7 @@ def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
     if split not in dataset.splits:
         raise BadKey(f"--split {split!r} is not a split of {dataset.source}; "
                      f"choose one of {sorted(dataset.splits)}.")
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     folder = Workdir(workdir)
     outdir = folder.evaluation(split)
     summary = evaluation.report(run, run.model.placed_params(), run.jit_eval_step(), split, outdir)
@@ -207,7 +223,7 @@ def predict(config, workdir: str | None, model: str | None, inputs: list[str], t
     any (a bare --model folder describes itself). `top_k`: ranked entries per image (labels,
     detections); None: the task's default (`Task.default_top_k`, as the service's)."""
     from vitjax.trained import load_trained
-    if config is None and workdir and os.path.isfile(Workdir(workdir).config):
+    if config is None and workdir and storage.isfile(Workdir(workdir).config):
         config = saved_config(None, workdir)
     if config is not None:
         _prepare(config)
@@ -309,7 +325,7 @@ def calibration_images(workdir: str | None, model_dir: str, count: int):
     from vitjax.trained import load_trained
     if count < 1:
         raise BadValue(f"--calibration={count}: static int8 needs at least one calibration image (256 is usual).")
-    if not workdir or not os.path.isfile(Workdir(workdir).config):
+    if not workdir or not storage.isfile(Workdir(workdir).config):
         raise BadValue("--format onnx-int8-static calibrates on the run's training images: pass the run's "
                        "--workdir (its config.json names the data), or use --format onnx-int8 (dynamic, "
                        "no calibration).")

@@ -18,10 +18,10 @@ import html
 import io
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vitjax import storage
 from vitjax.files import write_text
 from vitjax.workdir import Workdir
 
@@ -52,13 +52,13 @@ def write(workdir: Workdir, task: Any, dataset: Any, test_split: str | None) -> 
     `report_sections`), `dataset`: the run's `ImageDataset` (the records the galleries show);
     `test_split`: config.train.test_split. Returns the page's path."""
     body = [_summary(workdir)]
-    if os.path.isfile(workdir.learning_curves):
+    if storage.isfile(workdir.learning_curves):
         body.append(f"<h2>Learning curves</h2>\n{_image_file(workdir.learning_curves)}")
     for folder in workdir.reports(test_split):
         body.append(_split_report(folder, task, dataset))
     body.append(_robustness(workdir.robustness))
     page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>vitjax run: {_text(os.path.basename(os.path.abspath(workdir.path)))}</title>\n"
+            f"<title>vitjax run: {_text(storage.basename(storage.absolute(workdir.path)))}</title>\n"
             f"<style>{_STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
     write_text(workdir.report_html, page)
     log.info("the run's report page: %s", workdir.report_html)
@@ -70,8 +70,7 @@ def write(workdir: Workdir, task: Any, dataset: Any, test_split: str | None) -> 
 def _read(path: str) -> dict:
     """A JSON file of the workdir, or {} when it is not there (a part the run has not written)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(storage.read_text(path))
     except (OSError, ValueError):
         return {}
 
@@ -97,13 +96,13 @@ def _summary(workdir: Workdir) -> str:
     }
     table = "".join(f"<tr><th>{_text(k)}</th><td>{_text(v)}</td></tr>" for k, v in rows.items()
                     if v is not None)
-    title = os.path.basename(os.path.abspath(workdir.path))
+    title = storage.basename(storage.absolute(workdir.path))
     return f"<h1>vitjax run: {_text(title)}</h1>\n<h2>Summary</h2>\n<table id=\"summary\">{table}</table>"
 
 
 def _split_report(folder: str, task: Any, dataset: Any) -> str:
-    report = _read(os.path.join(folder, "report.json"))
-    name = os.path.basename(folder)
+    report = _read(storage.join(folder, "report.json"))
+    name = storage.basename(folder)
     split = report.get("split", name)
     title = f"evaluate: {split}" if name.startswith("eval_") else split
     parts = [f"<section id=\"{_text(name)}\">\n<h2>{_text(title)}</h2>"]
@@ -114,8 +113,8 @@ def _split_report(folder: str, task: Any, dataset: Any) -> str:
         parts.append("<h3>Per class</h3>" + _table(report["per_class"]))
     for warning in report.get("warnings", []):
         parts.append(f"<p><strong>warning:</strong> {_text(warning)}</p>")
-    matrix = os.path.join(folder, "confusion_matrix.png")
-    if os.path.isfile(matrix):
+    matrix = storage.join(folder, "confusion_matrix.png")
+    if storage.isfile(matrix):
         parts.append(f"<h3>Confusion matrix</h3>{_image_file(matrix)}")
     records = dataset.splits.get(split) if dataset is not None else None
     for section in task.report_sections(report) if report else []:
@@ -125,7 +124,7 @@ def _split_report(folder: str, task: Any, dataset: Any) -> str:
 
 def _robustness(folder: str) -> str:
     """`--mode robustness`'s headline numbers and its plots, when it ran."""
-    result = _read(os.path.join(folder, "report.json"))
+    result = _read(storage.join(folder, "report.json"))
     if not result:
         return ""
     parts = [f"<section id=\"robustness\">\n<h2>Robustness ({_text(result.get('split'))}, "
@@ -133,8 +132,8 @@ def _robustness(folder: str) -> str:
     summary = result.get("summary", {})
     parts.append(_table([{"measure": k, "value": v} for k, v in summary.items()]))
     for plot in ("corruption_heatmap.png", "reliability_diagram.png"):
-        if os.path.isfile(os.path.join(folder, plot)):
-            parts.append(_image_file(os.path.join(folder, plot)))
+        if storage.isfile(storage.join(folder, plot)):
+            parts.append(_image_file(storage.join(folder, plot)))
     return "\n".join(parts) + "\n</section>"
 
 
@@ -144,7 +143,7 @@ def _section(section: Mapping[str, Any], folder: str, records: Any) -> str:
     if section.get("text"):
         parts.append(f"<p>{_text(section['text'])}</p>")
     for figure in section.get("figures", ()):
-        parts.append(_image_file(os.path.join(folder, figure)))
+        parts.append(_image_file(storage.join(folder, figure)))
     gallery = list(section.get("gallery", ()))
     if gallery:
         if len(gallery) > MAX_GALLERY:
@@ -194,9 +193,8 @@ def _table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _image_file(path: str) -> str:
-    with open(path, "rb") as f:
-        data = base64.b64encode(f.read()).decode("ascii")
-    return f"<img class=\"figure\" alt=\"{_text(os.path.basename(path))}\" src=\"data:image/png;base64,{data}\">"
+    data = base64.b64encode(storage.read_bytes(path)).decode("ascii")
+    return f"<img class=\"figure\" alt=\"{_text(storage.basename(path))}\" src=\"data:image/png;base64,{data}\">"
 
 
 def _png_uri(picture) -> str:

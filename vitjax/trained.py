@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from vitjax import registry
+from vitjax import registry, storage
 from vitjax.checkpoints.families import family_class_problem
 from vitjax.checkpoints.model_folder import read_model_folder
 from vitjax.checkpoints.preprocessing import Preprocessing
@@ -148,10 +148,13 @@ class TrainedModel:
         writes the task's files under `outdir`; returns one record per image, {"file": path, ...the
         task's record} or {"file": path, "error": why it could not be read}, also written to
         `outdir/predictions.json`. `top_k`: the ranked entries per image, by default the task's
-        (`Task.default_top_k`, as the service's)."""
+        (`Task.default_top_k`, as the service's). On object storage the files are uploaded at the end."""
         registry.require_prediction_hooks(self.task)
         top_k = resolve_top_k(self.task, top_k)
-        os.makedirs(outdir, exist_ok=True)
+        with storage.local_output(outdir) as local:
+            return self._predict(paths, local, top_k, batch_size)
+
+    def _predict(self, paths: Sequence[str], outdir: str, top_k: int, batch_size: int) -> list[dict]:
         names = unique_stems(paths)
         records = []
         for start in range(0, len(paths), batch_size):
@@ -198,8 +201,8 @@ def unique_stems(paths: Sequence[str]) -> list[str]:
 def find_model(path: str | os.PathLike) -> str:
     """The export of the run in `path` (`best/`, else `best_vitjax/`) when it holds one, else `path`
     itself (a model folder, or `read_model_folder` names what is missing)."""
-    path, run = os.fspath(path), Workdir(path)
-    return next((p for p in (run.best, run.best_native) if os.path.isdir(p)), path)
+    path, run = storage.normalize(path), Workdir(path)
+    return next((p for p in (run.best, run.best_native) if storage.isdir(p)), path)
 
 
 def load_trained(directory: str | os.PathLike,
@@ -210,7 +213,8 @@ def load_trained(directory: str | os.PathLike,
     (its knobs, e.g. `top_k`, `score_threshold`); by default the one saved in the folder
     (`best_vitjax/`) or the classification task that `best/` describes."""
     directory = find_model(directory)
-    folder = read_model_folder(directory)
+    with storage.local_copy(directory) as local:  # a model folder on object storage: read from a copy
+        folder = read_model_folder(local)
     config = dict(task_config if task_config is not None else folder.task_config)
     task = make_task(config, folder.class_names, directory)
     model = Model(ViT(folder.spec), task.make_head(folder.spec))

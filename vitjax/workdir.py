@@ -15,7 +15,9 @@
       sweep.db, trial_NNN/, trials.csv/.md, sweep.json, best_config.py, param_importances.png  (sweeps)
 
 Every module names these files through `Workdir`; `Workdir.own_files` is the list an `--overwrite`
-removes, and only in a folder that carries the marker (or holds a config of an earlier vitjax).
+removes, and only in a folder that carries the marker (or holds a config of an earlier vitjax). A
+workdir may be a local folder or a prefix on object storage (`gs://bucket/run`, `s3://bucket/run`):
+every file of it is read and written through `vitjax.storage`.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 
+from vitjax import storage
 from vitjax.errors import BadValue
 
 MARKER = ".vitjax-workdir"
@@ -55,14 +57,14 @@ _OWN_PATTERNS = re.compile(r"eval_.+|trial_\d+|.+\.tmp")
 def adapter_dir(export_dir: str) -> str:
     """Where the PEFT adapter of a LoRA run is written, beside the merged export `export_dir`
     (`best/` -> `best_adapter/`)."""
-    return os.fspath(export_dir).rstrip("/") + "_adapter"
+    return storage.normalize(export_dir).rstrip("/") + "_adapter"
 
 
 class Workdir:
     """The paths of one workdir. `Workdir(path)` touches nothing; `create` writes the marker."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = os.fspath(path)
+        self.path = storage.normalize(path)
 
     def __fspath__(self) -> str:
         return self.path
@@ -74,7 +76,7 @@ class Workdir:
         return f"Workdir({self.path!r})"
 
     def file(self, name: str) -> str:
-        return os.path.join(self.path, name)
+        return storage.join(self.path, name)
 
     # ---- the layout ------------------------------------------------------------------------------
     marker = property(lambda self: self.file(MARKER))
@@ -108,7 +110,7 @@ class Workdir:
         `--mode evaluate`'s."""
         names = ["validation", *([test_split] if test_split else [])]
         names += sorted(name for name in self.foreign_entries() if name.startswith("eval_"))
-        return [self.file(name) for name in dict.fromkeys(names) if os.path.isdir(self.file(name))]
+        return [self.file(name) for name in dict.fromkeys(names) if storage.isdir(self.file(name))]
 
     def export(self, native: bool) -> str:
         """`best/` (Hugging Face format), or `best_vitjax/` for a task without a transformers class."""
@@ -121,20 +123,19 @@ class Workdir:
     def is_vitjax(self) -> bool:
         """Whether vitjax created this folder: its marker, or (a workdir of a vitjax from before the
         marker) a config.json that is a vitjax config."""
-        if os.path.isfile(self.marker):
+        if storage.isfile(self.marker):
             return True
         try:
-            with open(self.config, encoding="utf-8") as f:
-                saved = json.load(f)
+            saved = json.loads(storage.read_text(self.config))
         except (OSError, ValueError):
             return False
         return isinstance(saved, dict) and {"model", "data", "train", "optim", "task"} <= set(saved)
 
     def foreign_entries(self) -> list[str]:
         """What the folder holds besides vitjax's lock: empty for a new or empty folder."""
-        if not os.path.isdir(self.path):
+        if not storage.isdir(self.path):
             return []
-        return sorted(name for name in os.listdir(self.path) if name != LOCK)
+        return sorted(name for name in storage.listdir(self.path) if name != LOCK)
 
     def check_usable(self, overwrite: bool = False) -> None:
         """Refuses a folder that holds files and is not a vitjax workdir: vitjax writes its run into a
@@ -149,11 +150,10 @@ class Workdir:
 
     def create(self) -> None:
         """Makes the folder (when missing) and marks it as vitjax's."""
-        os.makedirs(self.path, exist_ok=True)
-        if not os.path.isfile(self.marker):
-            with open(self.marker, "w", encoding="utf-8") as f:
-                f.write("A vitjax workdir: vitjax may replace the files it wrote here "
-                        "(--overwrite).\n")
+        storage.makedirs(self.path)
+        if not storage.isfile(self.marker):
+            storage.write_text(self.marker, "A vitjax workdir: vitjax may replace the files it wrote here "
+                                            "(--overwrite).\n")
 
     def own_files(self, test_split: str = "test") -> list[str]:
         """The entries of the folder that vitjax wrote (never the marker or the lock)."""
@@ -170,6 +170,5 @@ class Workdir:
                            f"is deleted.")
         own = self.own_files(test_split)
         for name in own:
-            path = self.file(name)
-            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+            storage.rmtree(self.file(name))
         return [name for name in self.foreign_entries() if name not in own and name != MARKER]

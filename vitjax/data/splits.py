@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from typing import Sequence
 
 import numpy as np
 
+from vitjax import storage
 from vitjax.data.records import (CARVE, SPLIT_ALIASES, SPLITS, ImageDataset, RecordSource, SubsetSource,
                                  check_labels, class_image_counts)
 from vitjax.errors import BadKey, BadValue
@@ -153,7 +153,7 @@ def write_split(workdir: str, dataset: ImageDataset, replace: bool = False) -> s
     `replace` (the run has no checkpoint yet, so nothing was trained on the old split): the file is
     rewritten instead.
     """
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     summary = split_summary(dataset)
     payload = {"source": dataset.source, "class_names": dataset.class_names,
                "splits": {name: dict(summary[name], ids=[i if isinstance(i, str) else int(i) for i in split.ids()],
@@ -161,8 +161,8 @@ def write_split(workdir: str, dataset: ImageDataset, replace: bool = False) -> s
                           for name, split in dataset.splits.items()}}
     # Through JSON and back, so the comparison sees exactly what a file would hold.
     text = json.dumps(payload, indent=1, ensure_ascii=True)  # ascii: non-UTF-8 names stay writable.
-    path = os.path.join(workdir, SPLIT_FILE)
-    if os.path.exists(path) and not replace:
+    path = storage.join(workdir, SPLIT_FILE)
+    if storage.exists(path) and not replace:
         previous = read_split(path, "delete it to record the current split afresh")
         current = json.loads(text)
         changed = [k for k in ("source", "class_names") if previous.get(k) != current[k]]
@@ -175,10 +175,7 @@ def write_split(workdir: str, dataset: ImageDataset, replace: bool = False) -> s
                            "run started. Restore them, or use a new workdir (or delete the file) to start "
                            "over with the new split.")
         return path
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    storage.write_text(path, text)
     logging.info("Data split written to %s: %s", path,
                  {name: s["size"] for name, s in summary.items()})
     return path

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 
+from vitjax import storage
 from vitjax.errors import BadValue
 
 FORMATS = ("onnx", "onnx-int8", "onnx-int8-static", "stablehlo")
@@ -74,7 +75,7 @@ def export(model_dir: str, fmt: str, output: str, calibration=None) -> str:
     """Exports the model folder `model_dir` (`best/` or `best_vitjax/`, or a workdir holding one) as
     `fmt` into `output`; "onnx-int8-static" needs `calibration`, uint8 images [N, H, W, C] at the
     model's input size."""
-    from vitjax.trained import INPUT_NAME, load_trained
+    from vitjax.trained import load_trained
 
     if fmt not in FORMATS:
         raise BadValue(f"--format {fmt!r} is not an export format; use one of {', '.join(FORMATS)}.")
@@ -82,7 +83,18 @@ def export(model_dir: str, fmt: str, output: str, calibration=None) -> str:
         raise BadValue(f"--format {fmt}: calibration images are read for onnx-int8-static only")
     trained = load_trained(model_dir)
     info = deploy_info(trained)
-    os.makedirs(output, exist_ok=True)
+    with storage.local_output(output) as local:  # on object storage: written here, then uploaded
+        _write(trained, info, fmt, local, calibration)
+        info.update(source=storage.absolute(model_dir))
+        with open(os.path.join(local, INFO_FILE), "w", encoding="utf-8") as f:
+            json.dump(info, f, indent=2)
+    return output
+
+
+def _write(trained, info: dict, fmt: str, output: str, calibration) -> None:
+    """The artifact of `fmt` into local folder `output`; `info` gains its file and digest."""
+    from vitjax.trained import INPUT_NAME
+
     path = os.path.join(output, MODEL_FILES[fmt])
     if fmt == "stablehlo":
         from vitjax.deploy.stablehlo_export import to_stablehlo
@@ -100,10 +112,7 @@ def export(model_dir: str, fmt: str, output: str, calibration=None) -> str:
             quantize_int8_static(model, path, calibration, INPUT_NAME)
         else:
             onnx.save_model(model, path)
-    info.update(format=fmt, model_file=MODEL_FILES[fmt], model_sha256=sha256(path), source=os.path.abspath(model_dir))
-    with open(os.path.join(output, INFO_FILE), "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=2)
-    return output
+    info.update(format=fmt, model_file=MODEL_FILES[fmt], model_sha256=sha256(path))
 
 
 def read_info(output: str) -> dict:

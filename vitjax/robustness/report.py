@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from vitjax import storage
 from vitjax.errors import BadValue
 from vitjax.robustness.calibration import plot_reliability
 from vitjax.report import format_table
@@ -44,13 +45,12 @@ def summarize(result: dict, mode: str) -> dict:
 
 def baseline_report(baseline_workdir: str) -> tuple[str, dict]:
     """(path, content) of the baseline run's report.json; a missing one names the command."""
-    path = os.path.join(Workdir(baseline_workdir).robustness, "report.json")
-    if not os.path.isfile(path):
+    path = storage.join(Workdir(baseline_workdir).robustness, "report.json")
+    if not storage.isfile(path):
         raise FileNotFoundError(f"--robustness.baseline: {path} does not exist; run "
                                 f"`python -m vitjax.main --mode robustness --workdir "
                                 f"{baseline_workdir}` first.")
-    with open(path, encoding="utf-8") as f:
-        return path, json.load(f)
+    return path, json.loads(storage.read_text(path))
 
 
 def against_baseline(result: dict, baseline_workdir: str) -> dict:
@@ -173,8 +173,8 @@ def write(result: dict, outdir: str) -> None:
 
 def add_to_model_card(result: dict, model_dir: str) -> None:
     """Adds (or replaces) a short robustness table at the end of `model_dir/README.md`."""
-    path = Path(model_dir, "README.md")
-    card = path.read_text(encoding="utf-8")
+    path = storage.join(model_dir, "README.md")
+    card = storage.read_text(path)
     card = card.split(f"\n{CARD_HEADING}\n")[0].rstrip("\n")
     summary, metric = result["summary"], result["metric"]
     rows = [{"measure": f"clean {metric}", "value": summary["clean"]}]
@@ -192,4 +192,4 @@ def add_to_model_card(result: dict, model_dir: str) -> None:
     text = (f"\n\n{CARD_HEADING}\n\nOn the {result['split']} split ({result['images']} images); the "
             f"full report is `robustness/report.md` in the run directory.\n\n"
             f"{format_table(rows, markdown=True)}\n")
-    path.write_text(card + text, encoding="utf-8")
+    storage.write_text(path, card + text)

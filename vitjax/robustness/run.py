@@ -11,13 +11,12 @@ writes the files.
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import jax
 import numpy as np
 
-from vitjax import parallel, report_page
+from vitjax import parallel, report_page, storage
 from vitjax.errors import BadKey, BadValue
 from vitjax.robustness import attacks, calibration, corruptions, inputs, report
 from vitjax.workdir import ROBUSTNESS, Workdir
@@ -178,8 +177,9 @@ def robustness_report(config, workdir: str, split: str, options, model_dir: str)
     result["wall_time_s"] = time.perf_counter() - started
     result["timings_s"] = timings
     if jax.process_index() == 0:
-        report.write(result, os.path.join(workdir, OUTDIR))
-        if os.path.isfile(os.path.join(model_dir, "README.md")):
+        with storage.local_output(storage.join(workdir, OUTDIR)) as outdir:  # uploaded on object storage
+            report.write(result, outdir)
+        if storage.isfile(storage.join(model_dir, "README.md")):
             report.add_to_model_card(result, model_dir)
         report_page.write(Workdir(workdir), run.model.task, run.data.dataset, config.train.test_split)
         print(report.markdown(result))

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 
+from vitjax import storage
 from vitjax.serve.limits import Limits
 
 _DEFAULTS = Limits()
@@ -115,17 +116,22 @@ def _warn(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    if not storage.isdir(args.model):
+        print(f"vitjax serve: --model {args.model} is not a folder.", file=sys.stderr)
+        return 2
+    with storage.local_copy(args.model) as local:  # a model on object storage: served from a local copy
+        return _serve(args, local)
+
+
+def _serve(args, model: str) -> int:
     import uvicorn
 
     from vitjax.serve.app import create_app
     from vitjax.serve.backends import default_threads, open_backend
 
-    if not os.path.isdir(args.model):
-        print(f"vitjax serve: --model {args.model} is not a folder.", file=sys.stderr)
-        return 2
     threads = default_threads(args.workers)
     try:
-        backend = open_backend(args.model, threads)
+        backend = open_backend(model, threads)
     except (FileNotFoundError, ValueError, KeyError) as error:
         print(f"vitjax serve: {error}", file=sys.stderr)
         return 2
@@ -136,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         uvicorn.run(create_app(backend, limits), **server)
         return 0
     del backend  # checked; each worker opens its own
-    os.environ[_WORKER_ENV] = json.dumps({"model": args.model, "threads": threads,
+    os.environ[_WORKER_ENV] = json.dumps({"model": model, "threads": threads,
                                           "limits": dataclasses.asdict(limits)})
     uvicorn.run("vitjax.serve.cli:worker_app", factory=True, workers=args.workers, **server)
     return 0

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 
 import jax
 
+from vitjax import storage
 from vitjax.trackers.config import reporters
 from vitjax.workdir import Workdir
 
@@ -26,12 +26,18 @@ from vitjax.workdir import Workdir
 class Trackers:
     """The open tracker runs of one training run."""
 
-    def __init__(self, sinks):
-        self.sinks = list(sinks)
+    def __init__(self, sinks, workdir: str):
+        self.sinks, self.workdir = list(sinks), workdir
 
     def finish(self, results: dict) -> None:
-        for sink in self.sinks:
-            sink.finish(results)
+        """Hands each tracker the results and the run's files (a local copy of those a tracker sends
+        when the workdir is on object storage)."""
+        if not self.sinks:
+            return
+        from vitjax.trackers import run_files
+        with run_files.local_view(self.workdir) as files:
+            for sink in self.sinks:
+                sink.finish(results, files)
 
 
 def _ids_path(workdir: str) -> str:
@@ -41,15 +47,13 @@ def _ids_path(workdir: str) -> str:
 def saved_ids(workdir: str) -> dict:
     """The tracker run ids of an earlier (interrupted) run in `workdir`, to continue them."""
     path = _ids_path(workdir)
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(storage.read_text(path))
 
 
 def _save_ids(workdir: str, ids: dict) -> None:
-    with open(_ids_path(workdir), "w", encoding="utf-8") as f:
-        json.dump(ids, f, indent=2)
+    storage.write_text(_ids_path(workdir), json.dumps(ids, indent=2))
 
 
 @contextlib.contextmanager
@@ -67,7 +71,7 @@ def open_trackers(config, workdir: str):
             sinks.append(WandbTracker(config, workdir, ids.get("wandb")))
         if sinks:
             _save_ids(workdir, {**ids, **{s.name: s.run_id for s in sinks}})
-        yield Trackers(sinks)
+        yield Trackers(sinks, workdir)
     except BaseException:
         for sink in sinks:
             sink.close(failed=True)

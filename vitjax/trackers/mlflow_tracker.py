@@ -6,6 +6,7 @@ import os
 import time
 
 import vitjax.trackers.run_files as run_files
+from vitjax import storage
 
 
 class MLflowTracker:
@@ -24,9 +25,9 @@ class MLflowTracker:
         if run_id is not None and self._exists(run_id):
             self.client.update_run(run_id, status="RUNNING")
         else:
-            run_name = cfg.run_name or os.path.basename(os.path.abspath(workdir))
+            run_name = cfg.run_name or storage.basename(storage.absolute(workdir))
             run_id = self.client.create_run(experiment_id, run_name=run_name,
-                                            tags={"vitjax.workdir": os.path.abspath(workdir)}).info.run_id
+                                            tags={"vitjax.workdir": storage.absolute(workdir)}).info.run_id
             from mlflow.entities import Param
             params = [Param(k, v[:6000]) for k, v in run_files.flat_config(config).items()]
             for i in range(0, len(params), 100):
@@ -46,17 +47,18 @@ class MLflowTracker:
         self.client.log_batch(self.run_id, metrics=[Metric(f"{prefix}/{k}", float(v), now, int(step))
                                                     for k, v in scalars.items()])
 
-    def finish(self, results: dict) -> None:
+    def finish(self, results: dict, workdir: str) -> None:
+        """`workdir`: a local folder holding the run's files (`run_files.local_view`)."""
         for metric, value in run_files.best_metrics(results).items():
             self.client.log_metric(self.run_id, metric, value, step=int(results.get("steps", 0)))
-        for path in run_files.artifacts(self.workdir):
+        for path in run_files.artifacts(workdir):
             if os.path.isdir(path):
                 self.client.log_artifacts(self.run_id, path, artifact_path=os.path.basename(path))
             else:
                 self.client.log_artifact(self.run_id, path)
-        for path in run_files.model_dirs(self.workdir):
+        for path in run_files.model_dirs(workdir):
             self.client.log_artifacts(self.run_id, path, artifact_path=os.path.basename(path))
-        if self.registered_model and os.path.isdir(os.path.join(self.workdir, "best")):
+        if self.registered_model and os.path.isdir(os.path.join(workdir, "best")):
             from mlflow.exceptions import MlflowException
             try:
                 self.client.get_registered_model(self.registered_model)

@@ -7,6 +7,7 @@ import os
 
 from vitjax.files import config_dict
 import vitjax.trackers.run_files as run_files
+from vitjax import storage
 
 
 class WandbTracker:
@@ -17,9 +18,10 @@ class WandbTracker:
 
         cfg = config.trackers
         self.workdir = workdir
-        directory = os.environ.get("WANDB_DIR") or workdir
+        # W&B writes its files into a local folder: $WANDB_DIR, else the workdir (else the current one)
+        directory = os.environ.get("WANDB_DIR") or (os.getcwd() if storage.is_remote(workdir) else workdir)
         os.makedirs(directory, exist_ok=True)
-        self.run = wandb.init(project=cfg.experiment, name=cfg.run_name or os.path.basename(os.path.abspath(workdir)),
+        self.run = wandb.init(project=cfg.experiment, name=cfg.run_name or storage.basename(storage.absolute(workdir)),
                               id=run_id, resume="allow", dir=directory, config=config_dict(config),
                               reinit="create_new")
         self.run_id = self.run.id
@@ -27,18 +29,19 @@ class WandbTracker:
     def write(self, step: int, scalars: dict, prefix: str) -> None:
         self.run.log({f"{prefix}/{k}": float(v) for k, v in scalars.items()}, step=int(step))
 
-    def finish(self, results: dict) -> None:
+    def finish(self, results: dict, workdir: str) -> None:
+        """`workdir`: a local folder holding the run's files (`run_files.local_view`)."""
         import wandb
 
         self.run.summary.update(run_files.best_metrics(results))
-        curves = os.path.join(self.workdir, "learning_curves.png")
+        curves = os.path.join(workdir, "learning_curves.png")
         if os.path.exists(curves):
             self.run.log({"learning_curves": wandb.Image(curves)})
         reports = wandb.Artifact(f"{self.run.id}-reports", type="evaluation")
-        for path in run_files.artifacts(self.workdir):
+        for path in run_files.artifacts(workdir):
             (reports.add_dir if os.path.isdir(path) else reports.add_file)(path, name=os.path.basename(path))
         self.run.log_artifact(reports)
-        for path in run_files.model_dirs(self.workdir):
+        for path in run_files.model_dirs(workdir):
             model = wandb.Artifact(f"{self.run.id}-{os.path.basename(path)}", type="model")
             model.add_dir(path)
             self.run.log_artifact(model, aliases=["best"])

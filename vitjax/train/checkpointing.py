@@ -15,6 +15,12 @@ committed): it is moved aside into `.damaged-<step>` with a warning, and the run
 previous complete one. A checkpoint that reads but holds other tensors than the run's model and
 optimizer (the config changed) is refused (`CheckpointMismatch`), never set aside. A reader of a
 workdir (export) opens the directory `read_only`: it never writes there or cleans it up.
+
+On `gs://` orbax reads and writes the bucket itself. On another object store (`s3://`), whose arrays
+orbax cannot write, the checkpoints are staged: orbax works in a local staging folder, each step it has
+committed is uploaded whole with its commit file (`_CHECKPOINT_METADATA`) last, so a step cut short by a
+kill is never taken for a checkpoint; the steps the policy drops are deleted from the bucket too (commit
+file first). Opening the directory downloads its committed steps (the best k and the latest).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
+from vitjax import storage
 from vitjax.errors import BadValue
 from vitjax.parallel import sync as parallel_sync
 
@@ -37,6 +44,7 @@ from vitjax.parallel import sync as parallel_sync
 log = logging.getLogger(__name__)
 
 TRASH = ".deleted"
+COMMIT_FILE = "_CHECKPOINT_METADATA"  # orbax writes it into a step's folder when the step is complete
 
 
 class CheckpointWriteError(OSError):
@@ -94,7 +102,20 @@ if not any(isinstance(f, _ReportedHere) for f in _ORBAX_LOG.filters):
 
 def has_checkpoints(directory: str) -> bool:
     """Whether `directory` holds a committed checkpoint (orbax names each step's folder by its number)."""
-    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+    return bool(_committed_steps(directory)) if staged(directory) else (
+        storage.isdir(directory) and any(name.isdigit() for name in storage.listdir(directory)))
+
+
+def staged(directory: str) -> bool:
+    """Whether checkpoints in `directory` go through a local staging folder: object storage other than
+    gs:// (whose arrays orbax writes itself)."""
+    return storage.is_remote(directory) and storage.scheme(directory) != "gs"
+
+
+def _committed_steps(directory: str) -> list[int]:
+    """The steps uploaded whole to staged `directory` (their commit file is there)."""
+    return sorted(int(name) for name in storage.listdir(directory)
+                  if name.isdigit() and storage.isfile(storage.join(directory, name, COMMIT_FILE)))
 
 
 class Checkpointer:
@@ -118,9 +139,45 @@ class Checkpointer:
             read_only=read_only,
             save_root_metadata=not read_only)
         self.read_only = read_only
-        self.directory = os.path.abspath(directory)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self.directory = storage.absolute(directory)  # what messages name
+        # Where orbax writes: the directory itself, or a local staging folder mirrored to it.
+        self._root = storage.staging_dir("vitjax-checkpoints-") if staged(directory) else self.directory
+        self._uploaded = self._download() if staged(directory) else set()
+        self._manager = ocp.CheckpointManager(self._root, options=options)
         self._writing = None  # the step whose (asynchronous) save may still be under way
+
+    # ---- staging (object storage that orbax cannot write: s3://) ---------------------------------------
+    def _download(self) -> set[int]:
+        """Fetches the committed steps of the bucket into the staging folder; a writer first deletes
+        the steps a killed run left half uploaded (it holds the workdir's lock)."""
+        steps = _committed_steps(self.directory)
+        if not self.read_only:
+            for name in storage.listdir(self.directory):
+                if name.isdigit() and int(name) not in steps:
+                    storage.rmtree(storage.join(self.directory, name))
+        for step in steps:
+            storage.copy(storage.join(self.directory, str(step)), os.path.join(self._root, str(step)))
+        return set(steps)
+
+    def _upload(self) -> None:
+        """Mirrors the staging folder's committed steps to the bucket: new steps uploaded whole (commit
+        file last), dropped ones deleted (commit file first). Called once orbax has finished saving."""
+        if self._root == self.directory or self.read_only or jax.process_index() != 0:
+            return
+        local = {int(name) for name in os.listdir(self._root)
+                 if name.isdigit() and os.path.isfile(os.path.join(self._root, name, COMMIT_FILE))}
+        for step in sorted(self._uploaded - local):
+            self._delete_remote(step)
+        for step in sorted(local - self._uploaded):
+            storage.copy(os.path.join(self._root, str(step)), storage.join(self.directory, str(step)),
+                         last=COMMIT_FILE)
+            self._uploaded.add(step)
+
+    def _delete_remote(self, step: int) -> None:
+        if self._root != self.directory and step in self._uploaded:
+            storage.remove(storage.join(self.directory, str(step), COMMIT_FILE))
+            storage.rmtree(storage.join(self.directory, str(step)))
+            self._uploaded.discard(step)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -142,11 +199,13 @@ class Checkpointer:
                 return
             self._manager.wait_until_finished()
             self._manager.delete(step)
+            self._delete_remote(step)
         args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                                   data=ocp.args.JsonSave(data_state),
                                   host=ocp.args.JsonSave(host_state))
         with self._reporting_write_errors():  # a failure of the previous save surfaces here
             self._manager.wait_until_finished()
+            self._upload()
         self._empty_trash()
         self._writing = step
         with self._reporting_write_errors():
@@ -155,12 +214,14 @@ class Checkpointer:
 
     def _empty_trash(self) -> None:
         if jax.process_index() == 0 and not self.read_only:
-            shutil.rmtree(os.path.join(self.directory, TRASH), ignore_errors=True)
+            storage.rmtree(storage.join(self._root, TRASH))
 
     def _probe_writable(self) -> None:
         """Fails fast on a read-only or full directory: orbax, failing to create a step's
         directory in its background thread, would wait minutes before giving up."""
-        with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".write-probe-") as f:
+        if storage.is_remote(self._root):
+            return  # a bucket is not full, and orbax reports a refused write at once
+        with tempfile.NamedTemporaryFile(dir=self._root, prefix=".write-probe-") as f:
             f.write(b"vitjax")
             f.flush()
 
@@ -201,7 +262,7 @@ class Checkpointer:
         for step in sorted(self._manager.all_steps(), reverse=True):
             try:
                 saved = ocp.StandardCheckpointHandler().metadata(
-                    epath.Path(self.directory) / str(step) / "state")
+                    epath.Path(self._root) / str(step) / "state")
             except Exception as e:  # noqa: BLE001 - unreadable: damage, as below
                 self._set_aside(step, e)
                 continue
@@ -221,10 +282,14 @@ class Checkpointer:
 
     def _set_aside(self, step: int, error: Exception) -> None:
         """Moves the damaged checkpoint of `step` into `.damaged-<step>`, with a warning."""
-        aside = os.path.join(self.directory, f".damaged-{step}")
+        aside = storage.join(self.directory, f".damaged-{step}")
         if jax.process_index() == 0:
-            shutil.rmtree(aside, ignore_errors=True)
-            os.rename(os.path.join(self.directory, str(step)), aside)
+            bucket = [self.directory] if self._root != self.directory and not self.read_only else []
+            for root in [self._root, *bucket]:  # (and the bucket's copy of a staged step)
+                storage.rmtree(storage.join(root, f".damaged-{step}"))
+                if storage.exists(storage.join(root, str(step))):
+                    storage.rename(storage.join(root, str(step)), storage.join(root, f".damaged-{step}"))
+            self._uploaded.discard(step)
         parallel_sync(f"vitjax: damaged checkpoint {step} moved")
         self._manager.reload()
         text = str(error).strip()
@@ -246,6 +311,7 @@ class Checkpointer:
     def wait(self) -> None:
         with self._reporting_write_errors():
             self._manager.wait_until_finished()
+            self._upload()
         self._writing = None
 
     def close(self) -> None:
@@ -254,3 +320,5 @@ class Checkpointer:
             self._empty_trash()
         finally:
             self._manager.close()
+            if self._root != self.directory:
+                shutil.rmtree(self._root, ignore_errors=True)

@@ -7,12 +7,11 @@ Every example counts exactly once: the last batch is padded and its padding rows
 from __future__ import annotations
 
 import logging
-import os
 
 import jax
 import numpy as np
 
-from vitjax import parallel
+from vitjax import parallel, storage
 from vitjax.tracking import tracked_value
 
 log = logging.getLogger(__name__)
@@ -63,6 +62,6 @@ def report(run, params, eval_step, split: str, outdir: str) -> dict:
     computed = compute(run, params, eval_step, split)
     summary = _summarize(run, computed, split)
     if jax.process_index() == 0:
-        os.makedirs(outdir, exist_ok=True)
-        run.model.task.report(computed, outdir, split)
+        with storage.local_output(outdir) as local:  # a task's report files, uploaded on object storage
+            run.model.task.report(computed, local, split)
     return summary

@@ -20,7 +20,7 @@ from vitjax import config as config_lib
 from vitjax import parallel
 from vitjax.checkpoints.families import export_pretrained
 from vitjax.checkpoints.native import export_native
-from vitjax import report, report_page
+from vitjax import report, report_page, storage
 from vitjax.files import read_json, write_text
 from vitjax.workdir import Workdir
 from vitjax.lora import run as lora_run
@@ -90,7 +90,17 @@ def export(run, dataset, params, directory: str, metrics: dict | None = None) ->
     """Writes `params` (host arrays: `parallel.to_host`) in its family's format (+ model card) when
     the model has a class there, else in vitjax's own format. LoRA adapters are merged into
     the weights, and written alone in PEFT's format to `<directory>_adapter`. `run`: a training run
-    or an export (`vitjax.train.setup`); `dataset`: its source and class names."""
+    or an export (`vitjax.train.setup`); `dataset`: its source and class names. On object storage
+    the folders are written locally, then uploaded."""
+    if not storage.is_remote(directory):
+        return _export(run, dataset, params, directory, metrics)
+    with storage.local_output(storage.dirname(directory)) as parent:  # the export and its adapter beside
+        _export(run, dataset, params, os.path.join(parent, storage.basename(directory)), metrics)
+    log.info("uploaded the export to %s", directory)
+    return directory
+
+
+def _export(run, dataset, params, directory: str, metrics: dict | None) -> str:
     model = run.model
     form = export_format(model.task, model.spec, model.module.head)
     params = lora_run.export_adapter(run, params, directory, form.pooling)
@@ -125,7 +135,7 @@ def metrics_of(workdir: str, step: int, checkpoint_metrics: dict | None) -> dict
     """The metrics of the checkpoint of `step` for its model card: the finished run's results
     (validation and test) when they are of that step, else the validation metrics it was saved with."""
     path = Workdir(workdir).results
-    if os.path.exists(path):
+    if storage.exists(path):
         results = read_json(path)
         if results.get("best_step") == step:
             return results.get("metrics", {})

@@ -6,8 +6,8 @@ folder). Training is the only mode that reads the base checkpoint.
 from __future__ import annotations
 
 import json
-import os
 
+from vitjax import storage
 from vitjax.checkpoints import architecture
 from vitjax.files import read_json
 from vitjax.workdir import MODEL
@@ -17,17 +17,16 @@ MODEL_FILE = MODEL
 
 def write(workdir: str, spec, preprocessing, base: str) -> str:
     """Writes `<workdir>/model.json` (atomically: a crash leaves the previous one or none)."""
-    path = os.path.join(workdir, MODEL_FILE)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump({"base_checkpoint": base, **architecture.to_fields(spec, preprocessing)}, f, indent=2)
-    os.replace(path + ".tmp", path)
+    path = storage.join(workdir, MODEL_FILE)
+    storage.write_text(path, json.dumps({"base_checkpoint": base, **architecture.to_fields(spec, preprocessing)},
+                                        indent=2))
     return path
 
 
 def read(workdir: str):
     """(spec, preprocessing) of `<workdir>/model.json`; None when the workdir has none (a run trained
     before vitjax recorded it)."""
-    path = os.path.join(workdir, MODEL_FILE)
-    if not os.path.isfile(path):
+    path = storage.join(workdir, MODEL_FILE)
+    if not storage.isfile(path):
         return None
     return architecture.from_fields(read_json(path, "train the run again to rewrite it"), path)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 import re
 from typing import Callable
 
@@ -29,7 +28,7 @@ import numpy as np
 from flax import traverse_util
 
 from vitjax import config as config_lib
-from vitjax import durations, optim, parallel, registry
+from vitjax import durations, optim, parallel, registry, storage
 from vitjax.checkpoints.families import load_checkpoint
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.data import pipeline, splits as splits_lib
@@ -350,7 +349,7 @@ def recorded_dataset(workdir: str) -> tuple[ImageDataset, int]:
     """The source and class names the run in `workdir` recorded in data_split.json, without records
     (what export needs, without opening the data), and the size of its train split."""
     path = Workdir(workdir).split
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise FileNotFoundError(f"{path} is missing: {workdir} holds no training run; train first.")
     recorded = splits_lib.read_split(path, "train the run again to rewrite it")
     train = recorded["splits"].get("train") or {}
@@ -419,8 +418,7 @@ def write_run_files(run: Run) -> None:
         log.info("parameter groups:\n%s", table)
         splits_lib.write_split(run.workdir.path, run.data.dataset,
                                replace=not has_checkpoints(run.workdir.checkpoints))
-        with open(run.workdir.param_groups, "w", encoding="utf-8") as f:
-            f.write(table + "\n")
+        storage.write_text(run.workdir.param_groups, table + "\n")
         run_model.write(run.workdir.path, run.model.spec, run.model.preprocessing, run.model.base)
 
 

@@ -4,7 +4,8 @@ other sinks (experiment trackers, a sweep trial's pruning callback) handed every
 TensorBoard events are written with tensorboardX (clu's writers import TensorFlow). Only
 process 0 writes; the other processes get a writer that does nothing. A run first drops what an
 interrupted run logged after the step it starts from (the checkpoint it resumes, or step 0):
-those steps run again, and the logs read as one uninterrupted run.
+those steps run again, and the logs read as one uninterrupted run. A workdir on object storage is
+written through a local mirror (`vitjax.storage.Mirror`) uploaded after every record.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import time
 
 import jax
 
-from vitjax.workdir import Workdir
+from vitjax import storage
+from vitjax import workdir as wd
 
 
 class MetricWriter:
@@ -27,14 +29,16 @@ class MetricWriter:
         """`sinks`: more receivers of every `write` (trackers, a sweep's pruning callback)."""
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self.sinks = list(sinks)
-        self._jsonl = self._tb = None
+        self._jsonl = self._tb = self._mirror = None
         if self.enabled:
             SummaryWriter = _summary_writer_class()
-            path = Workdir(workdir).metrics
+            self._mirror = storage.Mirror(workdir)  # the workdir itself when local
+            path = self._mirror.pull(wd.METRICS)
             _drop_records_after(path, start_step)
             self._jsonl = open(path, "a", encoding="utf-8")
             if tensorboard:
-                self._tb = SummaryWriter(Workdir(workdir).tensorboard, purge_step=start_step + 1)
+                self._tb = SummaryWriter(os.path.join(self._mirror.local, wd.TENSORBOARD),
+                                         purge_step=start_step + 1)
 
     def write(self, step: int, scalars: dict[str, float], prefix: str) -> None:
         """Logs `scalars` under `prefix` (e.g. "train", "validation") at `step`."""
@@ -50,12 +54,17 @@ class MetricWriter:
         self._jsonl.flush()
         for k, v in scalars.items() if self._tb else ():
             self._tb.add_scalar(f"{prefix}/{k}", float(v), int(step))
+        if self._mirror.staged:
+            if self._tb:
+                self._tb.flush()
+            self._mirror.sync()
 
     def close(self) -> None:
         if self.enabled:
             self._jsonl.close()
             if self._tb:
                 self._tb.close()
+            self._mirror.close()
 
 
 def _summary_writer_class():
