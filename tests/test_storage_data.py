@@ -115,7 +115,6 @@ def test_coco_segmentation_and_multilabel_folders_on_s3_read_the_same_records(s3
 def test_a_checkpoint_and_images_on_s3_give_the_local_folders_logits_and_predictions(s3_bucket, tmp_path):
     from hf_oracle import TINY, make, pixels, rel_err, torch_forward
     from vitjax.api import load_pretrained
-    from vitjax.trained import load_trained
 
     model = make("ViTForImageClassification", "ViTConfig", image_size=16, num_labels=3,
                  id2label={0: "red", 1: "green", 2: "blue"}, **TINY)
@@ -130,9 +129,9 @@ def test_a_checkpoint_and_images_on_s3_give_the_local_folders_logits_and_predict
     remote_images = upload(images, f"{s3_bucket}/images")
     predicted = {}
     for name, (model_dir, inputs) in {"s3": (remote, remote_images), "local": (folder, images)}.items():
-        paths = modes.expand_inputs([inputs])
-        found = load_trained(model_dir).predict(paths, str(tmp_path / f"predictions-{name}"))
-        predicted[name] = [{**r, "file": os.path.relpath(r["file"], os.path.commonpath(paths))} for r in found]
+        found = modes.predict(None, None, model_dir, [inputs], None, str(tmp_path / f"predictions-{name}"))
+        root = os.path.commonpath([r["file"] for r in found])
+        predicted[name] = [{**r, "file": os.path.relpath(r["file"], root)} for r in found]
     assert len(predicted["s3"]) == 6 and predicted["s3"] == predicted["local"]
 
 

@@ -447,3 +447,17 @@ def cached_copy(url: str | os.PathLike) -> str:
             finally:
                 shutil.rmtree(partial, ignore_errors=True)
     return os.path.join(target, single) if single else target
+
+
+def _no_listings_cache() -> None:
+    """Object stores are shared with other processes (the other hosts, the next run) and reached through
+    more than one client here (epath keeps its own): no client keeps listings in memory, so `exists`,
+    `isdir` and `listdir` see the store as it is now, not as one client listed it before a write made
+    through another (s3fs and gcsfs keep listings for a client's lifetime by default)."""
+    import fsspec.config
+
+    for protocol in ("s3", "gs"):
+        fsspec.config.conf.setdefault(protocol, {}).setdefault("use_listings_cache", False)
+
+
+_no_listings_cache()
