@@ -170,3 +170,15 @@ def test_a_missing_bucket_prefix_or_credentials_is_one_line_naming_the_url(s3_bu
     message = str(error.value)
     assert message.startswith(f"no credentials to read {s3_bucket}/images") and "AWS_ACCESS_KEY_ID" in message
     assert "\n" not in message
+
+
+def test_the_layer_sees_objects_another_client_wrote_after_a_listing(s3_bucket):
+    """Another process's write (here boto3's) after this process listed the folder: no client of the layer
+    answers from a listing it keeps (s3fs keeps them for its lifetime unless told not to)."""
+    import boto3
+
+    run = f"{s3_bucket}/run"
+    storage.write_text(f"{run}/a.txt", "a")
+    assert storage.isdir(run) and not storage.exists(f"{run}/b.txt")
+    boto3.client("s3").put_object(Bucket=s3_bucket.removeprefix("s3://"), Key="run/b.txt", Body=b"b")
+    assert storage.exists(f"{run}/b.txt") and storage.isfile(f"{run}/b.txt") and storage.read_text(f"{run}/b.txt") == "b"
