@@ -149,6 +149,12 @@ def test_a_missing_bucket_prefix_or_credentials_is_one_line_naming_the_url(s3_bu
         message = str(error.value)
         assert message.startswith(start) and "check the bucket name and the path" in message
         assert "\n" not in message and error.value.__suppress_context__
+    from gcsfs.retry import validate_response  # how gcsfs turns a GCS answer into an error
+    for status, start in ((401, "no credentials to read gs://b/x (Invalid Credentials, 401)"),
+                          (403, "access to gs://b/x was refused (Forbidden: b/x)")):
+        with pytest.raises(PermissionError) as error, storage.remote_errors("gs://b/x"):
+            validate_response(status, b'{"error": {"message": "Invalid Credentials"}}', "b/x")
+        assert str(error.value).startswith(start) and "\n" not in str(error.value)
     with pytest.raises(ValueError, match=r"cache_dir='s3://b/c' is on object storage.*give a local folder"):
         cache.disk_cache_dir(data_config(cache="disk", cache_dir="s3://b/c"))
 

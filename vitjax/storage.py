@@ -372,17 +372,24 @@ def remote_errors(url: str):
     try:
         yield
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"{url} does not exist ({e}): check the bucket name and the path "
+        raise FileNotFoundError(f"{url} does not exist ({_first_line(e)}): check the bucket name and the path "
                                 "(and AWS_ENDPOINT_URL for a server that is not AWS).") from None
-    except PermissionError as e:
-        raise PermissionError(f"access to {url} was refused ({e}): use credentials that may read it.") from None
     except Exception as e:
-        if type(e).__name__ not in ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError"):
+        code = getattr(e, "code", None)  # gcsfs's HttpError: 401 without credentials, 403 without access
+        if isinstance(e, PermissionError) or code == 403 or str(e).startswith("Forbidden"):
+            raise PermissionError(f"access to {url} was refused ({_first_line(e)}): use credentials that may "
+                                  "read it.") from None
+        if code != 401 and type(e).__name__ not in ("NoCredentialsError", "PartialCredentialsError",
+                                                    "DefaultCredentialsError"):
             raise
         raise PermissionError(
-            f"no credentials to read {url} ({e}): for s3:// set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-            "(or AWS_PROFILE; AWS_ENDPOINT_URL for a server that is not AWS), for gs:// run `gcloud auth "
-            "application-default login` or set GOOGLE_APPLICATION_CREDENTIALS.") from None
+            f"no credentials to read {url} ({_first_line(e)}): for s3:// set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE; AWS_ENDPOINT_URL for a server that is not AWS), for gs:// "
+            "run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS.") from None
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _content_tag(info: dict) -> str:
