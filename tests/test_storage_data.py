@@ -155,6 +155,10 @@ def test_a_missing_bucket_prefix_or_credentials_is_one_line_naming_the_url(s3_bu
         with pytest.raises(PermissionError) as error, storage.remote_errors("gs://b/x"):
             validate_response(status, b'{"error": {"message": "Invalid Credentials"}}', "b/x")
         assert str(error.value).startswith(start) and "\n" not in str(error.value)
+    import boto3
+    boto3.client("s3").put_object(Bucket=s3_bucket.removeprefix("s3://"), Key="odd/../up.png", Body=b"x")
+    with pytest.raises(ValueError, match=r"odd: object names \['../up.png'\] cannot be local file names"):
+        storage.cached_copy(f"{s3_bucket}/odd")  # nothing is written outside the copy
     with pytest.raises(ValueError, match=r"cache_dir='s3://b/c' is on object storage.*give a local folder"):
         cache.disk_cache_dir(data_config(cache="disk", cache_dir="s3://b/c"))
 
