@@ -125,6 +125,13 @@ def test_a_checkpoint_and_images_on_s3_give_the_local_folders_logits_and_predict
     logits = load_pretrained(remote).logits(x)  # config.model.checkpoint's loader
     np.testing.assert_array_equal(logits, load_pretrained(folder).logits(x))
     assert rel_err(logits, torch_forward(model, x).logits.numpy()) < 1e-4
+    from test_families_timm import _augreg_npz  # a big_vision/AugReg .npz: one file on s3
+    (tmp_path / "npz").mkdir()
+    _augreg_npz(tmp_path / "npz" / "augreg.npz")
+    remote_npz = upload(str(tmp_path / "npz"), f"{s3_bucket}/npz") + "/augreg.npz"
+    x = pixels(2, 32, 32)
+    np.testing.assert_array_equal(load_pretrained(remote_npz).logits(x),
+                                  load_pretrained(tmp_path / "npz" / "augreg.npz").logits(x))
     images = colour_folder(str(tmp_path / "images"), per_class=2)
     remote_images = upload(images, f"{s3_bucket}/images")
     predicted = {}
