@@ -198,4 +198,5 @@ def test_the_layer_sees_objects_another_client_wrote_after_a_listing(s3_bucket):
     storage.write_text(f"{run}/a.txt", "a")
     assert storage.isdir(run) and not storage.exists(f"{run}/b.txt")
     boto3.client("s3").put_object(Bucket=s3_bucket.removeprefix("s3://"), Key="run/b.txt", Body=b"b")
-    assert storage.exists(f"{run}/b.txt") and storage.isfile(f"{run}/b.txt") and storage.read_text(f"{run}/b.txt") == "b"
+    assert storage.exists(f"{run}/b.txt") and storage.isfile(f"{run}/b.txt")
+    assert storage.read_text(f"{run}/b.txt") == "b"
