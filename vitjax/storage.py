@@ -433,7 +433,7 @@ def cached_copy(url: str | os.PathLike) -> str:
         if unsafe:  # "a//b" has no local name; "../x" would land outside the copy
             from vitjax.errors import BadValue
             raise BadValue(f"{url}: object names {unsafe[:3]} cannot be local file names (an empty, '.' or "
-                             "'..' part); rename them or read another prefix.")
+                           "'..' part); rename them or read another prefix.")
         digest = hashlib.sha256(repr(
             (url, sorted((name, info.get("size"), _content_tag(info)) for name, info in files.items()))).encode())
         target = os.path.join(cache_root(), re.sub(r"[^A-Za-z0-9._-]", "_", basename(url)) + "-" +
