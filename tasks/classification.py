@@ -407,10 +407,30 @@ class Classification(Task):
                  "predicted": class_names[collected["predicted"][i]],
                  "probability": float(collected["probability"][i])} for i in index]
 
+    def _multilabel_mistakes(self, computed: dict) -> list[dict]:
+        """The examples whose predicted label set (probability >= 0.5) is not their true set, worst
+        first (most wrong labels, then the largest summed |probability - target|): {"index", "labels"
+        (true, in class order), "predicted" ([{"label", "probability"}], most probable first),
+        "wrong" (labels wrong)}."""
+        scores = computed["scores"]
+        probabilities = 1.0 / (1.0 + np.exp(-np.asarray(scores["logits"], np.float64)))
+        truth = np.asarray(scores["targets"]) >= 0.5
+        predicted = probabilities >= MULTILABEL_THRESHOLD
+        wrong = (predicted != truth).sum(axis=1)
+        distance = np.abs(probabilities - truth).sum(axis=1)
+        index = np.flatnonzero(np.asarray(scores["mask"], bool) & (wrong > 0))
+        index = index[np.lexsort((-distance[index], -wrong[index]))]
+        names = self.class_names
+        return [{"index": int(i), "labels": [names[c] for c in np.flatnonzero(truth[i])],
+                 "predicted": [{"label": names[c], "probability": float(probabilities[i, c])}
+                               for c in np.flatnonzero(predicted[i])[np.argsort(-probabilities[i, predicted[i]],
+                                                                                   kind="stable")]],
+                 "wrong": int(wrong[i])} for i in index]
+
     def report(self, computed: dict, outdir: str | os.PathLike, split: str) -> dict:
         """Writes per_class.csv, per_class.md, report.json and (single-label) confusion_matrix.png
-        under `outdir`; returns the report.json content, which for single-label classification lists
-        the "mistakes" (`report_sections` shows them)."""
+        under `outdir`; returns the report.json content, which lists the "mistakes" (`_mistakes`, or
+        in multi-label mode `_multilabel_mistakes`; `report_sections` shows them)."""
         rows = self.per_class_rows(computed)
         summary = self.summarize(computed)
         result = {
@@ -421,7 +441,9 @@ class Classification(Task):
             "class_names": self.class_names,
             "warnings": self.warnings(computed),
         }
-        if not self.config.multilabel:
+        if self.config.multilabel:
+            result["mistakes"] = self._multilabel_mistakes(computed)
+        else:
             matrix = np.asarray(computed["confusion_matrix"])
             result["confusion_matrix"] = matrix.tolist()
             result["mistakes"] = self._mistakes(computed, self.class_names)
@@ -433,10 +455,22 @@ class Classification(Task):
 
     def report_sections(self, report: dict) -> list[dict]:
         """The gallery of the split's mistakes, most confident first, then the most-confused class
-        pairs (up to `CONFUSED_PAIRS`) with up to `PAIR_EXAMPLES` of their images each (single-label)."""
+        pairs (up to `CONFUSED_PAIRS`) with up to `PAIR_EXAMPLES` of their images each; multi-label:
+        the gallery of the images whose predicted label set is wrong, true against predicted set,
+        worst first (the per-class precision, recall, F1 and AP are in the common per-class table)."""
         if "mistakes" not in report:
             return []
         mistakes = report["mistakes"]
+        if self.config.multilabel:
+            def caption(m):
+                predicted = [f"{p['label']} ({p['probability']:.0%})" for p in m["predicted"]]
+                return (f"true: {', '.join(m['labels']) or '(none)'}\npredicted: "
+                        f"{', '.join(predicted) or '(none)'}\nwrong labels: {m['wrong']}")
+
+            return [{"title": f"Mistakes ({len(mistakes)})",
+                     "text": "The images whose predicted label set (probability at least "
+                             f"{MULTILABEL_THRESHOLD}) is not their true set, the most wrong labels first.",
+                     "gallery": [{"index": m["index"], "caption": caption(m)} for m in mistakes]}]
 
         def entry(m):
             return {"index": m["index"],

@@ -44,7 +44,6 @@ import numpy as np
 import optax
 from clu import metrics as clu_metrics
 from ml_collections import config_dict
-from PIL import ImageDraw
 
 from vitjax.data import hf, paired, splits as splits_lib
 from vitjax.data.pipeline import RecordTransforms
@@ -53,7 +52,8 @@ from vitjax.data.source_spec import parse_source
 from vitjax.data.transforms import load_rgb
 from vitjax.errors import BadKey, BadValue
 from vitjax.registry import Task, register_task
-from vitjax.report import write_evaluation_report
+from vitjax.metrics import FirstExamples
+from vitjax.report import SAMPLES, class_colours, save_figure, write_evaluation_report
 
 # COCO's IoU thresholds of mAP@[.5:.95] (pycocotools' `iouThrs`, in its order).
 IOU_THRESHOLDS = np.round(np.arange(0.5, 0.951, 0.05), 2)
@@ -367,10 +367,11 @@ class Detection(Task):
             if self.config[key] < 1:
                 raise BadValue(f"config.task.{key} must be >= 1; got {self.config[key]}.")
         fields = {name: clu_metrics.Average.from_output(name) for name in ("loss", "class_loss", "box_loss")}
-        collected = clu_metrics.CollectingMetric.from_outputs(
-            ("pred_boxes", "pred_scores", "pred_classes", "true_boxes", "true_classes", "true_valid", "mask"))
+        found = ("pred_boxes", "pred_scores", "pred_classes", "true_boxes", "true_classes", "true_valid")
+        collected = clu_metrics.CollectingMetric.from_outputs((*found, "mask"))
+        samples = FirstExamples.of(("image", *found), SAMPLES)
         self._metrics = {True: clu_metrics.Collection.create(**fields),
-                         False: clu_metrics.Collection.create(**fields, detections=collected)}
+                         False: clu_metrics.Collection.create(**fields, detections=collected, samples=samples)}
 
     # ---- data ----------------------------------------------------------------------------------
     @classmethod
@@ -450,15 +451,16 @@ class Detection(Task):
         return (class_loss.sum() + box_loss.sum()) * scale, aux
 
     def metrics(self, training: bool = False) -> type[clu_metrics.Collection]:
-        """Training: loss, class_loss, box_loss (per-image, averaged). Evaluation: those and the
-        collected detections and truths for the host-side mAP."""
+        """Training: loss, class_loss, box_loss (per-image, averaged). Evaluation: those, the
+        collected detections and truths for the host-side mAP, and the first images with theirs,
+        which the report draws."""
         return self._metrics[training]
 
     def metric_inputs(self, outputs, batch: dict, aux: dict) -> dict[str, jnp.ndarray]:
         mask = _valid_rows(batch, aux["loss"].shape[0])
         boxes, classes, valid = self._normalised_truth(batch)
         detections = self.detections(outputs, self.config.max_detections)
-        return {**aux, "mask": mask,
+        return {**aux, "mask": mask, "image": batch["image"],
                 "pred_boxes": detections["boxes"], "pred_scores": detections["scores"],
                 "pred_classes": detections["classes"], "true_boxes": boxes, "true_classes": classes,
                 "true_valid": valid}
@@ -488,7 +490,9 @@ class Detection(Task):
         return summary
 
     def report(self, computed: dict, outdir: str | os.PathLike, split: str) -> dict:
-        """Writes per_class.csv/.md (AP, AP50, AP75 per class) and report.json under `outdir`."""
+        """Writes per_class.csv/.md (AP, AP50, AP75 per class), report.json and samples.png (the
+        split's first images with their true and predicted boxes, `boxes_figure`) under `outdir`;
+        report.json gives their number as "samples"."""
         summary = self.summarize(computed)
         ap = self._average_precision(computed)
         found = computed["detections"]
@@ -502,8 +506,82 @@ class Detection(Task):
                 for c, name in enumerate(self.class_names)]
         result = {"split": split, "task": self.name, "metrics": summary, "per_class": rows,
                   "class_names": self.class_names}
+        samples = computed.get("samples")
+        if samples:
+            panels = []
+            for i, image in enumerate(samples["image"]):
+                scale = np.asarray([image.shape[1], image.shape[0]] * 2, np.float64)
+                valid = samples["true_valid"][i]
+                kept = samples["pred_scores"][i] >= self.config.score_threshold
+                panels.append((f"#{i}", image, (samples["true_boxes"][i][valid] * scale, samples["true_classes"][i][valid]),
+                               (samples["pred_boxes"][i][kept] * scale, samples["pred_scores"][i][kept],
+                                samples["pred_classes"][i][kept])))
+            Path(outdir).mkdir(parents=True, exist_ok=True)
+            save_figure(self.boxes_figure(panels, f"{split}: the first {len(panels)} images", inches=3.0),
+                        Path(outdir) / "samples.png")
+            result["samples"] = len(panels)
         write_evaluation_report(outdir, split, summary, rows, result)
         return result
+
+    def report_sections(self, report: dict) -> list[dict]:
+        """The sample drawings (samples.png): the split's first images with their true and predicted
+        boxes; the per-class AP is in the common per-class table."""
+        if not report.get("samples"):
+            return []
+        return [{"title": f"Samples ({report['samples']})",
+                 "text": f"The split's first images: true boxes dashed, predicted boxes (score at least "
+                         f"{self.config.score_threshold}) solid, each labelled with its class.",
+                 "figures": ["samples.png"]}]
+
+    def boxes_figure(self, panels: Sequence[tuple], title: str | None = None, inches: float | None = None):
+        """A matplotlib figure of panels (title, RGB image [H, W, 3], truths (boxes [m, 4] xyxy pixels,
+        classes [m]) or None, predictions (boxes [n, 4], scores [n], classes [n]) or None), three to a
+        row: true boxes dashed, predicted ones solid with their score, each labelled with its class
+        and coloured by it, and one legend naming the classes and the line styles drawn: the one
+        drawing of boxes, for predict's *_boxes.png and the report's samples.png alike. `inches`: a
+        panel's longer side; None: the first image's own pixels (at 100 dpi, at least 300)."""
+        from matplotlib.figure import Figure
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch, Rectangle
+
+        columns = min(3, len(panels))
+        rows = -(-len(panels) // columns)
+        height, width = np.asarray(panels[0][1]).shape[:2]
+        side = (inches or max(height, width, 300) / 100) / max(height, width)  # inches per pixel
+        fig = Figure(figsize=(columns * width * side + 0.4, rows * height * side + 1.0), layout="constrained")
+        axes = fig.subplots(rows, columns, squeeze=False).ravel()
+        colours = class_colours(self.num_classes)
+        shown: set[int] = set()
+
+        def draw(ax, boxes, classes, scores, style):
+            for k, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
+                c = int(classes[k])
+                shown.add(c)
+                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, linewidth=1.5,
+                                       linestyle=style, edgecolor=colours[c]))
+                text = self.class_names[c] + ("" if scores is None else f" {float(scores[k]):.2f}")
+                ax.text(x0 - 0.5, (y0 if scores is None else y1) - 0.5, text, fontsize=6, color="white",
+                        va="bottom" if scores is None else "top",
+                        bbox={"facecolor": colours[c], "alpha": 0.8, "pad": 1, "linewidth": 0})
+
+        for ax, (name, image, truths, predictions) in zip(axes, panels):
+            ax.imshow(np.asarray(image), interpolation="nearest")
+            if truths is not None:
+                draw(ax, truths[0], truths[1], None, "--")
+            if predictions is not None:
+                draw(ax, predictions[0], predictions[2], predictions[1], "-")
+            ax.set_title(name, fontsize=9)
+        for ax in axes:
+            ax.set_axis_off()
+        styles = [("--", "true box", any(p[2] is not None for p in panels)),
+                  ("-", "predicted box (score)", any(p[3] is not None for p in panels))]
+        handles = [*(Line2D([], [], color="black", linestyle=style, label=label) for style, label, drawn in styles
+                     if drawn),
+                   *(Patch(facecolor=colours[c], label=self.class_names[c]) for c in sorted(shown))]
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8)
+        if title:
+            fig.suptitle(title, fontsize=10)
+        return fig
 
     # ---- prediction ----------------------------------------------------------------------------
     def detections(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
@@ -526,22 +604,17 @@ class Detection(Task):
 
     def prediction_records(self, predictions: dict, images, names, outdir) -> list[dict]:
         """Per image, the detections scoring at least `score_threshold`, best first (label, score, xyxy
-        box in the image's own pixels) and `<name>_boxes.png`, the image with those boxes drawn:
-        {"detections": [{"label", "score", "box"}, ...], "drawn": path}."""
+        box in the image's own pixels) and `<name>_boxes.png`, the image with those boxes drawn and
+        labelled, with a legend (`boxes_figure`): {"detections": [{"label", "score", "box"}, ...],
+        "drawn": path}."""
         records = []
         for i, (image, name) in enumerate(zip(images, names)):
             scale = np.asarray([image.width, image.height, image.width, image.height], np.float64)
             kept = np.flatnonzero(predictions["scores"][i] >= self.config.score_threshold)
-            boxes = [{"label": self.class_names[int(predictions["classes"][i, k])],
-                      "score": float(predictions["scores"][i, k]),
-                      "box": [round(float(v), 2) for v in predictions["boxes"][i, k] * scale]} for k in kept]
-            drawn = image.copy()
-            draw = ImageDraw.Draw(drawn)
-            for box in boxes:
-                draw.rectangle(box["box"], outline=(255, 0, 0))
-                draw.text((box["box"][0] + 1, box["box"][1] + 1), f"{box['label']} {box['score']:.2f}",
-                          fill=(255, 0, 0))
+            found = (predictions["boxes"][i, kept] * scale, predictions["scores"][i, kept], predictions["classes"][i, kept])
+            boxes = [{"label": self.class_names[int(c)], "score": float(score),
+                      "box": [round(float(v), 2) for v in box]} for box, score, c in zip(*found)]
             path = os.path.join(outdir, f"{name}_boxes.png")
-            drawn.save(path)
+            save_figure(self.boxes_figure([("predicted", np.asarray(image), None, found)]), path)
             records.append({"detections": boxes, "drawn": path})
         return records

@@ -45,7 +45,7 @@ from ml_collections import config_dict
 from PIL import Image
 
 from vitjax.errors import BadKey, BadValue
-from vitjax.metrics import ConfusionMatrix, iou_stats
+from vitjax.metrics import ConfusionMatrix, FirstExamples, iou_stats
 from vitjax.data import hf, paired, splits as splits_lib
 from vitjax.data.folders import IMAGE_EXTENSIONS
 from vitjax.data.pipeline import RecordTransforms
@@ -53,7 +53,7 @@ from vitjax.data.records import SPLIT_ALIASES, ImageDataset
 from vitjax.data.source_spec import parse_source
 from vitjax.data.transforms import load_rgb
 from vitjax.registry import Task, register_task
-from vitjax.report import plot_confusion_matrix, write_evaluation_report
+from vitjax.report import SAMPLES, class_colours, plot_confusion_matrix, save_figure, write_evaluation_report
 
 IMAGE_COLUMNS = ("image", "img", "pixel_values")
 MASK_COLUMNS = ("annotation", "mask", "segmentation", "semantic_map", "label")
@@ -364,6 +364,9 @@ class Segmentation(Task):
         # Loss: "ce" (per-pixel cross-entropy), "dice" (soft Dice over the classes present in each
         # image) or "ce+dice" (their sum); ignore_index pixels count in neither.
         config.loss = "ce"
+        # The class left untinted in overlays (predict's *_overlay.png, the report's samples), named
+        # in their legend as such; None (or a name that is no class) tints every class.
+        config.background = "background"
         return config
 
     def __init__(self, config: ml_collections.ConfigDict, class_names: Sequence[str]):
@@ -381,9 +384,11 @@ class Segmentation(Task):
                            f"config.task.decoder='multilevel' only (decoder={self.config.decoder!r}).")
         if self.config.loss not in LOSSES:
             raise BadValue(f"config.task.loss={self.config.loss!r}; use one of {LOSSES}.")
-        self._metrics = clu_metrics.Collection.create(
-            loss=clu_metrics.Average.from_output("loss"),
-            confusion_matrix=ConfusionMatrix.of_size(self.num_classes))
+        fields = {"loss": clu_metrics.Average.from_output("loss"),
+                  "confusion_matrix": ConfusionMatrix.of_size(self.num_classes)}
+        samples = FirstExamples.of(("image", "truth", "predicted"), SAMPLES)
+        self._metrics = {True: clu_metrics.Collection.create(**fields),
+                         False: clu_metrics.Collection.create(**fields, samples=samples)}
 
     # ---- data ----------------------------------------------------------------------------------
     @classmethod
@@ -449,11 +454,13 @@ class Segmentation(Task):
 
     def metrics(self, training: bool = False) -> type[clu_metrics.Collection]:
         """Loss (per-image mean, averaged over images) and the pixel confusion matrix, in training too
-        (it is a [C, C] sum, cheap)."""
-        return self._metrics
+        (it is a [C, C] sum, cheap); evaluations add the first images with their true and predicted
+        masks, which the report draws."""
+        return self._metrics[training]
 
     def metric_inputs(self, outputs, batch: dict, aux: dict) -> dict[str, jnp.ndarray]:
-        return aux
+        return {**aux, "image": batch["image"], "truth": batch["mask"].astype(jnp.int32),
+                "predicted": jnp.argmax(aux["logits"], axis=-1).astype(jnp.int32)}
 
     def summarize(self, computed: dict) -> dict[str, float]:
         """loss, mean_iou, mean_dice, pixel_accuracy and mean_accuracy (the mean per-class accuracy)."""
@@ -473,7 +480,9 @@ class Segmentation(Task):
                 for i, name in enumerate(self.class_names)]
 
     def report(self, computed: dict, outdir: str | os.PathLike, split: str) -> dict:
-        """Writes per_class.csv/.md (per-class IoU), report.json and confusion_matrix.png (pixels)."""
+        """Writes per_class.csv/.md (per-class IoU), report.json, confusion_matrix.png (pixels) and
+        samples.png (the split's first images: the image, its true and its predicted mask as overlays
+        with a legend), their number in report.json's "samples"."""
         summary = self.summarize(computed)
         rows = self.per_class_rows(computed)
         matrix = np.asarray(computed["confusion_matrix"])
@@ -482,8 +491,77 @@ class Segmentation(Task):
         Path(outdir).mkdir(parents=True, exist_ok=True)
         plot_confusion_matrix(matrix, self.class_names, Path(outdir) / "confusion_matrix.png",
                               title=f"Pixel confusion matrix ({split})")
+        samples = computed.get("samples")
+        if samples:
+            panels = [[("image", image, None), ("true", image, truth), ("predicted", image, predicted)]
+                      for image, truth, predicted in zip(samples["image"], samples["truth"], samples["predicted"])]
+            save_figure(self.overlay_figure(panels, f"{split}: the first {len(panels)} images", inches=2.2),
+                        Path(outdir) / "samples.png")
+            result["samples"] = len(panels)
         write_evaluation_report(outdir, split, summary, rows, result)
         return result
+
+    def report_sections(self, report: dict) -> list[dict]:
+        """The sample overlays (samples.png): the split's first images with their true and predicted
+        masks; the per-class IoU is in the common per-class table."""
+        if not report.get("samples"):
+            return []
+        untinted = f" ({self.config.background} is left untinted)" if self._background() is not None else ""
+        return [{"title": f"Samples ({report['samples']})",
+                 "text": f"The split's first images, their true and their predicted masks{untinted}.",
+                 "figures": ["samples.png"]}]
+
+    # ---- overlays ------------------------------------------------------------------------------
+    def _background(self) -> int | None:
+        """The index of the class left untinted (`task.background`), None when no class is."""
+        name = self.config.background
+        return self.class_names.index(name) if name in self.class_names else None
+
+    def overlay(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """uint8 [H, W, 3]: each class's colour (`class_colours`) half over the image [H, W, 3], the
+        background class and pixels of no class (ignore_index) left as they are."""
+        palette = class_colours(self.num_classes) * 255.0
+        mask = np.asarray(mask)
+        tinted = (mask >= 0) & (mask < self.num_classes) & (mask != self._background())
+        out = np.asarray(image, np.float32).copy()
+        out[tinted] = 0.5 * out[tinted] + 0.5 * palette[mask[tinted]]
+        return out.round().astype(np.uint8)
+
+    def overlay_figure(self, panels: Sequence[Sequence[tuple[str, Any, Any]]], title: str | None = None,
+                       inches: float | None = None):
+        """A matplotlib figure of a grid of panels, each (title, RGB image, mask or None: the image
+        alone) drawn with `overlay`, and one legend naming the colour of every class the masks show
+        and the untinted background class: the one picture of a mask, for predict's
+        *_overlay.png and the report's samples.png alike. `inches`: a panel's longer side; None:
+        the image's own pixels (at 100 dpi, at least 300)."""
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Patch
+
+        rows, columns = len(panels), max(len(row) for row in panels)
+        height, width = np.asarray(panels[0][0][1]).shape[:2]
+        side = (inches or max(height, width, 300) / 100) / max(height, width)  # inches per pixel
+        fig = Figure(figsize=(columns * width * side + 0.4, rows * height * side + 0.9), layout="constrained")
+        axes = fig.subplots(rows, columns, squeeze=False)
+        shown: set[int] = set()
+        for row, row_axes in zip(panels, axes):
+            for ax, (name, image, mask) in zip(row_axes, row):
+                ax.imshow(np.asarray(image) if mask is None else self.overlay(image, mask),
+                          interpolation="nearest")
+                ax.set_title(name, fontsize=9)
+                if mask is not None:
+                    shown.update(int(c) for c in np.unique(mask) if 0 <= c < self.num_classes)
+            for ax in row_axes:
+                ax.set_axis_off()
+        palette = class_colours(self.num_classes)
+        background = self._background()
+        handles = [Patch(facecolor=palette[c], label=self.class_names[c]) for c in sorted(shown - {background})]
+        if background is not None:
+            handles.append(Patch(facecolor="none", edgecolor="grey", label=f"{self.class_names[background]} (untinted)"))
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8,
+                   title="classes")
+        if title:
+            fig.suptitle(title, fontsize=10)
+        return fig
 
     # ---- prediction ----------------------------------------------------------------------------
     def predict(self, outputs, top_k: int) -> dict[str, jnp.ndarray]:
@@ -496,25 +574,18 @@ class Segmentation(Task):
     def prediction_records(self, predictions: dict, images, names, outdir) -> list[dict]:
         """Per image, `<name>_mask.png` (the predicted class of every pixel at the image's own size:
         `predict`'s mask resized, nearest neighbour; 8-bit, 16-bit past 256 classes) and
-        `<name>_overlay.png` (the classes' colours over the image); the record gives both paths and
-        the pixels of each predicted class: {"mask", "overlay", "class_pixels": {name: pixels}}."""
-        palette = class_colours(self.num_classes)
+        `<name>_overlay.png` (`overlay_figure`: the classes' colours over the image, the background
+        untinted, and a legend); the record gives both paths and the pixels of each predicted class:
+        {"mask", "overlay", "class_pixels": {name: pixels}}."""
         records = []
         for small, image, name in zip(predictions["mask"], images, names):
             mask = paired.apply_to_mask(small, paired.full_view(*small.shape), (image.height, image.width))
             mask_path = os.path.join(outdir, f"{name}_mask.png")
             overlay_path = os.path.join(outdir, f"{name}_overlay.png")
             Image.fromarray(mask.astype(np.uint8 if self.num_classes <= 256 else np.uint16)).save(mask_path)
-            blended = 0.5 * np.asarray(image, np.float32) + 0.5 * palette[mask]
-            Image.fromarray(blended.astype(np.uint8)).save(overlay_path)
+            save_figure(self.overlay_figure([[("predicted", np.asarray(image), mask)]]), overlay_path)
             counts = np.bincount(mask.ravel(), minlength=self.num_classes)
             records.append({"mask": mask_path, "overlay": overlay_path,
                             "class_pixels": {self.class_names[c]: int(counts[c]) for c in np.flatnonzero(counts)}})
         return records
 
-
-def class_colours(count: int) -> np.ndarray:
-    """float [count, 3] RGB colours (0..255) of classes in overlays: matplotlib's tab20, repeated."""
-    import matplotlib
-
-    return np.asarray(matplotlib.colormaps["tab20"](np.arange(count) % 20))[:, :3] * 255.0

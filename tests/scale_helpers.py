@@ -6,6 +6,9 @@ a dict: `workdir`, `data` (an image folder), `overrides` (dotted config keys) an
 `interrupt` (Ctrl-C while the n-th batch is drawn, as a user would stop a run), `sigterm`
 ([process id, n]: that process alone gets a SIGTERM while its n-th batch is drawn) or `shardings`
 (no training: the train state's PartitionSpecs by path go to `<workdir>/shardings.json`).
+
+The Ray Train tests (tests/test_ray_train.py) run their workers' processes through
+`ray_worker_setup`, and compare every run with the one-device run (`assert_same_run`).
 """
 
 from __future__ import annotations
@@ -20,11 +23,20 @@ import sys
 import tempfile
 import time
 
-from train_helpers import tiny_config
-from vitjax import parallel
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from train_helpers import colour_folder, tiny_config
+from vitjax import modes, parallel
+from vitjax.workdir import Workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "scale_worker.py")
+# Runs in several processes or on several devices differ from the one-device run only in the order of
+# floating-point sums: measured up to ~5e-6 in weights of size ~1 and ~2e-7 in metrics.
+PARAM_TOL = dict(rtol=1e-4, atol=5e-5)
+METRIC_TOL = dict(rel=1e-5, abs=1e-6)
 
 
 def scale_config(data: str, overrides: dict):
@@ -114,3 +126,88 @@ def run_jobs(jobs: list[dict], *, devices: int = 8, processes: int = 1, timeout:
 def _tail(path: str, chars: int = 6000) -> str:
     with open(path, encoding="utf-8", errors="replace") as f:
         return f.read()[-chars:]
+
+
+def one_device_run(root) -> tuple[str, str]:
+    """(the data folder, the workdir of the reference run: `scale_config` on this process's one device)."""
+    data = colour_folder(os.path.join(root, "data"), per_class=12)
+    reference = os.path.join(root, "one")
+    modes.train(scale_config(data, {}), reference)
+    return data, reference
+
+
+def results(workdir: str) -> dict:
+    with open(Workdir(workdir).results, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def records(workdir: str) -> list[tuple[int, str]]:
+    """(step, split) of every record in metrics.jsonl."""
+    with open(Workdir(workdir).metrics, encoding="utf-8") as f:
+        return [(r["step"], r["split"]) for r in map(json.loads, f)]
+
+
+def assert_same_run(workdir: str, reference: str) -> None:
+    """`workdir` holds the run `reference` holds (6 steps, 2 validations): its history, every split's
+    metrics and the exported weights, within the tolerances above."""
+    ours, theirs = results(workdir), results(reference)
+    assert ours["steps"] == theirs["steps"] == 6
+    assert ours["best_step"] == theirs["best_step"]
+    assert len(ours["history"]) == len(theirs["history"]) == 2
+    for a, b in zip(ours["history"], theirs["history"]):
+        for key in a:
+            if not key.endswith("images_per_s"):
+                assert a[key] == pytest.approx(b[key], **METRIC_TOL), key
+    for split, values in theirs["metrics"].items():
+        for key, value in values.items():
+            assert ours["metrics"][split][key] == pytest.approx(value, **METRIC_TOL), (split, key)
+    w, ref = (load_file(os.path.join(Workdir(d).best, "model.safetensors")) for d in (workdir, reference))
+    assert w.keys() == ref.keys()
+    for name in ref:
+        np.testing.assert_allclose(w[name], ref[name], err_msg=name, **PARAM_TOL)
+
+
+def ray_worker_setup() -> None:
+    """Ray's `worker_process_setup_hook` in the Ray Train tests: the precision of the other runs; with
+    `VITJAX_TEST_REPORTS=FILE`, every `ray.train.report` of rank 0 (its metrics) appended to FILE as a
+    JSON line; with `VITJAX_TEST_KILL={"rank": R, "checkpoints": FOLDER, "marker": FILE}`, a crash: the worker of
+    rank R kills itself (SIGKILL) at the first batch that reaches the devices once FOLDER holds a
+    committed checkpoint (orbax names it by its step), and only once: the first process to create FILE
+    (the restarted group finds it)."""
+    import jax
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+    if os.environ.get("VITJAX_TEST_REPORTS"):
+        _record_ray_reports(os.environ["VITJAX_TEST_REPORTS"])
+    if not os.environ.get("VITJAX_TEST_KILL"):
+        return
+    kill = json.loads(os.environ["VITJAX_TEST_KILL"])
+    real = parallel.global_batch
+
+    def crashing(local, mesh):
+        folder = kill["checkpoints"]
+        if jax.process_index() == kill["rank"] and os.path.isdir(folder) and any(
+                name.isdigit() for name in os.listdir(folder)):
+            try:
+                os.close(os.open(kill["marker"], os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                parallel.global_batch = real
+            else:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(local, mesh)
+
+    parallel.global_batch = crashing  # for the life of the process
+
+
+def _record_ray_reports(path: str) -> None:
+    import ray.train
+
+    real = ray.train.report
+
+    def recording(metrics, *args, **kwargs):
+        if ray.train.get_context().get_world_rank() == 0:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(metrics) + "\n")
+        return real(metrics, *args, **kwargs)
+
+    ray.train.report = recording

@@ -190,10 +190,7 @@ def test_evaluate_predict_and_export_modes(trained, tmp_path):
             truths += 1
             found += bool(same) and coco_mask.iou([[b[0], b[1], b[2] - b[0], b[3] - b[1]] for b in same],
                                                  [[x, y, w, h]], [0]).max() >= 0.5
-        drawn = np.asarray(Image.open(record["drawn"]).convert("RGB"))
-        original = np.asarray(Image.open(record["file"]).convert("RGB"))
-        assert drawn.shape == original.shape
-        assert (drawn != original).any() == bool(record["detections"])
+        assert Image.open(record["drawn"]).format == "PNG"  # its boxes and legend: test_report_tasks.py
     assert found / truths > 0.6
     exported = export_without_data(workdir, data, str(tmp_path / "exported"))
     ours, theirs = vitjax.load_trained(exported), vitjax.load_trained(os.path.join(workdir, "best_vitjax"))

@@ -34,6 +34,7 @@ RUN_ELSEWHERE = {
     ("docs/lora-sweeps-trackers.md", "python -m vitjax.main --config configs/lora_beans.py"): "test_lora.py",
     ("docs/training.md", "python -m vitjax.main --config configs/linear_probe.py"): "test_feature_cache.py",
     ("docs/scale-out.md", "# 4 nodes of 8 GPUs"): "test_launch_k8s.py",  # rendered and validated, not applied
+    ("docs/scale-out.md", "python launch/ray_train.py"): "test_ray_train.py",  # with the tests' tiny run
 }
 # Run by the tests below.
 FIRST_RUN = "python -m vitjax.main --config configs/digits.py --workdir runs/digits"

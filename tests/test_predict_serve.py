@@ -119,21 +119,20 @@ def test_predict_mode_and_the_service_give_the_same_records(task, tmp_path):
                 assert record["labels"] == [names[str(i)] for i in order if row[i] >= 0.5]
             else:
                 assert record["label"] == names[str(order[0])]
-    elif task == "segmentation":  # the mask and its overlay at the image's own size
+    elif task == "segmentation":  # the mask at the image's own size, and its overlay
         for record, (height, width) in zip(ours, SIZES):
             mask = np.asarray(Image.open(record["mask"]))
             assert mask.shape == (height, width) and set(np.unique(mask)) <= {0, 1, 2}
-            assert Image.open(record["overlay"]).size == (width, height)
+            assert Image.open(record["overlay"]).format == "PNG"  # its legend: test_report_tasks.py
             assert sum(record["class_pixels"].values()) == height * width
-    else:  # boxes in the image's pixels, drawn on it
+    else:  # boxes in the image's pixels, and drawn
         assert any(record["detections"] for record in ours)
         for record, path, (height, width) in zip(ours, paths, SIZES):
             assert 1 <= len(record["detections"]) <= 3  # top_k=3; the threshold 0.05 keeps the best
             for found in record["detections"]:
                 x0, y0, x1, y1 = found["box"]
                 assert 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height and found["score"] >= 0.05
-            drawn = np.asarray(Image.open(record["drawn"]).convert("RGB"))
-            assert drawn.shape == (height, width, 3) and (drawn != np.asarray(Image.open(path))).any()
+            assert Image.open(record["drawn"]).format == "PNG"  # its boxes and legend: test_report_tasks.py
 
 
 def test_top_k_is_checked_once_and_a_task_knob_the_task_does_not_know_is_named(tmp_path):

@@ -3,23 +3,23 @@ with nothing fetched. A tiny digits run that still makes mistakes; its gallery m
 test images the exported model gets wrong when it predicts each file itself (`TrainedModel.predict`,
 not the evaluation pipeline), most confident first; `--mode evaluate` refreshes the page. With
 Debian's chromium, the page is opened in headless Chromium (skipped with a message without it, a
-failure under CI). Screenshots go to $VITJAX_TEST_ARTIFACTS (default: <tmp>/vitjax-test-artifacts).
+failure under CI) with no request but file:// and data: (Chrome DevTools' Network events). Every PNG
+the run writes has labelled axes (`figure_checks`). Screenshots go to $VITJAX_TEST_ARTIFACTS
+(default: <tmp>/vitjax-test-artifacts).
 """
 import json
 import os
 import re
 import shutil
-import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
+from figure_checks import assert_every_png_labelled, recorded_figures
 from train_helpers import digits_folder, tiny_config
 from vitjax import modes
 from vitjax.trained import load_trained
-
-ARTIFACTS = Path(os.environ.get("VITJAX_TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "vitjax-test-artifacts"))
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,16 @@ def run(tmp_path_factory):
     workdir = str(root / "run")
     config = tiny_config(f"folder:{data}", epochs=2, batch_size=16)
     config.optim.lr = 1e-3
-    results = modes.train(config, workdir)
-    return workdir, data, results
+    with recorded_figures() as saved:
+        results = modes.train(config, workdir)
+    return workdir, data, results, saved
+
+
+def test_every_png_of_the_run_is_labelled(run):
+    workdir, _, _, saved = run
+    checked = assert_every_png_labelled(workdir, saved)
+    assert {os.path.relpath(png, workdir) for png in checked} >= {
+        "learning_curves.png", "validation/confusion_matrix.png", "test/confusion_matrix.png"}
 
 
 class _Gallery(HTMLParser):
@@ -87,7 +95,7 @@ def _independent_mistakes(workdir, data):
 
 
 def test_the_page_holds_the_run_and_its_test_mistakes(run):
-    workdir, data, results = run
+    workdir, data, results, _ = run
     text, page = _page(workdir)
     # Self-contained: every src/href is inline data or an in-page anchor; no script, no stylesheet link.
     assert page.links and all(link.startswith(("data:image/png;base64,", "#")) for link in page.links)
@@ -126,9 +134,11 @@ def test_the_page_holds_the_run_and_its_test_mistakes(run):
 
 
 def test_evaluate_refreshes_the_page(run):
-    workdir, data, _ = run
+    workdir, data, _, _ = run
     before = os.path.getmtime(os.path.join(workdir, "report.html"))
-    modes.evaluate(None, workdir, None, "test")
+    with recorded_figures() as saved:
+        modes.evaluate(None, workdir, None, "test")
+    run[3].update(saved)  # its eval_test/ plots, for test_every_png_of_the_run_is_labelled
     text, page = _page(workdir)
     assert os.path.getmtime(os.path.join(workdir, "report.html")) >= before
     assert "evaluate: test" in text
@@ -148,18 +158,22 @@ def driver():
 def test_the_page_renders_from_disk_in_a_browser(run, driver, capsys):
     from selenium.webdriver.common.by import By
 
-    workdir, data, _ = run
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    driver.get(Path(workdir, "report.html").resolve().as_uri())
+    from browser_helpers import full_screenshot, requested
+
+    workdir, data, _, _ = run
+    requested(driver)  # what Chromium's own pages sent at start
+    url = Path(workdir, "report.html").resolve().as_uri()
+    driver.get(url)
     figures = driver.find_elements(By.CSS_SELECTOR, "#test .gallery")[0].find_elements(By.TAG_NAME, "figure")
     heading = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "#test h3") if h.text.startswith("Mistakes")]
     assert heading == [f"Mistakes ({len(figures)})"] and figures
     assert len(figures) == len(_independent_mistakes(workdir, data))
-    # Every image decoded (a broken data URI has naturalWidth 0), nothing fetched.
+    # Every image decoded (a broken data URI has naturalWidth 0), nothing fetched but the page's own.
     widths = driver.execute_script("return Array.from(document.images).map(i => i.naturalWidth)")
     assert widths and all(w > 0 for w in widths)
-    assert driver.execute_script("return performance.getEntriesByType('resource').length") == 0
-    screenshot = ARTIFACTS / "report_page.png"
-    driver.save_screenshot(str(screenshot))
+    sent = [(u, page) for u, page in requested(driver) if not page.startswith("chrome://")]
+    assert any(page == url for _, page in sent), sent
+    assert all(u.startswith(("file://", "data:")) for u, _ in sent), sent
+    screenshot = full_screenshot(driver, "report_page.png")
     with capsys.disabled():
         print(f"\nscreenshot of the report page: {screenshot}")

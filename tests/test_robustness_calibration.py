@@ -49,3 +49,25 @@ def test_multilabel_forecasts():
     assert result["brier"] == pytest.approx((0.04 + 0.09 + 0.36 + 0.01) / 4)
     assert result["nll"] == pytest.approx(
         log_loss(targets.ravel(), np.array([0.8, 0.3, 0.4, 0.9])), rel=1e-9)
+
+
+def test_reliability_diagram_skips_empty_bins_and_shows_their_counts(tmp_path):
+    """The issue's sparse test split: 4 forecasts in 3 of 15 bins. The curve has a point per filled
+    bin only (it once dropped to 0 through the empty ones), each marked with its count, and the bars
+    below carry the counts; the figure's axes are labelled (`figure_checks`)."""
+    from figure_checks import problems, recorded_figures
+
+    p = np.array([[0.9, 0.1], [0.92, 0.08], [0.6, 0.4], [0.3, 0.7]])
+    result = calibration.calibration(np.log(p), np.array([0, 1, 1, 1]), bins=15)
+    filled = [row for row in result["bins"] if row["count"]]
+    assert [row["count"] for row in filled] == [1, 1, 2]
+    with recorded_figures() as saved:
+        calibration.plot_reliability({"before": result}, tmp_path / "reliability.png")
+    figure = saved[str(tmp_path / "reliability.png")]
+    assert not problems(figure)
+    curve, bars = figure.axes
+    line = curve.get_lines()[1]  # [0]: the diagonal
+    np.testing.assert_allclose(line.get_xdata(), [row["confidence"] for row in filled])
+    np.testing.assert_allclose(line.get_ydata(), [row["accuracy"] for row in filled])
+    assert [text.get_text() for text in curve.texts] == ["1", "1", "2"]
+    assert [patch.get_height() for patch in bars.patches] == [1, 1, 2]

@@ -19,11 +19,10 @@ import shutil
 import jax
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
 
-from scale_helpers import interrupt_at, run_jobs, scale_config
+from scale_helpers import (PARAM_TOL, assert_same_run, interrupt_at, one_device_run, records, results, run_jobs,
+                           scale_config)
 from test_data_fakes import FakePreprocessing, data_config
-from train_helpers import colour_folder
 from vitjax import modes, parallel
 from vitjax.data import pipeline
 from vitjax.data.records import ArraySource
@@ -33,18 +32,15 @@ from vitjax.train.checkpointing import Checkpointer
 # 3 train steps per epoch + 1 validation batch: Ctrl-C while the 6th batch is drawn stops the
 # run after step 4, mid-epoch 2.
 INTERRUPT = 6
-PARAM_TOL = dict(rtol=1e-4, atol=5e-5)
-METRIC_TOL = dict(rel=1e-5, abs=1e-6)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """(root, data folder, the single-device reference run, a run stopped after step 4)."""
     root = tmp_path_factory.mktemp("scale")
-    data = colour_folder(str(root / "data"), per_class=12)
     assert jax.device_count() == 1
-    reference, stopped = str(root / "one"), str(root / "stopped")
-    modes.train(scale_config(data, {}), reference)
+    data, reference = one_device_run(root)
+    stopped = str(root / "stopped")
     with interrupt_at(INTERRUPT), pytest.raises(KeyboardInterrupt):
         modes.train(scale_config(data, {}), stopped)
     return root, data, reference, stopped
@@ -58,23 +54,6 @@ def _resume_job(root, name, stopped, data, **overrides):
     """A job resuming a copy of the stopped run."""
     shutil.copytree(stopped, root / name)
     return _job(root, name, data, **overrides)
-
-
-def _assert_same_run(workdir, reference):
-    ours, theirs = _results(workdir), _results(reference)
-    assert ours["steps"] == theirs["steps"] == 6
-    assert len(ours["history"]) == len(theirs["history"]) == 2
-    for a, b in zip(ours["history"], theirs["history"]):
-        for key in a:
-            if not key.endswith("images_per_s"):
-                assert a[key] == pytest.approx(b[key], **METRIC_TOL), key
-    for split, values in theirs["metrics"].items():
-        for key, value in values.items():
-            assert ours["metrics"][split][key] == pytest.approx(value, **METRIC_TOL), (split, key)
-    w, ref = _weights(workdir), _weights(reference)
-    assert w.keys() == ref.keys()
-    for name in ref:
-        np.testing.assert_allclose(w[name], ref[name], err_msg=name, **PARAM_TOL)
 
 
 def _assert_restores_here(workdir, reference, data):
@@ -100,22 +79,13 @@ def _restored(workdir, data):
     return state
 
 
-def _results(workdir):
-    with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _weights(workdir):
-    return load_file(os.path.join(workdir, "best", "model.safetensors"))
-
-
 def test_eight_devices_data_x_fsdp_equal_one_device(runs):
     root, data, reference, stopped = runs
     resumed = _resume_job(root, "8dev", stopped, data, **{"mesh.data": 2, "mesh.fsdp": 4})
     shardings = {**_job(root, "8dev_shardings", data, **{"mesh.fsdp": 4}), "shardings": True}
     run_jobs([resumed, shardings], devices=8)
-    assert _results(resumed["workdir"])["devices"] == 8
-    _assert_same_run(resumed["workdir"], reference)
+    assert results(resumed["workdir"])["devices"] == 8
+    assert_same_run(resumed["workdir"], reference)
     _assert_restores_here(resumed["workdir"], reference, data)
 
     with open(os.path.join(shardings["workdir"], "shardings.json"), encoding="utf-8") as f:
@@ -136,12 +106,7 @@ def test_eight_devices_data_parallel_equal_one_device(runs):
     root, data, reference, _ = runs
     job = _job(root, "8dev_data", data)
     run_jobs([job], devices=8)
-    _assert_same_run(job["workdir"], reference)
-
-
-def _records(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-        return [(r["step"], r["split"]) for r in map(json.loads, f)]
+    assert_same_run(job["workdir"], reference)
 
 
 def test_two_processes_resume_write_one_set_of_outputs_and_equal_one_device(runs):
@@ -150,11 +115,11 @@ def test_two_processes_resume_write_one_set_of_outputs_and_equal_one_device(runs
     job = _resume_job(root, "2proc", stopped, data, **{"mesh.fsdp": 2})
     run_jobs([job], devices=1, processes=2)
     workdir = job["workdir"]
-    assert _results(workdir)["devices"] == 2
-    _assert_same_run(workdir, reference)
+    assert results(workdir)["devices"] == 2
+    assert_same_run(workdir, reference)
     _assert_restores_here(workdir, reference, data)  # orbax's multi-host save
 
-    assert _records(workdir) == _records(reference)  # written once, by process 0
+    assert records(workdir) == records(reference)  # written once, by process 0
     assert sorted(os.listdir(workdir)) == sorted(os.listdir(reference))
     with open(os.path.join(workdir, "data_split.json"), encoding="utf-8") as f:
         sizes = {split: info["size"] for split, info in json.load(f)["splits"].items()}
@@ -171,8 +136,8 @@ def test_two_processes_stop_and_resume(runs):
     root, data, reference, _ = runs
     job = _job(root, "2proc_stop", data, INTERRUPT, **{"mesh.fsdp": 2})
     run_jobs([job, {**job, "interrupt": None}], devices=1, processes=2)
-    _assert_same_run(job["workdir"], reference)
-    assert _records(job["workdir"]) == _records(reference)
+    assert_same_run(job["workdir"], reference)
+    assert records(job["workdir"]) == records(reference)
 
 
 @pytest.mark.slow
@@ -189,7 +154,7 @@ def test_a_sigterm_to_one_process_stops_every_process_at_the_same_saved_step(run
     assert max(int(n) for n in os.listdir(os.path.join(job["workdir"], "checkpoints"))
                if n.isdigit()) == step
     run_jobs([{**job, "sigterm": None}], devices=1, processes=2)
-    _assert_same_run(job["workdir"], reference)
+    assert_same_run(job["workdir"], reference)
 
 
 def test_distributed_start_up_checks_its_settings(monkeypatch):

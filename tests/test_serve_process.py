@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,14 +26,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser_helpers import browser as _browser
+from browser_helpers import ARTIFACTS, browser as _browser
 from deploy_helpers import LABELS, free_port, hf_model_folder, native_model_folder, png_bytes, wait_healthy
 
 KEY = "s3cret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 SEGMENTATION = ({"name": "segmentation", "plugins": [], "upsample_steps": 1, "head_channels": 8},
                 ["background", "disc", "square"])
-ARTIFACTS = Path(os.environ.get("VITJAX_TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "vitjax-test-artifacts"))
 
 
 class Server:

@@ -14,7 +14,7 @@ import os
 
 import ml_collections
 
-from vitjax import durations, optim, storage, sweep_config
+from vitjax import durations, optim, quant, storage, sweep_config
 from vitjax.data import config as data_config
 from vitjax.errors import BadKey, BadValue
 from vitjax.files import config_dict as to_dict  # config.json's object; a leaf, so trackers/ use it too
@@ -55,6 +55,8 @@ def base_config(task: str = "classification", plugins=()) -> ml_collections.Conf
     c.optim = optim.default_config()
 
     c.lora = lora_config.default_config()  # low-rank adapters (vitjax/lora/config.py); off by default
+
+    c.quant = quant.default_config()  # quantization-aware training with qwix (vitjax/quant.py); off by default
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 64          # global batch, split over all devices and hosts

@@ -1,7 +1,9 @@
-"""Metric pieces shared by task plugins: a clu confusion matrix and the IoU / Dice / accuracy it yields.
+"""Metric pieces shared by task plugins: a clu confusion matrix and the IoU / Dice / accuracy it yields,
+and the first examples of an evaluation (what a report draws).
 
 `ConfusionMatrix` accumulates on device (per image or per pixel); `iou_stats` turns its counts into the
-per-class and mean IoU, Dice (= F1) and accuracy, host side.
+per-class and mean IoU, Dice (= F1) and accuracy, host side. `FirstExamples` keeps a few rows of chosen
+outputs (the images, the predicted and true masks) on the host.
 """
 from __future__ import annotations
 
@@ -51,6 +53,49 @@ class ConfusionMatrix(clu_metrics.Metric):
 
     def compute(self) -> jnp.ndarray:
         return self.counts
+
+
+@flax.struct.dataclass
+class FirstExamples(clu_metrics.CollectingMetric):
+    """The outputs `names` of the first `count` valid examples of an evaluation, in the split's order
+    (the eval batches come in order): e.g. a few images with their predicted and true masks, which
+    a task's report draws. Takes the named outputs [B, ...] and `mask` [B]; each batch hands at most
+    `count` rows to the host and merging keeps the first `count` valid ones, so the host holds a few
+    examples however long the split. `FirstExamples.of(names, count)` builds the class; `compute()`
+    gives {name: array [n <= count, ...]}."""
+
+    names: ClassVar[tuple[str, ...]] = ()
+    count: ClassVar[int] = 0
+
+    @classmethod
+    @functools.cache
+    def of(cls, names: tuple[str, ...], count: int) -> type[FirstExamples]:
+        subclass = type(f"FirstExamples{count}", (cls,), {"names": tuple(names), "count": count})
+        return flax.struct.dataclass(subclass)
+
+    @classmethod
+    def from_model_output(cls, *, mask=None, **outputs) -> FirstExamples:
+        rows = outputs[cls.names[0]].shape[0]
+        valid = jnp.ones((rows,), bool) if mask is None else jnp.asarray(mask, bool)
+        kept = {name: outputs[name][:cls.count] for name in cls.names}
+        return cls({**{name: (value,) for name, value in kept.items()}, "mask": (valid[:cls.count],)})
+
+    def merge(self, other: FirstExamples) -> FirstExamples:
+        merged = super().merge(other)
+        return type(self)({name: (value,) for name, value in merged._first().items()})
+
+    def _first(self) -> dict[str, np.ndarray]:
+        """The first `count` valid rows, with their mask (all True)."""
+        values = {name: np.concatenate([np.asarray(v) for v in parts]) for name, parts in self.values.items()}
+        if not values:
+            return {}
+        chosen = np.flatnonzero(values["mask"])[:self.count]
+        return {name: value[chosen] for name, value in values.items()}
+
+    def compute(self) -> dict[str, np.ndarray]:
+        first = self._first()
+        first.pop("mask", None)
+        return first
 
 
 def iou_stats(matrix: np.ndarray) -> dict[str, np.ndarray | float]:

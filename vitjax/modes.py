@@ -318,21 +318,29 @@ def export_deployable(workdir: str | None, model: str | None, fmt: str, output: 
 def calibration_images(workdir: str | None, model_dir: str, count: int):
     """The first `count` images of the training split of the run in `workdir` (its saved config's
     data), as the model's uint8 inputs [N, H, W, C]: what static quantization calibrates on."""
-    import numpy as np
-
-    from vitjax import registry
-    from vitjax.data.transforms import load_rgb
-    from vitjax.trained import load_trained
     if count < 1:
         raise BadValue(f"--calibration={count}: static int8 needs at least one calibration image (256 is usual).")
     if not workdir or not storage.isfile(Workdir(workdir).config):
         raise BadValue("--format onnx-int8-static calibrates on the run's training images: pass the run's "
                        "--workdir (its config.json names the data), or use --format onnx-int8 (dynamic, "
                        "no calibration).")
+    return split_images(workdir, model_dir, "train", count)[0]
+
+
+def split_images(workdir: str, model_dir: str, split: str, count: int | None = None):
+    """(uint8 images [N, H, W, C] as the model in `model_dir` takes them, their records' "label"s or
+    None) of the first `count` records (None: all) of `split` of the run in `workdir` (its saved
+    config's data)."""
+    import numpy as np
+
+    from vitjax import registry
+    from vitjax.data.transforms import load_rgb
+    from vitjax.trained import load_trained
     config = saved_config(None, workdir)
     _prepare(config)
     registry.load_plugins(config.task.plugins)
-    source = registry.get_task(config.task.name).open_source(config.data, config.task).splits["train"]
+    source = registry.get_task(config.task.name).open_source(config.data, config.task).splits[split]
     preprocessing = load_trained(model_dir).preprocessing
-    return np.stack([preprocessing.to_uint8(load_rgb(source[i]["image"], source.describe(i)))
-                     for i in range(min(count, len(source)))])
+    records = [source[i] for i in range(len(source) if count is None else min(count, len(source)))]
+    images = np.stack([preprocessing.to_uint8(load_rgb(r["image"], source.describe(i))) for i, r in enumerate(records)])
+    return images, (np.asarray([r["label"] for r in records]) if records and "label" in records[0] else None)

@@ -221,9 +221,12 @@ class Task(abc.ABC):
         `vitjax.report_page`) for one evaluated split, from `report`'s result (its report.json). Each
         section is a dict: "title", optional "text" (a paragraph), "figures" (file names of PNGs
         `report` wrote beside report.json, shown inlined) and "gallery" (a list of {"index": the
-        record's index in the split, "caption": text}: the page shows each record's image as a
-        thumbnail with its file name and the caption). The default, none: the page then shows the
-        common parts only (summary, curves, metrics, per-class table, confusion matrix)."""
+        record's index in the split, "caption": text, optionally "image": the file name of a PNG
+        beside report.json shown next to the thumbnail, e.g. a map of what the model looked at}: the
+        page shows each record's image as a thumbnail with its file name and the caption). Figures
+        go through `vitjax.report.save_figure` with labelled axes, or a legend where they show
+        classes. The default, none: the page then shows the common parts only (summary, curves,
+        metrics, per-class table, confusion matrix)."""
         return []
 
     # ---- prediction (--mode predict, vitjax.serve, vitjax.deploy): optional, see the docstring ----

@@ -3,6 +3,8 @@ and the model card written next to the exported Hugging Face model. Host-side on
 matplotlib); nothing here touches JAX. Figures are drawn on `matplotlib.figure.Figure` objects, which
 render with Agg without pyplot, so importing this module never changes the user's matplotlib backend.
 matplotlib is imported by the plotting functions, at the end of a run, not on the way to its first step.
+Every figure vitjax writes goes through `save_figure`: labelled axes, or a legend where it shows
+classes, is the rule the tests check there.
 """
 from __future__ import annotations
 
@@ -20,6 +22,23 @@ from vitjax.files import write_text, writing
 
 # Confusion matrices up to this many classes get a count written in each cell.
 _ANNOTATE_MAX_CLASSES = 30
+# The examples a dense task's report draws (the first ones of the split: `vitjax.metrics.FirstExamples`).
+SAMPLES = 6
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> None:
+    """Writes the matplotlib `fig` to `path` (PNG), atomically (`vitjax.files.writing`): the one
+    place a vitjax figure becomes a file."""
+    with writing(path) as partial:
+        fig.savefig(partial, dpi=dpi)
+
+
+def class_colours(count: int) -> np.ndarray:
+    """float [count, 3] RGB colours (0..1) of classes in pictures (mask overlays, drawn boxes):
+    matplotlib's tab20, repeated."""
+    import matplotlib
+
+    return np.asarray(matplotlib.colormaps["tab20"](np.arange(count) % 20))[:, :3]
 
 
 def plot_learning_curves(
@@ -61,8 +80,7 @@ def plot_learning_curves(
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend()
-    with writing(path) as partial:
-        fig.savefig(partial, dpi=100)
+    save_figure(fig, path)
 
 
 def plot_confusion_matrix(
@@ -96,8 +114,7 @@ def plot_confusion_matrix(
             for j in range(num_classes):
                 colour = "white" if rates[i, j] > 0.5 else "black"
                 ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", color=colour, fontsize=8)
-    with writing(path) as partial:
-        fig.savefig(partial, dpi=100)
+    save_figure(fig, path)
 
 
 def format_table(

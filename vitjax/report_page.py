@@ -6,9 +6,12 @@ opens from disk anywhere. It shows what the workdir already holds — the summar
 data, split sizes, recipe, best step, runtime: results.json, config.json, data_split.json), the
 learning curves, and per evaluated split (`Workdir.reports`: validation, the test split, evaluate's
 eval_<split>/) its metrics, per-class table and confusion matrix from report.json — then the task's
-own sections (`Task.report_sections`: classification's gallery of mistakes, most confident first),
-whose gallery thumbnails are read from the split's records; then the robustness report's headline
-numbers, heat map and reliability diagram when `--mode robustness` ran. Host-side only; process 0 writes it.
+own sections (`Task.report_sections`: classification's gallery of mistakes, most confident first,
+and its most-confused pairs; multi-label's images with a wrong label set, true against predicted;
+segmentation's sample overlays and detection's sample boxes, each with a legend), whose gallery
+thumbnails are read from the split's records (an entry may add an image of its own beside the
+thumbnail); then the robustness report's headline numbers, heat map and reliability diagram when
+`--mode robustness` ran. Host-side only; process 0 writes it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ img.figure { max-width: 100%; }
 .gallery figure { margin: 0; width: 120px; font-size: .75em; }
 .gallery img { width: 96px; height: 96px; object-fit: contain; image-rendering: pixelated;
                background: #eee; display: block; }
+.gallery figure:has(img.extra) { width: 220px; }
+.gallery img.extra { display: inline-block; margin-left: 4px; }
+.gallery figure:has(img.extra) img { display: inline-block; }
 .gallery figcaption { white-space: pre-line; overflow-wrap: anywhere; }
 .file { color: #555; }
 """
@@ -149,13 +155,14 @@ def _section(section: Mapping[str, Any], folder: str, records: Any) -> str:
         if len(gallery) > MAX_GALLERY:
             parts.append(f"<p>The first {MAX_GALLERY} of {len(gallery)} are shown.</p>")
         ids = records.ids() if records is not None else None
-        figures = [_thumbnail(entry, records, ids) for entry in gallery[:MAX_GALLERY]]
+        figures = [_thumbnail(entry, records, ids, folder) for entry in gallery[:MAX_GALLERY]]
         parts.append(f"<div class=\"gallery\">{''.join(figures)}</div>")
     return "\n".join(parts)
 
 
-def _thumbnail(entry: Mapping[str, Any], records: Any, ids: Sequence | None) -> str:
-    """One gallery entry: the record's image (a thumbnail), its file name and the caption."""
+def _thumbnail(entry: Mapping[str, Any], records: Any, ids: Sequence | None, folder: str) -> str:
+    """One gallery entry: the record's image (a thumbnail), the entry's extra "image" when it has one
+    (a PNG beside report.json, e.g. a map of what the model looked at), its file name and the caption."""
     index = entry["index"]
     name = str(ids[index]) if ids is not None else f"#{index}"
     image = ""
@@ -167,6 +174,9 @@ def _thumbnail(entry: Mapping[str, Any], records: Any, ids: Sequence | None) -> 
             image = f"<img alt=\"{_text(name)}\" src=\"{_png_uri(picture)}\">"
         except (OSError, ValueError) as error:  # the data moved since the run: the caption stays
             log.warning("report page: no thumbnail of %s: %s", name, error)
+    if entry.get("image"):
+        image += (f"<img class=\"extra\" alt=\"{_text(entry['image'])}\" "
+                  f"src=\"{_png_uri_of_file(storage.join(folder, entry['image']))}\">")
     return (f"<figure data-index=\"{int(index)}\">{image}<figcaption><span class=\"file\">{_text(name)}"
             f"</span>\n{_text(entry.get('caption', ''))}</figcaption></figure>")
 
@@ -193,8 +203,11 @@ def _table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _image_file(path: str) -> str:
-    data = base64.b64encode(storage.read_bytes(path)).decode("ascii")
-    return f"<img class=\"figure\" alt=\"{_text(storage.basename(path))}\" src=\"data:image/png;base64,{data}\">"
+    return f"<img class=\"figure\" alt=\"{_text(storage.basename(path))}\" src=\"{_png_uri_of_file(path)}\">"
+
+
+def _png_uri_of_file(path: str) -> str:
+    return "data:image/png;base64," + base64.b64encode(storage.read_bytes(path)).decode("ascii")
 
 
 def _png_uri(picture) -> str:

@@ -210,8 +210,10 @@ def _plot_importances(study, path: str) -> None:
     import optuna
 
     ax = optuna.visualization.matplotlib.plot_param_importances(study)
+    from vitjax.report import save_figure
+
     ax.figure.tight_layout()
-    ax.figure.savefig(path, dpi=120)
+    save_figure(ax.figure, path, dpi=120)
     plt.close(ax.figure)
 
 

@@ -15,6 +15,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import optimize, special
 
+from vitjax.report import save_figure
+
 BINS = 15
 
 
@@ -76,19 +78,33 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def plot_reliability(curves: dict[str, dict], path: str | os.PathLike) -> None:
     """Reliability diagram into `path` (PNG): per curve ("before", "after temperature scaling")
-    accuracy against mean confidence per bin, the diagonal being perfect calibration."""
-    fig = Figure(figsize=(5, 5), layout="tight")
-    ax = fig.subplots()
+    accuracy against mean confidence per bin, the diagonal being perfect calibration, each point
+    marked with its bin's count; below, the counts per bin as bars. Empty bins get no point (a line
+    drawn through them to 0 would read as a miscalibrated bin), so a sparse test split shows only the
+    bins it fills."""
+    fig = Figure(figsize=(5, 6.5), layout="tight")
+    ax, counts = fig.subplots(2, 1, gridspec_kw={"height_ratios": (3, 1)})
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
-    for name, result in curves.items():
+    width = 1.0 / len(next(iter(curves.values()))["bins"]) / (len(curves) + 1)
+    for k, (name, result) in enumerate(curves.items()):
         filled = [row for row in result["bins"] if row["count"]]
-        ax.plot([row["confidence"] for row in filled], [row["accuracy"] for row in filled],
-                marker="o", label=f"{name} (ECE {result['ece']:.3f})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
+        line, = ax.plot([row["confidence"] for row in filled], [row["accuracy"] for row in filled],
+                        marker="o", label=f"{name} (ECE {result['ece']:.3f})")
+        for row in filled:
+            ax.annotate(str(row["count"]), (row["confidence"], row["accuracy"]), textcoords="offset points",
+                        xytext=(0, 6 if k % 2 == 0 else -12), ha="center", fontsize=7, color=line.get_color())
+        counts.bar([row["lower"] + (k + 0.5) * width for row in filled], [row["count"] for row in filled],
+                   width=width, align="edge", color=line.get_color(), label=name)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.08, 1.08)
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability diagram ({len(next(iter(curves.values()))['bins'])} bins)")
+    ax.set_title(f"Reliability diagram ({len(next(iter(curves.values()))['bins'])} bins)\n"
+                 f"beside each point: the forecasts in its bin", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
-    fig.savefig(path, dpi=100)
+    counts.set_xlim(-0.02, 1.02)
+    counts.set_xlabel("confidence")
+    counts.set_ylabel("forecasts")
+    counts.grid(alpha=0.3, axis="y")
+    save_figure(fig, path)

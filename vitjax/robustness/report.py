@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from vitjax import storage
 from vitjax.errors import BadValue
 from vitjax.robustness.calibration import plot_reliability
-from vitjax.report import format_table
+from vitjax.report import format_table, save_figure
 from vitjax.workdir import Workdir
 
 CARD_HEADING = "## Robustness"
@@ -97,12 +97,13 @@ def plot_heatmap(result: dict, path) -> None:
     ax.set_xticks(range(len(severities)), labels=severities)
     ax.set_yticks(range(len(names)), labels=names)
     ax.set_xlabel("severity")
+    ax.set_ylabel("corruption")
     ax.set_title(f"{result['metric']} under corruption (clean {result['clean'][result['metric']]:.3f})")
     for i in range(len(names)):
         for j in range(len(severities)):
             ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7,
                     color="white" if values[i, j] < 0.5 else "black")
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
 
 
 def _rows(table: dict, key: str) -> list[dict]:

@@ -119,6 +119,8 @@ def _obstacles(run, cut: int | None) -> list[str]:
                      f"lower part stays frozen (use 'head_only' or 'last_n_blocks')")
     if run.config.lora.targets:
         found.append("config.lora.targets is set (the cached run's top blocks carry no adapters)")
+    if run.config.quant.enabled:
+        found.append("config.quant.enabled=True (the cached frozen part would run unquantized)")
     if data.device_augment:
         found.append("config.data.device_augment=True (cached views are augmented on the host; set it "
                      "to False)")

@@ -28,7 +28,7 @@ import numpy as np
 from flax import traverse_util
 
 from vitjax import config as config_lib
-from vitjax import durations, optim, parallel, registry, storage
+from vitjax import durations, optim, parallel, quant, registry, storage
 from vitjax.checkpoints.families import load_checkpoint
 from vitjax.checkpoints.preprocessing import Preprocessing
 from vitjax.data import pipeline, splits as splits_lib
@@ -298,10 +298,11 @@ def build_data(config, mesh, dataset: ImageDataset, model: ModelPart) -> DataPar
 
 
 def default_steps(model: ModelPart, data: DataPart) -> Steps:
-    """The steps over images: the model's module, its normalisation, the configured device-side
-    augmentation."""
+    """The steps over images: the model's module (fake-quantized with `config.quant`), its
+    normalisation, the configured device-side augmentation."""
     augment = train_transform(model.config.data, model.preprocessing.input_size, data.dataset.num_classes)
-    return Steps(module=model.module, normalize=model.normalize, augment=augment)
+    return Steps(module=quant.quantized(model.config.quant, model.module), normalize=model.normalize,
+                 augment=augment)
 
 
 def build_training(config, params: dict, spec: ViTSpec, train_size: int) -> TrainingPart:
