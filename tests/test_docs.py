@@ -147,6 +147,7 @@ def test_the_other_modes(user_folder):
         done = _run(command, user_folder)
         assert done.returncode == 0, f"{command}\n{done.stderr[-3000:]}"
     assert (user_folder / "preds" / "predictions.json").is_file()
+    assert (user_folder / "preds" / "photo1_explain.png").is_file()  # --explain
     assert (user_folder / "exported" / "config.json").is_file()
 
 
@@ -157,6 +158,7 @@ def test_the_python_api(user_folder):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("[[(")
     assert (user_folder / "preds" / "predictions.json").is_file()
+    assert (user_folder / "preds" / "digit_explain.png").is_file()
     assert (user_folder / "exported" / "config.json").is_file()
 
 

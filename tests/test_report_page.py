@@ -19,6 +19,7 @@ import pytest
 from figure_checks import assert_every_png_labelled, recorded_figures
 from train_helpers import digits_folder, tiny_config
 from vitjax import modes
+from vitjax.explain import GALLERY_EXPLAINED
 from vitjax.trained import load_trained
 
 
@@ -143,6 +144,11 @@ def test_evaluate_refreshes_the_page(run):
     assert os.path.getmtime(os.path.join(workdir, "report.html")) >= before
     assert "evaluate: test" in text
     assert [p[0] for p in page.mistakes("eval_test")] == [p[0] for p in page.mistakes("test")]
+    # Beside the first mistakes, what the evaluated model looks at in them (vitjax.explain).
+    explained = min(len(page.mistakes("eval_test")), GALLERY_EXPLAINED)
+    section = text[text.index('<section id="eval_test">'):]
+    assert section[:section.index("</section>")].count('<img class="extra" alt="explain/') >= explained > 0
+    assert len(os.listdir(os.path.join(workdir, "eval_test", "explain"))) >= explained
 
 
 @pytest.fixture

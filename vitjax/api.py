@@ -25,7 +25,8 @@ from vitjax.errors import BadValue
 from vitjax.models.heads import DEFAULT_POOLING
 from vitjax.models.model import Model, build_model
 from vitjax.models.vit import ViTSpec
-from vitjax.trained import TrainedModel, make_task
+from vitjax.explain import Explanation
+from vitjax.trained import TrainedModel, make_task, unique_stems
 
 
 class Classifier:
@@ -102,17 +103,34 @@ class Classifier:
         results = []
         images = list(images)
         for start in range(0, len(images), batch_size):
-            chunk = [load_rgb(os.fspath(im), os.fspath(im)) if isinstance(im, (str, os.PathLike)) else im
-                     for im in images[start:start + batch_size]]
+            chunk = [_as_image(im) for im in images[start:start + batch_size]]
             found = self.trained.predictions(chunk, top_k)
             results += [[(self.id2label[int(i)], float(p)) for i, p in zip(indices, probabilities)]
                         for indices, probabilities in zip(found["indices"], found["probabilities"])]
         return results
 
+    def explain(self, images: Image.Image | str | os.PathLike | Iterable, outdir: str | os.PathLike | None = None,
+                batch_size: int = 32) -> list[Explanation]:
+        """PIL images or paths -> per image, what the classifier looks at for its top class: attention
+        rollout and integrated gradients maps (`TrainedModel.explain`, `vitjax.explain`); with
+        `outdir`, also `<stem>_explain.png` per image there (a path's file stem, else image_<i>)."""
+        if isinstance(images, (Image.Image, str, os.PathLike)):
+            images = [images]
+        images = list(images)
+        names = unique_stems([os.fspath(im) if isinstance(im, (str, os.PathLike)) else f"image_{i}"
+                              for i, im in enumerate(images)])
+        return self.trained.explain([_as_image(im) for im in images],
+                                    None if outdir is None else os.fspath(outdir), names, batch_size)
+
     def save_pretrained(self, directory: str | os.PathLike) -> str:
         """Write the model in its family's format: a Hugging Face folder (config, safetensors, preprocessor)
         that transformers loads, or for timm / `.npz` weights a timm folder that timm loads."""
         return export_pretrained(directory, self.spec, self.params, self.id2label, self.preprocessing, self.pooling)
+
+
+def _as_image(image: Image.Image | str | os.PathLike) -> Image.Image:
+    """A PIL image as it is, a path read as RGB."""
+    return load_rgb(os.fspath(image), os.fspath(image)) if isinstance(image, (str, os.PathLike)) else image
 
 
 def load_pretrained(name_or_dir: str | os.PathLike, num_labels: int | None = None, id2label: dict | None = None,

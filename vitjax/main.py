@@ -3,7 +3,7 @@
     python -m vitjax.main --config configs/digits.py --workdir runs/digits
     python -m vitjax.main --config configs/beans.py --config.optim.lr=3e-5 --workdir runs/beans
     python -m vitjax.main --mode evaluate --workdir runs/beans --split test
-    python -m vitjax.main --mode predict --workdir runs/beans --inputs photos/ --top_k 3
+    python -m vitjax.main --mode predict --workdir runs/beans --inputs photos/ --top_k 3 --explain
     python -m vitjax.main --mode export --workdir runs/beans --output model/
     python -m vitjax.main --mode export --workdir runs/beans --format onnx --output deploy/
     vitjax serve --model deploy/        (or: python -m vitjax.serve --model deploy/)
@@ -43,6 +43,9 @@ _INPUTS = flags.DEFINE_list("inputs", [], "predict: image files and/or folders. 
 _TOP_K = flags.DEFINE_integer("top_k", None, "predict: ranked entries per image (1 to 100): labels "
                               "(classification), detections; default: the task's, as the service's "
                               "(classification: config.task.top_k).")
+_EXPLAIN = flags.DEFINE_bool("explain", False, "predict: also write per image <name>_explain.png, what the "
+                             "model looks at for its top class (attention rollout, integrated gradients), "
+                             "named by the record's \"explanation\"; tasks with class logits only.")
 _SWEEP_STORAGE = flags.DEFINE_string("sweep_storage", None, "sweep: an Optuna storage URL shared by "
                                      "several machines (default: sqlite <workdir>/sweep.db).")
 _OUTPUT = flags.DEFINE_string("output", None, "export: target folder; predict: folder for "
@@ -123,7 +126,7 @@ def main(argv) -> None:
     try:
         if _MODE.value == "predict":
             records = modes.predict(_CONFIG.value, _WORKDIR.value, _MODEL.value, _INPUTS.value,
-                                    _TOP_K.value, _OUTPUT.value)
+                                    _TOP_K.value, _OUTPUT.value, _EXPLAIN.value)
             unreadable = modes.unreadable_inputs(records)
             if unreadable:
                 sys.stdout.flush()

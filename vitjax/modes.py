@@ -186,7 +186,8 @@ def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
     from vitjax.trained import load_trained
     config = saved_config(config, workdir)
     _prepare(config)
-    run = setup.build_eval_run(config, workdir, load_trained(_model_dir(workdir, model), config.task))
+    trained = load_trained(_model_dir(workdir, model), config.task)
+    run = setup.build_eval_run(config, workdir, trained)
     dataset = run.data.dataset
     if split not in dataset.splits:
         raise BadKey(f"--split {split!r} is not a split of {dataset.source}; "
@@ -197,7 +198,7 @@ def evaluate(config, workdir: str, model: str | None, split: str) -> dict:
     summary = evaluation.report(run, run.model.placed_params(), run.jit_eval_step(), split, outdir)
     if jax.process_index() == 0:
         from vitjax import report_page
-        report_page.write(folder, run.model.task, dataset, config.train.test_split)
+        report_page.write(folder, run.model.task, dataset, config.train.test_split, trained)
     for k, v in sorted(summary.items()):
         print(f"{split} {k:<24} {v:.4f}")
     print(f"the {split} report (per class, and the task's files) is in {outdir}")
@@ -214,14 +215,15 @@ def robustness(config, workdir: str, model: str | None, split: str, options) -> 
 
 @_user_errors
 def predict(config, workdir: str | None, model: str | None, inputs: list[str], top_k: int | None,
-            output: str | None) -> list[dict]:
+            output: str | None, explain: bool = False) -> list[dict]:
     """The task's predictions for every image of `inputs` (files and folders), through the task's
     `predict` and `prediction_records` hooks as the service computes them, written to `output`
     (default <workdir>/predictions): the task's files and predictions.json; prints one line per image.
     An image that cannot be read gets an "error" naming it instead, and the others are predicted all
     the same (the command line then exits with status 1). `config` None: the run's saved config, if
     any (a bare --model folder describes itself). `top_k`: ranked entries per image (labels,
-    detections); None: the task's default (`Task.default_top_k`, as the service's)."""
+    detections); None: the task's default (`Task.default_top_k`, as the service's). `explain`: also
+    what the model looks at, `<name>_explain.png` per image (`vitjax.explain`)."""
     from vitjax.trained import load_trained
     if config is None and workdir and storage.isfile(Workdir(workdir).config):
         config = saved_config(None, workdir)
@@ -232,7 +234,7 @@ def predict(config, workdir: str | None, model: str | None, inputs: list[str], t
     if not output and not workdir:
         raise BadValue("--mode predict needs --output (a folder) or --workdir (writes "
                        "<workdir>/predictions).")
-    records = trained.predict(paths, output or Workdir(workdir).predictions, top_k)
+    records = trained.predict(paths, output or Workdir(workdir).predictions, top_k, explain=explain)
     width = max(len(r["file"]) for r in records)
     for r in records:
         shown = json.dumps({k: v for k, v in r.items() if k != "file"})

@@ -45,7 +45,8 @@ img.figure { max-width: 100%; }
 .gallery figure { margin: 0; width: 120px; font-size: .75em; }
 .gallery img { width: 96px; height: 96px; object-fit: contain; image-rendering: pixelated;
                background: #eee; display: block; }
-.gallery figure:has(img.extra) { width: 220px; }
+.gallery figure:has(img.extra) { width: 460px; }
+.gallery img.extra { width: 352px; height: auto; }
 .gallery img.extra { display: inline-block; margin-left: 4px; }
 .gallery figure:has(img.extra) img { display: inline-block; }
 .gallery figcaption { white-space: pre-line; overflow-wrap: anywhere; }
@@ -53,15 +54,17 @@ img.figure { max-width: 100%; }
 """
 
 
-def write(workdir: Workdir, task: Any, dataset: Any, test_split: str | None) -> str:
+def write(workdir: Workdir, task: Any, dataset: Any, test_split: str | None, trained: Any = None) -> str:
     """Writes `<workdir>/report.html` from the workdir's files; `task`: the run's task (its
     `report_sections`), `dataset`: the run's `ImageDataset` (the records the galleries show);
-    `test_split`: config.train.test_split. Returns the page's path."""
+    `test_split`: config.train.test_split; `trained`: the `TrainedModel` evaluated (evaluate,
+    robustness), whose maps of what it looks at the galleries then show
+    (`vitjax.explain.gallery_overlays`). Returns the page's path."""
     body = [_summary(workdir)]
     if storage.isfile(workdir.learning_curves):
         body.append(f"<h2>Learning curves</h2>\n{_image_file(workdir.learning_curves)}")
     for folder in workdir.reports(test_split):
-        body.append(_split_report(folder, task, dataset))
+        body.append(_split_report(folder, task, dataset, trained))
     body.append(_robustness(workdir.robustness))
     page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>vitjax run: {_text(storage.basename(storage.absolute(workdir.path)))}</title>\n"
@@ -106,7 +109,7 @@ def _summary(workdir: Workdir) -> str:
     return f"<h1>vitjax run: {_text(title)}</h1>\n<h2>Summary</h2>\n<table id=\"summary\">{table}</table>"
 
 
-def _split_report(folder: str, task: Any, dataset: Any) -> str:
+def _split_report(folder: str, task: Any, dataset: Any, trained: Any = None) -> str:
     report = _read(storage.join(folder, "report.json"))
     name = storage.basename(folder)
     split = report.get("split", name)
@@ -123,7 +126,11 @@ def _split_report(folder: str, task: Any, dataset: Any) -> str:
     if storage.isfile(matrix):
         parts.append(f"<h3>Confusion matrix</h3>{_image_file(matrix)}")
     records = dataset.splits.get(split) if dataset is not None else None
-    for section in task.report_sections(report) if report else []:
+    sections = task.report_sections(report) if report else []
+    if trained is not None:
+        from vitjax.explain import gallery_overlays
+        sections = gallery_overlays(trained, sections, records, folder)
+    for section in sections:
         parts.append(_section(section, folder, records))
     return "\n".join(parts) + "\n</section>"
 

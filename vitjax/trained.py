@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from vitjax import explain as explaining
 from vitjax import registry, storage
 from vitjax.checkpoints.families import family_class_problem
 from vitjax.checkpoints.model_folder import read_model_folder
@@ -142,19 +143,52 @@ class TrainedModel:
         top_k = resolve_top_k(self.task, top_k)
         return jax.device_get(self._jit_apply(self.params, self._batch(images), top_k))
 
+    @functools.cached_property
+    def _jit_explain(self):
+        return jax.jit(functools.partial(explaining.maps, self.model, self.spec))
+
+    def explain(self, images: Sequence[Image.Image], outdir: str | None = None,
+                names: Sequence[str] | None = None, batch_size: int = 32) -> list[explaining.Explanation]:
+        """What the model looks at in RGB PIL images: per image, the attention rollout and integrated
+        gradients maps of the evidence for its top class (`vitjax.explain`); with `outdir`, each also
+        drawn to `<outdir>/<name>_explain.png` (`names`: a unique file stem per image, by default
+        image_0, image_1, ...), which its `file` names. A task without class logits
+        (`Task.class_logits`) is refused, naming the tasks that have them."""
+        explaining.require_class_logits(self.task)
+        found = []
+        for start in range(0, len(images), batch_size):
+            pixels = self._batch(images[start:start + batch_size])
+            black = self.preprocessing.normalize(np.zeros((1, *pixels.shape[1:]), np.uint8))
+            maps = jax.device_get(self._jit_explain(self.params, self.preprocessing.normalize(pixels), black))
+            found += [explaining.Explanation(image, int(top), self.task.class_names[int(top)],
+                                             {key: maps[key][i] for key in explaining.METHODS},
+                                             self.spec.patch_size)
+                      for i, (image, top) in enumerate(zip(pixels, maps["class"]))]
+        if outdir is None:
+            return found
+        os.makedirs(outdir, exist_ok=True)
+        names = names if names is not None else [f"image_{i}" for i in range(len(images))]
+        return [explaining.write_overlay(explanation, os.path.join(outdir, f"{name}{explaining.SUFFIX}"))
+                for explanation, name in zip(found, names)]
+
     def predict(self, paths: Sequence[str], outdir: str, top_k: int | None = None,
-                batch_size: int = 32) -> list[dict]:
+                batch_size: int = 32, explain: bool = False) -> list[dict]:
         """Predicts every image of `paths` with the task's `predict` and `prediction_records`, which
         writes the task's files under `outdir`; returns one record per image, {"file": path, ...the
         task's record} or {"file": path, "error": why it could not be read}, also written to
         `outdir/predictions.json`. `top_k`: the ranked entries per image, by default the task's
-        (`Task.default_top_k`, as the service's). On object storage the files are uploaded at the end."""
+        (`Task.default_top_k`, as the service's). `explain`: also write `<name>_explain.png` per
+        image (`explain`), named by the record's "explanation". On object storage the files are
+        uploaded at the end."""
         registry.require_prediction_hooks(self.task)
+        if explain:
+            explaining.require_class_logits(self.task)
         top_k = resolve_top_k(self.task, top_k)
         with storage.local_output(outdir) as local:
-            return self._predict(paths, local, top_k, batch_size)
+            return self._predict(paths, local, top_k, batch_size, explain)
 
-    def _predict(self, paths: Sequence[str], outdir: str, top_k: int, batch_size: int) -> list[dict]:
+    def _predict(self, paths: Sequence[str], outdir: str, top_k: int, batch_size: int,
+                 explain: bool) -> list[dict]:
         names = unique_stems(paths)
         records = []
         for start in range(0, len(paths), batch_size):
@@ -164,8 +198,12 @@ class TrainedModel:
             images = [decoded[i][0] for i in good]
             written = {}
             if good:
+                stems = [names[start + i] for i in good]
                 written = dict(zip(good, self.task.prediction_records(
-                    self.predictions(images, top_k), images, [names[start + i] for i in good], outdir)))
+                    self.predictions(images, top_k), images, stems, outdir)))
+                if explain:
+                    for i, explanation in zip(good, self.explain(images, outdir, stems)):
+                        written[i]["explanation"] = explanation.file
             records += [{"file": path, **written[i]} if i in written else {"file": path, "error": decoded[i][1]}
                         for i, path in enumerate(chunk)]
         with open(os.path.join(outdir, PREDICTIONS_FILE), "w", encoding="utf-8") as f:

@@ -216,15 +216,16 @@ class ViTSpec:
         return config
 
 
-def einsum_attention(q, k, v, dropout=None):
+def einsum_attention(q, k, v, on_probs=None):
     """Softmax attention over [B, T, N, H] spelled out as two einsums (softmax in float32), with an
-    optional `dropout(probs)`. The same function as `jax.nn.dot_product_attention`; on XLA:CPU its
+    optional `on_probs(probs [B, N, T, T]) -> probs` (dropout; keeping them to explain a prediction).
+    The same function as `jax.nn.dot_product_attention`; on XLA:CPU its
     backward runs ~3x faster: that function's XLA path vmaps over head groups, and the softmax
     backward it leaves behind is fused with a batched dot into one slow YNNPACK fusion (bench/NOTES.md)."""
     logits = jnp.einsum("btnh,bsnh->bnts", q, k) / np.sqrt(q.shape[-1]).astype(q.dtype)
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-    if dropout is not None:
-        probs = dropout(probs)
+    if on_probs is not None:
+        probs = on_probs(probs)
     return jnp.einsum("bnts,bsnh->btnh", probs, v)
 
 
@@ -248,7 +249,13 @@ def padded_attention(q, k, v, *, implementation: str | None = None, pad_multiple
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with HF's query/key/value/out projections."""
+    """Multi-head self-attention with HF's query/key/value/out projections.
+
+    When the 'intermediates' collection is mutable (`apply(..., mutable=["intermediates"])`, as
+    `vitjax.explain` runs it) the attention is spelled out and its probabilities [B, heads, T, T]
+    are sown as `intermediates/.../attention/probabilities`; otherwise the fast kernels run and
+    nothing is kept (the choice is made while tracing: the train and predict paths are unchanged).
+    """
 
     spec: ViTSpec
     dtype: Any = jnp.float32
@@ -265,7 +272,9 @@ class Attention(nn.Module):
         q = split(dense("query", spec.qkv_bias)(x))
         k = split(dense("key", spec.qkv_bias)(x))
         v = split(dense("value", spec.qkv_bias)(x))
-        if spec.attention_dropout > 0 and not deterministic:
+        if self.is_mutable_collection("intermediates"):
+            out = einsum_attention(q, k, v, self._keep)
+        elif spec.attention_dropout > 0 and not deterministic:
             # jax.nn.dot_product_attention has no dropout: spell attention out when it is active.
             dropout = nn.Dropout(spec.attention_dropout)
             out = einsum_attention(q, k, v, lambda probs: dropout(probs, deterministic=False))
@@ -274,6 +283,10 @@ class Attention(nn.Module):
                                    pad_multiple=self.attention_pad)
         out = out.reshape(*out.shape[:-2], spec.hidden_size)
         return dense("out", True)(out)
+
+    def _keep(self, probs):
+        self.sow("intermediates", "probabilities", probs)
+        return probs
 
 
 class Mlp(nn.Module):

@@ -142,7 +142,8 @@ def robustness_report(config, workdir: str, split: str, options, model_dir: str)
     started = time.perf_counter()
     if options.baseline:
         report.baseline_report(options.baseline)  # a missing one fails before the work
-    run = setup.build_eval_run(config, workdir, load_trained(model_dir, config.task))
+    trained = load_trained(model_dir, config.task)
+    run = setup.build_eval_run(config, workdir, trained)
     if split not in run.data.dataset.splits:
         raise BadKey(f"--split {split!r} is not a split of {run.data.dataset.source}; "
                      f"choose one of {sorted(run.data.dataset.splits)}.")
@@ -181,6 +182,6 @@ def robustness_report(config, workdir: str, split: str, options, model_dir: str)
             report.write(result, outdir)
         if storage.isfile(storage.join(model_dir, "README.md")):
             report.add_to_model_card(result, model_dir)
-        report_page.write(Workdir(workdir), run.model.task, run.data.dataset, config.train.test_split)
+        report_page.write(Workdir(workdir), run.model.task, run.data.dataset, config.train.test_split, trained)
         print(report.markdown(result))
     return result
