@@ -382,7 +382,7 @@ class Detection(Task):
         if spec.kind == "hf":
             raw, class_names = from_hf(hf.load_dataset_dict(spec), data_cfg, task_cfg, name=spec.text)
         else:
-            raw, class_names = scan_coco(spec.name)
+            raw, class_names = scan_coco(spec.local_path())
         class_names = list(task_cfg.get("class_names") or class_names)
         return splits_lib.resolve_splits(spec.text, raw, class_names, data_cfg)
 

@@ -400,11 +400,12 @@ class Segmentation(Task):
             raw = from_hf(hf.load_dataset_dict(spec), data_cfg, task_cfg, name=spec.text)
             class_names = class_names_of(None, task_cfg)
         else:
-            if not os.path.isdir(spec.path):
+            root = spec.local_path()
+            if not os.path.isdir(root):
                 raise BadValue(f"config.data.source={spec.text!r}: segmentation reads a folder holding "
                                "images/ and masks/; this is not a folder.")
-            raw = scan_folder(spec.name, bool(task_cfg.get("reduce_labels")))
-            class_names = class_names_of(spec.name, task_cfg)
+            raw = scan_folder(root, bool(task_cfg.get("reduce_labels")))
+            class_names = class_names_of(root, task_cfg)
         return splits_lib.resolve_splits(spec.text, raw, class_names, data_cfg)
 
     def data_transforms(self, preprocessing, data_cfg) -> RecordTransforms:

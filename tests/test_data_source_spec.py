@@ -19,6 +19,8 @@ def test_parse_source_kinds(tmp_path):
     assert parse_source("folder:~/a:b", every, "x") == SourceSpec("folder:~/a:b", "folder", "~/a:b")
     assert parse_source("demo:digits", every, "x").kind == "demo"
     assert parse_source(str(tmp_path), every, "x") == SourceSpec(str(tmp_path), "path", str(tmp_path))
+    assert parse_source("s3://b/x", every, "x") == SourceSpec("s3://b/x", "path", "s3://b/x")  # checked when read
+    assert parse_source("folder:gs://b/x", every, "x") == SourceSpec("folder:gs://b/x", "folder", "gs://b/x")
     with pytest.raises(ValueError, match=r"Unknown config.data.source 'beans' \(no such file or folder\): "
                                          r"this task reads 'hf:NAME'"):
         parse_source("beans", every, "'hf:NAME'")

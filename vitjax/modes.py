@@ -253,11 +253,14 @@ def unreadable_inputs(records: list[dict]) -> str | None:
 
 def expand_inputs(inputs: list[str]) -> list[str]:
     """Image paths from files and folders: a folder's image files (`is_image_file`, walked recursively,
-    sorted); any other path as it is, its record saying so when it cannot be read."""
+    sorted); any other path as it is, its record saying so when it cannot be read. A file or folder on
+    object storage (`s3://`, `gs://`) is read from its local copy (`storage.cached_copy`)."""
+    from vitjax.storage import cached_copy
     if not inputs:
         raise BadValue("--inputs is empty: pass image files and/or folders, comma-separated.")
     paths = []
     for item in inputs:
+        item = cached_copy(item)  # a local path as it is
         if os.path.isdir(item):
             for root, _, files in sorted(os.walk(item)):
                 paths += [path for path in (os.path.join(root, f) for f in sorted(files)) if is_image_file(path)]

@@ -4,7 +4,7 @@ writes under a workdir, a model folder or a data folder goes through these funct
 Paths stay strings: a local path works exactly as before (`os`, atomic rename-over writes); a URL
 `scheme://bucket/key` is an etils `epath.Path` where a library takes one (`path`: orbax's own path
 type), and is read and written through the fsspec filesystem epath uses under it (s3fs, gcsfs: the
-`cloud` extra), opened without a listings cache so that what another process wrote is seen at once.
+`cloud` extra), which keeps no listings, so that what another process wrote is seen at once.
 Credentials come the usual way: for S3 the AWS environment (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`,
 `~/.aws`), for GCS Application Default Credentials.
 
@@ -80,10 +80,10 @@ def absolute(p: str | os.PathLike) -> str:
 
 def filesystem(p: str | os.PathLike):
     """(fsspec filesystem, the path in its terms) of a URL: the filesystem epath uses under it (s3fs,
-    gcsfs), without a listings cache, so that what another process or client wrote is seen at once."""
+    gcsfs), which keeps no listings cache (`_no_listings_cache`)."""
     import fsspec.core
 
-    return fsspec.core.url_to_fs(normalize(p), use_listings_cache=False)
+    return fsspec.core.url_to_fs(normalize(p))
 
 
 # ---- queries ----------------------------------------------------------------------------------------
@@ -363,3 +363,120 @@ class Mirror:
 def _signature(local: str) -> tuple[int, int]:
     stat = os.stat(local)
     return stat.st_size, stat.st_mtime_ns
+
+
+# ---- remote data read as local files, copied once per content (data folders, pretrained checkpoints) --
+def cache_root() -> str:
+    """Where `cached_copy` keeps its copies: `~/.cache/vitjax/remote` (beside the compilation cache)."""
+    return os.path.join(os.path.expanduser("~"), ".cache", "vitjax", "remote")
+
+
+@contextlib.contextmanager
+def remote_errors(url: str):
+    """Turns what a store raises for `url` into one line naming the URL and the fix: a missing bucket or
+    key (FileNotFoundError), no credentials or no access (PermissionError), instead of a client's
+    traceback. Other errors pass unchanged."""
+    try:
+        yield
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{url} does not exist ({_first_line(e)}): check the bucket name and the path "
+                                "(and AWS_ENDPOINT_URL for a server that is not AWS).") from None
+    except Exception as e:
+        code = getattr(e, "code", None)  # gcsfs's HttpError: 401 without credentials, 403 without access
+        if isinstance(e, PermissionError) or code == 403 or str(e).startswith("Forbidden"):
+            raise PermissionError(f"access to {url} was refused ({_first_line(e)}): use credentials that may "
+                                  "read it.") from None
+        if code != 401 and type(e).__name__ not in ("NoCredentialsError", "PartialCredentialsError",
+                                                    "DefaultCredentialsError"):
+            raise
+        raise PermissionError(
+            f"no credentials to read {url} ({_first_line(e)}): for s3:// set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE; AWS_ENDPOINT_URL for a server that is not AWS), for gs:// "
+            "run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS.") from None
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _content_tag(info: dict) -> str:
+    """What changes when an object's bytes change: its ETag (S3), checksum or generation (GCS), else
+    its modification time."""
+    keys = ("ETag", "etag", "md5Hash", "crc32c", "generation", "LastModified", "updated", "mtime")
+    return next((str(info[k]) for k in keys if info.get(k)), "")
+
+
+def cached_copy(url: str | os.PathLike) -> str:
+    """A local path holding the file or folder `url` (a local path is returned as it is), for readers
+    that open many files or need real ones (a data folder's images, a checkpoint's weights, orbax).
+
+    On object storage the objects are downloaded once into `cache_root()`, into a folder named by the
+    listing: every key's name, size and ETag (or checksum). A later call on unchanged objects costs one
+    listing and returns the same folder; a changed, added or removed object gives a new folder, so
+    whatever is keyed by the local paths (the decode and feature caches) follows the content. The
+    download goes to a partial folder renamed into place when complete: a killed run leaves no copy
+    that looks whole, and processes copying the same content at once keep the first finished one.
+    Copies are never deleted by vitjax (delete `cache_root()` to free the space)."""
+    import hashlib
+    import logging
+    import re
+
+    if not is_remote(url):
+        return os.fspath(url)
+    url = normalize(url)
+    with remote_errors(url):
+        fs, key = filesystem(url)
+        key = key.rstrip("/")
+        found = {name.rstrip("/"): info for name, info in fs.find(key, detail=True, refresh=True).items()
+                 if info.get("type") != "directory" and not name.endswith("/")}
+        if key in found:  # a file: a folder of that one file
+            files, single = {basename(url): found[key]}, basename(url)
+        else:
+            files, single = {name[len(key) + 1:]: info for name, info in found.items()
+                             if name.startswith(key + "/")}, None
+        if not files:
+            raise FileNotFoundError("no object has this name or prefix")
+        unsafe = [name for name in files if {"", ".", ".."} & set(name.split("/"))]
+        if unsafe:  # "a//b" has no local name; "../x" would land outside the copy
+            from vitjax.errors import BadValue
+            raise BadValue(f"{url}: object names {unsafe[:3]} cannot be local file names (an empty, '.' or "
+                           "'..' part); rename them or read another prefix.")
+        digest = hashlib.sha256(repr(
+            (url, sorted((name, info.get("size"), _content_tag(info)) for name, info in files.items()))).encode())
+        target = os.path.join(cache_root(), re.sub(r"[^A-Za-z0-9._-]", "_", basename(url)) + "-" +
+                              digest.hexdigest()[:16])
+        if not os.path.isdir(target):
+            os.makedirs(cache_root(), exist_ok=True)
+            partial = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.partial-", dir=cache_root())
+            try:
+                local = [os.path.join(partial, *name.split("/")) for name in files]
+                remote = [key if single else f"{key}/{name}" for name in files]
+                fs.get(remote, local)
+                changed = [name for name, path in zip(files, local)
+                           if os.path.getsize(path) != files[name].get("size", os.path.getsize(path))]
+                if changed:
+                    raise OSError(f"{url} changed while it was copied ({changed[:3]}): run again.")
+                try:
+                    os.rename(partial, target)
+                except OSError:
+                    if not os.path.isdir(target):  # not another process finishing the same copy first
+                        raise
+                logging.getLogger(__name__).info("%s: %d file(s), %.1f MB, copied to %s", url, len(files),
+                                                 sum(i.get("size") or 0 for i in files.values()) / 1e6, target)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+    return os.path.join(target, single) if single else target
+
+
+def _no_listings_cache() -> None:
+    """Object stores are shared with other processes (the other hosts, the next run) and reached through
+    more than one client here (epath keeps its own): no client keeps listings in memory, so `exists`,
+    `isdir` and `listdir` see the store as it is now, not as one client listed it before a write made
+    through another (s3fs and gcsfs keep listings for a client's lifetime by default)."""
+    import fsspec.config
+
+    for protocol in ("s3", "gs"):
+        fsspec.config.conf.setdefault(protocol, {}).setdefault("use_listings_cache", False)
+
+
+_no_listings_cache()

@@ -252,8 +252,7 @@ def load_trained(directory: str | os.PathLike,
     (its knobs, e.g. `top_k`, `score_threshold`); by default the one saved in the folder
     (`best_vitjax/`) or the classification task that `best/` describes."""
     directory = find_model(directory)
-    with storage.local_copy(directory) as local:  # a model folder on object storage: read from a copy
-        folder = read_model_folder(local)
+    folder = read_model_folder(directory)  # one on object storage: from its local copy (storage.cached_copy)
     config = dict(task_config if task_config is not None else folder.task_config)
     task = make_task(config, folder.class_names, directory)
     model = Model(ViT(folder.spec), task.make_head(folder.spec))

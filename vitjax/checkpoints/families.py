@@ -3,6 +3,9 @@ it to that family's reader (`catalog.supported()` lists what loads: the message 
 `export_pretrained` writes a model back in its family's own format (timm's for timm and `.npz` weights,
 transformers' for the others).
 
+Each may be a path or a URL on object storage (`s3://`, `gs://`: read from a local copy,
+`vitjax.storage.cached_copy`).
+
   * a `.npz` file: big_vision / vision_transformer (AugReg) weights (`npz.py`);
   * a folder or hub id whose `config.json` has `architecture`: timm (`timm_names.py`);
   * a folder or hub id whose `config.json` has `model_type`: transformers (`hf_load.py`), including
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import os
 
+from vitjax import storage
 from vitjax.checkpoints import hf_load, npz, timm_names
 from vitjax.checkpoints.catalog import supported
 from vitjax.checkpoints.convert import Checkpoint, assemble
@@ -29,9 +33,10 @@ def load_checkpoint(name_or_path, num_labels: int | None = None, id2label: dict 
     `fill_head=False` for the trainer, whose task initialises the head tensors it does not reuse)."""
     name = os.fspath(name_or_path)
     if name.endswith(".npz"):
-        if not os.path.isfile(name):
+        local = storage.cached_copy(name)  # a file on object storage: its local copy
+        if not os.path.isfile(local):
             raise FileNotFoundError(f"{name} does not exist; give the path of a big_vision/vision_transformer .npz")
-        source = npz.read_npz(name)
+        source = npz.read_npz(local)
     else:
         files = hf_load.resolve_files(name)
         config = hf_load.read_config(files[hf_load.CONFIG])

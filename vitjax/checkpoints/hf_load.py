@@ -3,7 +3,8 @@
 `read_hf` reads `config.json`, `model.safetensors` (or the shards listed in `model.safetensors.index.json`)
 and `preprocessor_config.json`, picks the family by `model_type` (`catalog.HF_FAMILIES`: ViT, DeiT, DINOv2 and
 DINOv2 with registers in `hf_names.py`, SigLIP in `siglip.py`, CLIP in `clip.py`) and returns a `Source`;
-`load_hf` then builds the params and decides the head with `convert.assemble`.
+`load_hf` then builds the params and decides the head with `convert.assemble`. A folder may be on object
+storage (`s3://bucket/vit`, `gs://...`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import os
 
 import numpy as np
 
+from vitjax import storage
 from vitjax.checkpoints import validate
 from vitjax.checkpoints.catalog import MODEL_TYPES, supported
 from vitjax.checkpoints.convert import Checkpoint, Source, assemble
@@ -33,8 +35,9 @@ INDEX = "model.safetensors.index.json"  # sharded checkpoints: {"weight_map": {t
 def resolve_files(name_or_dir: str | os.PathLike) -> dict:
     """Local paths of config, weights and preprocessor for a folder or a hub id (downloaded via
     huggingface_hub). WEIGHTS maps to the list of safetensors files (one, or the shards of the index);
-    the preprocessor config is optional (None when absent); the others raise FileNotFoundError."""
-    name = os.fspath(name_or_dir)
+    the preprocessor config is optional (None when absent); the others raise FileNotFoundError. A folder
+    on object storage (`s3://`, `gs://`) is read from its local copy (`storage.cached_copy`)."""
+    name = storage.cached_copy(name_or_dir)
     if os.path.isdir(name):
         files = {f: os.path.join(name, f) for f in (CONFIG, PREPROCESSOR)}
         if not os.path.isfile(files[CONFIG]):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from vitjax import storage
 from vitjax.checkpoints import native
 from vitjax.checkpoints.families import load_checkpoint
 from vitjax.checkpoints.hf_load import CONFIG
@@ -26,14 +27,16 @@ class ModelFolder:
 
 
 def read_model_folder(directory: str | os.PathLike) -> ModelFolder:
-    """The model in `directory`; an error naming the folder when it is no exported model."""
+    """The model in `directory` (a folder on object storage is read from its local copy,
+    `storage.cached_copy`); an error naming the folder when it is no exported model."""
     directory = os.fspath(directory)
-    if os.path.isfile(os.path.join(directory, native.MODEL_FILE)):
-        info, params, spec, preprocessing = native.load_native(directory)
+    local = storage.cached_copy(directory)
+    if os.path.isfile(os.path.join(local, native.MODEL_FILE)):
+        info, params, spec, preprocessing = native.load_native(local)
         return ModelFolder(spec, params, preprocessing, info["task_config"], info["class_names"])
-    if os.path.isfile(os.path.join(directory, CONFIG)):
-        checkpoint = load_checkpoint(directory)
-        problem_type = read_json(os.path.join(directory, CONFIG)).get("problem_type")
+    if os.path.isfile(os.path.join(local, CONFIG)):
+        checkpoint = load_checkpoint(local)
+        problem_type = read_json(os.path.join(local, CONFIG)).get("problem_type")
         task_config = {"name": "classification", "plugins": [], "pooling": checkpoint.pooling,
                        "multilabel": problem_type == "multi_label_classification"}
         return ModelFolder(checkpoint.spec, checkpoint.params, checkpoint.preprocessing, task_config,

@@ -6,7 +6,9 @@ turns it into a fixed-shape uint8 array. With a cache file, prepared images are 
 uint8 [N, H, W, 3] file plus a byte of "filled" flags, filled lazily on first read by whichever process
 reads the record, so a small dataset is decoded once. `cache="ram"` puts the file in shared memory
 (/dev/shm) for this run only; `cache="disk"` keeps it in `cache_dir`, reused by later runs when the
-records, the preparation and the shape are the same (a fingerprint names the file).
+records, the preparation and the shape are the same (a fingerprint names the file). `cache_dir` is a
+local folder; records of a source on object storage are files of its local copy, whose folder is named
+by the objects' content (`vitjax.storage.cached_copy`), so the fingerprint follows the content too.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from vitjax import storage
 from vitjax.data.leftovers import remove_dead_ram_caches
 from vitjax.data.transforms import load_rgb
 from vitjax.errors import BadValue
@@ -95,12 +98,23 @@ def cache_path(data_cfg, records, kind: str, shape, extra: str) -> str | None:
         atexit.register(_remove, path)
         return path
     if mode == "disk":
-        folder = data_cfg.cache_dir
-        if not folder:
-            raise BadValue("config.data.cache='disk' needs config.data.cache_dir (a folder for the cache).")
+        folder = disk_cache_dir(data_cfg)
         os.makedirs(folder, exist_ok=True)
         return os.path.join(folder, name)
     raise BadValue(f"config.data.cache={mode!r}: use 'none', 'ram' or 'disk'.")
+
+
+def disk_cache_dir(data_cfg) -> str:
+    """`config.data.cache_dir`, where `cache="disk"` keeps the decode and feature caches: a local folder,
+    since they are memory-mapped files (the data itself may be on object storage)."""
+    folder = data_cfg.cache_dir
+    if not folder:
+        raise BadValue("config.data.cache='disk' needs config.data.cache_dir (a folder for the cache).")
+    if storage.is_remote(folder):
+        raise BadValue(f"config.data.cache_dir={folder!r} is on object storage, but the decode and feature "
+                       "caches are memory-mapped files: give a local folder (config.data.source may stay "
+                       "on object storage).")
+    return folder
 
 
 def _remove(path: str) -> None:

@@ -8,7 +8,9 @@ def default_config() -> ml_collections.ConfigDict:
     # Where the images come from:
     #   "hf:NAME[:CONFIG]"  a Hugging Face dataset by name (datasets.load_dataset),
     #   "folder:PATH"       an image folder (PATH/train/<class>/*.jpg, PATH/validation/..., PATH/test/...,
-    #                       or PATH/<class>/*.jpg with no split folders); a plain existing path works too,
+    #                       or PATH/<class>/*.jpg with no split folders); a plain existing path works too;
+    #                       PATH may be on object storage (s3://bucket/key, gs://...), copied once to
+    #                       ~/.cache/vitjax/remote (a new copy when its objects change),
     #   "tfds:NAME"         a TensorFlow Datasets dataset (pip install vitjax[tfds]),
     #   "demo:digits"       scikit-learn's 8x8 digit scans (1,797 images, 10 classes), no network.
     c.source = "demo:digits"
@@ -38,6 +40,7 @@ def default_config() -> ml_collections.ConfigDict:
     # "disk" (a file under cache_dir, reused across runs while the file list, labels and sizes are
     # unchanged; delete it after editing images in place).
     c.cache = "none"
+    # A local folder (the caches are memory-mapped files).
     c.cache_dir = ml_collections.FieldReference(None, field_type=str)
     # Size of the cached training images (and of the host images when device_augment=True), as a
     # multiple of the model input size: images are resized (squashed) once to this square size and

@@ -135,7 +135,7 @@ def open_multilabel(data_cfg) -> ImageDataset:
     if spec.kind == "hf":
         raw, class_names = from_hf(hf.load_dataset_dict(spec), data_cfg, name=spec.text)
     else:
-        raw, class_names = scan_csv_folder(spec.name)
+        raw, class_names = scan_csv_folder(spec.local_path())
     return splits_lib.resolve_splits(spec.text, raw, class_names, data_cfg)
 
 

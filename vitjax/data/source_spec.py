@@ -1,8 +1,9 @@
 """The one parser of `config.data.source` strings, shared by every task's `open_source`.
 
 "hf:NAME[:CONFIG]" (a Hugging Face dataset), "folder:PATH", "coco:PATH", "tfds:NAME", "demo:NAME", or a
-plain existing path (kind "path"). Each caller says which kinds it reads; any other string is one clear
-error listing them.
+plain existing path (kind "path"). PATH may be on object storage (`s3://bucket/key`, `gs://...`): readers
+open `SourceSpec.local_path()`, a local copy made once per content (`vitjax.storage.cached_copy`). Each
+caller says which kinds it reads; any other string is one clear error listing them.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
+from vitjax import storage
 from vitjax.errors import BadValue
 
 KINDS = ("hf", "folder", "coco", "tfds", "demo")
@@ -25,10 +27,17 @@ class SourceSpec:
     name: str
     config: str | None = None
 
-    @property
-    def path(self) -> str:
-        """`name` with `~` expanded (folder, coco and path kinds)."""
-        return os.path.expanduser(self.name)
+    def local_path(self) -> str:
+        """The local file or folder that `name` names (folder, coco and path kinds), `~` expanded. On
+        object storage, a copy in the local cache (`storage.cached_copy`, once per content); a file there
+        (a COCO annotations file) is copied with the folder holding it, where its images are."""
+        if not storage.is_remote(self.name):
+            return os.path.expanduser(self.name)
+        with storage.remote_errors(self.name):
+            is_file = storage.isfile(self.name)
+        if is_file:
+            return os.path.join(storage.cached_copy(storage.dirname(self.name)), storage.basename(self.name))
+        return storage.cached_copy(self.name)
 
 
 def parse_source(source, accepted: Sequence[str], usage: str) -> SourceSpec:
@@ -40,7 +49,7 @@ def parse_source(source, accepted: Sequence[str], usage: str) -> SourceSpec:
     if kind in KINDS and rest:
         name, config = (rest.partition(":")[::2] if kind == "hf" else (rest, ""))
         spec = SourceSpec(source, kind, name, config or None)
-    elif os.path.exists(os.path.expanduser(source)):
+    elif storage.is_remote(source) or os.path.exists(os.path.expanduser(source)):
         spec = SourceSpec(source, "path", source)
     else:
         spec = None

@@ -47,7 +47,7 @@ def open_source(data_cfg) -> ImageDataset:
     if spec.kind == "hf":
         raw, class_names = hf.from_hf(hf.load_dataset_dict(spec), data_cfg, name=spec.text)
     elif spec.kind in ("folder", "path"):
-        raw, class_names = folders.scan_folder(spec.name, data_cfg.skip_corrupt)
+        raw, class_names = folders.scan_folder(spec.local_path(), data_cfg.skip_corrupt)
     elif spec.kind == "tfds":
         raw, class_names = open_tfds(spec.name)
     elif spec.name == "digits":

@@ -40,7 +40,7 @@ from flax import traverse_util
 from vitjax import parallel
 from vitjax.config import to_dict
 from vitjax.data import pipeline
-from vitjax.data.cache import fingerprint
+from vitjax.data.cache import disk_cache_dir, fingerprint
 from vitjax.data.feature_store import filled_arrays
 from vitjax.data.records import record_classes
 from vitjax.errors import BadValue
@@ -154,7 +154,7 @@ class FeatureCache:
         self.bottom, top = split_backbone(run.model.module.backbone, cut, grid)
         self.model = Model(top, run.model.module.head)
         data = run.config.data
-        self.directory = data.cache_dir if data.cache == "disk" else None
+        self.directory = disk_cache_dir(data) if data.cache == "disk" else None
         self._eval: dict[str, pipeline.EvalBatches] = {}
         image = jnp.zeros((1, *run.model.preprocessing.input_size, run.model.spec.num_channels), jnp.uint8)
         self._row = jax.eval_shape(self._outputs, run.model.params, image)  # name -> [1, ...]
