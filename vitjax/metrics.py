@@ -62,7 +62,8 @@ class FirstExamples(clu_metrics.CollectingMetric):
     a task's report draws. Takes the named outputs [B, ...] and `mask` [B]; each batch hands at most
     `count` rows to the host and merging keeps the first `count` valid ones, so the host holds a few
     examples however long the split. `FirstExamples.of(names, count)` builds the class; `compute()`
-    gives {name: array [n <= count, ...]}."""
+    gives {name: array [n <= count, ...]}. Collects nothing when an output it names is missing or not
+    an array: an evaluation over the feature cache's features has no pixels to draw."""
 
     names: ClassVar[tuple[str, ...]] = ()
     count: ClassVar[int] = 0
@@ -75,6 +76,8 @@ class FirstExamples(clu_metrics.CollectingMetric):
 
     @classmethod
     def from_model_output(cls, *, mask=None, **outputs) -> FirstExamples:
+        if not all(hasattr(outputs.get(name), "shape") for name in cls.names):
+            return cls.empty()
         rows = outputs[cls.names[0]].shape[0]
         valid = jnp.ones((rows,), bool) if mask is None else jnp.asarray(mask, bool)
         kept = {name: outputs[name][:cls.count] for name in cls.names}

@@ -23,7 +23,7 @@ import socket
 import tempfile
 
 from vitjax import config as config_lib
-from vitjax import modes
+from vitjax import modes, storage
 from vitjax.workdir import RESULTS
 
 
@@ -96,7 +96,7 @@ def fit(config, workdir: str, *, num_workers: int, cpus_per_worker: float = 1, g
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.v2.jax import JaxTrainer
 
-    if "://" not in workdir:  # a local path (on shared storage): the workers' working directory is Ray's
+    if not storage.is_remote(workdir):  # a local path (on shared storage): the workers' working directory is Ray's
         workdir = os.path.abspath(workdir)
     resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
     trainer = JaxTrainer(
