@@ -62,8 +62,8 @@ class FirstExamples(clu_metrics.CollectingMetric):
     a task's report draws. Takes the named outputs [B, ...] and `mask` [B]; each batch hands at most
     `count` rows to the host and merging keeps the first `count` valid ones, so the host holds a few
     examples however long the split. `FirstExamples.of(names, count)` builds the class; `compute()`
-    gives {name: array [n <= count, ...]}. Collects nothing when an output it names is missing or not
-    an array: an evaluation over the feature cache's features has no pixels to draw."""
+    gives {name: array [n <= count, ...]}. Collects nothing when an output it names is not an array
+    (an evaluation over the feature cache's features has no pixels to draw); a missing one is a KeyError."""
 
     names: ClassVar[tuple[str, ...]] = ()
     count: ClassVar[int] = 0
@@ -76,7 +76,7 @@ class FirstExamples(clu_metrics.CollectingMetric):
 
     @classmethod
     def from_model_output(cls, *, mask=None, **outputs) -> FirstExamples:
-        if not all(hasattr(outputs.get(name), "shape") for name in cls.names):
+        if not all(hasattr(outputs[name], "shape") for name in cls.names):
             return cls.empty()
         rows = outputs[cls.names[0]].shape[0]
         valid = jnp.ones((rows,), bool) if mask is None else jnp.asarray(mask, bool)

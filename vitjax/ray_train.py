@@ -97,7 +97,7 @@ def fit(config, workdir: str, *, num_workers: int, cpus_per_worker: float = 1, g
     from ray.train.v2.jax import JaxTrainer
 
     if not storage.is_remote(workdir):  # a local path (on shared storage): the workers' working directory is Ray's
-        workdir = os.path.abspath(workdir)
+        workdir = os.path.abspath(storage.normalize(workdir))
     resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
     trainer = JaxTrainer(
         _worker, train_loop_config={"config": config, "workdir": workdir},
